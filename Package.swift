@@ -1,0 +1,76 @@
+// swift-tools-version: 6.0
+// csptrain: a distributed training coordinator for sparse speech-recognition models.
+//
+// Dependencies point one way, down towards the numeric core:
+//   csptrain (CLI) → Runtime → Coordination, Checkpoints, Pruning, Training, Models, Wire, Transport
+//   Transport knows nothing of training; Tensors knows nothing of networking.
+import PackageDescription
+
+let package = Package(
+    name: "csptrain",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "csptrain", targets: ["csptrain"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"4.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // C system libraries: a module map and a shim header, nothing else.
+        .systemLibrary(name: "CNNG", path: "Sources/CNNG"),
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
+
+        // nng wrapped for Swift: sockets, AIO as async/await, errors.
+        .target(name: "Transport", dependencies: ["CNNG"]),
+        // The wire schema: generated protobuf (Generated/, never edited by hand).
+        .target(name: "Wire", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                exclude: ["Generated/PROTO_SHA256"]),
+        // Flat parameter buffers, named views, sparse encodings, checksums, BLAS calls.
+        .target(name: "Tensors", dependencies: ["CBLAS"]),
+        // Models with their backward passes, behind the GradientModel protocol; built-in tasks.
+        .target(name: "Models", dependencies: ["Tensors"]),
+        // Optimizers, learning-rate schedules, gradient accumulation and clipping.
+        .target(name: "Training", dependencies: ["Tensors"]),
+        // The projection step that makes weights sparse (identity until CSP lands).
+        .target(name: "Pruning", dependencies: ["Tensors"]),
+        // The checkpoint format and its store.
+        .target(name: "Checkpoints", dependencies: ["Tensors", "Wire"]),
+        // Pure state machines: membership, join handshakes, step rounds, chunk accounting. No I/O.
+        .target(name: "Coordination", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        // The YAML run configuration: composes the modules' settings structs.
+        .target(name: "Configuration", dependencies: [
+            "Models", "Training", "Pruning", "Coordination", "Transport",
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        // The shells: coordinator and worker services, launcher, metrics files.
+        .target(name: "Runtime", dependencies: [
+            "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints",
+            "Coordination", "Configuration", "CSystem",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // Throughput benchmarks (`csptrain bench`), kept apart from the tests.
+        .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination"]),
+        // The executable: argument-parser commands only.
+        .executableTarget(name: "csptrain", dependencies: [
+            "Runtime", "Configuration", "Benchmarks", "Checkpoints",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "TransportTests", dependencies: ["Transport"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Runtime"], resources: []),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Tensors"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
+        .testTarget(name: "CoordinationTests", dependencies: ["Coordination"]),
+        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["csptrain"]),
+    ]
+)

@@ -1,0 +1,10 @@
+// The nng C API as csptrain uses it: the core plus the protocols of its design.
+// Debian's libnng-dev ships no pkg-config file, so the module map links "nng" directly.
+#ifndef CSPTRAIN_CNNG_SHIM_H
+#define CSPTRAIN_CNNG_SHIM_H
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/pipeline0/push.h>
+#include <nng/protocol/pipeline0/pull.h>
+#endif

@@ -1,0 +1,56 @@
+import Tensors
+
+/// A model together with the data it trains on, as the worker and coordinator see it.
+///
+/// All parameters live in one flat `[Float]` described by ``layout``; a worker computes the mean
+/// loss gradient of a micro-batch (a list of example indices) into a flat gradient buffer of the
+/// same layout. Implementations must be deterministic: the same parameters and examples give the
+/// same gradient on every worker, so a micro-batch can be recomputed elsewhere after a failure.
+public protocol TrainableModel: Sendable {
+    var layout: ParameterLayout { get }
+    /// Number of examples in the training set; example indices are `0 ..< trainingExamples`.
+    var trainingExamples: Int { get }
+    /// Parameters before the first step.
+    func initialParameters(seed: UInt64) -> [Float]
+    /// Writes the mean gradient over `examples` into `gradient` (overwriting it) and returns the
+    /// sum of the per-example losses.
+    func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int],
+                         gradient: UnsafeMutableBufferPointer<Float>) throws -> Double
+}
+
+/// Which model to build, composed into the run configuration.
+public struct ModelSettings: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// A two-layer perceptron on the built-in synthetic classification task.
+        case mlp
+    }
+    public var kind: Kind = .mlp
+    public var inputDim = 32
+    public var hiddenDim = 64
+    public var classes = 8
+    public init() {}
+}
+
+/// The training data, composed into the run configuration.
+public struct DataSettings: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// Gaussian clusters generated from the seed: any worker can make any example.
+        case synthetic
+    }
+    public var kind: Kind = .synthetic
+    public var examples = 16384
+    /// Standard deviation of the noise around each class centre (centres are ~N(0, 1) per axis).
+    public var noise = 1.5
+    public init() {}
+}
+
+public enum ModelFactory {
+    public static func make(model: ModelSettings, data: DataSettings, seed: UInt64) -> any TrainableModel {
+        switch (model.kind, data.kind) {
+        case (.mlp, .synthetic):
+            let task = SyntheticClassification(inputDim: model.inputDim, classes: model.classes,
+                                               examples: data.examples, noise: Float(data.noise), seed: seed)
+            return MLPClassifier(task: task, hiddenDim: model.hiddenDim)
+        }
+    }
+}

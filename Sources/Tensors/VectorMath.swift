@@ -1,0 +1,46 @@
+import CBLAS
+
+/// BLAS-backed operations on flat Float buffers. Shapes are stated on each function.
+public enum VectorMath {
+    /// y += alpha * x   (n = x.count = y.count)
+    @inlinable
+    public static func axpy(_ alpha: Float, _ x: UnsafeBufferPointer<Float>, _ y: UnsafeMutableBufferPointer<Float>) {
+        precondition(x.count == y.count, "axpy: \(x.count) vs \(y.count) values")
+        guard !x.isEmpty else { return }
+        cblas_saxpy(blasint(x.count), alpha, x.baseAddress, 1, y.baseAddress, 1)
+    }
+
+    /// x *= alpha
+    @inlinable
+    public static func scale(_ alpha: Float, _ x: UnsafeMutableBufferPointer<Float>) {
+        guard !x.isEmpty else { return }
+        cblas_sscal(blasint(x.count), alpha, x.baseAddress, 1)
+    }
+
+    /// Euclidean norm, accumulated in double precision for stability on long vectors.
+    public static func norm(_ x: UnsafeBufferPointer<Float>) -> Double {
+        var sum = 0.0
+        for v in x { sum += Double(v) * Double(v) }
+        return sum.squareRoot()
+    }
+
+    /// C (m×n) = alpha · op(A) · op(B) + beta · C, row-major.
+    /// A is (m×k) or, transposed, (k×m); B is (k×n) or (n×k).
+    public static func gemm(transposeA: Bool = false, transposeB: Bool = false,
+                            m: Int, n: Int, k: Int, alpha: Float = 1,
+                            _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                            beta: Float = 0, _ c: UnsafeMutablePointer<Float>) {
+        cblas_sgemm(CblasRowMajor,
+                    transposeA ? CblasTrans : CblasNoTrans,
+                    transposeB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k), alpha,
+                    a, blasint(transposeA ? m : k),
+                    b, blasint(transposeB ? k : n),
+                    beta, c, blasint(n))
+    }
+
+    /// Fixes the number of BLAS threads (results of some kernels depend on it).
+    public static func setThreadCount(_ n: Int) {
+        openblas_set_num_threads(Int32(n))
+    }
+}

@@ -1,0 +1,58 @@
+import CNNG
+
+/// One request/reply exchange state machine on a REQ or REP socket.
+///
+/// A context runs one exchange at a time: on REP, receive a request then send its reply; on
+/// REQ, send a request then receive its reply. Open one context per concurrent exchange.
+public final class Context: Sendable {
+    let handle: nng_ctx
+    public let kind: Socket.Kind
+
+    init(handle: nng_ctx, kind: Socket.Kind) {
+        self.handle = handle
+        self.kind = kind
+    }
+
+    deinit {
+        nng_ctx_close(handle)
+    }
+
+    public func send(_ message: Message, timeout: Duration? = nil) async throws(NNGError) {
+        try await Operation.send(message, timeout: timeout, what: "send on \(kind.rawValue) context") { aio in
+            nng_ctx_send(handle, aio)
+        }
+    }
+
+    public func receive(timeout: Duration? = nil) async throws(NNGError) -> Message {
+        try await Operation.receive(timeout: timeout, what: "receive on \(kind.rawValue) context") { aio in
+            nng_ctx_recv(handle, aio)
+        }
+    }
+
+    /// REQ only: re-send the request when no reply came within `value` (the peer's handler must
+    /// therefore be idempotent).
+    public func setResendTime(_ value: Duration) throws(NNGError) {
+        try nngCall("set \(NNG_OPT_REQ_RESENDTIME) to \(value)",
+                    nng_ctx_set_ms(handle, NNG_OPT_REQ_RESENDTIME, AsyncIO.milliseconds(value)))
+    }
+
+    /// Sends `request` and waits for the reply (REQ contexts).
+    public func request(_ request: Message, timeout: Duration? = nil) async throws(NNGError) -> Message {
+        try await send(request, timeout: timeout)
+        return try await receive(timeout: timeout)
+    }
+}
+
+/// Transport settings, composed into the run configuration.
+public struct TransportSettings: Sendable, Equatable {
+    /// Largest message a socket accepts (`NNG_OPT_RECVMAXSZ`), in bytes.
+    public var maxMessageBytes: Int = 256 << 20
+    /// Concurrent request/reply exchanges the coordinator serves.
+    public var coordinatorContexts: Int = 128
+    /// REQ re-send time: a request without a reply after this long is sent again.
+    public var resendSeconds: Double = 30
+    /// Gradient chunks a worker keeps in flight at once.
+    public var sendWindow: Int = 4
+
+    public init() {}
+}

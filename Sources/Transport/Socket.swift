@@ -1,0 +1,216 @@
+import CNNG
+
+/// An nng socket of one of the protocols csptrain's design uses.
+///
+/// - `rep`/`req`: request/reply. The coordinator's control endpoint is a REP socket served
+///   through many contexts; each worker holds a REQ socket. REQ re-sends a request on its own
+///   when no reply came within the resend time, so every request handler must be idempotent.
+/// - `push`/`pull`: a one-way pipeline with back-pressure but no addressing (the benchmark's
+///   baseline stream).
+public final class Socket: Sendable {
+    public enum Kind: String, Sendable {
+        case req, rep, push, pull
+    }
+
+    public let kind: Kind
+    let handle: nng_socket
+    private let pipeEventBox: PipeEventBox
+
+    /// Connects and disconnects of this socket's pipes, delivered from nng's notification
+    /// callback (which only enqueues: it must not block or touch the socket).
+    public var pipeEvents: AsyncStream<PipeEvent> { pipeEventBox.stream }
+
+    public init(_ kind: Kind) throws(NNGError) {
+        var socket = nng_socket()
+        let rv: Int32
+        switch kind {
+        case .req: rv = nng_req0_open(&socket)
+        case .rep: rv = nng_rep0_open(&socket)
+        case .push: rv = nng_push0_open(&socket)
+        case .pull: rv = nng_pull0_open(&socket)
+        }
+        try nngCall("open a \(kind.rawValue) socket", rv)
+        self.kind = kind
+        self.handle = socket
+        self.pipeEventBox = PipeEventBox()
+        let arg = Unmanaged.passUnretained(pipeEventBox).toOpaque()
+        for event in [NNG_PIPE_EV_ADD_POST, NNG_PIPE_EV_REM_POST] {
+            try nngCall("register pipe notifications", nng_pipe_notify(socket, event, { pipe, event, arg in
+                Unmanaged<PipeEventBox>.fromOpaque(arg!)._withUnsafeGuaranteedRef {
+                    $0.deliver(PipeEvent(kind: event == NNG_PIPE_EV_ADD_POST ? .added : .removed,
+                                         pipe: PipeID(rawValue: pipe.id)))
+                }
+            }, arg))
+        }
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Closes the socket: every pending operation on it and its contexts fails with "closed".
+    public func close() {
+        nng_pipe_notify(handle, NNG_PIPE_EV_ADD_POST, nil, nil)
+        nng_pipe_notify(handle, NNG_PIPE_EV_REM_POST, nil, nil)
+        nng_close(handle)
+        pipeEventBox.finish()
+    }
+
+    // MARK: Endpoints
+
+    /// Listens on `url` (`tcp://host:port`, `ipc:///path`, `inproc://name`). Port 0 picks a free
+    /// port; read it back from the returned listener.
+    ///
+    /// `maxMessageSize` is required: nng's default is unlimited, so a peer could make us allocate
+    /// any amount of memory. Larger messages are dropped and their connection closed.
+    @discardableResult
+    public func listen(_ url: String, maxMessageSize: Int) throws(NNGError) -> Listener {
+        try setSize(NNG_OPT_RECVMAXSZ, maxMessageSize)
+        var listener = nng_listener()
+        try nngCall("listen on \(url)", nng_listen(handle, url, &listener, 0))
+        return Listener(handle: listener, requestedURL: url)
+    }
+
+    /// Dials `url` in the background: the dialer keeps reconnecting, with back-off between
+    /// `reconnect.lowerBound` and `reconnect.upperBound`, whenever the connection drops.
+    public func dial(_ url: String, maxMessageSize: Int,
+                     reconnect: ClosedRange<Duration> = .milliseconds(100) ... .seconds(2)) throws(NNGError) {
+        try setSize(NNG_OPT_RECVMAXSZ, maxMessageSize)
+        try setDuration(NNG_OPT_RECONNMINT, reconnect.lowerBound)
+        try setDuration(NNG_OPT_RECONNMAXT, reconnect.upperBound)
+        try nngCall("dial \(url)", nng_dial(handle, url, nil, Int32(NNG_FLAG_NONBLOCK)))
+    }
+
+    // MARK: Options
+
+    public func setSize(_ option: String, _ value: Int) throws(NNGError) {
+        try nngCall("set \(option) to \(value)", nng_socket_set_size(handle, option, value))
+    }
+
+    public func setDuration(_ option: String, _ value: Duration) throws(NNGError) {
+        try nngCall("set \(option) to \(value)", nng_socket_set_ms(handle, option, AsyncIO.milliseconds(value)))
+    }
+
+    /// REQ only: how long to wait for a reply before re-sending the request.
+    public func setResendTime(_ value: Duration) throws(NNGError) {
+        try setDuration(NNG_OPT_REQ_RESENDTIME, value)
+    }
+
+    /// The address of the peer on `pipe`, for messages that name who sent bad input.
+    public func peerAddress(_ pipe: PipeID) -> String {
+        var address = nng_sockaddr()
+        guard nng_pipe_get_addr(nng_pipe(id: pipe.rawValue), NNG_OPT_REMADDR, &address) == 0 else {
+            return pipe.description
+        }
+        return SocketAddress(address).description
+    }
+
+    // MARK: Socket-level messaging (for protocols without contexts, such as PUSH/PULL)
+
+    public func send(_ message: Message, timeout: Duration? = nil) async throws(NNGError) {
+        try await Operation.send(message, timeout: timeout, what: "send on \(kind.rawValue) socket") { aio in
+            nng_send_aio(handle, aio)
+        }
+    }
+
+    public func receive(timeout: Duration? = nil) async throws(NNGError) -> Message {
+        try await Operation.receive(timeout: timeout, what: "receive on \(kind.rawValue) socket") { aio in
+            nng_recv_aio(handle, aio)
+        }
+    }
+
+    /// A context: an independent request/reply state machine on this socket, so that many
+    /// exchanges can be in flight at once (REQ and REP only).
+    public func openContext() throws(NNGError) -> Context {
+        var ctx = nng_ctx()
+        try nngCall("open a context on a \(kind.rawValue) socket", nng_ctx_open(&ctx, handle))
+        return Context(handle: ctx, kind: kind)
+    }
+}
+
+/// A listening endpoint.
+public struct Listener: Sendable {
+    let handle: nng_listener
+    public let requestedURL: String
+
+    /// The TCP port actually bound (useful after listening on port 0); nil for other transports.
+    public var boundPort: Int? {
+        var port: Int32 = 0
+        guard requestedURL.hasPrefix("tcp"), nng_listener_get_int(handle, NNG_OPT_TCP_BOUND_PORT, &port) == 0 else {
+            return nil
+        }
+        return Int(port)
+    }
+
+    /// The URL peers should dial: the requested one, with the bound port filled in for `:0`.
+    public var url: String {
+        guard let port = boundPort, let colon = requestedURL.lastIndex(of: ":") else { return requestedURL }
+        return String(requestedURL[..<colon]) + ":\(port)"
+    }
+}
+
+/// A pipe connected or went away.
+public struct PipeEvent: Sendable, Equatable {
+    public enum Kind: Sendable { case added, removed }
+    public let kind: Kind
+    public let pipe: PipeID
+}
+
+/// Receives nng's pipe notifications. The callback only yields to a stream.
+final class PipeEventBox: Sendable {
+    let stream: AsyncStream<PipeEvent>
+    private let continuation: AsyncStream<PipeEvent>.Continuation
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream(of: PipeEvent.self, bufferingPolicy: .bufferingNewest(4096))
+    }
+
+    func deliver(_ event: PipeEvent) { continuation.yield(event) }
+    func finish() { continuation.finish() }
+}
+
+/// Shared send/receive logic for sockets and contexts.
+enum Operation {
+    static func send(_ message: Message, timeout: Duration?, what: @autoclosure () -> String,
+                     _ submit: (OpaquePointer) -> Void) async throws(NNGError) {
+        let io = try AsyncIO()
+        io.setMessage(message.take())
+        let rv = await io.run(timeout: timeout, submit)
+        if rv != 0 {
+            // On failure nng leaves the message with us.
+            if let msg = io.message() { message.restore(msg) }
+            throw NNGError(code: rv, operation: what())
+        }
+    }
+
+    static func receive(timeout: Duration?, what: @autoclosure () -> String,
+                        _ submit: (OpaquePointer) -> Void) async throws(NNGError) -> Message {
+        let io = try AsyncIO()
+        let rv = await io.run(timeout: timeout, submit)
+        try nngCall(what(), rv)
+        return Message(adopting: io.message()!)
+    }
+}
+
+/// A printable nng socket address.
+struct SocketAddress: CustomStringConvertible {
+    let description: String
+
+    init(_ address: nng_sockaddr) {
+        switch Int32(address.s_family) {
+        case Int32(NNG_AF_INET.rawValue):
+            let a = UInt32(bigEndian: address.s_in.sa_addr)
+            let port = UInt16(bigEndian: address.s_in.sa_port)
+            description = "\(a >> 24).\((a >> 16) & 0xff).\((a >> 8) & 0xff).\(a & 0xff):\(port)"
+        case Int32(NNG_AF_INET6.rawValue):
+            description = "[ipv6]:\(UInt16(bigEndian: address.s_in6.sa_port))"
+        case Int32(NNG_AF_IPC.rawValue):
+            var ipc = address.s_ipc
+            description = "ipc://" + withUnsafeBytes(of: &ipc.sa_path) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+        default:
+            description = "(address family \(address.s_family))"
+        }
+    }
+}
