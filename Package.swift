@@ -41,10 +41,10 @@ let package = Package(
         // The checkpoint format and its store.
         .target(name: "Checkpoints", dependencies: ["Tensors", "Wire"]),
         // Pure state machines: membership, join handshakes, step rounds, chunk accounting. No I/O.
-        .target(name: "Coordination", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "Coordination", dependencies: ["Tensors", .product(name: "Crypto", package: "swift-crypto")]),
         // The YAML run configuration: composes the modules' settings structs.
         .target(name: "Configuration", dependencies: [
-            "Models", "Training", "Pruning", "Coordination", "Transport",
+            "Models", "Training", "Pruning", "Coordination", "Transport", "Checkpoints",
             .product(name: "Yams", package: "Yams"),
         ]),
         // The shells: coordinator and worker services, launcher, metrics files.

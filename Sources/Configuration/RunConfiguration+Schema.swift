@@ -1,0 +1,116 @@
+import Checkpoints
+import Coordination
+import Models
+import Pruning
+import Training
+import Transport
+
+// The YAML names of every setting. One line per key: name, storage, help, check.
+
+extension RunConfiguration: ConfigSection {
+    static var fields: [ConfigField<RunConfiguration>] {
+        [
+            .init("seed", \.seed, "seeds initial weights, data order and generated data"),
+            .init("steps", \.steps, "total steps of the run", check: positive),
+            .init("model", \.model, "the model"),
+            .init("data", \.data, "the training data"),
+            .init("optimizer", \.optimizer, "optimizer and learning-rate schedule"),
+            .init("pruning", \.pruning, "the projection step that sparsifies the weights"),
+            .init("coordinator", \.coordinator, "batching, deadlines and chunking"),
+            .init("checkpoint", \.checkpoint, "how often to checkpoint and how many to keep"),
+            .init("transport", \.transport, "nng socket limits"),
+        ]
+    }
+}
+
+extension ModelSettings.Kind: ConfigEnum {}
+extension ModelSettings: ConfigSection {
+    static var fields: [ConfigField<ModelSettings>] {
+        [
+            .init("kind", \.kind, "model architecture"),
+            .init("input_dim", \.inputDim, "input features", check: positive),
+            .init("hidden_dim", \.hiddenDim, "hidden units", check: positive),
+            .init("classes", \.classes, "output classes", check: { $0 >= 2 ? nil : "must be at least 2" }),
+        ]
+    }
+}
+
+extension DataSettings.Kind: ConfigEnum {}
+extension DataSettings: ConfigSection {
+    static var fields: [ConfigField<DataSettings>] {
+        [
+            .init("kind", \.kind, "data set"),
+            .init("examples", \.examples, "training examples", check: positive),
+            .init("noise", \.noise, "noise around class centres", check: nonNegative),
+        ]
+    }
+}
+
+extension OptimizerSettings.Kind: ConfigEnum {}
+extension OptimizerSettings: ConfigSection {
+    static var fields: [ConfigField<OptimizerSettings>] {
+        [
+            .init("kind", \.kind, "optimizer"),
+            .init("learning_rate", \.learningRate, "base learning rate", check: positive),
+            .init("momentum", \.momentum, "SGD momentum", check: unitInterval),
+            .init("nesterov", \.nesterov, "SGD: Nesterov momentum"),
+            .init("beta1", \.beta1, "Adam first-moment decay", check: unitInterval),
+            .init("beta2", \.beta2, "Adam second-moment decay", check: unitInterval),
+            .init("epsilon", \.epsilon, "Adam denominator term", check: positive),
+            .init("weight_decay", \.weightDecay, "L2 (sgd, adam) or decoupled (adamw) weight decay", check: nonNegative),
+            .init("clip_norm", \.clipNorm, "clip the global gradient norm (0: off)", check: nonNegative),
+            .init("schedule", \.schedule, "learning-rate schedule"),
+        ]
+    }
+}
+
+extension LearningRateSchedule.Decay: ConfigEnum {}
+extension LearningRateSchedule: ConfigSection {
+    static var fields: [ConfigField<LearningRateSchedule>] {
+        [
+            .init("decay", \.decay, "after warm-up: constant or cosine"),
+            .init("warmup_steps", \.warmupSteps, "linear warm-up steps", check: nonNegative),
+            .init("min_factor", \.minFactor, "cosine: final fraction of the base rate", check: nonNegative),
+        ]
+    }
+}
+
+extension PruningSettings.Method: ConfigEnum {}
+extension PruningSettings: ConfigSection {
+    static var fields: [ConfigField<PruningSettings>] {
+        [.init("method", \.method, "pruning method")]
+    }
+}
+
+extension CoordinatorSettings: ConfigSection {
+    static var fields: [ConfigField<CoordinatorSettings>] {
+        [
+            .init("global_batch", \.globalBatch, "examples per step over all workers", check: positive),
+            .init("micro_batches", \.microBatches, "micro-batches per step (independent of workers)", check: positive),
+            .init("step_deadline_seconds", \.stepDeadlineSeconds, "drop a worker that holds a micro-batch longer", check: positive),
+            .init("chunk_values", \.chunkValues, "gradient chunk size in float32 values", check: positive),
+            .init("poll_hold_seconds", \.pollHoldSeconds, "hold an idle work request this long", check: positive),
+            .init("min_workers", \.minWorkers, "workers needed before steps start", check: positive),
+        ]
+    }
+}
+
+extension CheckpointSettings: ConfigSection {
+    static var fields: [ConfigField<CheckpointSettings>] {
+        [
+            .init("every_steps", \.everySteps, "checkpoint interval in steps (0: at the end only)", check: nonNegative),
+            .init("keep", \.keep, "checkpoints kept", check: positive),
+        ]
+    }
+}
+
+extension TransportSettings: ConfigSection {
+    static var fields: [ConfigField<TransportSettings>] {
+        [
+            .init("max_message_bytes", \.maxMessageBytes, "largest message accepted (NNG_OPT_RECVMAXSZ)", check: positive),
+            .init("coordinator_contexts", \.coordinatorContexts, "concurrent exchanges the coordinator serves", check: positive),
+            .init("resend_seconds", \.resendSeconds, "REQ re-send time", check: positive),
+            .init("send_window", \.sendWindow, "gradient chunks a worker keeps in flight", check: positive),
+        ]
+    }
+}

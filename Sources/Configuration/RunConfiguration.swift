@@ -1,0 +1,110 @@
+import Checkpoints
+import Coordination
+import Foundation
+import Models
+import Pruning
+import Training
+import Transport
+import Yams
+
+/// The whole configuration of a run. Each module owns its settings struct; this only composes
+/// them and maps them to YAML keys (ConfigSchema.swift, RunConfiguration+Schema.swift).
+public struct RunConfiguration: Sendable, Equatable {
+    /// Seeds everything: initial weights, data order, data generation.
+    public var seed: UInt64 = 1
+    /// The run's total number of steps (a resumed run continues up to it).
+    public var steps = 200
+    public var model = ModelSettings()
+    public var data = DataSettings()
+    public var optimizer = OptimizerSettings()
+    public var pruning = PruningSettings()
+    public var coordinator = CoordinatorSettings()
+    public var checkpoint = CheckpointSettings()
+    public var transport = TransportSettings()
+
+    public init() {}
+
+    /// Reads a YAML file (or the defaults when `file` is nil), then applies `overrides`, each
+    /// `dotted.key=value` as given to `--set`.
+    public static func load(file: String?, overrides: [String] = []) throws -> RunConfiguration {
+        var root: Node = Node([(Node, Node)]())
+        var source = "defaults"
+        if let file {
+            source = file
+            let text: String
+            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
+                throw ConfigError(source: file, line: nil, key: "", message: "cannot read the configuration file: \(error.localizedDescription)")
+            }
+            do {
+                if let node = try Yams.compose(yaml: text) { root = node }
+            } catch {
+                throw ConfigError(source: file, line: nil, key: "", message: "not valid YAML: \(error)")
+            }
+        }
+        var config = try RunConfiguration.parse(root, at: "", source: source)
+        for override in overrides {
+            try config.apply(override: override)
+        }
+        try config.validate(source: source)
+        return config
+    }
+
+    /// Parses YAML text (for configurations carried by messages and checkpoints).
+    public static func parse(yaml text: String, source: String) throws -> RunConfiguration {
+        let root = try Yams.compose(yaml: text) ?? Node([(Node, Node)]())
+        let config = try RunConfiguration.parse(root, at: "", source: source)
+        try config.validate(source: source)
+        return config
+    }
+
+    /// Applies one `key.path=value` override.
+    public mutating func apply(override: String) throws(ConfigError) {
+        let source = "--set \(override)"
+        guard let eq = override.firstIndex(of: "="), eq != override.startIndex else {
+            throw ConfigError(source: source, line: nil, key: "", message: "expected key=value, for example optimizer.learning_rate=0.01")
+        }
+        let path = override[..<eq].split(separator: ".").map(String.init)
+        let valueText = String(override[override.index(after: eq)...])
+        let value: Node
+        do { value = try Yams.compose(yaml: valueText) ?? Node("") } catch {
+            throw ConfigError(source: source, line: nil, key: path.joined(separator: "."), message: "value is not valid YAML")
+        }
+        var nested = value
+        for key in path.reversed() { nested = Node([(Node(key), nested)]) }
+        // Re-read the override on top of the current values: unknown keys and bad values are
+        // reported exactly as in a file.
+        var merged = yaml
+        merged = Self.merge(merged, nested)
+        self = try RunConfiguration.parse(merged, at: "", source: source)
+    }
+
+    static func merge(_ base: Node, _ top: Node) -> Node {
+        guard case let .mapping(b) = base, case let .mapping(t) = top else { return top }
+        var pairs = Array(b.map { ($0.key, $0.value) })
+        for (k, v) in t {
+            if let i = pairs.firstIndex(where: { $0.0 == k }) { pairs[i].1 = merge(pairs[i].1, v) } else { pairs.append((k, v)) }
+        }
+        return Node(pairs)
+    }
+
+    /// Checks that involve more than one key.
+    public func validate(source: String) throws(ConfigError) {
+        if coordinator.microBatches > coordinator.globalBatch {
+            throw ConfigError(source: source, line: nil, key: "coordinator.micro_batches",
+                              message: "\(coordinator.microBatches) micro-batches cannot be cut from a global batch of \(coordinator.globalBatch) examples")
+        }
+        if coordinator.globalBatch > data.examples {
+            throw ConfigError(source: source, line: nil, key: "coordinator.global_batch",
+                              message: "the global batch (\(coordinator.globalBatch)) is larger than the data set (\(data.examples) examples)")
+        }
+        if transport.maxMessageBytes < coordinator.chunkValues * 4 + 4096 {
+            throw ConfigError(source: source, line: nil, key: "transport.max_message_bytes",
+                              message: "\(transport.maxMessageBytes) bytes cannot carry a gradient chunk of \(coordinator.chunkValues) values")
+        }
+    }
+
+    /// The configuration as YAML, every key present.
+    public func yamlText() -> String {
+        (try? Yams.serialize(node: yaml)) ?? ""
+    }
+}

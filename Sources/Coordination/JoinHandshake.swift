@@ -1,0 +1,102 @@
+import Crypto
+import Foundation
+
+/// The join handshake's cryptography and its table of open challenges.
+///
+/// A worker proves it knows the run token without sending it:
+///
+///     worker → Hello(name, client_nonce)
+///     coordinator → Challenge(server_nonce)                       (kept ≤ `challengeLifetime`)
+///     worker → Proof(name, client_nonce, server_nonce, mac)
+///         mac = HMAC-SHA256(token, "csptrain.v1/join" 0 run_id 0 server_nonce client_nonce name)
+///     coordinator → Welcome(session, server_mac)
+///         server_mac = HMAC-SHA256(token, "csptrain.v1/welcome" 0 run_id 0 client_nonce server_nonce session)
+///
+/// Each challenge verifies at most one proof. The token never crosses the wire.
+public struct JoinHandshake: Sendable {
+    public enum Verdict: Sendable, Equatable {
+        case accepted
+        /// No open challenge with this nonce (expired, used, or never issued).
+        case unknownChallenge
+        /// The MAC did not verify: the worker holds a different token.
+        case badProof
+    }
+
+    public static let nonceBytes = 32
+    public static let sessionBytes = 16
+
+    private let token: [UInt8]
+    private var key: SymmetricKey { SymmetricKey(data: token) }
+    public let runID: String
+    public let challengeLifetime: Double
+    /// Open challenges by server nonce: when each was issued (seconds, monotonic).
+    private var open: [Data: Double] = [:]
+    /// Upper bound on open challenges, so a flood of Hellos cannot exhaust memory.
+    public let maxOpenChallenges: Int
+
+    public init(token: [UInt8], runID: String, challengeLifetime: Double = 30, maxOpenChallenges: Int = 4096) {
+        self.token = token
+        self.runID = runID
+        self.challengeLifetime = challengeLifetime
+        self.maxOpenChallenges = maxOpenChallenges
+    }
+
+    /// Records a challenge the shell issued with a fresh random `serverNonce`.
+    public mutating func issue(serverNonce: Data, now: Double) {
+        expire(now: now)
+        if open.count >= maxOpenChallenges, let oldest = open.min(by: { $0.value < $1.value })?.key {
+            open.removeValue(forKey: oldest)
+        }
+        open[serverNonce] = now
+    }
+
+    /// Checks a proof; consumes the challenge whatever the outcome.
+    public mutating func verify(workerName: String, clientNonce: Data, serverNonce: Data, mac: Data, now: Double) -> Verdict {
+        expire(now: now)
+        guard open.removeValue(forKey: serverNonce) != nil else { return .unknownChallenge }
+        let message = Self.joinMessage(runID: runID, serverNonce: serverNonce, clientNonce: clientNonce, workerName: workerName)
+        return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message, using: key) ? .accepted : .badProof
+    }
+
+    /// The coordinator's proof that it holds the token too.
+    public func serverMAC(clientNonce: Data, serverNonce: Data, session: Data) -> Data {
+        Self.welcomeMAC(key: key, runID: runID, clientNonce: clientNonce, serverNonce: serverNonce, session: session)
+    }
+
+    private mutating func expire(now: Double) {
+        open = open.filter { now - $0.value <= challengeLifetime }
+    }
+
+    // MARK: The MACs, shared by both sides.
+
+    public static func joinMAC(token: [UInt8], runID: String, serverNonce: Data, clientNonce: Data, workerName: String) -> Data {
+        let message = joinMessage(runID: runID, serverNonce: serverNonce, clientNonce: clientNonce, workerName: workerName)
+        return Data(HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: token)))
+    }
+
+    public static func welcomeMAC(token: [UInt8], runID: String, clientNonce: Data, serverNonce: Data, session: Data) -> Data {
+        welcomeMAC(key: SymmetricKey(data: token), runID: runID, clientNonce: clientNonce, serverNonce: serverNonce, session: session)
+    }
+
+    private static func welcomeMAC(key: SymmetricKey, runID: String, clientNonce: Data, serverNonce: Data, session: Data) -> Data {
+        var message = Data("csptrain.v1/welcome".utf8)
+        message.append(0)
+        message.append(Data(runID.utf8))
+        message.append(0)
+        message.append(clientNonce)
+        message.append(serverNonce)
+        message.append(session)
+        return Data(HMAC<SHA256>.authenticationCode(for: message, using: key))
+    }
+
+    private static func joinMessage(runID: String, serverNonce: Data, clientNonce: Data, workerName: String) -> Data {
+        var message = Data("csptrain.v1/join".utf8)
+        message.append(0)
+        message.append(Data(runID.utf8))
+        message.append(0)
+        message.append(serverNonce)
+        message.append(clientNonce)
+        message.append(Data(workerName.utf8))
+        return message
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+
+/// A session granted to a worker that joined.
+public struct SessionID: Hashable, Sendable, CustomStringConvertible {
+    public let bytes: Data
+    public init(_ bytes: Data) { self.bytes = bytes }
+    /// First 4 bytes in hex: enough to tell sessions apart in logs, useless to an attacker.
+    public var description: String { bytes.prefix(4).map { String(format: "%02x", $0) }.joined() }
+}
+
+/// Who is in the run. Pure bookkeeping: the shell feeds it events and acts on what it returns.
+public struct Membership: Sendable {
+    public struct Member: Sendable, Equatable {
+        public let id: UInt32
+        public let name: String
+        public let session: SessionID
+        /// The connection the member's requests arrive on (an nng pipe id).
+        public var pipe: UInt32
+        public var lastSeen: Double
+    }
+
+    public private(set) var members: [SessionID: Member] = [:]
+    private var nextID: UInt32 = 1
+    /// Members that ever joined (a worker that rejoins counts again).
+    public private(set) var joinedTotal = 0
+    /// Members removed for a failure (disconnect or missed deadline), not for leaving.
+    public private(set) var failedTotal = 0
+
+    public init() {}
+
+    public var count: Int { members.count }
+
+    public mutating func join(name: String, session: SessionID, pipe: UInt32, now: Double) -> Member {
+        let member = Member(id: nextID, name: name, session: session, pipe: pipe, lastSeen: now)
+        nextID += 1
+        joinedTotal += 1
+        members[session] = member
+        return member
+    }
+
+    /// Records activity; returns nil when the session is unknown. A member's requests may move to
+    /// a new pipe after a reconnect of its dialer.
+    public mutating func touch(_ session: SessionID, pipe: UInt32, now: Double) -> Member? {
+        guard var member = members[session] else { return nil }
+        member.pipe = pipe
+        member.lastSeen = now
+        members[session] = member
+        return member
+    }
+
+    public enum Reason: String, Sendable { case left, disconnected, missedDeadline = "missed deadline" }
+
+    @discardableResult
+    public mutating func remove(_ session: SessionID, reason: Reason) -> Member? {
+        guard let member = members.removeValue(forKey: session) else { return nil }
+        if reason != .left { failedTotal += 1 }
+        return member
+    }
+
+    /// Removes every member whose connection was `pipe`.
+    public mutating func removeAll(onPipe pipe: UInt32) -> [Member] {
+        let gone = members.values.filter { $0.pipe == pipe }
+        for member in gone { remove(member.session, reason: .disconnected) }
+        return gone
+    }
+}
