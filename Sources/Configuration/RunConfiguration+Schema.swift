@@ -31,6 +31,7 @@ extension ModelSettings: ConfigSection {
             .init("input_dim", \.inputDim, "input features", check: positive),
             .init("hidden_dim", \.hiddenDim, "hidden units", check: positive),
             .init("classes", \.classes, "output classes", check: { $0 >= 2 ? nil : "must be at least 2" }),
+            .init("parameters", \.parameters, "loadtest: parameter count", check: { $0 >= 2 ? nil : "must be at least 2" }),
         ]
     }
 }

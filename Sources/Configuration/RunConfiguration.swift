@@ -108,3 +108,29 @@ public struct RunConfiguration: Sendable, Equatable {
         (try? Yams.serialize(node: yaml)) ?? ""
     }
 }
+
+extension RunConfiguration {
+    /// The configuration as one JSON object (for `config dump --json`).
+    public func jsonText() -> String {
+        func convert(_ node: Node) -> Any {
+            switch node {
+            case let .mapping(m):
+                var out: [String: Any] = [:]
+                for (k, v) in m { out[k.string ?? ""] = convert(v) }
+                return out
+            case let .sequence(s):
+                return s.map(convert)
+            case let .scalar(s):
+                if let b = node.bool, ["true", "false"].contains(s.string) { return b }
+                if let i = node.int { return i }
+                if let d = node.float { return d }
+                return s.string
+            case .alias:
+                return NSNull()
+            }
+        }
+        let object = convert(yaml)
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

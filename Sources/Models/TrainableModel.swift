@@ -23,11 +23,16 @@ public struct ModelSettings: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
         /// A two-layer perceptron on the built-in synthetic classification task.
         case mlp
+        /// A model whose gradient costs nothing to compute (`parameters` values, all prunable):
+        /// for measuring the coordinator and the wire, not for learning anything.
+        case loadtest
     }
     public var kind: Kind = .mlp
     public var inputDim = 32
     public var hiddenDim = 64
     public var classes = 8
+    /// `loadtest` only: number of parameters.
+    public var parameters = 1 << 20
     public init() {}
 }
 
@@ -51,6 +56,31 @@ public enum ModelFactory {
             let task = SyntheticClassification(inputDim: model.inputDim, classes: model.classes,
                                                examples: data.examples, noise: Float(data.noise), seed: seed)
             return MLPClassifier(task: task, hiddenDim: model.hiddenDim)
+        case (.loadtest, _):
+            return LoadTestModel(parameters: model.parameters, examples: data.examples)
         }
+    }
+}
+
+/// Gradients for free: every value 1e-3, loss 1 per example. Two tensors (a 2-D weight holding
+/// almost everything and a small bias) so chunking across tensors is exercised too.
+public struct LoadTestModel: TrainableModel {
+    public let layout: ParameterLayout
+    public let trainingExamples: Int
+
+    public init(parameters: Int, examples: Int) {
+        let bias = min(1024, max(1, parameters / 64))
+        layout = ParameterLayout([("weight", [parameters - bias], true), ("bias", [bias], false)])
+        trainingExamples = examples
+    }
+
+    public func initialParameters(seed: UInt64) -> [Float] {
+        [Float](repeating: 0.01, count: layout.totalCount)
+    }
+
+    public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int],
+                                gradient: UnsafeMutableBufferPointer<Float>) throws -> Double {
+        gradient.update(repeating: 1e-3)
+        return Double(examples.count)
     }
 }

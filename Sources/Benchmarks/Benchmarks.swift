@@ -1,0 +1,133 @@
+import Configuration
+import Foundation
+import Logging
+import Runtime
+import Tensors
+import Training
+import Transport
+
+/// Throughput benchmarks, each next to a baseline measured in the same run on the same
+/// machine, so that the ratio means something on a shared, noisy host.
+public enum Benchmarks {
+    public struct Result: Codable, Sendable {
+        public var name: String
+        public var ours: Double
+        public var baseline: Double
+        public var unit: String
+        public var baselineName: String
+        public var ratio: Double { baseline > 0 ? ours / baseline : 0 }
+    }
+
+    /// Gradient ingest: a real coordinator and in-process workers with a gradient that costs
+    /// nothing, over tcp loopback; bytes of gradient folded per second. Baseline: nng PUSH/PULL
+    /// streaming the same number of 1 MiB messages over tcp loopback from as many senders.
+    public static func ingest(parameters: Int, microBatches: Int, steps: Int, workers: Int, logger: Logger) async throws -> Result {
+        var config = RunConfiguration()
+        config.model.kind = .loadtest
+        config.model.parameters = parameters
+        config.steps = steps
+        config.coordinator.microBatches = microBatches
+        config.coordinator.globalBatch = microBatches * 4
+        config.coordinator.minWorkers = workers
+        config.data.examples = max(config.coordinator.globalBatch, 1024)
+        config.optimizer.kind = .sgd
+        config.checkpoint.everySteps = 0
+        let folder = RunFolder(FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-bench-\(getpid())").path)
+        defer { try? FileManager.default.removeItem(at: folder.url) }
+        try CoordinatorSetup.prepare(folder: folder, config: config)
+        let token = Array("bench-token".utf8)
+        let coordinator = try CoordinatorService(config: config, runID: "bench", token: token, folder: folder, logger: logger)
+        let url = try coordinator.listen("tcp://127.0.0.1:0")
+        let start = ContinuousClock.now
+        let summary = try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0 ..< workers {
+                group.addTask {
+                    let worker = try WorkerService(options: .init(connect: url, token: token, name: "bench-\(i)"), logger: logger)
+                    _ = try await worker.run()
+                    worker.close()
+                }
+            }
+            let summary = await coordinator.run()
+            try await group.waitForAll()
+            return summary
+        }
+        let seconds = (ContinuousClock.now - start).seconds
+        guard summary.status == .completed else { throw WorkerError("the ingest benchmark's run did not complete: \(summary.message ?? "")") }
+        let bytes = Double(steps * microBatches * parameters * 4)
+        let baseline = try await pushPull(messages: steps * microBatches * ((parameters * 4 + (1 << 20) - 1) >> 20), senders: workers)
+        return Result(name: "gradient ingest (coordinator, \(workers) workers, \(parameters) params, \(microBatches) micro-batches)",
+                      ours: bytes / seconds / 1e9, baseline: baseline, unit: "GB/s",
+                      baselineName: "raw nng PUSH/PULL of 1 MiB messages, same bytes")
+    }
+
+    /// GB/s of 1 MiB messages streamed over tcp loopback from `senders` PUSH sockets to one PULL.
+    static func pushPull(messages: Int, senders: Int) async throws -> Double {
+        let pull = try Socket(.pull)
+        let url = try pull.listen("tcp://127.0.0.1:0", maxMessageSize: 4 << 20).url
+        let payload = [UInt8](repeating: 7, count: 1 << 20)
+        let pushes = try (0 ..< senders).map { _ in
+            let s = try Socket(.push)
+            try s.dial(url, maxMessageSize: 4 << 20)
+            return s
+        }
+        // Let the connections come up before timing.
+        let warm = try Message(payload)
+        try await pushes[0].send(warm)
+        _ = try await pull.receive()
+        let start = ContinuousClock.now
+        let seconds = try await withThrowingTaskGroup(of: Void.self) { group in
+            for (i, push) in pushes.enumerated() {
+                let share = messages / senders + (i < messages % senders ? 1 : 0)
+                group.addTask {
+                    for _ in 0 ..< share { try await push.send(Message(payload)) }
+                }
+            }
+            var checksum = 0
+            for _ in 0 ..< messages {
+                let m = try await pull.receive()
+                checksum &+= m.count
+            }
+            try await group.waitForAll()
+            precondition(checksum == messages << 20)
+            return (ContinuousClock.now - start).seconds
+        }
+        for p in pushes { p.close() }
+        pull.close()
+        return Double(messages << 20) / seconds / 1e9
+    }
+
+    /// Folding 1 MiB chunks into the accumulator (decode + axpy), against copying the same bytes.
+    public static func aggregation(megabytes: Int) -> Result {
+        let chunkValues = 1 << 18
+        let chunks = max(1, megabytes)
+        var accumulator = GradientAccumulator(parameterCount: chunkValues * 16)
+        let source = [Float](repeating: 0.5, count: chunkValues)
+        let bytes = FloatEncoding.denseBytes(source.withUnsafeBufferPointer { $0 })
+        let foldStart = ContinuousClock.now
+        bytes.withUnsafeBytes { raw in
+            for i in 0 ..< chunks {
+                _ = accumulator.fold(littleEndianBytes: raw, at: (i % 16) * chunkValues, weight: 3)
+            }
+        }
+        let foldSeconds = (ContinuousClock.now - foldStart).seconds
+        var target = [UInt8](repeating: 0, count: chunkValues * 4 * 16)
+        let copyStart = ContinuousClock.now
+        bytes.withUnsafeBytes { raw in
+            target.withUnsafeMutableBytes { t in
+                for i in 0 ..< chunks {
+                    let offset = (i % 16) * chunkValues * 4
+                    for j in 0 ..< raw.count { t[offset + j] = raw[j] }
+                }
+            }
+        }
+        let copySeconds = (ContinuousClock.now - copyStart).seconds
+        precondition(target[5] == bytes[5] && accumulator.sum[0] > 0)
+        let total = Double(chunks * chunkValues * 4)
+        return Result(name: "aggregation (fold 1 MiB chunks into the step sum)", ours: total / foldSeconds / 1e9,
+                      baseline: total / copySeconds / 1e9, unit: "GB/s", baselineName: "plain byte-copy loop of the same bytes")
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+}

@@ -1,0 +1,434 @@
+import Checkpoints
+import Configuration
+import Coordination
+import Foundation
+import Logging
+import Models
+import Pruning
+import Tensors
+import Training
+import Wire
+
+/// The coordinator's state and its reactions to requests, serialized by an actor.
+///
+/// The decisions live in the pure state machines (Membership, JoinHandshake, StepRound,
+/// DataOrder); this actor applies them to the numeric state (weights, accumulator, optimizer,
+/// projection) and to files (metrics, checkpoints). It never touches a socket.
+actor CoordinatorCore {
+    let config: RunConfiguration
+    let configYAML: String
+    let runID: String
+    let folder: RunFolder
+    let logger: Logger
+    let model: any TrainableModel
+    let layout: ParameterLayout
+    let progress: @Sendable (ProgressEvent) -> Void
+
+    private var handshake: JoinHandshake
+    private var membership = Membership()
+    private var workerNames: Set<String> = []
+    private var order: DataOrder
+    private var grid: ChunkGrid
+    private var round: StepRound
+
+    /// Dense master weights (the optimizer's copy).
+    private var weights: [Float]
+    /// What workers compute with: the projection of `weights`.
+    private var broadcast: [Float]
+    private var broadcastMessage: Csptrain_V1_Weights
+    private var optimizer: Optimizer
+    private var projection: any ProjectionStep
+    private var accumulator: GradientAccumulator
+    private let checkpoints: CheckpointStore
+    private let metrics: MetricsWriter
+
+    private(set) var step: Int
+    let startStep: Int
+    private var stepStarted = Monotonic.now
+    private let runStarted = Monotonic.now
+    private var examplesProcessed = 0
+    private var firstLoss: Double?
+    private var lastLoss: Double?
+    private var staleChunks = 0
+    private var duplicateChunks = 0
+    private var reassignedMicroBatches = 0
+    private var lastCheckpoint: URL?
+    private var started = false
+
+    private struct Waiter {
+        let session: SessionID
+        let haveVersion: UInt64
+        let holdUntil: Double
+        let continuation: CheckedContinuation<Reply, Never>
+    }
+    private var waiters: [Waiter] = []
+
+    /// Set when the run ends; later requests get Finished.
+    private(set) var outcome: RunSummary?
+    private var finishedContinuations: [CheckedContinuation<RunSummary, Never>] = []
+    /// Sessions that have been told the run is over.
+    private var toldFinished: Set<SessionID> = []
+
+    init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger,
+         progress: @escaping @Sendable (ProgressEvent) -> Void) {
+        self.config = config
+        configYAML = config.yamlText()
+        self.runID = runID
+        self.folder = folder
+        self.logger = logger
+        self.progress = progress
+        handshake = JoinHandshake(token: token, runID: runID)
+        model = ModelFactory.make(model: config.model, data: config.data, seed: config.seed)
+        layout = model.layout
+        order = DataOrder(seed: config.seed, examples: model.trainingExamples,
+                          globalBatch: config.coordinator.globalBatch, microBatches: config.coordinator.microBatches)
+        grid = ChunkGrid(tensors: layout.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
+        var initial = model.initialParameters(seed: config.seed)
+        var projection = config.pruning.makeProjection()
+        var firstBroadcast = initial
+        let layout = model.layout
+        firstBroadcast.withUnsafeMutableBufferPointer { b in
+            initial.withUnsafeMutableBufferPointer { w in projection.project(weights: w, step: 0, layout: layout, broadcast: b) }
+        }
+        weights = initial
+        broadcast = firstBroadcast
+        self.projection = projection
+        optimizer = Optimizer(settings: config.optimizer, parameterCount: layout.totalCount)
+        accumulator = GradientAccumulator(parameterCount: layout.totalCount)
+        checkpoints = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
+        metrics = MetricsWriter(url: folder.metricsFile)
+        step = 0
+        startStep = 0
+        broadcastMessage = WireCodec.weights(firstBroadcast, layout: layout, version: 1)
+        round = StepRound(step: 0, weightsVersion: 1, microBatches: order.microBatches(forStep: 0), grid: grid)
+    }
+
+    var memberCount: Int { membership.count }
+
+    // MARK: Requests
+
+    /// Answers one request. `pipe` is the connection it came on; `peer` its address, for logs.
+    func handle(_ request: Request, pipe: UInt32, peer: String) async -> Reply {
+        let h = request.header
+        guard h.protocolVersion == protocolVersion else {
+            logger.warning("refused a request: protocol version \(h.protocolVersion), this coordinator speaks \(protocolVersion)", metadata: ["peer": "\(peer)"])
+            return refusal(.versionMismatch, "this coordinator speaks protocol version \(protocolVersion); the request has version \(h.protocolVersion)")
+        }
+        switch request.body {
+        case let .hello(hello)?:
+            return challenge(hello)
+        case let .proof(proof)?:
+            return join(proof, pipe: pipe, peer: peer)
+        default:
+            break
+        }
+        guard h.runID == runID else {
+            logger.warning("refused a request for another run", metadata: ["peer": "\(peer)", "their_run": "\(h.runID)"])
+            return refusal(.wrongRun, "this coordinator runs '\(runID)', the request is for run '\(h.runID)'")
+        }
+        let session = SessionID(h.session)
+        guard membership.touch(session, pipe: pipe, now: Monotonic.now) != nil else {
+            return refusal(.unknownSession, "session \(session) is not a member (the coordinator restarted or dropped it): join again")
+        }
+        switch request.body {
+        case let .work(work)?:
+            return await workRequest(session: session, haveVersion: work.weightsVersion)
+        case let .chunk(chunk)?:
+            return receive(chunk, step: Int(h.step), session: session, peer: peer)
+        case let .leave(leave)?:
+            drop(session, reason: .left, detail: leave.reason)
+            var reply = Reply()
+            reply.header = header()
+            reply.finished = Csptrain_V1_Finished.with { $0.reason = "goodbye" }
+            return reply
+        default:
+            logger.warning("refused a request with no body", metadata: ["peer": "\(peer)"])
+            return refusal(.malformed, "the request has no body (expected hello, proof, work, chunk or leave)")
+        }
+    }
+
+    private func header(session: Data = Data()) -> Csptrain_V1_Header {
+        WireCodec.header(runID: runID, step: step, session: session)
+    }
+
+    private func refusal(_ code: Csptrain_V1_Refusal.Code, _ reason: String) -> Reply {
+        WireCodec.refusal(code, reason, runID: runID, step: step)
+    }
+
+    private func challenge(_ hello: Csptrain_V1_Hello) -> Reply {
+        let nonce = randomBytes(JoinHandshake.nonceBytes)
+        handshake.issue(serverNonce: nonce, now: Monotonic.now)
+        var reply = Reply()
+        reply.header = header()
+        reply.challenge = Csptrain_V1_Challenge.with { $0.serverNonce = nonce }
+        return reply
+    }
+
+    private func join(_ proof: Csptrain_V1_Proof, pipe: UInt32, peer: String) -> Reply {
+        let verdict = handshake.verify(workerName: proof.workerName, clientNonce: proof.clientNonce,
+                                       serverNonce: proof.serverNonce, mac: proof.mac, now: Monotonic.now)
+        switch verdict {
+        case .unknownChallenge:
+            logger.warning("refused a join: unknown or expired challenge", metadata: ["peer": "\(peer)", "worker": "\(proof.workerName)"])
+            return refusal(.challengeExpired, "the challenge is unknown, expired or already used: start again with Hello")
+        case .badProof:
+            logger.warning("refused a join: the proof does not verify (wrong run token)", metadata: ["peer": "\(peer)", "worker": "\(proof.workerName)"])
+            return refusal(.badProof, "the proof does not verify: this worker's token is not the run's token")
+        case .accepted:
+            break
+        }
+        let session = SessionID(randomBytes(JoinHandshake.sessionBytes))
+        let member = membership.join(name: proof.workerName, session: session, pipe: pipe, now: Monotonic.now)
+        workerNames.insert(proof.workerName)
+        logger.info("worker joined", metadata: ["worker": "\(member.name)", "id": "\(member.id)", "peer": "\(peer)",
+                                                "session": "\(session)", "members": "\(membership.count)"])
+        progress(.membership(workers: membership.count))
+        var welcome = Csptrain_V1_Welcome()
+        welcome.workerID = member.id
+        welcome.serverMac = handshake.serverMAC(clientNonce: proof.clientNonce, serverNonce: proof.serverNonce, session: session.bytes)
+        welcome.configYaml = configYAML
+        welcome.tensors = WireCodec.tensorInfos(layout)
+        welcome.chunkValues = UInt32(config.coordinator.chunkValues)
+        var reply = Reply()
+        reply.header = header(session: session.bytes)
+        reply.welcome = welcome
+        if !started, membership.count >= config.coordinator.minWorkers {
+            started = true
+            stepStarted = Monotonic.now
+            logger.info("starting: \(membership.count) worker(s) present", metadata: ["step": "\(step)"])
+        }
+        serveWaiters()
+        return reply
+    }
+
+    // MARK: Work
+
+    private func workRequest(session: SessionID, haveVersion: UInt64) async -> Reply {
+        if let reply = tryAssign(session: session, haveVersion: haveVersion) { return reply }
+        let holdUntil = Monotonic.now + config.coordinator.pollHoldSeconds
+        return await withCheckedContinuation { continuation in
+            waiters.append(Waiter(session: session, haveVersion: haveVersion, holdUntil: holdUntil, continuation: continuation))
+        }
+    }
+
+    /// A Task, Finished, or nil when there is nothing to hand out now.
+    private func tryAssign(session: SessionID, haveVersion: UInt64) -> Reply? {
+        if outcome != nil {
+            toldFinished.insert(session)
+            var reply = Reply()
+            reply.header = header()
+            reply.finished = Csptrain_V1_Finished.with { $0.reason = "the run is over (\(outcome!.status.rawValue))" }
+            return reply
+        }
+        guard started else { return nil }
+        let deadline = Monotonic.now + config.coordinator.stepDeadlineSeconds
+        guard let mb = round.assign(to: session, deadline: deadline) else { return nil }
+        var task = Csptrain_V1_Task()
+        task.microBatch = UInt32(mb)
+        task.exampleIndices = round.microBatches[mb].examples.map { UInt64($0) }
+        task.weightsVersion = round.weightsVersion
+        task.deadlineMs = UInt32(config.coordinator.stepDeadlineSeconds * 1000)
+        if haveVersion != round.weightsVersion { task.weights = broadcastMessage }
+        var reply = Reply()
+        reply.header = header()
+        reply.task = task
+        return reply
+    }
+
+    /// Answers held work requests that can be answered now.
+    private func serveWaiters() {
+        guard !waiters.isEmpty else { return }
+        let now = Monotonic.now
+        var still: [Waiter] = []
+        for w in waiters {
+            if outcome == nil, membership.members[w.session] == nil {
+                w.continuation.resume(returning: refusal(.unknownSession, "session \(w.session) was dropped: join again"))
+            } else if let reply = tryAssign(session: w.session, haveVersion: w.haveVersion) {
+                w.continuation.resume(returning: reply)
+            } else if now >= w.holdUntil {
+                var reply = Reply()
+                reply.header = header()
+                reply.wait = Csptrain_V1_Wait.with { $0.retryAfterMs = 0 }
+                w.continuation.resume(returning: reply)
+            } else {
+                still.append(w)
+            }
+        }
+        waiters = still
+    }
+
+    // MARK: Gradients
+
+    private func receive(_ chunk: Csptrain_V1_GradientChunk, step chunkStep: Int, session: SessionID, peer: String) -> Reply {
+        var reply = Reply()
+        reply.header = header()
+        guard chunk.values.count % 4 == 0 else {
+            return refusal(.malformed, "chunk values hold \(chunk.values.count) bytes, not a whole number of float32 values")
+        }
+        let verdict = round.receive(step: chunkStep, weightsVersion: chunk.weightsVersion, microBatch: Int(chunk.microBatch),
+                                    tensor: Int(chunk.tensor), chunkIndex: Int(chunk.chunkIndex), chunkCount: Int(chunk.chunkCount),
+                                    exampleCount: Int(chunk.exampleCount), valueCount: chunk.values.count / 4)
+        switch verdict {
+        case let .accept(offset, examples, first, completes):
+            let ok = chunk.values.withUnsafeBytes { accumulator.fold(littleEndianBytes: $0, at: offset, weight: examples) }
+            precondition(ok, "chunk geometry was validated by StepRound")
+            if first {
+                guard chunk.lossSum.isFinite else {
+                    logger.warning("a worker sent a non-finite loss", metadata: ["peer": "\(peer)", "session": "\(session)"])
+                    return refusal(.malformed, "loss_sum is not finite")
+                }
+                accumulator.addMicroBatch(examples: examples, lossSum: chunk.lossSum)
+            }
+            if completes, round.isComplete { completeStep() }
+            reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .accepted }
+        case .duplicate:
+            duplicateChunks += 1
+            reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .duplicate }
+        case .stale:
+            staleChunks += 1
+            reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .stale }
+        case let .invalid(reason):
+            logger.warning("refused a gradient chunk: \(reason)", metadata: ["peer": "\(peer)", "session": "\(session)"])
+            return refusal(.malformed, reason)
+        }
+        return reply
+    }
+
+    /// All micro-batches are in: update, project, broadcast, advance.
+    private func completeStep() {
+        let now = Monotonic.now
+        let loss = accumulator.meanLoss
+        let examples = accumulator.examples
+        var gradient = accumulator.mean()
+        let norm = gradient.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: config.optimizer.clipNorm) }
+        let lr = config.optimizer.learningRate * config.optimizer.schedule.factor(step: step, totalSteps: config.steps)
+        weights.withUnsafeMutableBufferPointer { w in
+            gradient.withUnsafeBufferPointer { g in optimizer.apply(gradient: g, to: w, learningRate: lr) }
+        }
+        let layout = self.layout
+        let current = step
+        broadcast.withUnsafeMutableBufferPointer { b in
+            weights.withUnsafeMutableBufferPointer { w in projection.project(weights: w, step: current, layout: layout, broadcast: b) }
+        }
+        let sparsity = SparsityReport(broadcast, layout: layout)
+        reassignedMicroBatches += round.reassignments
+        examplesProcessed += examples
+        if firstLoss == nil { firstLoss = loss }
+        lastLoss = loss
+        let seconds = now - stepStarted
+        let record = StepMetrics(step: step + 1, loss: loss, gradNorm: norm, learningRate: lr, examples: examples,
+                                 workers: membership.count, stepSeconds: seconds,
+                                 examplesPerSecond: seconds > 0 ? Double(examples) / seconds : 0,
+                                 duplicateChunks: duplicateChunks, staleChunks: staleChunks,
+                                 reassignedMicroBatches: reassignedMicroBatches, sparsity: sparsity.prunable)
+        metrics.append(record)
+        progress(.step(record, total: config.steps))
+        step += 1
+        stepStarted = now
+        accumulator.reset()
+        if config.checkpoint.everySteps > 0, step % config.checkpoint.everySteps == 0, step < config.steps {
+            writeCheckpoint()
+        }
+        if step >= config.steps {
+            finish(.completed, message: nil)
+            return
+        }
+        let version = UInt64(step + 1)
+        broadcastMessage = WireCodec.weights(broadcast, layout: layout, version: version)
+        round = StepRound(step: step, weightsVersion: version, microBatches: order.microBatches(forStep: step), grid: grid)
+        serveWaiters()
+    }
+
+    // MARK: Failures and time
+
+    /// Called periodically: drops members past their deadline and answers held requests.
+    func tick() {
+        let now = Monotonic.now
+        for (session, mb) in round.expire(now: now) {
+            if let member = membership.members[session] {
+                logger.warning("worker missed the step deadline; dropping it and reassigning its micro-batch",
+                               metadata: ["worker": "\(member.name)", "id": "\(member.id)", "step": "\(step)", "micro_batch": "\(mb)",
+                                          "deadline_s": "\(config.coordinator.stepDeadlineSeconds)"])
+                drop(session, reason: .missedDeadline, detail: nil)
+            }
+        }
+        serveWaiters()
+    }
+
+    /// A connection closed: its members are gone and their micro-batches go to others.
+    func pipeClosed(_ pipe: UInt32) {
+        for member in membership.removeAll(onPipe: pipe) {
+            let released = round.release(member.session)
+            logger.warning("worker disconnected", metadata: ["worker": "\(member.name)", "id": "\(member.id)",
+                                                             "reassigned_micro_batches": "\(released)", "members": "\(membership.count)"])
+            progress(.membership(workers: membership.count))
+        }
+        serveWaiters()
+    }
+
+    private func drop(_ session: SessionID, reason: Membership.Reason, detail: String?) {
+        guard let member = membership.remove(session, reason: reason) else { return }
+        let released = round.release(session)
+        logger.info("worker removed: \(reason.rawValue)", metadata: ["worker": "\(member.name)", "id": "\(member.id)",
+                                                                      "reassigned_micro_batches": "\(released)", "detail": "\(detail ?? "")"])
+        progress(.membership(workers: membership.count))
+        serveWaiters()
+    }
+
+    // MARK: Ending
+
+    /// Ends the run (completed, or stopped by a signal); writes the final checkpoint and summary.
+    func finish(_ status: RunSummary.Status, message: String?) {
+        guard outcome == nil else { return }
+        if step > startStep || status == .completed { writeCheckpoint() }
+        let sparsity = SparsityReport(broadcast, layout: layout)
+        let wall = Monotonic.now - runStarted
+        let summary = RunSummary(status: status, runId: runID, steps: step, startStep: startStep, workersSeen: workerNames.count,
+                                 workersFailed: membership.failedTotal, firstLoss: firstLoss, finalLoss: lastLoss,
+                                 sparsity: sparsity.prunable, sparsityOverall: sparsity.overall, checkpoint: lastCheckpoint?.path,
+                                 wallSeconds: wall, examplesPerSecond: wall > 0 ? Double(examplesProcessed) / wall : 0,
+                                 duplicateChunks: duplicateChunks, staleChunks: staleChunks,
+                                 reassignedMicroBatches: reassignedMicroBatches, message: message)
+        outcome = summary
+        do { try folder.write(summary.json() + "\n", to: folder.summaryFile) } catch {
+            logger.error("\(error)")
+        }
+        logger.info("run \(status.rawValue)", metadata: ["steps": "\(step)", "final_loss": "\(lastLoss ?? .nan)"])
+        serveWaiters()
+        for c in finishedContinuations { c.resume(returning: summary) }
+        finishedContinuations = []
+    }
+
+    /// Waits for the run to end.
+    func waitUntilFinished() async -> RunSummary {
+        if let outcome { return outcome }
+        return await withCheckedContinuation { finishedContinuations.append($0) }
+    }
+
+    /// True when every member has been told the run is over (so the socket can close).
+    var everyoneToldFinished: Bool {
+        membership.members.keys.allSatisfy { toldFinished.contains($0) }
+    }
+
+    private func writeCheckpoint() {
+        var records = layout.tensors.map { spec in
+            Checkpoint.Record(name: spec.name, shape: spec.shape, role: "param", values: Array(weights[spec.range]))
+        }
+        for slot in optimizer.slots {
+            records.append(Checkpoint.Record(name: "all", shape: [slot.values.count], role: "optimizer/\(slot.name)", values: slot.values))
+        }
+        let checkpoint = Checkpoint(step: step, runID: runID, configYAML: configYAML, lastLoss: lastLoss ?? .nan, records: records)
+        do {
+            lastCheckpoint = try checkpoints.write(checkpoint)
+            logger.debug("checkpoint written", metadata: ["path": "\(lastCheckpoint!.path)"])
+        } catch {
+            logger.error("checkpoint not written: \(error)")
+        }
+    }
+}
+
+/// What the coordinator reports to a progress display.
+public enum ProgressEvent: Sendable {
+    case step(StepMetrics, total: Int)
+    case membership(workers: Int)
+}

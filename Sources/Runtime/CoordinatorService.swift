@@ -1,0 +1,108 @@
+import Configuration
+import Foundation
+import Logging
+import Transport
+import Wire
+
+/// The coordinator's I/O shell: a REP socket served through many contexts, pipe notifications,
+/// and a timer. Every decision is the CoordinatorCore's.
+public final class CoordinatorService: Sendable {
+    let core: CoordinatorCore
+    let socket: Socket
+    let settings: TransportSettings
+    let logger: Logger
+    let folder: RunFolder
+
+    public init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger,
+                progress: @escaping @Sendable (ProgressEvent) -> Void = { _ in }) throws {
+        core = CoordinatorCore(config: config, runID: runID, token: token, folder: folder, logger: logger, progress: progress)
+        socket = try Socket(.rep)
+        settings = config.transport
+        self.logger = logger
+        self.folder = folder
+    }
+
+    /// Listens on `url` and returns the address workers should dial (port filled in for `:0`).
+    /// The address is also written to `<run-dir>/endpoint`.
+    public func listen(_ url: String) throws -> String {
+        let listener: Listener
+        do {
+            listener = try socket.listen(url, maxMessageSize: settings.maxMessageBytes)
+        } catch where error.isAddressInUse {
+            throw RunFolderError("cannot listen on \(url): the address is in use by another process (pick another port, or port 0 for a free one)")
+        } catch {
+            throw RunFolderError("cannot listen on \(url): \(error)")
+        }
+        let bound = listener.url
+        try? folder.write(bound + "\n", to: folder.endpointFile)
+        logger.info("listening", metadata: ["url": "\(bound)"])
+        return bound
+    }
+
+    /// Ends the run early (Ctrl-C, SIGTERM): a final checkpoint and summary are written.
+    public func stop(_ status: RunSummary.Status, message: String) {
+        Task { await core.finish(status, message: message) }
+    }
+
+    /// Serves until the run ends; returns its summary.
+    public func run() async -> RunSummary {
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0 ..< settings.coordinatorContexts {
+                guard let context = try? socket.openContext() else { break }
+                group.addTask { await self.serve(context) }
+            }
+            group.addTask {
+                for await event in self.socket.pipeEvents where event.kind == .removed {
+                    await self.core.pipeClosed(event.pipe.rawValue)
+                }
+            }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    await self.core.tick()
+                }
+            }
+            let summary = await core.waitUntilFinished()
+            // Give members a moment to hear that the run is over, then close.
+            let lingerUntil = Monotonic.now + 3
+            while Monotonic.now < lingerUntil, await !core.everyoneToldFinished {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            socket.close()
+            group.cancelAll()
+            return summary
+        }
+    }
+
+    private func serve(_ context: Context) async {
+        while !Task.isCancelled {
+            let message: Message
+            do { message = try await context.receive() } catch {
+                if error.isClosed || error.isCancelled { return }
+                logger.warning("receive failed: \(error)")
+                continue
+            }
+            let reply = await answer(message)
+            do {
+                try await context.send(WireCodec.message(reply))
+            } catch let error as NNGError where error.isClosed {
+                return
+            } catch {
+                logger.warning("could not send a reply: \(error)", metadata: ["peer": "\(socket.peerAddress(message.pipe))"])
+            }
+        }
+    }
+
+    private func answer(_ message: Message) async -> Reply {
+        let request: Request
+        do {
+            request = try message.withUnsafeBytes { try Request(serializedBytes: Data($0)) }
+        } catch {
+            let peer = socket.peerAddress(message.pipe)
+            logger.warning("refused a malformed request (\(message.count) bytes): \(error)", metadata: ["peer": "\(peer)"])
+            return WireCodec.refusal(.malformed, "the request is not a valid csptrain.v1.Request (\(message.count) bytes): \(error)",
+                                     runID: core.runID, step: 0)
+        }
+        return await core.handle(request, pipe: message.pipe.rawValue, peer: socket.peerAddress(message.pipe))
+    }
+}

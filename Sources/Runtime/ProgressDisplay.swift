@@ -1,0 +1,47 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Step, loss, throughput and workers on the terminal: one updating line on a TTY, a line every
+/// few percent of the run otherwise (so logs stay readable).
+public final class ProgressDisplay: Sendable {
+    private let enabled: Bool
+    private let tty: Bool
+    private let state: Mutex<(workers: Int, lineOpen: Bool, lastPrinted: Int)>
+
+    public init(enabled: Bool, workers: Int) {
+        self.enabled = enabled
+        tty = isatty(STDERR_FILENO) == 1
+        state = Mutex((0, false, -1))
+    }
+
+    public func handle(_ event: ProgressEvent) {
+        guard enabled else { return }
+        switch event {
+        case let .membership(workers):
+            state.withLock { $0.workers = workers }
+        case let .step(m, total):
+            let line = String(format: "step %d/%d  loss %.4f  %.0f examples/s  workers %d",
+                              m.step, total, m.loss, m.examplesPerSecond, m.workers)
+            state.withLock { s in
+                if tty {
+                    FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
+                    s.lineOpen = true
+                } else if m.step == total || m.step == 1 || m.step - s.lastPrinted >= max(1, total / 20) {
+                    FileHandle.standardError.write(Data((line + "\n").utf8))
+                    s.lastPrinted = m.step
+                }
+            }
+        }
+    }
+
+    /// Ends an open progress line so that the next message starts on its own line.
+    public func finishLine() {
+        state.withLock { s in
+            if s.lineOpen { FileHandle.standardError.write(Data("\n".utf8)); s.lineOpen = false }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import Tensors
+import Transport
+import Wire
+
+public typealias Request = Csptrain_V1_Request
+public typealias Reply = Csptrain_V1_Reply
+
+/// The protocol version this build speaks (Proto/csptrain/v1).
+public let protocolVersion: UInt32 = 1
+
+/// Protobuf ↔ nng message conversions and the protocol's small helpers.
+enum WireCodec {
+    static func header(runID: String, step: Int, session: Data = Data()) -> Csptrain_V1_Header {
+        var h = Csptrain_V1_Header()
+        h.protocolVersion = protocolVersion
+        h.runID = runID
+        h.step = UInt64(step)
+        h.session = session
+        return h
+    }
+
+    static func message(_ request: Request) throws -> Message {
+        try Message(request.serializedBytes() as [UInt8])
+    }
+
+    static func message(_ reply: Reply) throws -> Message {
+        try Message(reply.serializedBytes() as [UInt8])
+    }
+
+    static func refusal(_ code: Csptrain_V1_Refusal.Code, _ reason: String, runID: String, step: Int) -> Reply {
+        var reply = Reply()
+        reply.header = header(runID: runID, step: step)
+        var r = Csptrain_V1_Refusal()
+        r.code = code
+        r.reason = reason
+        reply.refusal = r
+        return reply
+    }
+
+    static func tensorInfos(_ layout: ParameterLayout) -> [Csptrain_V1_TensorInfo] {
+        layout.tensors.map { spec in
+            var t = Csptrain_V1_TensorInfo()
+            t.name = spec.name
+            t.shape = spec.shape.map { UInt32($0) }
+            t.offset = UInt64(spec.offset)
+            t.count = UInt64(spec.count)
+            t.prunable = spec.prunable
+            return t
+        }
+    }
+
+    /// Encodes each tensor in the smaller of dense and bitmask form.
+    static func weights(_ values: [Float], layout: ParameterLayout, version: UInt64) -> Csptrain_V1_Weights {
+        var w = Csptrain_V1_Weights()
+        w.version = version
+        values.withUnsafeBufferPointer { all in
+            for (i, spec) in layout.tensors.enumerated() {
+                let v = UnsafeBufferPointer(rebasing: all[spec.range])
+                var t = Csptrain_V1_TensorData()
+                t.tensor = UInt32(i)
+                let nonZero = v.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
+                if FloatEncoding.bitmaskSize(count: v.count, nonZero: nonZero) < v.count * 4 {
+                    let (mask, values) = FloatEncoding.bitmask(v)
+                    t.encoding = .bitmaskF32
+                    t.mask = Data(mask)
+                    t.values = Data(values)
+                } else {
+                    t.encoding = .denseF32
+                    t.values = Data(FloatEncoding.denseBytes(v))
+                }
+                w.tensors.append(t)
+            }
+        }
+        return w
+    }
+
+    /// Decodes broadcast weights into `out` (laid out by `layout`); the error names the tensor.
+    static func decode(_ weights: Csptrain_V1_Weights, layout: ParameterLayout, into out: inout [Float]) throws {
+        guard weights.tensors.count == layout.tensors.count else {
+            throw ProtocolViolation("weights carry \(weights.tensors.count) tensors, the model has \(layout.tensors.count)")
+        }
+        try out.withUnsafeMutableBufferPointer { all in
+            for t in weights.tensors {
+                guard Int(t.tensor) < layout.tensors.count else { throw ProtocolViolation("weights name tensor \(t.tensor), which does not exist") }
+                let spec = layout.tensors[Int(t.tensor)]
+                let target = UnsafeMutableBufferPointer(rebasing: all[spec.range])
+                let ok = t.values.withUnsafeBytes { v in
+                    switch t.encoding {
+                    case .denseF32: return FloatEncoding.decodeDense(v, into: target)
+                    case .bitmaskF32: return t.mask.withUnsafeBytes { m in FloatEncoding.decodeBitmask(mask: m, nonZero: v, into: target) }
+                    default: return false
+                    }
+                }
+                guard ok else { throw ProtocolViolation("weights for tensor '\(spec.name)' do not decode (\(t.encoding), \(t.values.count) value bytes)") }
+            }
+        }
+    }
+}
+
+/// A peer broke the protocol; the message says how.
+public struct ProtocolViolation: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Monotonic seconds since the process started: for deadlines, never for wall time.
+enum Monotonic {
+    private static let origin = ContinuousClock.now
+    static var now: Double {
+        let d = ContinuousClock.now - origin
+        return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+}
+
+func randomBytes(_ n: Int) -> Data {
+    var g = SystemRandomNumberGenerator()
+    return Data((0 ..< n).map { _ in UInt8.random(in: 0 ... 255, using: &g) })
+}

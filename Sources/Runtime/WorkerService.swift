@@ -1,0 +1,257 @@
+import Configuration
+import Coordination
+import Foundation
+import Logging
+import Models
+import Tensors
+import Transport
+import Wire
+
+/// A worker: joins the coordinator, computes micro-batch gradients, sends them in chunks.
+///
+/// It survives a coordinator restart: the dialer reconnects by itself, and a reply saying the
+/// session is unknown makes the worker join again.
+public final class WorkerService: Sendable {
+    public struct Options: Sendable {
+        public var connect: String
+        public var token: [UInt8]
+        public var name: String
+        /// Give up when the coordinator has not answered for this long.
+        public var patienceSeconds: Double = 120
+        public var maxMessageBytes = 512 << 20
+        public var requestTimeoutSeconds: Double = 30
+        public init(connect: String, token: [UInt8], name: String) {
+            self.connect = connect
+            self.token = token
+            self.name = name
+        }
+    }
+
+    public enum Exit: Sendable, Equatable {
+        /// The coordinator said the run is over.
+        case finished(String)
+    }
+
+    let options: Options
+    let logger: Logger
+    let socket: Socket
+
+    public init(options: Options, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        socket = try Socket(.req)
+        try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes)
+    }
+
+    public func close() { socket.close() }
+
+    /// Runs until the coordinator says the run is over, or a fatal error.
+    public func run() async throws -> Exit {
+        var lastContact = Monotonic.now
+        var backoff = 0.1
+        while true {
+            try Task.checkCancellation()
+            do {
+                let session = try await join()
+                lastContact = Monotonic.now
+                backoff = 0.1
+                if let exit = try await work(session, lastContact: &lastContact) { return exit }
+            } catch let error as NNGError where error.isTimeout || error.isConnectionRefused {
+                let silent = Monotonic.now - lastContact
+                if silent > options.patienceSeconds {
+                    throw WorkerError("no answer from the coordinator at \(options.connect) for \(Int(silent)) s; giving up (is it running? is the address right?)")
+                }
+                logger.info("no answer from the coordinator yet; retrying", metadata: ["url": "\(options.connect)", "silent_s": "\(Int(silent))"])
+                try await Task.sleep(for: .seconds(backoff))
+                backoff = min(backoff * 2, 2)
+            } catch is Rejoin {
+                logger.info("the coordinator does not know this session (it restarted or dropped us); joining again")
+            }
+        }
+    }
+
+    // MARK: Joining
+
+    struct Session {
+        let id: Data
+        let runID: String
+        let workerID: UInt32
+        let model: any TrainableModel
+        let chunkValues: Int
+        let sendWindow: Int
+    }
+
+    private func call(_ request: Request, context: Context) async throws -> Reply {
+        let message = try await context.request(WireCodec.message(request), timeout: .seconds(options.requestTimeoutSeconds))
+        do {
+            return try message.withUnsafeBytes { try Reply(serializedBytes: Data($0)) }
+        } catch {
+            throw WorkerError("the coordinator at \(options.connect) sent a reply that does not parse (\(message.count) bytes): \(error)")
+        }
+    }
+
+    private func join() async throws -> Session {
+        let context = try socket.openContext()
+        try context.setResendTime(.seconds(options.requestTimeoutSeconds))
+        let clientNonce = randomBytes(JoinHandshake.nonceBytes)
+        var hello = Request()
+        hello.header = WireCodec.header(runID: "", step: 0)
+        hello.hello = Csptrain_V1_Hello.with { $0.workerName = options.name; $0.clientNonce = clientNonce }
+        let challengeReply = try await call(hello, context: context)
+        try checkRefusal(challengeReply)
+        guard case let .challenge(challenge)? = challengeReply.body else {
+            throw WorkerError("the coordinator answered Hello with \(String(describing: challengeReply.body)), expected a challenge")
+        }
+        let runID = challengeReply.header.runID
+        var proof = Request()
+        proof.header = WireCodec.header(runID: runID, step: 0)
+        proof.proof = Csptrain_V1_Proof.with {
+            $0.workerName = options.name
+            $0.clientNonce = clientNonce
+            $0.serverNonce = challenge.serverNonce
+            $0.mac = JoinHandshake.joinMAC(token: options.token, runID: runID, serverNonce: challenge.serverNonce,
+                                           clientNonce: clientNonce, workerName: options.name)
+        }
+        let welcomeReply = try await call(proof, context: context)
+        try checkRefusal(welcomeReply)
+        guard case let .welcome(welcome)? = welcomeReply.body else {
+            throw WorkerError("the coordinator answered the proof with \(String(describing: welcomeReply.body)), expected welcome")
+        }
+        let session = welcomeReply.header.session
+        let expectedMAC = JoinHandshake.welcomeMAC(token: options.token, runID: runID, clientNonce: clientNonce,
+                                                   serverNonce: challenge.serverNonce, session: session)
+        guard expectedMAC == welcome.serverMac else {
+            throw WorkerError("the coordinator at \(options.connect) could not prove it holds the run token: refusing to work for it")
+        }
+        let config = try RunConfiguration.parse(yaml: welcome.configYaml, source: "the coordinator's configuration")
+        VectorMath.setThreadCount(1)
+        let model = ModelFactory.make(model: config.model, data: config.data, seed: config.seed)
+        let ours = WireCodec.tensorInfos(model.layout)
+        guard ours == welcome.tensors else {
+            throw WorkerError("this worker builds a model whose tensors differ from the coordinator's (\(ours.map(\.name)) vs \(welcome.tensors.map(\.name))): are both the same csptrain version?")
+        }
+        logger.info("joined", metadata: ["run": "\(runID)", "worker_id": "\(welcome.workerID)", "parameters": "\(model.layout.totalCount)"])
+        return Session(id: session, runID: runID, workerID: welcome.workerID, model: model,
+                       chunkValues: Int(welcome.chunkValues), sendWindow: config.transport.sendWindow)
+    }
+
+    private func checkRefusal(_ reply: Reply) throws {
+        guard case let .refusal(refusal)? = reply.body else { return }
+        switch refusal.code {
+        case .unknownSession, .challengeExpired:
+            throw Rejoin()
+        case .badProof:
+            throw WorkerError("the coordinator refused this worker's proof: the token is not the run's token (\(refusal.reason))")
+        case .versionMismatch:
+            throw WorkerError("protocol version mismatch: this worker speaks \(protocolVersion), the coordinator \(reply.header.protocolVersion) (\(refusal.reason))")
+        default:
+            throw WorkerError("the coordinator refused a request: \(refusal.code): \(refusal.reason)")
+        }
+    }
+
+    // MARK: Working
+
+    private func work(_ session: Session, lastContact: inout Double) async throws -> Exit? {
+        let layout = session.model.layout
+        var parameters = [Float](repeating: 0, count: layout.totalCount)
+        var gradient = [Float](repeating: 0, count: layout.totalCount)
+        var haveVersion: UInt64 = 0
+        let control = try socket.openContext()
+        try control.setResendTime(.seconds(options.requestTimeoutSeconds))
+        let senders = try (0 ..< max(1, session.sendWindow)).map { _ in try socket.openContext() }
+        for s in senders { try s.setResendTime(.seconds(options.requestTimeoutSeconds)) }
+
+        while true {
+            try Task.checkCancellation()
+            var poll = Request()
+            poll.header = WireCodec.header(runID: session.runID, step: 0, session: session.id)
+            poll.work = Csptrain_V1_WorkRequest.with { $0.weightsVersion = haveVersion }
+            let reply = try await call(poll, context: control)
+            lastContact = Monotonic.now
+            try checkRefusal(reply)
+            switch reply.body {
+            case let .finished(finished)?:
+                logger.info("the coordinator says the run is over: \(finished.reason)")
+                return .finished(finished.reason)
+            case .wait?:
+                continue
+            case let .task(task)?:
+                if task.hasWeights {
+                    try WireCodec.decode(task.weights, layout: layout, into: &parameters)
+                    haveVersion = task.weights.version
+                }
+                guard haveVersion == task.weightsVersion else {
+                    haveVersion = 0  // ask for the weights again with the next poll
+                    continue
+                }
+                let examples = task.exampleIndices.map { Int($0) }
+                let lossSum = try parameters.withUnsafeBufferPointer { p in
+                    try gradient.withUnsafeMutableBufferPointer { g in
+                        try session.model.lossAndGradient(parameters: p, examples: examples, gradient: g)
+                    }
+                }
+                try await send(gradient: gradient, lossSum: lossSum, task: task, step: Int(reply.header.step),
+                               session: session, senders: senders)
+                lastContact = Monotonic.now
+            default:
+                throw WorkerError("unexpected reply to a work request: \(String(describing: reply.body))")
+            }
+        }
+    }
+
+    /// Sends a micro-batch's gradient in chunks, `senders.count` in flight at once.
+    private func send(gradient: [Float], lossSum: Double, task: Csptrain_V1_Task, step: Int,
+                      session: Session, senders: [Context]) async throws {
+        var requests: [Request] = []
+        for (index, spec) in session.model.layout.tensors.enumerated() {
+            let count = max(1, (spec.count + session.chunkValues - 1) / session.chunkValues)
+            for c in 0 ..< count {
+                let lo = spec.offset + c * session.chunkValues
+                let hi = min(spec.offset + spec.count, lo + session.chunkValues)
+                var request = Request()
+                request.header = WireCodec.header(runID: session.runID, step: step, session: session.id)
+                request.chunk = Csptrain_V1_GradientChunk.with {
+                    $0.microBatch = task.microBatch
+                    $0.tensor = UInt32(index)
+                    $0.chunkIndex = UInt32(c)
+                    $0.chunkCount = UInt32(count)
+                    $0.exampleCount = UInt32(task.exampleIndices.count)
+                    $0.lossSum = lossSum
+                    $0.weightsVersion = task.weightsVersion
+                    $0.values = gradient.withUnsafeBufferPointer { g in
+                        Data(FloatEncoding.denseBytes(UnsafeBufferPointer(rebasing: g[lo ..< hi])))
+                    }
+                }
+                requests.append(request)
+            }
+        }
+        // Each context carries one exchange at a time: a finished exchange hands its context on.
+        var next = 0
+        var stale = false
+        try await withThrowingTaskGroup(of: (Reply, Int).self) { group in
+            for (slot, sender) in senders.enumerated() where next < requests.count {
+                let request = requests[next]
+                next += 1
+                group.addTask { try await (self.call(request, context: sender), slot) }
+            }
+            while let (reply, slot) = try await group.next() {
+                try checkRefusal(reply)
+                if case let .ack(ack)? = reply.body, ack.status == .stale { stale = true }
+                if !stale, next < requests.count {
+                    let request = requests[next]
+                    let sender = senders[slot]
+                    next += 1
+                    group.addTask { try await (self.call(request, context: sender), slot) }
+                }
+            }
+        }
+        if stale { logger.debug("the step moved on while sending; dropping the rest of micro-batch \(task.microBatch)") }
+    }
+}
+
+struct Rejoin: Error {}
+
+public struct WorkerError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

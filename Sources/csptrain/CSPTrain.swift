@@ -1,0 +1,269 @@
+import ArgumentParser
+import Configuration
+import Foundation
+import Logging
+import Runtime
+
+@main
+struct CSPTrain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "csptrain",
+        abstract: "Distributed training of sparse speech-recognition models over nng.",
+        discussion: """
+        A coordinator shards the training data into micro-batches, workers compute gradients, the \
+        coordinator aggregates them, updates and projects the weights, and broadcasts them back.
+
+        Start here:  csptrain launch --workers 2 --steps 200 --run-dir runs/first
+        """,
+        subcommands: [Launch.self, CoordinatorCommand.self, WorkerCommand.self, ConfigCommand.self, Bench.self]
+    )
+}
+
+/// Options that select and adjust the run configuration.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("YAML run configuration (every key has a default; see `csptrain config dump`).", valueName: "file"))
+    var config: String?
+
+    @Option(name: .customLong("set"), help: ArgumentHelp("Override one key, e.g. --set optimizer.learning_rate=0.02 (repeatable).", valueName: "key=value"))
+    var overrides: [String] = []
+
+    @Option(help: "The run's total number of steps (overrides `steps`).")
+    var steps: Int?
+
+    @Option(help: "Seed for weights, data order and generated data (overrides `seed`).")
+    var seed: UInt64?
+
+    func resolve(extra: [String] = []) throws -> RunConfiguration {
+        var sets = overrides
+        if let steps { sets.append("steps=\(steps)") }
+        if let seed { sets.append("seed=\(seed)") }
+        do {
+            return try RunConfiguration.load(file: config, overrides: sets + extra)
+        } catch let error as ConfigError {
+            throw ValidationError(error.description)
+        }
+    }
+}
+
+struct LogOptions: ParsableArguments {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    func bootstrap(label: String) -> Logger {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        return Logger(label: label)
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Prints exactly one JSON object on stdout.
+func printJSON(_ text: String) {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}
+
+func runExitCode(_ summary: RunSummary) -> ExitCode {
+    switch summary.status {
+    case .completed: .success
+    case .interrupted: ExitCode(130)
+    case .failed: .failure
+    }
+}
+
+// MARK: launch
+
+struct Launch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a coordinator and N workers on this machine.",
+        discussion: """
+        Writes the resolved config.yaml, metrics.jsonl (one line per step), summary.json, a token \
+        (mode 0600), worker logs and checkpoints into the run folder. Ctrl-C stops cleanly with a \
+        final checkpoint. Exits 0 only when the run completed.
+        """
+    )
+
+    @Option(help: "Worker processes to start.")
+    var workers = 2
+
+    @Option(help: ArgumentHelp("Run folder (created; must not hold an earlier run's checkpoints).", valueName: "dir"))
+    var runDir: String
+
+    @Option(help: ArgumentHelp("Address the coordinator listens on (port 0: a free port).", valueName: "url"))
+    var listen = "tcp://127.0.0.1:0"
+
+    @Flag(help: "Print the run summary as one JSON object on stdout (progress and logs go to stderr).")
+    var json = false
+
+    @OptionGroup var configOptions: ConfigOptions
+    @OptionGroup var logOptions: LogOptions
+
+    func validate() throws {
+        guard workers >= 1 else { throw ValidationError("--workers must be at least 1") }
+    }
+
+    func run() async throws {
+        let logger = logOptions.bootstrap(label: "csptrain.launch")
+        // Steps begin once every launched worker has joined, so all of them take part.
+        let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"])
+        var options = Launcher.Options(workers: workers, folder: RunFolder(runDir), config: config)
+        options.listen = listen
+        let summary: RunSummary
+        do {
+            summary = try await Launcher(options: options, logger: logger).run()
+        } catch {
+            logger.error("\(error)")
+            throw ExitCode.failure
+        }
+        if json { printJSON(summary.json(pretty: false)) } else { report(summary) }
+        throw runExitCode(summary)
+    }
+
+    private func report(_ s: RunSummary) {
+        let loss = { (v: Double?) in v.map { String(format: "%.4f", $0) } ?? "-" }
+        var lines = ["run \(s.status.rawValue): \(s.steps) steps in \(String(format: "%.1f", s.wallSeconds)) s, loss \(loss(s.firstLoss)) → \(loss(s.finalLoss)), workers seen \(s.workersSeen), failed \(s.workersFailed)"]
+        if let c = s.checkpoint { lines.append("checkpoint: \(c)") }
+        if let m = s.message { lines.append(m) }
+        lines.append("summary: \(RunFolder(runDir).summaryFile.path)")
+        FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+    }
+}
+
+// MARK: coordinator
+
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Run the coordinator: workers join it over nng and train together.",
+        discussion: """
+        The run token is read from --token-file or the CSPTRAIN_TOKEN environment variable, never \
+        from the command line. Without either, a new token is written to <run-dir>/token (mode 0600): \
+        give that file to the workers. The bound address is written to <run-dir>/endpoint.
+        """
+    )
+
+    @Option(help: ArgumentHelp("Address to listen on: tcp://host:port (port 0: a free one) or ipc:///path.", valueName: "url"))
+    var listen: String
+
+    @Option(help: ArgumentHelp("Run folder.", valueName: "dir"))
+    var runDir: String
+
+    @Option(help: ArgumentHelp("File holding the run token.", valueName: "file"))
+    var tokenFile: String?
+
+    @Flag(help: "Print the run summary as one JSON object on stdout.")
+    var json = false
+
+    @OptionGroup var configOptions: ConfigOptions
+    @OptionGroup var logOptions: LogOptions
+
+    func run() async throws {
+        let logger = logOptions.bootstrap(label: "csptrain.coordinator")
+        let config = try configOptions.resolve()
+        let folder = RunFolder(runDir)
+        let summary: RunSummary
+        do {
+            try CoordinatorSetup.prepare(folder: folder, config: config)
+            let lock = try folder.lock()
+            defer { withExtendedLifetime(lock) {} }
+            var tokenPath = tokenFile
+            if tokenPath == nil, ProcessInfo.processInfo.environment[RunToken.environmentVariable] == nil {
+                tokenPath = try folder.writeNewToken().path
+                logger.notice("wrote a new run token; workers need --token-file \(tokenPath!)")
+            }
+            let token = try RunToken.load(file: tokenPath)
+            let service = try CoordinatorService(config: config, runID: CoordinatorSetup.newRunID(), token: token,
+                                                 folder: folder, logger: logger)
+            _ = try service.listen(listen)
+            let trap = SignalTrap { sig in
+                service.stop(.interrupted, message: "stopped by \(sig == SIGINT ? "SIGINT" : "SIGTERM")")
+            }
+            summary = await service.run()
+            trap.cancel()
+        } catch {
+            logger.error("\(error)")
+            throw ExitCode.failure
+        }
+        if json { printJSON(summary.json(pretty: false)) }
+        throw runExitCode(summary)
+    }
+}
+
+// MARK: worker
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Join a coordinator and compute gradients until the run ends.",
+        discussion: "Reconnects by itself when the coordinator restarts. The token comes from --token-file or CSPTRAIN_TOKEN."
+    )
+
+    @Option(help: ArgumentHelp("The coordinator's address (see <run-dir>/endpoint).", valueName: "url"))
+    var connect: String
+
+    @Option(help: ArgumentHelp("File holding the run token.", valueName: "file"))
+    var tokenFile: String?
+
+    @Option(help: "Name shown in the coordinator's logs (default: host-pid).")
+    var name: String?
+
+    @Option(help: "Give up after this many seconds without an answer from the coordinator.")
+    var patience: Double = 120
+
+    @Flag(help: "Print how the worker ended as one JSON object on stdout.")
+    var json = false
+
+    @OptionGroup var logOptions: LogOptions
+
+    func run() async throws {
+        ParentWatch.installIfLaunched()
+        let logger = logOptions.bootstrap(label: "csptrain.worker")
+        do {
+            let token = try RunToken.load(file: tokenFile)
+            var options = WorkerService.Options(connect: connect, token: token,
+                                                name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
+            options.patienceSeconds = patience
+            let worker = try WorkerService(options: options, logger: logger)
+            let exit = try await worker.run()
+            worker.close()
+            if json, case let .finished(reason) = exit {
+                printJSON(#"{"status":"finished","reason":"\#(reason.replacingOccurrences(of: "\"", with: "'"))"}"#)
+            }
+        } catch {
+            logger.error("\(error)")
+            throw ExitCode.failure
+        }
+    }
+}
+
+// MARK: config
+
+struct ConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Inspect run configurations.",
+        subcommands: [Dump.self]
+    )
+
+    struct Dump: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the resolved configuration: defaults, then the file, then --set and flags."
+        )
+        @OptionGroup var configOptions: ConfigOptions
+        @Flag(help: "Print one JSON object instead of YAML.")
+        var json = false
+
+        func run() throws {
+            let config = try configOptions.resolve()
+            if json {
+                printJSON(config.jsonText())
+            } else {
+                print(config.yamlText(), terminator: "")
+            }
+        }
+    }
+}
