@@ -64,13 +64,13 @@ let package = Package(
         ]),
 
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
-        .testTarget(name: "WireTests", dependencies: ["Wire", "Runtime"], resources: []),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Runtime", "Tensors", "Coordination"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Tensors"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["csptrain"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors"]),
     ]
 )

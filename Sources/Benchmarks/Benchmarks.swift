@@ -102,7 +102,7 @@ public enum Benchmarks {
         let chunks = max(1, megabytes)
         var accumulator = GradientAccumulator(parameterCount: chunkValues * 16)
         let source = [Float](repeating: 0.5, count: chunkValues)
-        let bytes = FloatEncoding.denseBytes(source.withUnsafeBufferPointer { $0 })
+        let bytes = FloatEncoding.denseBytes(source)
         let foldStart = ContinuousClock.now
         bytes.withUnsafeBytes { raw in
             for i in 0 ..< chunks {

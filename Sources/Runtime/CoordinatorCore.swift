@@ -359,7 +359,8 @@ actor CoordinatorCore {
     func pipeClosed(_ pipe: UInt32) {
         for member in membership.removeAll(onPipe: pipe) {
             let released = round.release(member.session)
-            logger.warning("worker disconnected", metadata: ["worker": "\(member.name)", "id": "\(member.id)",
+            // After the run ends, workers leaving is the expected goodbye.
+            logger.log(level: outcome == nil ? .warning : .debug, "worker disconnected", metadata: ["worker": "\(member.name)", "id": "\(member.id)",
                                                              "reassigned_micro_batches": "\(released)", "members": "\(membership.count)"])
             progress(.membership(workers: membership.count))
         }

@@ -12,6 +12,10 @@ public enum FloatEncoding {
         return out
     }
 
+    public static func denseBytes(_ values: [Float]) -> [UInt8] {
+        values.withUnsafeBufferPointer { denseBytes($0) }
+    }
+
     /// Decodes `denseBytes` into `out`. Returns false when the byte count is not 4 × out.count.
     public static func decodeDense(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableBufferPointer<Float>) -> Bool {
         guard bytes.count == out.count * 4 else { return false }

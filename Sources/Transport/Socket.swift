@@ -1,4 +1,5 @@
 import CNNG
+import Synchronization
 
 /// An nng socket of one of the protocols csptrain's design uses.
 ///
@@ -15,6 +16,10 @@ public final class Socket: Sendable {
     public let kind: Kind
     let handle: nng_socket
     private let pipeEventBox: PipeEventBox
+    private let listened = Mutex<String?>(nil)
+
+    /// The URL of this socket's last listener (port filled in), for peers to dial.
+    public var listenerURL: String? { listened.withLock { $0 } }
 
     /// Connects and disconnects of this socket's pipes, delivered from nng's notification
     /// callback (which only enqueues: it must not block or touch the socket).
@@ -68,7 +73,9 @@ public final class Socket: Sendable {
         try setSize(NNG_OPT_RECVMAXSZ, maxMessageSize)
         var listener = nng_listener()
         try nngCall("listen on \(url)", nng_listen(handle, url, &listener, 0))
-        return Listener(handle: listener, requestedURL: url)
+        let result = Listener(handle: listener, requestedURL: url)
+        listened.withLock { $0 = result.url }
+        return result
     }
 
     /// Dials `url` in the background: the dialer keeps reconnecting, with back-off between

@@ -1,0 +1,78 @@
+import Foundation
+import Testing
+@testable import Configuration
+
+struct ConfigurationTests {
+    func file(_ text: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-config-\(UInt64.random(in: 0 ... .max)).yaml").path
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func defaultsAreComplete() throws {
+        let c = try RunConfiguration.load(file: nil)
+        #expect(c == RunConfiguration())
+    }
+
+    @Test func fileValuesAreRead() throws {
+        let path = try file("seed: 9\noptimizer:\n  kind: sgd\n  learning_rate: 0.5\n  schedule: {decay: cosine}\n")
+        let c = try RunConfiguration.load(file: path)
+        #expect(c.seed == 9 && c.optimizer.kind == .sgd && c.optimizer.learningRate == 0.5 && c.optimizer.schedule.decay == .cosine)
+        #expect(c.steps == RunConfiguration().steps)
+    }
+
+    @Test func unknownKeyNamesFileLineKeyAndTheKnownKeys() throws {
+        let path = try file("seed: 1\noptimizer:\n  lerning_rate: 0.1\n")
+        let error = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: path) }
+        #expect(error?.source == path)
+        #expect(error?.line == 3)
+        #expect(error?.key == "optimizer.lerning_rate")
+        #expect(error?.description.contains("learning_rate") == true)
+    }
+
+    @Test func badValuesSayWhatWasExpected() throws {
+        let notNumber = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: try file("steps: many\n")) }
+        #expect(notNumber?.key == "steps")
+        #expect(notNumber?.description.contains("expected a whole number, found 'many'") == true)
+        let badEnum = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: try file("optimizer: {kind: lbfgs}\n")) }
+        #expect(badEnum?.description.contains("one of sgd, adam, adamw") == true)
+        let negative = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: try file("coordinator: {micro_batches: 0}\n")) }
+        #expect(negative?.key == "coordinator.micro_batches")
+        let scalarForSection = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: try file("model: 3\n")) }
+        #expect(scalarForSection?.description.contains("expected a mapping") == true)
+    }
+
+    @Test func overridesWinOverTheFile() throws {
+        let path = try file("steps: 10\noptimizer: {learning_rate: 0.5}\n")
+        let c = try RunConfiguration.load(file: path, overrides: ["steps=20", "optimizer.learning_rate=0.02"])
+        #expect(c.steps == 20)
+        #expect(c.optimizer.learningRate == 0.02)
+        #expect(c.optimizer.kind == RunConfiguration().optimizer.kind)
+    }
+
+    @Test func badOverridesNameTheFlag() {
+        let unknown = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: nil, overrides: ["optimiser.kind=sgd"]) }
+        #expect(unknown?.source == "--set optimiser.kind=sgd")
+        #expect(unknown?.key == "optimiser")
+        let malformed = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: nil, overrides: ["steps"]) }
+        #expect(malformed?.description.contains("key=value") == true)
+    }
+
+    @Test func crossKeyChecks() {
+        let error = #expect(throws: ConfigError.self) {
+            try RunConfiguration.load(file: nil, overrides: ["coordinator.global_batch=4", "coordinator.micro_batches=8"])
+        }
+        #expect(error?.key == "coordinator.micro_batches")
+    }
+
+    @Test func dumpedYAMLReadsBackToTheSameConfiguration() throws {
+        var c = RunConfiguration()
+        c.seed = 77
+        c.optimizer.kind = .adam
+        c.coordinator.stepDeadlineSeconds = 12.5
+        let again = try RunConfiguration.parse(yaml: c.yamlText(), source: "dump")
+        #expect(again == c)
+        let json = try JSONSerialization.jsonObject(with: Data(c.jsonText().utf8)) as? [String: Any]
+        #expect((json?["seed"] as? Int) == 77)
+    }
+}

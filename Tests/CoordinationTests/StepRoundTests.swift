@@ -1,0 +1,226 @@
+import Foundation
+import Testing
+@testable import Coordination
+
+struct ChunkGridTests {
+    // Tensors of 10 and 3 values cut into chunks of 4: [4, 4, 2] and [3].
+    let grid = ChunkGrid(tensors: [(0, 10), (10, 3)], chunkValues: 4)
+
+    @Test func chunkCountsOffsetsAndSizes() {
+        #expect(grid.tensorChunkCounts == [3, 1])
+        #expect(grid.totalChunks == 4)
+        #expect((0 ..< 3).map { grid.offset(tensor: 0, chunk: $0) } == [0, 4, 8])
+        #expect((0 ..< 3).map { grid.valueCount(tensor: 0, chunk: $0) } == [4, 4, 2])
+        #expect(grid.offset(tensor: 1, chunk: 0) == 10)
+        #expect(grid.valueCount(tensor: 1, chunk: 0) == 3)
+        // Every key is distinct and dense.
+        let keys = [grid.key(tensor: 0, chunk: 0), grid.key(tensor: 0, chunk: 1), grid.key(tensor: 0, chunk: 2), grid.key(tensor: 1, chunk: 0)]
+        #expect(keys == [0, 1, 2, 3])
+    }
+}
+
+struct StepRoundTests {
+    let a = SessionID(Data([1]))
+    let b = SessionID(Data([2]))
+    let grid = ChunkGrid(tensors: [(0, 10), (10, 3)], chunkValues: 4)
+
+    func round() -> StepRound {
+        StepRound(step: 5, weightsVersion: 6, microBatches: [[0, 1, 2], [3, 4]], grid: grid)
+    }
+
+    /// Sends chunk (tensor, chunk) of micro-batch `mb` with correct geometry.
+    func send(_ r: inout StepRound, mb: Int, tensor: Int, chunk: Int, step: Int = 5, version: UInt64 = 6) -> StepRound.ChunkVerdict {
+        r.receive(step: step, weightsVersion: version, microBatch: mb, tensor: tensor, chunkIndex: chunk,
+                  chunkCount: grid.tensorChunkCounts[tensor], exampleCount: r.microBatches[mb].examples.count,
+                  valueCount: grid.valueCount(tensor: tensor, chunk: chunk))
+    }
+
+    @Test func everyChunkIsAcceptedOnceAndCompletesTheStep() {
+        var r = round()
+        #expect(r.assign(to: a, deadline: 10) == 0)
+        #expect(r.assign(to: b, deadline: 10) == 1)
+        #expect(r.assign(to: a, deadline: 10) == nil)
+        var accepted = 0
+        for mb in 0 ..< 2 {
+            for (t, n) in grid.tensorChunkCounts.enumerated() {
+                for c in 0 ..< n {
+                    if case .accept = send(&r, mb: mb, tensor: t, chunk: c) { accepted += 1 }
+                }
+            }
+        }
+        #expect(accepted == 8)
+        #expect(r.isComplete)
+        #expect(r.duplicates == 0)
+    }
+
+    @Test func acceptReportsOffsetWeightAndFirstAndLast() {
+        var r = round()
+        _ = r.assign(to: a, deadline: 10)
+        #expect(send(&r, mb: 0, tensor: 0, chunk: 2) == .accept(offset: 8, examples: 3, firstOfMicroBatch: true, completesMicroBatch: false))
+        #expect(send(&r, mb: 0, tensor: 0, chunk: 0) == .accept(offset: 0, examples: 3, firstOfMicroBatch: false, completesMicroBatch: false))
+        #expect(send(&r, mb: 0, tensor: 1, chunk: 0) == .accept(offset: 10, examples: 3, firstOfMicroBatch: false, completesMicroBatch: false))
+        #expect(send(&r, mb: 0, tensor: 0, chunk: 1) == .accept(offset: 4, examples: 3, firstOfMicroBatch: false, completesMicroBatch: true))
+        #expect(!r.isComplete)
+    }
+
+    @Test func duplicatesAreDroppedAndCounted() {
+        var r = round()
+        _ = r.assign(to: a, deadline: 10)
+        #expect(send(&r, mb: 0, tensor: 0, chunk: 0) != .duplicate)
+        #expect(send(&r, mb: 0, tensor: 0, chunk: 0) == .duplicate)  // a REQ re-send
+        #expect(r.duplicates == 1)
+        #expect(r.microBatches[0].receivedCount == 1)
+    }
+
+    @Test func staleChunksAreDropped() {
+        var r = round()
+        _ = r.assign(to: a, deadline: 10)
+        #expect(send(&r, mb: 0, tensor: 0, chunk: 0, step: 4) == .stale)
+        #expect(send(&r, mb: 0, tensor: 0, chunk: 0, version: 5) == .stale)
+        #expect(r.microBatches[0].receivedCount == 0)
+    }
+
+    /// A worker dies mid-send; its micro-batch goes to another, whose copies of the chunks that
+    /// already arrived are duplicates: each chunk is counted exactly once.
+    @Test func reassignedMicroBatchIsCountedExactlyOnce() {
+        var r = round()
+        #expect(r.assign(to: a, deadline: 10) == 0)
+        _ = send(&r, mb: 0, tensor: 0, chunk: 0)
+        _ = send(&r, mb: 0, tensor: 0, chunk: 1)
+        #expect(r.release(a) == [0])
+        #expect(r.assign(to: b, deadline: 10) == 0)
+        #expect(r.reassignments == 1)
+        var verdicts: [StepRound.ChunkVerdict] = []
+        for (t, n) in grid.tensorChunkCounts.enumerated() { for c in 0 ..< n { verdicts.append(send(&r, mb: 0, tensor: t, chunk: c)) } }
+        #expect(verdicts.filter { $0 == .duplicate }.count == 2)
+        #expect(verdicts.filter { if case .accept = $0 { true } else { false } }.count == 2)
+        #expect(r.microBatches[0].status == .complete)
+        // The late original sender's remaining chunks change nothing.
+        #expect(send(&r, mb: 0, tensor: 1, chunk: 0) == .duplicate)
+    }
+
+    @Test func expiredAssignmentsReturnToPending() {
+        var r = round()
+        _ = r.assign(to: a, deadline: 10)
+        _ = r.assign(to: b, deadline: 20)
+        #expect(r.expire(now: 5).isEmpty)
+        let late = r.expire(now: 15)
+        #expect(late.count == 1 && late[0].session == a && late[0].microBatch == 0)
+        #expect(r.microBatches[0].status == .pending)
+        #expect(r.assignee(of: 1) == b)
+    }
+
+    @Test func protocolViolationsAreNamed() {
+        var r = round()
+        func reason(_ v: StepRound.ChunkVerdict) -> String? { if case let .invalid(s) = v { s } else { nil } }
+        #expect(reason(r.receive(step: 6, weightsVersion: 7, microBatch: 0, tensor: 0, chunkIndex: 0, chunkCount: 3, exampleCount: 3, valueCount: 4))?.contains("step 6") == true)
+        #expect(reason(r.receive(step: 5, weightsVersion: 6, microBatch: 9, tensor: 0, chunkIndex: 0, chunkCount: 3, exampleCount: 3, valueCount: 4))?.contains("micro-batch 9") == true)
+        #expect(reason(r.receive(step: 5, weightsVersion: 6, microBatch: 0, tensor: 7, chunkIndex: 0, chunkCount: 3, exampleCount: 3, valueCount: 4))?.contains("tensor 7") == true)
+        #expect(reason(r.receive(step: 5, weightsVersion: 6, microBatch: 0, tensor: 0, chunkIndex: 0, chunkCount: 2, exampleCount: 3, valueCount: 4))?.contains("has 3 chunks") == true)
+        #expect(reason(r.receive(step: 5, weightsVersion: 6, microBatch: 0, tensor: 0, chunkIndex: 3, chunkCount: 3, exampleCount: 3, valueCount: 4))?.contains("chunk index 3") == true)
+        #expect(reason(r.receive(step: 5, weightsVersion: 6, microBatch: 0, tensor: 0, chunkIndex: 2, chunkCount: 3, exampleCount: 3, valueCount: 4))?.contains("must carry 2 values") == true)
+        #expect(reason(r.receive(step: 5, weightsVersion: 6, microBatch: 0, tensor: 0, chunkIndex: 0, chunkCount: 3, exampleCount: 9, valueCount: 4))?.contains("has 3 examples") == true)
+        #expect(r.microBatches.allSatisfy { $0.receivedCount == 0 })
+    }
+}
+
+struct JoinHandshakeTests {
+    let token = Array("s3cret".utf8)
+    let client = Data(repeating: 1, count: 32)
+    let server = Data(repeating: 2, count: 32)
+
+    @Test func rightProofIsAcceptedOnce() {
+        var h = JoinHandshake(token: token, runID: "run-a")
+        h.issue(serverNonce: server, now: 0)
+        let mac = JoinHandshake.joinMAC(token: token, runID: "run-a", serverNonce: server, clientNonce: client, workerName: "w")
+        #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: server, mac: mac, now: 1) == .accepted)
+        // A replayed proof finds no open challenge.
+        #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: server, mac: mac, now: 1) == .unknownChallenge)
+    }
+
+    @Test func wrongTokenIsRefused() {
+        var h = JoinHandshake(token: token, runID: "run-a")
+        h.issue(serverNonce: server, now: 0)
+        let mac = JoinHandshake.joinMAC(token: Array("guess".utf8), runID: "run-a", serverNonce: server, clientNonce: client, workerName: "w")
+        #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: server, mac: mac, now: 1) == .badProof)
+    }
+
+    @Test func proofIsBoundToRunNameAndNonces() {
+        let mac = JoinHandshake.joinMAC(token: token, runID: "run-a", serverNonce: server, clientNonce: client, workerName: "w")
+        for (run, name) in [("run-b", "w"), ("run-a", "x")] {
+            var h = JoinHandshake(token: token, runID: run)
+            h.issue(serverNonce: server, now: 0)
+            #expect(h.verify(workerName: name, clientNonce: client, serverNonce: server, mac: mac, now: 0) == .badProof)
+        }
+    }
+
+    @Test func challengesExpire() {
+        var h = JoinHandshake(token: token, runID: "r", challengeLifetime: 30)
+        h.issue(serverNonce: server, now: 0)
+        let mac = JoinHandshake.joinMAC(token: token, runID: "r", serverNonce: server, clientNonce: client, workerName: "w")
+        #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: server, mac: mac, now: 31) == .unknownChallenge)
+    }
+
+    @Test func openChallengesAreBounded() {
+        var h = JoinHandshake(token: token, runID: "r", maxOpenChallenges: 2)
+        for i in 0 ..< 3 { h.issue(serverNonce: Data([UInt8(i)]), now: Double(i)) }
+        let mac = JoinHandshake.joinMAC(token: token, runID: "r", serverNonce: Data([0]), clientNonce: client, workerName: "w")
+        #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: Data([0]), mac: mac, now: 3) == .unknownChallenge)
+    }
+
+    @Test func serverProofMatchesWorkerComputation() {
+        let h = JoinHandshake(token: token, runID: "r")
+        let session = Data(repeating: 9, count: 16)
+        #expect(h.serverMAC(clientNonce: client, serverNonce: server, session: session)
+            == JoinHandshake.welcomeMAC(token: token, runID: "r", clientNonce: client, serverNonce: server, session: session))
+    }
+}
+
+struct MembershipTests {
+    @Test func disconnectRemovesMembersOfThatPipeAndCountsFailures() {
+        var m = Membership()
+        let s1 = SessionID(Data([1])), s2 = SessionID(Data([2]))
+        _ = m.join(name: "a", session: s1, pipe: 10, now: 0)
+        _ = m.join(name: "b", session: s2, pipe: 11, now: 0)
+        #expect(m.removeAll(onPipe: 10).map(\.name) == ["a"])
+        #expect(m.count == 1)
+        #expect(m.failedTotal == 1)
+        m.remove(s2, reason: .left)
+        #expect(m.failedTotal == 1)
+        #expect(m.joinedTotal == 2)
+    }
+
+    @Test func touchFollowsAReconnectedPipe() {
+        var m = Membership()
+        let s = SessionID(Data([1]))
+        _ = m.join(name: "a", session: s, pipe: 10, now: 0)
+        #expect(m.touch(s, pipe: 12, now: 1)?.pipe == 12)
+        #expect(m.removeAll(onPipe: 10).isEmpty)
+        #expect(m.touch(SessionID(Data([9])), pipe: 1, now: 1) == nil)
+    }
+}
+
+struct DataOrderTests {
+    @Test func everyExampleOncePerEpochInMicroBatchesOfNearEqualSize() {
+        var order = DataOrder(seed: 7, examples: 100, globalBatch: 20, microBatches: 3)
+        var seen: [Int] = []
+        for step in 0 ..< 5 {
+            let mbs = order.microBatches(forStep: step)
+            #expect(mbs.map(\.count) == [7, 7, 6])
+            seen += mbs.flatMap { $0 }
+        }
+        #expect(seen.sorted() == Array(0 ..< 100))
+        #expect(seen != Array(0 ..< 100))  // shuffled
+    }
+
+    @Test func orderIsAPureFunctionOfSeedAndStep() {
+        var a = DataOrder(seed: 7, examples: 50, globalBatch: 16, microBatches: 4)
+        var b = DataOrder(seed: 7, examples: 50, globalBatch: 16, microBatches: 4)
+        let later = a.microBatches(forStep: 9)
+        _ = b.microBatches(forStep: 0)
+        #expect(b.microBatches(forStep: 9) == later)
+        var c = DataOrder(seed: 8, examples: 50, globalBatch: 16, microBatches: 4)
+        #expect(c.microBatches(forStep: 9) != later)
+        #expect(a.epoch(ofStep: 3) == 0 && a.epoch(ofStep: 4) == 1)
+    }
+}

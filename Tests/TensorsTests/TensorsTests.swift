@@ -1,0 +1,100 @@
+import Testing
+@testable import Tensors
+
+struct CRC32CTests {
+    // Test vectors from RFC 3720 (iSCSI), appendix B.4, and the standard check value.
+    @Test func knownVectors() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+        #expect(CRC32C.checksum([UInt8](repeating: 0xFF, count: 32)) == 0x62A8_AB43)
+        #expect(CRC32C.checksum((0 ..< 32).map { UInt8($0) }) == 0x46DD_794E)
+        #expect(CRC32C.checksum((0 ..< 32).map { UInt8(31 - $0) }) == 0x113F_DB5C)
+        #expect(CRC32C.checksum([]) == 0)
+    }
+
+    @Test func incrementalEqualsOneShot() {
+        let bytes = (0 ..< 1000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        var crc = CRC32C()
+        bytes.withUnsafeBytes { raw in
+            crc.update(UnsafeRawBufferPointer(rebasing: raw[0 ..< 13]))
+            crc.update(UnsafeRawBufferPointer(rebasing: raw[13...]))
+        }
+        #expect(crc.value == CRC32C.checksum(bytes))
+    }
+}
+
+struct EncodingTests {
+    @Test func denseRoundTrip() {
+        let values: [Float] = [0, -1.5, .pi, 1e-30, -0.0, .greatestFiniteMagnitude]
+        let bytes = values.withUnsafeBufferPointer { FloatEncoding.denseBytes($0) }
+        #expect(bytes.count == 24)
+        #expect(Array(bytes[4 ..< 8]) == [0, 0, 0xC0, 0xBF])  // -1.5 little-endian
+        var out = [Float](repeating: 9, count: values.count)
+        let ok = bytes.withUnsafeBytes { b in out.withUnsafeMutableBufferPointer { FloatEncoding.decodeDense(b, into: $0) } }
+        #expect(ok)
+        #expect(out.map(\.bitPattern) == values.map(\.bitPattern))
+    }
+
+    @Test func bitmaskRoundTripAndSize() {
+        var rng = SeededRandom(42)
+        let values: [Float] = (0 ..< 1001).map { _ in rng.nextUnitFloat() < 0.1 ? rng.nextGaussian() : 0 }
+        let nonZero = values.filter { $0 != 0 }.count
+        let (mask, packed) = values.withUnsafeBufferPointer { FloatEncoding.bitmask($0) }
+        #expect(mask.count == 126)
+        #expect(packed.count == nonZero * 4)
+        #expect(mask.count + packed.count == FloatEncoding.bitmaskSize(count: 1001, nonZero: nonZero))
+        var out = [Float](repeating: 7, count: values.count)
+        let ok = mask.withUnsafeBytes { m in packed.withUnsafeBytes { p in
+            out.withUnsafeMutableBufferPointer { FloatEncoding.decodeBitmask(mask: m, nonZero: p, into: $0) } } }
+        #expect(ok)
+        #expect(out == values)
+    }
+
+    @Test func bitmaskRejectsInconsistentSizes() {
+        let mask: [UInt8] = [0b0000_0011]
+        let oneValue = FloatEncoding.denseBytes([Float(1)])
+        var out = [Float](repeating: 0, count: 8)
+        let ok = mask.withUnsafeBytes { m in oneValue.withUnsafeBytes { p in
+            out.withUnsafeMutableBufferPointer { FloatEncoding.decodeBitmask(mask: m, nonZero: p, into: $0) } } }
+        #expect(!ok)  // two bits set, one value
+    }
+}
+
+struct LayoutTests {
+    @Test func offsetsAndSparsity() {
+        let layout = ParameterLayout([("w", [2, 3], true), ("b", [2], false)])
+        #expect(layout.totalCount == 8)
+        #expect(layout["b"]?.range == 6 ..< 8)
+        #expect(layout.prunableCount == 6)
+        let report = SparsityReport([0, 1, 0, 0, 2, 3, 0, 0], layout: layout)
+        #expect(report.prunable == 0.5)
+        #expect(report.overall == 5.0 / 8.0)
+    }
+
+    @Test func gemmMatchesHandComputation() {
+        // (2×3) · (3×2) = (2×2)
+        let a: [Float] = [1, 2, 3, 4, 5, 6]
+        let b: [Float] = [7, 8, 9, 10, 11, 12]
+        var c = [Float](repeating: 0, count: 4)
+        c.withUnsafeMutableBufferPointer { VectorMath.gemm(m: 2, n: 2, k: 3, a, b, $0.baseAddress!) }
+        #expect(c == [58, 64, 139, 154])
+        // aᵀ (3×2) · a (2×3) = (3×3), first row [17, 22, 27]
+        var d = [Float](repeating: 0, count: 9)
+        d.withUnsafeMutableBufferPointer { VectorMath.gemm(transposeA: true, m: 3, n: 3, k: 2, a, a, $0.baseAddress!) }
+        #expect(Array(d[0 ..< 3]) == [17, 22, 27])
+    }
+
+    @Test func seededRandomIsAPureFunctionOfItsKey() {
+        var a = SeededRandom(1, 2, 3)
+        var b = SeededRandom(1, 2, 3)
+        var c = SeededRandom(1, 2, 4)
+        let xs = (0 ..< 5).map { _ in a.next() }
+        #expect(xs == (0 ..< 5).map { _ in b.next() })
+        #expect(xs != (0 ..< 5).map { _ in c.next() })
+        var g = SeededRandom(9)
+        let samples = (0 ..< 20000).map { _ in Double(g.nextGaussian()) }
+        let mean = samples.reduce(0, +) / 20000
+        let variance = samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 20000
+        #expect(abs(mean) < 0.03 && abs(variance - 1) < 0.05)
+    }
+}

@@ -1,0 +1,89 @@
+import Testing
+@testable import Tensors
+@testable import Training
+
+struct AccumulatorTests {
+    /// Two micro-batches: mean gradients [1, 2] over 2 examples and [4, 8] over 6 examples.
+    /// The step's gradient is (2·[1, 2] + 6·[4, 8]) / 8 = [3.25, 6.5], not the plain mean [2.5, 5].
+    @Test func weightedMeanIsExact() {
+        var acc = GradientAccumulator(parameterCount: 2)
+        [Float(1), 2].withUnsafeBufferPointer { acc.fold($0, at: 0, weight: 2) }
+        acc.addMicroBatch(examples: 2, lossSum: 3)
+        let bytes = FloatEncoding.denseBytes([Float(4), 8])
+        let ok = bytes.withUnsafeBytes { acc.fold(littleEndianBytes: $0, at: 0, weight: 6) }
+        #expect(ok)
+        acc.addMicroBatch(examples: 6, lossSum: 5)
+        #expect(acc.mean() == [3.25, 6.5])
+        #expect(acc.meanLoss == 1.0)
+    }
+
+    @Test func chunksFoldAtTheirOffsets() {
+        var acc = GradientAccumulator(parameterCount: 5)
+        [Float(1), 1].withUnsafeBufferPointer { acc.fold($0, at: 3, weight: 1) }
+        [Float(2)].withUnsafeBufferPointer { acc.fold($0, at: 0, weight: 1) }
+        #expect(acc.sum == [2, 0, 0, 1, 1])
+        let bad = [UInt8](repeating: 0, count: 12)
+        #expect(bad.withUnsafeBytes { acc.fold(littleEndianBytes: $0, at: 3, weight: 1) } == false)  // overruns
+        acc.reset()
+        #expect(acc.sum == [0, 0, 0, 0, 0] && acc.examples == 0)
+    }
+}
+
+struct OptimizerTests {
+    func step(_ opt: inout Optimizer, _ p: inout [Float], _ g: [Float], lr: Double) {
+        p.withUnsafeMutableBufferPointer { pb in g.withUnsafeBufferPointer { opt.apply(gradient: $0, to: pb, learningRate: lr) } }
+    }
+
+    @Test func sgdMomentumByHand() {
+        var s = OptimizerSettings()
+        s.kind = .sgd
+        s.momentum = 0.5
+        var opt = Optimizer(settings: s, parameterCount: 1)
+        var p: [Float] = [1]
+        step(&opt, &p, [2], lr: 0.1)   // v = 2,       p = 1 − 0.2 = 0.8
+        step(&opt, &p, [2], lr: 0.1)   // v = 1 + 2,   p = 0.8 − 0.3 = 0.5
+        #expect(abs(p[0] - 0.5) < 1e-6)
+    }
+
+    @Test func adamFirstStepMovesByLearningRate() {
+        var s = OptimizerSettings()
+        s.kind = .adam
+        var opt = Optimizer(settings: s, parameterCount: 2)
+        var p: [Float] = [1, 1]
+        step(&opt, &p, [0.3, -20], lr: 0.01)
+        // Bias-corrected m/√v = g/|g| on the first step.
+        #expect(abs(p[0] - 0.99) < 1e-5 && abs(p[1] - 1.01) < 1e-5)
+    }
+
+    @Test func adamwDecaysDecoupledFromTheGradientScale() {
+        var s = OptimizerSettings()
+        s.kind = .adamw
+        s.weightDecay = 0.1
+        var opt = Optimizer(settings: s, parameterCount: 1)
+        var p: [Float] = [2]
+        step(&opt, &p, [0], lr: 0.5)
+        // Zero gradient: only the decay acts, p −= lr · wd · p = 2 − 0.1.
+        #expect(abs(p[0] - 1.9) < 1e-6)
+    }
+
+    @Test func clippingScalesToTheNorm() {
+        var g: [Float] = [3, 4]
+        let norm = g.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: 1) }
+        #expect(norm == 5)
+        #expect(abs(g[0] - 0.6) < 1e-6 && abs(g[1] - 0.8) < 1e-6)
+        var h: [Float] = [0.3, 0.4]
+        _ = h.withUnsafeMutableBufferPointer { clipGlobalNorm($0, maxNorm: 1) }
+        #expect(h == [0.3, 0.4])
+    }
+
+    @Test func cosineScheduleWithWarmup() {
+        var s = LearningRateSchedule()
+        s.decay = .cosine
+        s.warmupSteps = 10
+        s.minFactor = 0.1
+        #expect(s.factor(step: 0, totalSteps: 110) == 0.1)
+        #expect(s.factor(step: 9, totalSteps: 110) == 1)
+        #expect(abs(s.factor(step: 60, totalSteps: 110) - 0.55) < 1e-9)
+        #expect(abs(s.factor(step: 110, totalSteps: 110) - 0.1) < 1e-9)
+    }
+}
