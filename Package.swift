@@ -71,6 +71,9 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors"]),
+        .testTarget(name: "IntegrationTests", dependencies: [
+            "csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
     ]
 )

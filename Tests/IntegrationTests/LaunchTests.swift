@@ -1,0 +1,84 @@
+import Checkpoints
+import Foundation
+import Testing
+
+/// Real processes over real sockets on 127.0.0.1.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct LaunchTests {
+    @Test func launchWithTwoWorkersTrainsAndWritesTheRunFolder() async throws {
+        let dir = temporaryRunDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let child = try Child(["launch", "--workers", "2", "--steps", "30", "--run-dir", dir.path, "--json"])
+        let (status, stdout, stderr) = await child.wait(seconds: 120)
+        #expect(status == 0, "launch failed: \(stderr)")
+        let summary = try Summary.parse(stdout)
+        #expect(summary.status == "completed")
+        #expect(summary.steps == 30 && summary.startStep == 0)
+        #expect(summary.workersSeen == 2)
+        #expect(summary.workersFailed == 0)
+        let first = try #require(summary.firstLoss), final = try #require(summary.finalLoss)
+        #expect(final < 0.5 * first, "loss \(first) → \(final)")
+        // The run folder.
+        let files = Set(try FileManager.default.contentsOfDirectory(atPath: dir.path))
+        #expect(files.isSuperset(of: ["config.yaml", "metrics.jsonl", "summary.json", "token", "checkpoints", "logs"]))
+        let metrics = try String(contentsOf: dir.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(metrics.count == 30)
+        let onDisk = try Summary.parse(String(contentsOf: dir.appendingPathComponent("summary.json"), encoding: .utf8))
+        #expect(onDisk.finalLoss == summary.finalLoss)
+        let tokenMode = try FileManager.default.attributesOfItem(atPath: dir.appendingPathComponent("token").path)[.posixPermissions] as? Int
+        #expect(tokenMode == 0o600)
+        // The checkpoint named by `latest` is the final one, complete and self-contained.
+        let store = CheckpointStore(runDirectory: dir)
+        let latest = try #require(store.latestPath())
+        #expect(latest.path == summary.checkpoint)
+        let checkpoint = try CheckpointStore.load(latest)
+        #expect(checkpoint.step == 30)
+        #expect(checkpoint.configYAML.contains("hidden_dim"))
+        #expect(checkpoint.records.contains { $0.name == "w1" && $0.role == "param" })
+    }
+
+    @Test func configDumpPrintsOneJSONObjectAndBadKeysAreNamed() async throws {
+        let dump = try Child(["config", "dump", "--json", "--set", "optimizer.kind=sgd", "--steps", "7"])
+        let (status, stdout, _) = await dump.wait(seconds: 30)
+        #expect(status == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any]
+        #expect(object?["steps"] as? Int == 7)
+        #expect((object?["optimizer"] as? [String: Any])?["kind"] as? String == "sgd")
+
+        let bad = try Child(["config", "dump", "--set", "optimizer.lr=0.1"])
+        let (badStatus, _, stderr) = await bad.wait(seconds: 30)
+        #expect(badStatus != 0)
+        #expect(stderr.contains("optimizer.lr") && stderr.contains("learning_rate"), "message was: \(stderr)")
+    }
+
+    @Test func ctrlCStopsCleanlyWithACheckpoint() async throws {
+        let dir = temporaryRunDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let child = try Child(["launch", "--workers", "2", "--steps", "1000000", "--run-dir", dir.path, "--json"])
+        // Wait until training is under way.
+        let metrics = dir.appendingPathComponent("metrics.jsonl")
+        _ = try await waitForFile(metrics, seconds: 60)
+        child.signal(SIGINT)
+        let (status, stdout, stderr) = await child.wait(seconds: 60)
+        #expect(status == 130, "stderr: \(stderr)")
+        let summary = try Summary.parse(stdout)
+        #expect(summary.status == "interrupted")
+        #expect(summary.steps > 0)
+        let checkpoint = try CheckpointStore.load(try #require(CheckpointStore(runDirectory: dir).latestPath()))
+        #expect(checkpoint.step == summary.steps)
+        // The workers went with it.
+        let logs = try FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("logs").path)
+        #expect(logs.count == 2)
+    }
+
+    @Test func aRunFolderWithCheckpointsIsNotOverwritten() async throws {
+        let dir = temporaryRunDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let first = try Child(["launch", "--workers", "1", "--steps", "3", "--run-dir", dir.path])
+        #expect(await first.wait(seconds: 60).status == 0)
+        let second = try Child(["launch", "--workers", "1", "--steps", "3", "--run-dir", dir.path])
+        let (status, _, stderr) = await second.wait(seconds: 60)
+        #expect(status != 0)
+        #expect(stderr.contains("already holds checkpoints"), "stderr: \(stderr)")
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import Testing
+import Transport
+import Wire
+
+/// The csptrain executable built beside this test bundle.
+enum Binary {
+    static var url: URL {
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("csptrain")
+    }
+}
+
+/// A child process with captured output and a hard time limit.
+final class Child: @unchecked Sendable {
+    let process = Process()
+    let stdoutPipe = Pipe()
+    let stderrFile: URL
+
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = Binary.url
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-child-\(UInt64.random(in: 0 ... .max)).log")
+        FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
+        process.standardOutput = stdoutPipe
+        process.standardError = try FileHandle(forWritingTo: stderrFile)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    /// Waits for exit; kills the process and fails when it takes longer than `seconds`.
+    func wait(seconds: Double) async -> (status: Int32, stdout: String, stderr: String) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning, Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+        if process.isRunning {
+            Issue.record("\(process.arguments ?? []) still running after \(seconds) s; killing it")
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        let out = String(decoding: stdoutPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return (process.terminationStatus, out, stderr)
+    }
+
+    var stderr: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
+
+    func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(at: stderrFile)
+    }
+}
+
+func temporaryRunDir() -> URL {
+    FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-it-\(UInt64.random(in: 0 ... .max))")
+}
+
+/// Waits for a file to appear (the coordinator's endpoint, say) and returns its trimmed text.
+func waitForFile(_ url: URL, seconds: Double = 20) async throws -> String {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if let text = try? String(contentsOf: url, encoding: .utf8), !text.isEmpty {
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    throw TestFailure("\(url.path) did not appear within \(seconds) s")
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The run summary, parsed from `--json` output or summary.json.
+struct Summary: Decodable {
+    let status: String
+    let steps: Int
+    let startStep: Int
+    let workersSeen: Int
+    let workersFailed: Int
+    let firstLoss: Double?
+    let finalLoss: Double?
+    let sparsity: Double
+    let sparsityOverall: Double
+    let checkpoint: String?
+    let wallSeconds: Double
+    let duplicateChunks: Int
+    let staleChunks: Int
+    let reassignedMicroBatches: Int
+
+    static func parse(_ text: String) throws -> Summary {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(Summary.self, from: Data(text.utf8))
+    }
+}
+
+/// A hand-driven protocol client: what a worker in another language would send.
+final class RawClient: @unchecked Sendable {
+    let socket: Socket
+    let context: Context
+    var runID = ""
+    var session = Data()
+    var step: UInt64 = 0
+
+    init(url: String) throws {
+        socket = try Socket(.req)
+        try socket.dial(url, maxMessageSize: 64 << 20)
+        context = try socket.openContext()
+        try context.setResendTime(.seconds(60))
+    }
+
+    func send(bytes: [UInt8]) async throws -> Csptrain_V1_Reply {
+        let reply = try await context.request(Message(bytes), timeout: .seconds(10))
+        return try Csptrain_V1_Reply(serializedBytes: reply.bytes)
+    }
+
+    func send(_ body: (inout Csptrain_V1_Request) -> Void, version: UInt32 = 1) async throws -> Csptrain_V1_Reply {
+        var request = Csptrain_V1_Request()
+        request.header.protocolVersion = version
+        request.header.runID = runID
+        request.header.session = session
+        request.header.step = step
+        body(&request)
+        return try await send(bytes: request.serializedBytes())
+    }
+
+    func close() { socket.close() }
+}
