@@ -23,7 +23,6 @@ let package = Package(
         // C system libraries: a module map and a shim header, nothing else.
         .systemLibrary(name: "CNNG", path: "Sources/CNNG"),
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
-        .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
 
         // nng wrapped for Swift: sockets, AIO as async/await, errors.
         .target(name: "Transport", dependencies: ["CNNG"]),
@@ -50,7 +49,7 @@ let package = Package(
         // The shells: coordinator and worker services, launcher, metrics files.
         .target(name: "Runtime", dependencies: [
             "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints",
-            "Coordination", "Configuration", "CSystem",
+            "Coordination", "Configuration",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

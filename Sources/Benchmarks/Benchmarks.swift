@@ -115,8 +115,7 @@ public enum Benchmarks {
         bytes.withUnsafeBytes { raw in
             target.withUnsafeMutableBytes { t in
                 for i in 0 ..< chunks {
-                    let offset = (i % 16) * chunkValues * 4
-                    for j in 0 ..< raw.count { t[offset + j] = raw[j] }
+                    (t.baseAddress! + (i % 16) * chunkValues * 4).copyMemory(from: raw.baseAddress!, byteCount: raw.count)
                 }
             }
         }
@@ -124,7 +123,7 @@ public enum Benchmarks {
         precondition(target[5] == bytes[5] && accumulator.sum[0] > 0)
         let total = Double(chunks * chunkValues * 4)
         return Result(name: "aggregation (fold 1 MiB chunks into the step sum)", ours: total / foldSeconds / 1e9,
-                      baseline: total / copySeconds / 1e9, unit: "GB/s", baselineName: "plain byte-copy loop of the same bytes")
+                      baseline: total / copySeconds / 1e9, unit: "GB/s", baselineName: "memcpy of the same bytes into a buffer of the same size")
     }
 }
 

@@ -96,7 +96,7 @@ public final class CoordinatorService: Sendable {
     private func answer(_ message: Message) async -> Reply {
         let request: Request
         do {
-            request = try message.withUnsafeBytes { try Request(serializedBytes: Data($0)) }
+            request = try message.withUnsafeBytes { try Request(serializedBytes: WireCodec.borrowedData($0)) }
         } catch {
             let peer = socket.peerAddress(message.pipe)
             logger.warning("refused a malformed request (\(message.count) bytes): \(error)", metadata: ["peer": "\(peer)"])

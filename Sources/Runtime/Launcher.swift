@@ -1,4 +1,3 @@
-import CSystem
 import Checkpoints
 import Configuration
 import Foundation
@@ -89,6 +88,7 @@ public final class Launcher: Sendable {
         process.standardOutput = handle
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice
+        defer { try? handle.close() }  // the child holds its own copy
         do { try process.run() } catch {
             throw RunFolderError("cannot start worker \(index) (\(Self.executablePath)): \(error.localizedDescription)")
         }
@@ -118,16 +118,26 @@ public enum CoordinatorSetup {
     }
 }
 
-/// Workers started by `launch` die with it: PR_SET_PDEATHSIG, plus a check for a parent that
-/// died before the call. They ignore Ctrl-C, which the launcher turns into a clean shutdown.
+/// Workers started by `launch` die with it, and ignore Ctrl-C (which the launcher turns into a
+/// clean shutdown of the whole run).
+///
+/// Not PR_SET_PDEATHSIG: Linux sends that signal when the *thread* that forked the child exits,
+/// and the launcher spawns from a pool thread that the runtime may retire at any time. Instead a
+/// watchdog thread checks every 200 ms whether the worker has been re-parented, which happens
+/// exactly when the launcher is gone, however it died (SIGKILL included).
 public enum ParentWatch {
     public static let environmentVariable = "CSPTRAIN_PARENT_PID"
 
     public static func installIfLaunched() {
         guard let text = ProcessInfo.processInfo.environment[environmentVariable], let parent = Int32(text) else { return }
-        _ = csp_set_parent_death_signal(SIGTERM)
         signal(SIGINT, SIG_IGN)
-        if getppid() != parent { exit(1) }
+        let watchdog = Thread {
+            while getppid() == parent { usleep(200_000) }
+            FileHandle.standardError.write(Data("csptrain worker: the launcher (pid \(parent)) is gone; exiting\n".utf8))
+            exit(1)
+        }
+        watchdog.name = "parent-watch"
+        watchdog.start()
     }
 }
 

@@ -38,6 +38,23 @@ enum WireCodec {
         return reply
     }
 
+    /// Float32 values as little-endian bytes in one copy.
+    static func littleEndianData(_ values: UnsafeBufferPointer<Float>) -> Data {
+        #if _endian(little)
+        return Data(buffer: values)
+        #else
+        return Data(FloatEncoding.denseBytes(values))
+        #endif
+    }
+
+    /// A Data view of a received message's bytes, without copying them, for parsing inside the
+    /// scope of `withUnsafeBytes`. Safe because protobuf parsing copies what it keeps (it reads
+    /// through a scoped pointer itself).
+    static func borrowedData(_ bytes: UnsafeRawBufferPointer) -> Data {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return Data() }
+        return Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: bytes.count, deallocator: .none)
+    }
+
     static func tensorInfos(_ layout: ParameterLayout) -> [Csptrain_V1_TensorInfo] {
         layout.tensors.map { spec in
             var t = Csptrain_V1_TensorInfo()
@@ -67,7 +84,7 @@ enum WireCodec {
                     t.values = Data(values)
                 } else {
                     t.encoding = .denseF32
-                    t.values = Data(FloatEncoding.denseBytes(v))
+                    t.values = littleEndianData(v)
                 }
                 w.tensors.append(t)
             }

@@ -84,7 +84,7 @@ public final class WorkerService: Sendable {
     private func call(_ request: Request, context: Context) async throws -> Reply {
         let message = try await context.request(WireCodec.message(request), timeout: .seconds(options.requestTimeoutSeconds))
         do {
-            return try message.withUnsafeBytes { try Reply(serializedBytes: Data($0)) }
+            return try message.withUnsafeBytes { try Reply(serializedBytes: WireCodec.borrowedData($0)) }
         } catch {
             throw WorkerError("the coordinator at \(options.connect) sent a reply that does not parse (\(message.count) bytes): \(error)")
         }
@@ -219,7 +219,7 @@ public final class WorkerService: Sendable {
                     $0.lossSum = lossSum
                     $0.weightsVersion = task.weightsVersion
                     $0.values = gradient.withUnsafeBufferPointer { g in
-                        Data(FloatEncoding.denseBytes(UnsafeBufferPointer(rebasing: g[lo ..< hi])))
+                        WireCodec.littleEndianData(UnsafeBufferPointer(rebasing: g[lo ..< hi]))
                     }
                 }
                 requests.append(request)

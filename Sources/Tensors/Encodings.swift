@@ -3,6 +3,9 @@
 public enum FloatEncoding {
     /// count float32 values, little-endian.
     public static func denseBytes(_ values: UnsafeBufferPointer<Float>) -> [UInt8] {
+        #if _endian(little)
+        return Array(UnsafeRawBufferPointer(values))  // the in-memory layout is the wire layout
+        #else
         var out = [UInt8](repeating: 0, count: values.count * 4)
         out.withUnsafeMutableBytes { raw in
             for (i, v) in values.enumerated() {
@@ -10,6 +13,7 @@ public enum FloatEncoding {
             }
         }
         return out
+        #endif
     }
 
     public static func denseBytes(_ values: [Float]) -> [UInt8] {
@@ -19,9 +23,15 @@ public enum FloatEncoding {
     /// Decodes `denseBytes` into `out`. Returns false when the byte count is not 4 × out.count.
     public static func decodeDense(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutableBufferPointer<Float>) -> Bool {
         guard bytes.count == out.count * 4 else { return false }
+        #if _endian(little)
+        if let base = bytes.baseAddress, let target = out.baseAddress {
+            UnsafeMutableRawPointer(target).copyMemory(from: base, byteCount: bytes.count)
+        }
+        #else
         for i in 0 ..< out.count {
             out[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
         }
+        #endif
         return true
     }
 

@@ -71,6 +71,31 @@ struct LaunchTests {
         #expect(logs.count == 2)
     }
 
+    @Test func workersDieWithAKilledLauncher() async throws {
+        let dir = temporaryRunDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let child = try Child(["launch", "--workers", "2", "--steps", "1000000", "--run-dir", dir.path])
+        _ = try await waitForFile(dir.appendingPathComponent("metrics.jsonl"), seconds: 60)
+        let endpoint = try await waitForFile(dir.appendingPathComponent("endpoint"))
+        #expect(processes(mentioning: endpoint).count == 2)
+        child.signal(SIGKILL)
+        _ = await child.wait(seconds: 10)
+        let deadline = Date().addingTimeInterval(10)
+        while !processes(mentioning: endpoint).isEmpty, Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(processes(mentioning: endpoint).isEmpty, "workers outlived their launcher")
+    }
+
+    /// Pids whose command line contains `text`.
+    func processes(mentioning text: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry -> Int32? in
+            guard let pid = Int32(entry),
+                  let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+            let cmdline = String(decoding: raw.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            return cmdline.contains(text) && cmdline.contains("worker") ? pid : nil
+        }
+    }
+
     @Test func aRunFolderWithCheckpointsIsNotOverwritten() async throws {
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }

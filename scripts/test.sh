@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the test suite (unit and integration tests; integration tests start real coordinator and
+# worker processes on 127.0.0.1). Installs missing system packages first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+swift build --build-tests
+swift test --skip-build "$@"
