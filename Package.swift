@@ -38,7 +38,7 @@ let package = Package(
         // The projection step that makes weights sparse (identity until CSP lands).
         .target(name: "Pruning", dependencies: ["Tensors"]),
         // The checkpoint format and its store.
-        .target(name: "Checkpoints", dependencies: ["Tensors", "Wire"]),
+        .target(name: "Checkpoints", dependencies: ["Tensors", "Wire"], exclude: ["README.md"]),
         // Pure state machines: membership, join handshakes, step rounds, chunk accounting. No I/O.
         .target(name: "Coordination", dependencies: ["Tensors", .product(name: "Crypto", package: "swift-crypto")]),
         // The YAML run configuration: composes the modules' settings structs.

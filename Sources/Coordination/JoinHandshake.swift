@@ -31,6 +31,10 @@ public struct JoinHandshake: Sendable {
     public let challengeLifetime: Double
     /// Open challenges by server nonce: when each was issued (seconds, monotonic).
     private var open: [Data: Double] = [:]
+    /// The same challenges in the order they were issued, so expiry and eviction take the
+    /// oldest first without scanning (a flood of Hellos costs O(1) each).
+    private var issued: [(nonce: Data, at: Double)] = []
+    private var head = 0
     /// Upper bound on open challenges, so a flood of Hellos cannot exhaust memory.
     public let maxOpenChallenges: Int
 
@@ -44,10 +48,12 @@ public struct JoinHandshake: Sendable {
     /// Records a challenge the shell issued with a fresh random `serverNonce`.
     public mutating func issue(serverNonce: Data, now: Double) {
         expire(now: now)
-        if open.count >= maxOpenChallenges, let oldest = open.min(by: { $0.value < $1.value })?.key {
-            open.removeValue(forKey: oldest)
+        while open.count >= maxOpenChallenges, head < issued.count {
+            open.removeValue(forKey: issued[head].nonce)
+            head += 1
         }
         open[serverNonce] = now
+        issued.append((serverNonce, now))
     }
 
     /// Checks a proof; consumes the challenge whatever the outcome.
@@ -64,7 +70,14 @@ public struct JoinHandshake: Sendable {
     }
 
     private mutating func expire(now: Double) {
-        open = open.filter { now - $0.value <= challengeLifetime }
+        while head < issued.count, now - issued[head].at > challengeLifetime {
+            open.removeValue(forKey: issued[head].nonce)
+            head += 1
+        }
+        if head > 1024, head * 2 > issued.count {
+            issued.removeFirst(head)
+            head = 0
+        }
     }
 
     // MARK: The MACs, shared by both sides.

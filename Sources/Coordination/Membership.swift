@@ -48,7 +48,13 @@ public struct Membership: Sendable {
         return member
     }
 
-    public enum Reason: String, Sendable { case left, disconnected, missedDeadline = "missed deadline" }
+    public enum Reason: String, Sendable {
+        case left
+        case disconnected
+        case missedDeadline = "missed deadline"
+        /// No request for far longer than an idle member's polling interval.
+        case silent
+    }
 
     @discardableResult
     public mutating func remove(_ session: SessionID, reason: Reason) -> Member? {

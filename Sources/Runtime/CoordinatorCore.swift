@@ -117,7 +117,7 @@ actor CoordinatorCore {
         switch request.body {
         case let .hello(hello)?:
             return challenge(hello)
-        case let .proof(proof)?:
+        case let .proof(proof)? where h.runID == runID:
             return join(proof, pipe: pipe, peer: peer)
         default:
             break
@@ -134,7 +134,10 @@ actor CoordinatorCore {
         case let .work(work)?:
             return await workRequest(session: session, haveVersion: work.weightsVersion)
         case let .chunk(chunk)?:
-            return receive(chunk, step: Int(h.step), session: session, peer: peer)
+            guard let chunkStep = Int(exactly: h.step) else {
+                return refusal(.malformed, "step \(h.step) is out of range")
+            }
+            return receive(chunk, step: chunkStep, session: session, peer: peer)
         case let .leave(leave)?:
             drop(session, reason: .left, detail: leave.reason)
             var reply = Reply()
@@ -204,6 +207,10 @@ actor CoordinatorCore {
     // MARK: Work
 
     private func workRequest(session: SessionID, haveVersion: UInt64) async -> Reply {
+        // A worker asking for work has nothing in progress: whatever it still holds (a task whose
+        // reply was lost and re-requested, a task it gave up) goes back to the pool, so a repeated
+        // request never strands a micro-batch until its deadline.
+        round.release(session)
         if let reply = tryAssign(session: session, haveVersion: haveVersion) { return reply }
         let holdUntil = Monotonic.now + config.coordinator.pollHoldSeconds
         return await withCheckedContinuation { continuation in
@@ -227,7 +234,7 @@ actor CoordinatorCore {
         task.microBatch = UInt32(mb)
         task.exampleIndices = round.microBatches[mb].examples.map { UInt64($0) }
         task.weightsVersion = round.weightsVersion
-        task.deadlineMs = UInt32(config.coordinator.stepDeadlineSeconds * 1000)
+        task.deadlineMs = UInt32(clamping: Int(min(config.coordinator.stepDeadlineSeconds * 1000, Double(UInt32.max))))
         if haveVersion != round.weightsVersion { task.weights = broadcastMessage }
         var reply = Reply()
         reply.header = header()
@@ -262,8 +269,19 @@ actor CoordinatorCore {
     private func receive(_ chunk: Csptrain_V1_GradientChunk, step chunkStep: Int, session: SessionID, peer: String) -> Reply {
         var reply = Reply()
         reply.header = header()
+        guard outcome == nil else {
+            // The run is over: nothing may change the weights after the final checkpoint.
+            staleChunks += 1
+            reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .stale }
+            return reply
+        }
         guard chunk.values.count % 4 == 0 else {
             return refusal(.malformed, "chunk values hold \(chunk.values.count) bytes, not a whole number of float32 values")
+        }
+        guard chunk.lossSum.isFinite, Self.allFinite(chunk.values) else {
+            logger.warning("refused a gradient chunk with non-finite values (diverging model on that worker?)",
+                           metadata: ["peer": "\(peer)", "session": "\(session)", "micro_batch": "\(chunk.microBatch)"])
+            return refusal(.malformed, "the chunk's loss_sum or values are not finite")
         }
         let verdict = round.receive(step: chunkStep, weightsVersion: chunk.weightsVersion, microBatch: Int(chunk.microBatch),
                                     tensor: Int(chunk.tensor), chunkIndex: Int(chunk.chunkIndex), chunkCount: Int(chunk.chunkCount),
@@ -272,13 +290,7 @@ actor CoordinatorCore {
         case let .accept(offset, examples, first, completes):
             let ok = chunk.values.withUnsafeBytes { accumulator.fold(littleEndianBytes: $0, at: offset, weight: examples) }
             precondition(ok, "chunk geometry was validated by StepRound")
-            if first {
-                guard chunk.lossSum.isFinite else {
-                    logger.warning("a worker sent a non-finite loss", metadata: ["peer": "\(peer)", "session": "\(session)"])
-                    return refusal(.malformed, "loss_sum is not finite")
-                }
-                accumulator.addMicroBatch(examples: examples, lossSum: chunk.lossSum)
-            }
+            if first { accumulator.addMicroBatch(examples: examples, lossSum: chunk.lossSum) }
             if completes, round.isComplete { completeStep() }
             reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .accepted }
         case .duplicate:
@@ -292,6 +304,18 @@ actor CoordinatorCore {
             return refusal(.malformed, reason)
         }
         return reply
+    }
+
+    /// True when every little-endian float32 in `bytes` is finite.
+    static func allFinite(_ bytes: Data) -> Bool {
+        bytes.withUnsafeBytes { raw in
+            var ok = true
+            for i in stride(from: 0, to: raw.count - 3, by: 4) {
+                // exponent bits all ones: infinity or NaN
+                ok = ok && (raw.loadUnaligned(fromByteOffset: i, as: UInt32.self).littleEndian & 0x7F80_0000) != 0x7F80_0000
+            }
+            return ok
+        }
     }
 
     /// All micro-batches are in: update, project, broadcast, advance.
@@ -344,6 +368,15 @@ actor CoordinatorCore {
     /// Called periodically: drops members past their deadline and answers held requests.
     func tick() {
         let now = Monotonic.now
+        // Members that hold no work and have not asked for any for much longer than a held
+        // request lasts are gone without a goodbye (a proof answered on a closed connection, a
+        // worker that re-joined after a timeout): forget them.
+        let silence = config.coordinator.pollHoldSeconds * 2 + 10
+        for member in membership.members.values where now - member.lastSeen > silence {
+            if !round.microBatches.indices.contains(where: { round.assignee(of: $0) == member.session }) {
+                drop(member.session, reason: .silent, detail: "no request for \(Int(now - member.lastSeen)) s")
+            }
+        }
         for (session, mb) in round.expire(now: now) {
             if let member = membership.members[session] {
                 logger.warning("worker missed the step deadline; dropping it and reassigning its micro-batch",

@@ -10,6 +10,7 @@ public final class CoordinatorService: Sendable {
     let core: CoordinatorCore
     let socket: Socket
     let settings: TransportSettings
+    let maxRequestBytes: Int
     let logger: Logger
     let folder: RunFolder
 
@@ -18,6 +19,7 @@ public final class CoordinatorService: Sendable {
         core = CoordinatorCore(config: config, runID: runID, token: token, folder: folder, logger: logger, progress: progress)
         socket = try Socket(.rep)
         settings = config.transport
+        maxRequestBytes = config.coordinator.chunkValues * 4 + (64 << 10)
         self.logger = logger
         self.folder = folder
     }
@@ -27,7 +29,8 @@ public final class CoordinatorService: Sendable {
     public func listen(_ url: String) throws -> String {
         let listener: Listener
         do {
-            listener = try socket.listen(url, maxMessageSize: settings.maxMessageBytes)
+            // Requests are never larger than a gradient chunk plus its envelope.
+            listener = try socket.listen(url, maxMessageSize: min(settings.maxMessageBytes, maxRequestBytes))
         } catch where error.isAddressInUse {
             throw RunFolderError("cannot listen on \(url): the address is in use by another process (pick another port, or port 0 for a free one)")
         } catch {
@@ -63,8 +66,9 @@ public final class CoordinatorService: Sendable {
                 }
             }
             let summary = await core.waitUntilFinished()
-            // Give members a moment to hear that the run is over, then close.
-            let lingerUntil = Monotonic.now + 3
+            // Let members hear that the run is over: idle ones at their next request, busy ones
+            // when they finish their micro-batch (at most a step deadline away).
+            let lingerUntil = Monotonic.now + min(30, max(3, core.config.coordinator.stepDeadlineSeconds + 1))
             while Monotonic.now < lingerUntil, await !core.everyoneToldFinished {
                 try? await Task.sleep(for: .milliseconds(50))
             }

@@ -97,9 +97,11 @@ enum WireCodec {
         guard weights.tensors.count == layout.tensors.count else {
             throw ProtocolViolation("weights carry \(weights.tensors.count) tensors, the model has \(layout.tensors.count)")
         }
+        var seen = Set<UInt32>()
         try out.withUnsafeMutableBufferPointer { all in
             for t in weights.tensors {
                 guard Int(t.tensor) < layout.tensors.count else { throw ProtocolViolation("weights name tensor \(t.tensor), which does not exist") }
+                guard seen.insert(t.tensor).inserted else { throw ProtocolViolation("weights carry tensor \(t.tensor) twice") }
                 let spec = layout.tensors[Int(t.tensor)]
                 let target = UnsafeMutableBufferPointer(rebasing: all[spec.range])
                 let ok = t.values.withUnsafeBytes { v in

@@ -66,6 +66,9 @@ public final class WorkerService: Sendable {
                 backoff = min(backoff * 2, 2)
             } catch is Rejoin {
                 logger.info("the coordinator does not know this session (it restarted or dropped us); joining again")
+                // Back off when rejoining keeps failing (a flood of joins, an overloaded coordinator).
+                try await Task.sleep(for: .seconds(backoff))
+                backoff = min(backoff * 2, 2)
             }
         }
     }
@@ -123,6 +126,9 @@ public final class WorkerService: Sendable {
         guard expectedMAC == welcome.serverMac else {
             throw WorkerError("the coordinator at \(options.connect) could not prove it holds the run token: refusing to work for it")
         }
+        guard welcome.chunkValues > 0 else {
+            throw WorkerError("the coordinator at \(options.connect) sent chunk_values 0 in its welcome: it is not a csptrain v1 coordinator")
+        }
         let config = try RunConfiguration.parse(yaml: welcome.configYaml, source: "the coordinator's configuration")
         VectorMath.setThreadCount(1)
         let model = ModelFactory.make(model: config.model, data: config.data, seed: config.seed)
@@ -138,7 +144,8 @@ public final class WorkerService: Sendable {
     private func checkRefusal(_ reply: Reply) throws {
         guard case let .refusal(refusal)? = reply.body else { return }
         switch refusal.code {
-        case .unknownSession, .challengeExpired:
+        case .unknownSession, .challengeExpired, .wrongRun:
+            // The coordinator restarted (new run or lost sessions) or dropped us: join again.
             throw Rejoin()
         case .badProof:
             throw WorkerError("the coordinator refused this worker's proof: the token is not the run's token (\(refusal.reason))")
@@ -184,13 +191,16 @@ public final class WorkerService: Sendable {
                     haveVersion = 0  // ask for the weights again with the next poll
                     continue
                 }
-                let examples = task.exampleIndices.map { Int($0) }
+                let examples = try task.exampleIndices.map { index in
+                    guard let i = Int(exactly: index) else { throw WorkerError("the coordinator sent example index \(index), which is out of range") }
+                    return i
+                }
                 let lossSum = try parameters.withUnsafeBufferPointer { p in
                     try gradient.withUnsafeMutableBufferPointer { g in
                         try session.model.lossAndGradient(parameters: p, examples: examples, gradient: g)
                     }
                 }
-                try await send(gradient: gradient, lossSum: lossSum, task: task, step: Int(reply.header.step),
+                try await send(gradient: gradient, lossSum: lossSum, task: task, step: reply.header.step,
                                session: session, senders: senders)
                 lastContact = Monotonic.now
             default:
@@ -200,7 +210,7 @@ public final class WorkerService: Sendable {
     }
 
     /// Sends a micro-batch's gradient in chunks, `senders.count` in flight at once.
-    private func send(gradient: [Float], lossSum: Double, task: Csptrain_V1_Task, step: Int,
+    private func send(gradient: [Float], lossSum: Double, task: Csptrain_V1_Task, step: UInt64,
                       session: Session, senders: [Context]) async throws {
         var requests: [Request] = []
         for (index, spec) in session.model.layout.tensors.enumerated() {
@@ -209,7 +219,8 @@ public final class WorkerService: Sendable {
                 let lo = spec.offset + c * session.chunkValues
                 let hi = min(spec.offset + spec.count, lo + session.chunkValues)
                 var request = Request()
-                request.header = WireCodec.header(runID: session.runID, step: step, session: session.id)
+                request.header = WireCodec.header(runID: session.runID, step: 0, session: session.id)
+                request.header.step = step
                 request.chunk = Csptrain_V1_GradientChunk.with {
                     $0.microBatch = task.microBatch
                     $0.tensor = UInt32(index)

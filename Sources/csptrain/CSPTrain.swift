@@ -109,14 +109,15 @@ struct Launch: AsyncParsableCommand {
     func run() async throws {
         let logger = logOptions.bootstrap(label: "csptrain.launch")
         // Steps begin once every launched worker has joined, so all of them take part.
-        let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"])
-        var options = Launcher.Options(workers: workers, folder: RunFolder(runDir), config: config)
-        options.listen = listen
         let summary: RunSummary
         do {
+            let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"])
+            var options = Launcher.Options(workers: workers, folder: RunFolder(runDir), config: config)
+            options.listen = listen
             summary = try await Launcher(options: options, logger: logger).run()
         } catch {
             logger.error("\(error)")
+            if json { printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
             throw ExitCode.failure
         }
         if json { printJSON(summary.json(pretty: false)) } else { report(summary) }
@@ -163,10 +164,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = logOptions.bootstrap(label: "csptrain.coordinator")
-        let config = try configOptions.resolve()
         let folder = RunFolder(runDir)
         let summary: RunSummary
         do {
+            let config = try configOptions.resolve()
             try CoordinatorSetup.prepare(folder: folder, config: config)
             let lock = try folder.lock()
             defer { withExtendedLifetime(lock) {} }
@@ -186,6 +187,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             trap.cancel()
         } catch {
             logger.error("\(error)")
+            if json { printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
             throw ExitCode.failure
         }
         if json { printJSON(summary.json(pretty: false)) }
@@ -231,13 +233,20 @@ struct WorkerCommand: AsyncParsableCommand {
             let exit = try await worker.run()
             worker.close()
             if json, case let .finished(reason) = exit {
-                printJSON(#"{"status":"finished","reason":"\#(reason.replacingOccurrences(of: "\"", with: "'"))"}"#)
+                printJSON(jsonObject(["status": "finished", "reason": reason]))
             }
         } catch {
             logger.error("\(error)")
+            if json { printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
             throw ExitCode.failure
         }
     }
+}
+
+/// A flat JSON object from string values.
+func jsonObject(_ fields: [String: String]) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
 }
 
 // MARK: config
@@ -258,7 +267,11 @@ struct ConfigCommand: ParsableCommand {
         var json = false
 
         func run() throws {
-            let config = try configOptions.resolve()
+            let config: RunConfiguration
+            do { config = try configOptions.resolve() } catch {
+                if json { printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
+                throw error
+            }
             if json {
                 printJSON(config.jsonText())
             } else {

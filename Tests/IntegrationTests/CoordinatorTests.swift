@@ -87,6 +87,12 @@ struct CoordinatorTests {
         }
         #expect(wrong.refusal.code == .badProof)
         #expect(wrong.refusal.reason.contains("token"))
+        // A proof for another run.
+        let otherRun = try await client.send { r in
+            r.header.runID = "some-other-run"
+            r.proof = .with { $0.workerName = "x"; $0.serverNonce = challenge.challenge.serverNonce }
+        }
+        #expect(otherRun.refusal.code == .wrongRun)
         // Work without a session.
         let noSession = try await client.send { $0.work = .init() }
         #expect(noSession.refusal.code == .unknownSession)
@@ -101,6 +107,33 @@ struct CoordinatorTests {
         let task = try await member.send { $0.work = .with { $0.weightsVersion = 0 } }
         #expect(task.task.exampleIndices.count > 0)
         member.step = task.header.step
+        // Asking again (a re-sent request whose reply was lost) returns the micro-batch to the
+        // pool first: the same one comes back instead of a second being stranded.
+        let again = try await member.send { $0.work = .with { $0.weightsVersion = task.task.weightsVersion } }
+        #expect(again.task.microBatch == task.task.microBatch)
+        #expect(!again.task.hasWeights)
+        let hugeStep = try await member.send { r in
+            r.header.step = .max
+            r.chunk = .with { $0.microBatch = task.task.microBatch }
+        }
+        #expect(hugeStep.refusal.code == .malformed)
+        let notFinite = try await member.send { r in
+            r.chunk = .with {
+                $0.microBatch = task.task.microBatch; $0.tensor = 0; $0.chunkIndex = 0; $0.chunkCount = 2
+                $0.exampleCount = UInt32(task.task.exampleIndices.count); $0.weightsVersion = task.task.weightsVersion
+                $0.values = Data(FloatEncoding.denseBytes([Float](repeating: .nan, count: 1024)))
+            }
+        }
+        #expect(notFinite.refusal.code == .malformed && notFinite.refusal.reason.contains("not finite"))
+        // A truncated request (a valid one, cut short).
+        var whole = Csptrain_V1_Request()
+        whole.header.protocolVersion = 1
+        whole.header.runID = member.runID
+        whole.header.session = member.session
+        whole.work = .with { $0.weightsVersion = 12345 }
+        let bytes: [UInt8] = try whole.serializedBytes()
+        let truncated = try await member.send(bytes: Array(bytes.dropLast(2)))
+        #expect(truncated.refusal.code == .malformed)
         let futureStep = try await member.send { r in
             r.header.step = 99
             r.chunk = .with { $0.microBatch = task.task.microBatch; $0.chunkCount = 3; $0.weightsVersion = task.task.weightsVersion }
@@ -213,10 +246,7 @@ struct CoordinatorTests {
     }
 
     @Test func workerStartedBeforeTheCoordinatorConnectsWhenItAppears() async throws {
-        // Find a free port, then let it go.
-        let probe = try Socket(.rep)
-        let port = try #require(try probe.listen("tcp://127.0.0.1:0", maxMessageSize: 1024).boundPort)
-        probe.close()
+        let port = try freePort()
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -231,6 +261,37 @@ struct CoordinatorTests {
         #expect(status == 0, "coordinator: \(stderr)")
         #expect(try Summary.parse(stdout).workersSeen == 1)
         #expect(await w.wait(seconds: 30).status == 0)
+    }
+
+    @Test func workerRejoinsWhenTheCoordinatorRestarts() async throws {
+        let port = try freePort()
+        let dir = temporaryRunDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let tokenFile = dir.appendingPathComponent("shared-token")
+        try "restart-token\n".write(to: tokenFile, atomically: true, encoding: .utf8)
+        let url = "tcp://127.0.0.1:\(port)"
+        let first = try Child(["coordinator", "--listen", url, "--run-dir", dir.appendingPathComponent("a").path,
+                               "--token-file", tokenFile.path, "--steps", "1000000"])
+        let w = try Child(["worker", "--connect", url, "--token-file", tokenFile.path, "--patience", "60"])
+        _ = try await waitForFile(dir.appendingPathComponent("a/metrics.jsonl"), seconds: 60)
+        first.signal(SIGKILL)
+        _ = await first.wait(seconds: 10)
+        let second = try Child(["coordinator", "--listen", url, "--run-dir", dir.appendingPathComponent("b").path,
+                                "--token-file", tokenFile.path, "--steps", "5", "--json"])
+        let (status, stdout, stderr) = await second.wait(seconds: 90)
+        #expect(status == 0, "second coordinator: \(stderr)")
+        let summary = try Summary.parse(stdout)
+        #expect(summary.status == "completed" && summary.workersSeen == 1)
+        let (workerStatus, _, workerLog) = await w.wait(seconds: 30)
+        #expect(workerStatus == 0, "worker: \(workerLog)")
+        #expect(workerLog.contains("joining again"))
+    }
+
+    func freePort() throws -> Int {
+        let probe = try Socket(.rep)
+        defer { probe.close() }
+        return try #require(try probe.listen("tcp://127.0.0.1:0", maxMessageSize: 1024).boundPort)
     }
 
     // MARK: Helpers

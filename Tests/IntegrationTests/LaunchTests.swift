@@ -37,6 +37,17 @@ struct LaunchTests {
         #expect(checkpoint.records.contains { $0.name == "w1" && $0.role == "param" })
     }
 
+    @Test func launchOverIPC() async throws {
+        let dir = temporaryRunDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let socketPath = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-\(UInt32.random(in: 0 ... .max)).sock").path
+        let child = try Child(["launch", "--workers", "2", "--steps", "5", "--run-dir", dir.path, "--listen", "ipc://\(socketPath)", "--json"])
+        let (status, stdout, stderr) = await child.wait(seconds: 60)
+        #expect(status == 0, "launch: \(stderr)")
+        #expect(try Summary.parse(stdout).workersSeen == 2)
+        #expect(try await waitForFile(dir.appendingPathComponent("endpoint")) == "ipc://\(socketPath)")
+    }
+
     @Test func configDumpPrintsOneJSONObjectAndBadKeysAreNamed() async throws {
         let dump = try Child(["config", "dump", "--json", "--set", "optimizer.kind=sgd", "--steps", "7"])
         let (status, stdout, _) = await dump.wait(seconds: 30)
@@ -45,10 +56,12 @@ struct LaunchTests {
         #expect(object?["steps"] as? Int == 7)
         #expect((object?["optimizer"] as? [String: Any])?["kind"] as? String == "sgd")
 
-        let bad = try Child(["config", "dump", "--set", "optimizer.lr=0.1"])
-        let (badStatus, _, stderr) = await bad.wait(seconds: 30)
+        let bad = try Child(["config", "dump", "--json", "--set", "optimizer.lr=0.1"])
+        let (badStatus, badOut, stderr) = await bad.wait(seconds: 30)
         #expect(badStatus != 0)
         #expect(stderr.contains("optimizer.lr") && stderr.contains("learning_rate"), "message was: \(stderr)")
+        let failure = try JSONSerialization.jsonObject(with: Data(badOut.utf8)) as? [String: Any]
+        #expect(failure?["status"] as? String == "failed")
     }
 
     @Test func ctrlCStopsCleanlyWithACheckpoint() async throws {
