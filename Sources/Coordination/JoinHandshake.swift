@@ -92,24 +92,21 @@ public struct JoinHandshake: Sendable {
     }
 
     private static func welcomeMAC(key: SymmetricKey, runID: String, clientNonce: Data, serverNonce: Data, session: Data) -> Data {
-        var message = Data("csptrain.v1/welcome".utf8)
-        message.append(0)
-        message.append(Data(runID.utf8))
-        message.append(0)
-        message.append(clientNonce)
-        message.append(serverNonce)
-        message.append(session)
+        let message = transcript("csptrain.v1/welcome", runID: runID, clientNonce, serverNonce, session)
         return Data(HMAC<SHA256>.authenticationCode(for: message, using: key))
     }
 
     private static func joinMessage(runID: String, serverNonce: Data, clientNonce: Data, workerName: String) -> Data {
-        var message = Data("csptrain.v1/join".utf8)
+        transcript("csptrain.v1/join", runID: runID, serverNonce, clientNonce, Data(workerName.utf8))
+    }
+
+    /// label ‖ 0x00 ‖ run_id ‖ 0x00 ‖ parts…: the byte string a MAC covers (Proto/README.md).
+    private static func transcript(_ label: String, runID: String, _ parts: Data...) -> Data {
+        var message = Data(label.utf8)
         message.append(0)
         message.append(Data(runID.utf8))
         message.append(0)
-        message.append(serverNonce)
-        message.append(clientNonce)
-        message.append(Data(workerName.utf8))
+        for part in parts { message.append(part) }
         return message
     }
 }
