@@ -15,6 +15,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Steps of the ingest benchmark's run.")
     var steps = 10
 
+    @Option(help: "Micro-batches per step in the ingest benchmark (per-step costs are spread over more chunks).")
+    var microBatches = 8
+
     @Option(help: "In-process workers for the ingest benchmark.")
     var workers = 2
 
@@ -31,7 +34,7 @@ struct Bench: AsyncParsableCommand {
         if level.logLevel == .info { level.logLevel = .warning }
         let logger = level.bootstrap(label: "csptrain.bench")
         let aggregation = Benchmarks.aggregation(megabytes: megabytes)
-        let ingest = try await Benchmarks.ingest(parameters: parameters, microBatches: 8, steps: steps, workers: workers, logger: logger)
+        let ingest = try await Benchmarks.ingest(parameters: parameters, microBatches: microBatches, steps: steps, workers: workers, logger: logger)
         let results = [ingest, aggregation]
         if json {
             let objects = results.map { r in
