@@ -38,7 +38,7 @@ public final class Launcher: Sendable {
         defer { withExtendedLifetime(lock) {} }
         let tokenFile = try folder.writeNewToken()
         let token = try RunToken.load(file: tokenFile.path)
-        let display = ProgressDisplay(enabled: options.showProgress, workers: options.workers)
+        let display = ProgressDisplay(enabled: options.showProgress)
         let coordinator = try CoordinatorService(config: options.config, runID: CoordinatorSetup.newRunID(), token: token,
                                                  folder: folder, logger: logger, progress: display.handle)
         let url = try coordinator.listen(options.listen)

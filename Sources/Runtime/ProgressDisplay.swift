@@ -12,7 +12,7 @@ public final class ProgressDisplay: Sendable {
     private let tty: Bool
     private let state: Mutex<(workers: Int, lineOpen: Bool, lastPrinted: Int)>
 
-    public init(enabled: Bool, workers: Int) {
+    public init(enabled: Bool) {
         self.enabled = enabled
         tty = isatty(STDERR_FILENO) == 1
         state = Mutex((0, false, -1))

@@ -142,8 +142,8 @@ public struct RunSummary: Codable, Sendable {
 }
 
 /// Appends one JSON object per line, flushed per line so a crash loses at most the last one.
-final class MetricsWriter: @unchecked Sendable {
-    // Used only from the coordinator's actor.
+final class MetricsWriter {
+    // Owned by the coordinator's actor: never shared across threads.
     private let handle: FileHandle?
     private let encoder: JSONEncoder
 
