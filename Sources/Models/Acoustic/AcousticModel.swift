@@ -1,0 +1,215 @@
+import Tensors
+
+/// The acoustic model's shape, composed into the run configuration.
+public struct AcousticSettings: Sendable, Equatable {
+    /// Input features per frame (log-mel bands).
+    public var features = 80
+    /// Channels of each stride-2 convolution over time (time stride 2^convLayers).
+    public var convChannels = 256
+    public var convLayers = 2
+    public var lstmHidden = 256
+    public var lstmLayers = 2
+    public var bidirectional = true
+    /// Output classes including the CTC blank (index 0).
+    public var classes = 29
+    public init() {}
+}
+
+/// Convolutional subsampling, (bi)LSTM layers and a linear output over characters plus blank,
+/// trained with CTC. All parameters in one flat buffer, named as PyTorch names them:
+/// `conv.<n>.weight`, `lstm.weight_ih_l<n>[_reverse]`, ..., `output.weight`.
+public struct AcousticModel: Sendable {
+    public let settings: AcousticSettings
+    public let layout: ParameterLayout
+    let convs: [Conv1D]
+    let lstm: [[LSTMDirection]]
+    let outputWeight: TensorSpec   // (V, D)
+    let outputBias: TensorSpec     // (V)
+
+    public init(settings s: AcousticSettings) {
+        settings = s
+        var layout = ParameterLayout()
+        var channels = s.features
+        var convs: [Conv1D] = []
+        for n in 0 ..< s.convLayers {
+            convs.append(Conv1D(inChannels: channels, outChannels: s.convChannels, name: "conv.\(n)", layout: &layout))
+            channels = s.convChannels
+        }
+        var lstm: [[LSTMDirection]] = []
+        for n in 0 ..< s.lstmLayers {
+            var directions = [LSTMDirection(inputSize: channels, hidden: s.lstmHidden, reverse: false, name: "lstm", suffix: "l\(n)", layout: &layout)]
+            if s.bidirectional {
+                directions.append(LSTMDirection(inputSize: channels, hidden: s.lstmHidden, reverse: true, name: "lstm", suffix: "l\(n)_reverse", layout: &layout))
+            }
+            lstm.append(directions)
+            channels = s.lstmHidden * directions.count
+        }
+        outputWeight = layout.append("output.weight", shape: [s.classes, channels], prunable: true)
+        outputBias = layout.append("output.bias", shape: [s.classes], prunable: false)
+        self.convs = convs
+        self.lstm = lstm
+        self.layout = layout
+    }
+
+    /// Frames after subsampling for an input of `frames` frames.
+    public func outputFrames(_ frames: Int) -> Int { convs.reduce(frames) { $1.outputLength($0) } }
+
+    /// PyTorch's default initialisation: U(−1/√fan_in, 1/√fan_in) for every tensor
+    /// (fan_in = hidden size for LSTM tensors).
+    public func initialParameters(seed: UInt64) -> [Float] {
+        var p = [Float](repeating: 0, count: layout.totalCount)
+        var fanIn: [String: Int] = [:]
+        for c in convs { fanIn[c.weight.name] = c.inChannels * c.kernel; fanIn[c.bias.name] = c.inChannels * c.kernel }
+        for d in lstm.joined() { for spec in [d.weightIH, d.weightHH, d.biasIH, d.biasHH] { fanIn[spec.name] = d.hidden } }
+        fanIn[outputWeight.name] = outputWeight.shape[1]
+        fanIn[outputBias.name] = outputWeight.shape[1]
+        for spec in layout.tensors {
+            var rng = SeededRandom(seed, 0x4143, UInt64(spec.offset))
+            let bound = 1 / Float(fanIn[spec.name] ?? 1).squareRoot()
+            for i in spec.range { p[i] = (2 * rng.nextUnitFloat() - 1) * bound }
+        }
+        return p
+    }
+
+    struct Forward {
+        var convCaches: [Conv1D.Cache] = []
+        var convInputs: [SequenceBatch] = []
+        var lstmInputs: [SequenceBatch] = []
+        var lstmCaches: [[LSTMDirection.Cache]] = []
+        var top: SequenceBatch            // input of the output layer (T', B, D)
+        var logits: SequenceBatch         // (T', B, V)
+    }
+
+    func forward(_ x: SequenceBatch, parameters p: UnsafeBufferPointer<Float>) -> Forward {
+        var h = x
+        var f = Forward(top: x, logits: x)
+        for conv in convs {
+            f.convInputs.append(h)
+            let cache = conv.forward(h, parameters: p)
+            f.convCaches.append(cache)
+            h = cache.output
+        }
+        for directions in lstm {
+            f.lstmInputs.append(h)
+            var caches: [LSTMDirection.Cache] = []
+            var outputs: [SequenceBatch] = []
+            for d in directions {
+                let (y, cache) = d.forward(h, parameters: p)
+                outputs.append(y)
+                caches.append(cache)
+            }
+            f.lstmCaches.append(caches)
+            h = Self.concatenate(outputs)
+        }
+        f.top = h
+        var logits = SequenceBatch(zeros: h.steps, batch: h.batch, channels: settings.classes, lengths: h.lengths)
+        let rows = h.steps * h.batch
+        if rows > 0 {
+            h.values.withUnsafeBufferPointer { hv in
+                logits.values.withUnsafeMutableBufferPointer { l in
+                    VectorMath.gemm(transposeB: true, m: rows, n: settings.classes, k: h.channels, hv.baseAddress!,
+                                    p.baseAddress! + outputWeight.offset, l.baseAddress!)
+                }
+            }
+            for r in 0 ..< rows { for k in 0 ..< settings.classes { logits.values[r * settings.classes + k] += p[outputBias.offset + k] } }
+        }
+        f.logits = logits
+        return f
+    }
+
+    /// Per-utterance logits (T'_b, V) for decoding.
+    public func logits(parameters: UnsafeBufferPointer<Float>, features: [[Float]]) -> [[Float]] {
+        let x = SequenceBatch(sequences: features, channels: settings.features)
+        let l = forward(x, parameters: parameters).logits
+        return (0 ..< l.batch).map { l.sequence($0) }
+    }
+
+    public struct LossReport: Sendable, Equatable {
+        /// Sum of the CTC losses of the utterances whose labels fit their frames.
+        public var lossSum: Double
+        /// Utterances too short for their transcript after subsampling (loss and gradient zero).
+        public var infeasible: Int
+    }
+
+    /// Writes the gradient of the mean CTC loss over the utterances into `gradient` (overwriting).
+    /// `features[b]` is (T_b, F) row-major; `labels[b]` holds classes in 1..<V.
+    public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
+                                gradient g: UnsafeMutableBufferPointer<Float>) -> LossReport {
+        precondition(features.count == labels.count && p.count == layout.totalCount && g.count == layout.totalCount)
+        g.update(repeating: 0)
+        let B = features.count
+        guard B > 0 else { return LossReport(lossSum: 0, infeasible: 0) }
+        let x = SequenceBatch(sequences: features, channels: settings.features)
+        let f = forward(x, parameters: p)
+        let V = settings.classes, logits = f.logits
+        // CTC per utterance; dlogits (T', B, V) of the mean loss.
+        var dlogits = [Float](repeating: 0, count: logits.values.count)
+        var report = LossReport(lossSum: 0, infeasible: 0)
+        for b in 0 ..< B {
+            let sequence = logits.sequence(b)
+            let result = sequence.withUnsafeBufferPointer { CTC.loss(logits: $0, frames: logits.lengths[b], classes: V, labels: labels[b]) }
+            guard result.loss.isFinite else { report.infeasible += 1; continue }
+            report.lossSum += result.loss
+            for t in 0 ..< logits.lengths[b] {
+                let o = logits.offset(t, b)
+                for k in 0 ..< V { dlogits[o + k] = result.gradient[t * V + k] / Float(B) }
+            }
+        }
+        // Output layer.
+        let top = f.top, rows = top.steps * B, D = top.channels
+        var dtop = [Float](repeating: 0, count: top.values.count)
+        if rows > 0 {
+            for r in 0 ..< rows { for k in 0 ..< V { g[outputBias.offset + k] += dlogits[r * V + k] } }
+            dlogits.withUnsafeBufferPointer { dl in
+                top.values.withUnsafeBufferPointer { tv in
+                    VectorMath.gemm(transposeA: true, m: V, n: D, k: rows, dl.baseAddress!, tv.baseAddress!, beta: 1, g.baseAddress! + outputWeight.offset)
+                }
+                dtop.withUnsafeMutableBufferPointer { dt in
+                    VectorMath.gemm(m: rows, n: D, k: V, dl.baseAddress!, p.baseAddress! + outputWeight.offset, dt.baseAddress!)
+                }
+            }
+        }
+        // LSTM layers, top down.
+        var dh = dtop
+        for (n, directions) in lstm.enumerated().reversed() {
+            let input = f.lstmInputs[n]
+            let parts = Self.split(dh, steps: input.steps, batch: B, pieces: directions.count, width: settings.lstmHidden)
+            var dx = [Float](repeating: 0, count: input.values.count)
+            for (d, direction) in directions.enumerated() {
+                let part = direction.backward(parts[d], cache: f.lstmCaches[n][d], parameters: p, gradient: g)
+                for i in 0 ..< dx.count { dx[i] += part[i] }
+            }
+            dh = dx
+        }
+        // Convolutions, top down.
+        for (n, conv) in convs.enumerated().reversed() {
+            dh = conv.backward(dh, cache: f.convCaches[n], input: f.convInputs[n], parameters: p, gradient: g)
+        }
+        return report
+    }
+
+    /// Concatenates along channels: (T, B, H) × k → (T, B, k·H).
+    static func concatenate(_ parts: [SequenceBatch]) -> SequenceBatch {
+        guard parts.count > 1 else { return parts[0] }
+        let first = parts[0], H = first.channels, k = parts.count
+        var out = SequenceBatch(zeros: first.steps, batch: first.batch, channels: H * k, lengths: first.lengths)
+        for r in 0 ..< first.steps * first.batch {
+            for (i, part) in parts.enumerated() {
+                for j in 0 ..< H { out.values[r * H * k + i * H + j] = part.values[r * H + j] }
+            }
+        }
+        return out
+    }
+
+    /// The inverse of `concatenate` for gradients.
+    static func split(_ values: [Float], steps: Int, batch: Int, pieces: Int, width: Int) -> [[Float]] {
+        guard pieces > 1 else { return [values] }
+        var out = [[Float]](repeating: [Float](repeating: 0, count: steps * batch * width), count: pieces)
+        for r in 0 ..< steps * batch {
+            for i in 0 ..< pieces {
+                for j in 0 ..< width { out[i][r * width + j] = values[r * width * pieces + i * width + j] }
+            }
+        }
+        return out
+    }
+}
