@@ -23,6 +23,9 @@ let package = Package(
         // C system libraries: a module map and a shim header, nothing else.
         .systemLibrary(name: "CNNG", path: "Sources/CNNG"),
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .systemLibrary(name: "CSndfile", path: "Sources/CSndfile"),
+        .systemLibrary(name: "CFFTW", path: "Sources/CFFTW"),
+        .systemLibrary(name: "CSoxr", path: "Sources/CSoxr"),
 
         // nng wrapped for Swift: sockets, AIO as async/await, errors.
         .target(name: "Transport", dependencies: ["CNNG"]),
@@ -33,6 +36,8 @@ let package = Package(
         .target(name: "Tensors", dependencies: ["CBLAS"]),
         // Models with their backward passes, behind the GradientModel protocol; built-in tasks.
         .target(name: "Models", dependencies: ["Tensors"]),
+        // Speech data: audio files, resampling, features, transcripts, decoding and scoring.
+        .target(name: "Speech", dependencies: ["Tensors", "CSndfile", "CFFTW", "CSoxr"]),
         // Optimizers, learning-rate schedules, gradient accumulation and clipping.
         .target(name: "Training", dependencies: ["Tensors"]),
         // The projection step that makes weights sparse (identity until CSP lands).
@@ -66,6 +71,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "Runtime", "Tensors", "Coordination"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors"]),
+        .testTarget(name: "SpeechTests", dependencies: ["Speech", "Tensors"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Tensors"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination"]),

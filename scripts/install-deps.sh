@@ -6,6 +6,10 @@ set -euo pipefail
 packages=(
   libnng-dev        # nng: the coordinator/worker transport
   libopenblas-dev   # CBLAS matrix products
+  libsndfile1-dev   # reading WAV and FLAC
+  libsoxr-dev       # band-limited resampling
+  libfftw3-dev      # FFTs for log-mel features
+  espeak-ng         # the built-in spoken corpus
 )
 
 missing=()
