@@ -38,6 +38,8 @@ let package = Package(
         .target(name: "Models", dependencies: ["Tensors"]),
         // Speech data: audio files, resampling, features, transcripts, decoding and scoring.
         .target(name: "Speech", dependencies: ["Tensors", "CSndfile", "CFFTW", "CSoxr"]),
+        // What a worker trains: a model with its data (ModelFactory; the speech task).
+        .target(name: "Tasks", dependencies: ["Models", "Speech", "Tensors"]),
         // Optimizers, learning-rate schedules, gradient accumulation and clipping.
         .target(name: "Training", dependencies: ["Tensors"]),
         // The projection step that makes weights sparse (identity until CSP lands).
@@ -48,13 +50,13 @@ let package = Package(
         .target(name: "Coordination", dependencies: ["Tensors", .product(name: "Crypto", package: "swift-crypto")]),
         // The YAML run configuration: composes the modules' settings structs.
         .target(name: "Configuration", dependencies: [
-            "Models", "Training", "Pruning", "Coordination", "Transport", "Checkpoints",
+            "Models", "Training", "Pruning", "Coordination", "Transport", "Checkpoints", "Speech",
             .product(name: "Yams", package: "Yams"),
         ]),
         // The shells: coordinator and worker services, launcher, metrics files.
         .target(name: "Runtime", dependencies: [
             "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints",
-            "Coordination", "Configuration",
+            "Coordination", "Configuration", "Tasks", "Speech",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -62,7 +64,7 @@ let package = Package(
         .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination"]),
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
-            "Runtime", "Configuration", "Benchmarks", "Checkpoints",
+            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -77,7 +79,7 @@ let package = Package(
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration"]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors",
+            "csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors", "Tasks",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]

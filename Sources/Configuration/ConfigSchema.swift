@@ -72,6 +72,15 @@ extension Double: ConfigValue {
     var yaml: Node { Node(String(self), .implicit) }
 }
 
+extension String: ConfigValue {
+    static var expected: String { "a string" }
+    static func parse(_ node: Node, at key: String, source: String) throws(ConfigError) -> String {
+        guard case let .scalar(s) = node else { throw configError(node, key, source, "expected \(expected), found \(scalarText(node))") }
+        return s.string
+    }
+    var yaml: Node { Node(self, .implicit, .doubleQuoted) }
+}
+
 extension Bool: ConfigValue {
     static var expected: String { "true or false" }
     static func parse(_ node: Node, at key: String, source: String) throws(ConfigError) -> Bool {

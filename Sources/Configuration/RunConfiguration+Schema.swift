@@ -2,6 +2,7 @@ import Checkpoints
 import Coordination
 import Models
 import Pruning
+import Speech
 import Training
 import Transport
 
@@ -14,6 +15,7 @@ extension RunConfiguration: ConfigSection {
             .init("steps", \.steps, "total steps of the run", check: positive),
             .init("model", \.model, "the model"),
             .init("data", \.data, "the training data"),
+            .init("augmentation", \.augmentation, "on-the-fly augmentation of speech examples"),
             .init("optimizer", \.optimizer, "optimizer and learning-rate schedule"),
             .init("pruning", \.pruning, "the projection step that sparsifies the weights"),
             .init("coordinator", \.coordinator, "batching, deadlines and chunking"),
@@ -32,6 +34,7 @@ extension ModelSettings: ConfigSection {
             .init("hidden_dim", \.hiddenDim, "hidden units", check: positive),
             .init("classes", \.classes, "output classes", check: { $0 >= 2 ? nil : "must be at least 2" }),
             .init("parameters", \.parameters, "loadtest: parameter count", check: { $0 >= 2 ? nil : "must be at least 2" }),
+            .init("acoustic", \.acoustic, "ctc: the acoustic model's sizes"),
         ]
     }
 }
@@ -43,6 +46,9 @@ extension DataSettings: ConfigSection {
             .init("kind", \.kind, "data set"),
             .init("examples", \.examples, "training examples", check: positive),
             .init("noise", \.noise, "noise around class centres", check: nonNegative),
+            .init("train", \.train, "speech: prepared training shards (folder)"),
+            .init("valid", \.valid, "speech: prepared validation shards (folder)"),
+            .init("valid_channel", \.validChannel, "speech: prepared channel-degraded validation shards (folder)"),
         ]
     }
 }
@@ -115,3 +121,36 @@ extension TransportSettings: ConfigSection {
         ]
     }
 }
+
+extension AcousticSettings: ConfigSection {
+    static var fields: [ConfigField<AcousticSettings>] {
+        [
+            .init("features", \.features, "log-mel bands", check: positive),
+            .init("conv_channels", \.convChannels, "channels of each stride-2 convolution", check: positive),
+            .init("conv_layers", \.convLayers, "stride-2 convolutions (time stride 2^n)", check: nonNegative),
+            .init("lstm_hidden", \.lstmHidden, "LSTM units per direction", check: positive),
+            .init("lstm_layers", \.lstmLayers, "LSTM layers", check: positive),
+            .init("bidirectional", \.bidirectional, "bidirectional LSTM layers"),
+        ]
+    }
+}
+
+extension AugmentationSettings: ConfigSection {
+    static var fields: [ConfigField<AugmentationSettings>] {
+        [
+            .init("enabled", \.enabled, "augment training examples"),
+            .init("speed_probability", \.speedProbability, "speed perturbation 0.9x/1.1x", check: probability),
+            .init("noise_probability", \.noiseProbability, "coloured noise at 5-30 dB SNR", check: probability),
+            .init("babble_probability", \.babbleProbability, "babble of other utterances", check: probability),
+            .init("reverb_probability", \.reverbProbability, "image-method room reverberation", check: probability),
+            .init("telephone_probability", \.telephoneProbability, "telephone band 300-3400 Hz", check: probability),
+            .init("gain_probability", \.gainProbability, "gain -6..+6 dB", check: probability),
+            .init("frequency_masks", \.frequencyMasks, "SpecAugment frequency masks", check: nonNegative),
+            .init("frequency_mask_width", \.frequencyMaskWidth, "widest frequency mask (bands)", check: nonNegative),
+            .init("time_masks", \.timeMasks, "SpecAugment time masks", check: nonNegative),
+            .init("time_mask_width", \.timeMaskWidth, "widest time mask (frames)", check: nonNegative),
+        ]
+    }
+}
+
+func probability(_ v: Double) -> String? { v >= 0 && v <= 1 ? nil : "must be in [0, 1]" }

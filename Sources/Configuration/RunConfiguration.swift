@@ -3,6 +3,7 @@ import Coordination
 import Foundation
 import Models
 import Pruning
+import Speech
 import Training
 import Transport
 import Yams
@@ -16,6 +17,7 @@ public struct RunConfiguration: Sendable, Equatable {
     public var steps = 200
     public var model = ModelSettings()
     public var data = DataSettings()
+    public var augmentation = AugmentationSettings()
     public var optimizer = OptimizerSettings()
     public var pruning = PruningSettings()
     public var coordinator = CoordinatorSettings()

@@ -36,7 +36,7 @@ public struct MLPClassifier: TrainableModel {
         return p
     }
 
-    public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int],
+    public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
                                 gradient: UnsafeMutableBufferPointer<Float>) throws -> Double {
         precondition(parameters.count == layout.totalCount && gradient.count == layout.totalCount)
         let B = examples.count, D = task.inputDim, H = hiddenDim, C = task.classes

@@ -13,9 +13,13 @@ public protocol TrainableModel: Sendable {
     /// Parameters before the first step.
     func initialParameters(seed: UInt64) -> [Float]
     /// Writes the mean gradient over `examples` into `gradient` (overwriting it) and returns the
-    /// sum of the per-example losses.
-    func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int],
+    /// sum of the per-example losses. Randomness (augmentation, masking) is keyed by
+    /// (seed, `epoch`, example), never by which worker computes it.
+    func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
                          gradient: UnsafeMutableBufferPointer<Float>) throws -> Double
+    /// Extra records a checkpoint must carry to use the model without its training data
+    /// (feature normalisation statistics, say).
+    var checkpointRecords: [(name: String, values: [Float])] { get }
 }
 
 /// Which model to build, composed into the run configuration.
@@ -26,6 +30,9 @@ public struct ModelSettings: Sendable, Equatable {
         /// A model whose gradient costs nothing to compute (`parameters` values, all prunable):
         /// for measuring the coordinator and the wire, not for learning anything.
         case loadtest
+        /// The speech model: convolutional subsampling, (bi)LSTM layers, linear output, CTC
+        /// (`acoustic` gives its sizes); trains on `data.kind: speech`.
+        case ctc
     }
     public var kind: Kind = .mlp
     public var inputDim = 32
@@ -33,6 +40,8 @@ public struct ModelSettings: Sendable, Equatable {
     public var classes = 8
     /// `loadtest` only: number of parameters.
     public var parameters = 1 << 20
+    /// `ctc` only: the acoustic model's shape.
+    public var acoustic = AcousticSettings()
     public init() {}
 }
 
@@ -41,25 +50,18 @@ public struct DataSettings: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
         /// Gaussian clusters generated from the seed: any worker can make any example.
         case synthetic
+        /// Prepared speech shards (`csptrain data prepare`).
+        case speech
     }
     public var kind: Kind = .synthetic
     public var examples = 16384
     /// Standard deviation of the noise around each class centre (centres are ~N(0, 1) per axis).
     public var noise = 1.5
+    /// `speech`: shard-set folders for training, validation and channel-degraded validation.
+    public var train = ""
+    public var valid = ""
+    public var validChannel = ""
     public init() {}
-}
-
-public enum ModelFactory {
-    public static func make(model: ModelSettings, data: DataSettings, seed: UInt64) -> any TrainableModel {
-        switch (model.kind, data.kind) {
-        case (.mlp, .synthetic):
-            let task = SyntheticClassification(inputDim: model.inputDim, classes: model.classes,
-                                               examples: data.examples, noise: Float(data.noise), seed: seed)
-            return MLPClassifier(task: task, hiddenDim: model.hiddenDim)
-        case (.loadtest, _):
-            return LoadTestModel(parameters: model.parameters, examples: data.examples)
-        }
-    }
 }
 
 /// Gradients for free: every value 1e-3, loss 1 per example. Two tensors (a 2-D weight holding
@@ -78,9 +80,13 @@ public struct LoadTestModel: TrainableModel {
         [Float](repeating: 0.01, count: layout.totalCount)
     }
 
-    public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int],
+    public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
                                 gradient: UnsafeMutableBufferPointer<Float>) throws -> Double {
         gradient.update(repeating: 1e-3)
         return Double(examples.count)
     }
+}
+
+extension TrainableModel {
+    public var checkpointRecords: [(name: String, values: [Float])] { [] }
 }

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Models
 import Pruning
+import Tasks
 import Tensors
 import Training
 import Wire
@@ -70,7 +71,7 @@ actor CoordinatorCore {
     private var toldFinished: Set<SessionID> = []
 
     init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger,
-         progress: @escaping @Sendable (ProgressEvent) -> Void) {
+         progress: @escaping @Sendable (ProgressEvent) -> Void) throws {
         self.config = config
         configYAML = config.yamlText()
         self.runID = runID
@@ -78,7 +79,7 @@ actor CoordinatorCore {
         self.logger = logger
         self.progress = progress
         handshake = JoinHandshake(token: token, runID: runID)
-        model = ModelFactory.make(model: config.model, data: config.data, seed: config.seed)
+        model = try ModelFactory.make(model: config.model, data: config.data, augmentation: config.augmentation, seed: config.seed)
         layout = model.layout
         order = DataOrder(seed: config.seed, examples: model.trainingExamples,
                           globalBatch: config.coordinator.globalBatch, microBatches: config.coordinator.microBatches)
@@ -234,6 +235,7 @@ actor CoordinatorCore {
         task.microBatch = UInt32(mb)
         task.exampleIndices = round.microBatches[mb].examples.map { UInt64($0) }
         task.weightsVersion = round.weightsVersion
+        task.epoch = UInt64(order.epoch(ofStep: step))
         task.deadlineMs = UInt32(clamping: Int(min(config.coordinator.stepDeadlineSeconds * 1000, Double(UInt32.max))))
         if haveVersion != round.weightsVersion { task.weights = broadcastMessage }
         var reply = Reply()
@@ -447,6 +449,9 @@ actor CoordinatorCore {
     private func writeCheckpoint() {
         var records = layout.tensors.map { spec in
             Checkpoint.Record(name: spec.name, shape: spec.shape, role: "param", values: Array(weights[spec.range]))
+        }
+        for extra in model.checkpointRecords {
+            records.append(Checkpoint.Record(name: extra.name, shape: [extra.values.count], role: "normalization", values: extra.values))
         }
         for slot in optimizer.slots {
             records.append(Checkpoint.Record(name: "all", shape: [slot.values.count], role: "optimizer/\(slot.name)", values: slot.values))

@@ -16,7 +16,7 @@ public final class CoordinatorService: Sendable {
 
     public init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger,
                 progress: @escaping @Sendable (ProgressEvent) -> Void = { _ in }) throws {
-        core = CoordinatorCore(config: config, runID: runID, token: token, folder: folder, logger: logger, progress: progress)
+        core = try CoordinatorCore(config: config, runID: runID, token: token, folder: folder, logger: logger, progress: progress)
         socket = try Socket(.rep)
         settings = config.transport
         maxRequestBytes = config.coordinator.chunkValues * 4 + (64 << 10)

@@ -3,6 +3,7 @@ import Coordination
 import Foundation
 import Logging
 import Models
+import Tasks
 import Tensors
 import Transport
 import Wire
@@ -131,7 +132,7 @@ public final class WorkerService: Sendable {
         }
         let config = try RunConfiguration.parse(yaml: welcome.configYaml, source: "the coordinator's configuration")
         VectorMath.setThreadCount(1)
-        let model = ModelFactory.make(model: config.model, data: config.data, seed: config.seed)
+        let model = try ModelFactory.make(model: config.model, data: config.data, augmentation: config.augmentation, seed: config.seed)
         let ours = WireCodec.tensorInfos(model.layout)
         guard ours == welcome.tensors else {
             throw WorkerError("this worker builds a model whose tensors differ from the coordinator's (\(ours.map(\.name)) vs \(welcome.tensors.map(\.name))): are both the same csptrain version?")
@@ -197,7 +198,7 @@ public final class WorkerService: Sendable {
                 }
                 let lossSum = try parameters.withUnsafeBufferPointer { p in
                     try gradient.withUnsafeMutableBufferPointer { g in
-                        try session.model.lossAndGradient(parameters: p, examples: examples, gradient: g)
+                        try session.model.lossAndGradient(parameters: p, examples: examples, epoch: Int(task.epoch), gradient: g)
                     }
                 }
                 try await send(gradient: gradient, lossSum: lossSum, task: task, step: reply.header.step,

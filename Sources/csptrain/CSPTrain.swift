@@ -15,7 +15,8 @@ struct CSPTrain: AsyncParsableCommand {
 
         Start here:  csptrain launch --workers 2 --steps 200 --run-dir runs/first
         """,
-        subcommands: [Launch.self, CoordinatorCommand.self, WorkerCommand.self, ConfigCommand.self, Bench.self]
+        subcommands: [Launch.self, CoordinatorCommand.self, WorkerCommand.self, DataCommand.self, EvalCommand.self,
+                      ConfigCommand.self, Bench.self]
     )
 }
 

@@ -1,6 +1,7 @@
 import Configuration
 import Foundation
 import Models
+import Tasks
 import Tensors
 import Testing
 import Transport
@@ -177,7 +178,7 @@ struct CoordinatorTests {
         let task = reply.task
         member.step = reply.header.step
         // Compute the true gradient of the micro-batch, as a worker would.
-        let model = ModelFactory.make(model: config.model, data: config.data, seed: config.seed)
+        let model = try ModelFactory.make(model: config.model, data: config.data, seed: config.seed)
         var weights = [Float](repeating: 0, count: model.layout.totalCount)
         weights.withUnsafeMutableBufferPointer { w in
             for t in task.weights.tensors {
@@ -187,7 +188,7 @@ struct CoordinatorTests {
         }
         var gradient = [Float](repeating: 0, count: weights.count)
         let loss = try weights.withUnsafeBufferPointer { p in
-            try gradient.withUnsafeMutableBufferPointer { try model.lossAndGradient(parameters: p, examples: task.exampleIndices.map { Int($0) }, gradient: $0) }
+            try gradient.withUnsafeMutableBufferPointer { try model.lossAndGradient(parameters: p, examples: task.exampleIndices.map { Int($0) }, epoch: 0, gradient: $0) }
         }
         // Send the chunks of the first tensor only (w1: 64×32 = 2048 values = 8 chunks), then vanish.
         let w1 = model.layout.tensors[0]

@@ -12,7 +12,7 @@ struct MLPGradientTests {
     func loss(_ p: [Float], _ examples: [Int]) throws -> Double {
         var g = [Float](repeating: 0, count: p.count)
         return try p.withUnsafeBufferPointer { pb in
-            try g.withUnsafeMutableBufferPointer { try model.lossAndGradient(parameters: pb, examples: examples, gradient: $0) }
+            try g.withUnsafeMutableBufferPointer { try model.lossAndGradient(parameters: pb, examples: examples, epoch: 0, gradient: $0) }
         } / Double(examples.count)
     }
 
@@ -23,7 +23,7 @@ struct MLPGradientTests {
         for spec in model.layout.tensors where spec.shape.count == 1 { for i in spec.range { p[i] = 0.1 * Float(i % 5) - 0.2 } }
         var g = [Float](repeating: 0, count: p.count)
         _ = try p.withUnsafeBufferPointer { pb in
-            try g.withUnsafeMutableBufferPointer { try model.lossAndGradient(parameters: pb, examples: examples, gradient: $0) }
+            try g.withUnsafeMutableBufferPointer { try model.lossAndGradient(parameters: pb, examples: examples, epoch: 0, gradient: $0) }
         }
         let eps: Float = 1e-2
         var worst = 0.0
@@ -56,7 +56,7 @@ struct MLPGradientTests {
         var g = [Float](repeating: 0, count: p.count)
         #expect(throws: ModelError.self) {
             try p.withUnsafeBufferPointer { pb in
-                try g.withUnsafeMutableBufferPointer { try model.lossAndGradient(parameters: pb, examples: [64], gradient: $0) }
+                try g.withUnsafeMutableBufferPointer { try model.lossAndGradient(parameters: pb, examples: [64], epoch: 0, gradient: $0) }
             }
         }
     }

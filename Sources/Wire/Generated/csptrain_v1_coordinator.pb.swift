@@ -405,6 +405,10 @@ public nonisolated struct Csptrain_V1_Task: Sendable {
   /// that misses it is dropped and the micro-batch goes to another worker.
   public var deadlineMs: UInt32 = 0
 
+  /// The epoch the step belongs to. Randomness of the computation (augmentation, masking) is
+  /// keyed by (seed, epoch, example), so every worker computes the same gradient.
+  public var epoch: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1231,7 +1235,7 @@ nonisolated extension Csptrain_V1_WorkRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Task"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{3}example_indices\0\u{1}weights\0\u{3}weights_version\0\u{3}deadline_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{3}example_indices\0\u{1}weights\0\u{3}weights_version\0\u{3}deadline_ms\0\u{1}epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1244,6 +1248,7 @@ nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 3: try { try decoder.decodeSingularMessageField(value: &self._weights) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.weightsVersion) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.deadlineMs) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
       default: break
       }
     }
@@ -1269,6 +1274,9 @@ nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.deadlineMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.deadlineMs, fieldNumber: 5)
     }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1278,6 +1286,7 @@ nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs._weights != rhs._weights {return false}
     if lhs.weightsVersion != rhs.weightsVersion {return false}
     if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs.epoch != rhs.epoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

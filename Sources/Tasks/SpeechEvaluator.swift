@@ -1,0 +1,82 @@
+import Foundation
+import Models
+import Speech
+import Tensors
+
+/// Transcribes utterances with a trained acoustic model and scores them.
+public struct SpeechEvaluator: Sendable {
+    public let model: AcousticModel
+    public let parameters: [Float]
+    public let normalization: FeatureNormalization
+    public let vocabulary = Vocabulary.characters
+    /// 0 or 1: greedy; more: prefix beam search of that width.
+    public var beam = 1
+
+    public init(model: AcousticModel, parameters: [Float], normalization: FeatureNormalization) {
+        precondition(parameters.count == model.layout.totalCount)
+        self.model = model
+        self.parameters = parameters
+        self.normalization = normalization
+    }
+
+    /// Normalised log-mel features of 16 kHz samples.
+    public func features(_ samples: [Float], extractor: LogMelExtractor) -> [Float] {
+        var f = extractor.features(samples)
+        normalization.apply(&f)
+        return f
+    }
+
+    /// Transcripts of a batch of feature matrices (frames, bands).
+    public func transcribe(features: [[Float]]) -> [String] {
+        let logits = parameters.withUnsafeBufferPointer { model.logits(parameters: $0, features: features) }
+        let V = model.settings.classes
+        return logits.map { l in
+            let classes = beam > 1 ? CTCDecoder.beamSearch(l, classes: V, beam: beam) : CTCDecoder.greedy(l, classes: V)
+            return vocabulary.decode(classes)
+        }
+    }
+
+    public struct Result: Sendable {
+        public var rates = ErrorRates()
+        public var audioSeconds = 0.0
+        public var computeSeconds = 0.0
+        public var skipped: [(file: String, reason: String)] = []
+        public var realTimeFactor: Double { audioSeconds > 0 ? computeSeconds / audioSeconds : 0 }
+    }
+
+    /// Scores utterances read from audio files, `batch` at a time.
+    public func evaluate(_ utterances: [Utterance], batch: Int = 8) -> Result {
+        var result = Result()
+        let extractor = LogMelExtractor()
+        var pending: [(features: [Float], text: String)] = []
+        func flush() {
+            guard !pending.isEmpty else { return }
+            let start = ContinuousClock.now
+            let hypotheses = transcribe(features: pending.map(\.features))
+            let d = ContinuousClock.now - start
+            result.computeSeconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+            for (p, h) in zip(pending, hypotheses) { result.rates.add(reference: p.text, hypothesis: h) }
+            pending = []
+        }
+        for u in utterances {
+            do {
+                let audio = try AudioFile.read16k(u.audioPath)
+                guard extractor.frameCount(samples: audio.samples.count) > 0 else {
+                    result.skipped.append((u.audioPath, "shorter than one frame"))
+                    continue
+                }
+                let start = ContinuousClock.now
+                let f = features(audio.samples, extractor: extractor)
+                let d = ContinuousClock.now - start
+                result.computeSeconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+                result.audioSeconds += audio.seconds
+                pending.append((f, u.text))
+            } catch {
+                result.skipped.append((u.audioPath, error.message))
+            }
+            if pending.count >= batch { flush() }
+        }
+        flush()
+        return result
+    }
+}

@@ -1,0 +1,88 @@
+import Foundation
+import Models
+import Speech
+import Tensors
+
+/// The acoustic model trained with CTC on prepared speech shards: what a worker computes for a
+/// micro-batch of example indices.
+///
+/// Per example: 16 kHz audio from the shards → waveform augmentation → 80-band log-mel →
+/// global mean/variance normalisation (statistics from the training shards) → SpecAugment.
+/// All random draws are keyed by (seed, epoch, example), so any worker computes the same thing.
+public struct SpeechTask: TrainableModel {
+    public let model: AcousticModel
+    public let train: ShardSet
+    public let augmentation: AugmentationSettings
+    public let seed: UInt64
+    public let vocabulary = Vocabulary.characters
+    public let normalization: FeatureNormalization
+
+    public init(settings: AcousticSettings, data: DataSettings, augmentation: AugmentationSettings, seed: UInt64) throws {
+        guard !data.train.isEmpty else {
+            throw TaskError("data.train is empty: give the folder of prepared training shards (csptrain data prepare)")
+        }
+        train = try ShardSet(folder: data.train)
+        var s = settings
+        s.classes = Vocabulary.characters.classes
+        guard train.index.featureMean.count == s.features else {
+            throw TaskError("\(data.train)/shards.json has statistics for \(train.index.featureMean.count) bands, the model expects model.acoustic.features = \(s.features)")
+        }
+        model = AcousticModel(settings: s)
+        normalization = FeatureNormalization(mean: train.index.featureMean, std: train.index.featureStd)
+        self.augmentation = augmentation
+        self.seed = seed
+    }
+
+    public var layout: ParameterLayout { model.layout }
+    public var trainingExamples: Int { train.count }
+
+    public func initialParameters(seed: UInt64) -> [Float] { model.initialParameters(seed: seed) }
+
+    public var checkpointRecords: [(name: String, values: [Float])] {
+        [("feature_mean", normalization.mean), ("feature_std", normalization.std)]
+    }
+
+    public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
+                                gradient: UnsafeMutableBufferPointer<Float>) throws -> Double {
+        let extractor = LogMelExtractor()
+        var features: [[Float]] = [], labels: [[Int]] = []
+        for example in examples {
+            let (samples, text) = try train.example(example)
+            var rng = SeededRandom(seed, Purpose.augmentation, UInt64(epoch), UInt64(example))
+            let audio = augmentation.apply(samples, sampleRate: 16_000, rng: &rng) { r in
+                try? train.example(Int(r.next() % UInt64(train.count))).samples
+            }
+            var f = extractor.features(audio)
+            normalization.apply(&f)
+            augmentation.mask(&f, bands: model.settings.features, rng: &rng)
+            features.append(f)
+            labels.append(vocabulary.encode(text))
+        }
+        return model.lossAndGradient(parameters: parameters, features: features, labels: labels, gradient: gradient).lossSum
+    }
+
+    enum Purpose {
+        static let augmentation: UInt64 = 0x4155_47
+    }
+}
+
+/// Global per-band mean/variance normalisation of log-mel features.
+public struct FeatureNormalization: Sendable, Equatable {
+    public let mean: [Float]
+    public let std: [Float]
+
+    public init(mean: [Float], std: [Float]) {
+        self.mean = mean
+        self.std = std
+    }
+
+    /// (frames, bands) in place.
+    public func apply(_ features: inout [Float]) {
+        let bands = mean.count
+        guard bands > 0 else { return }
+        for i in 0 ..< features.count {
+            let b = i % bands
+            features[i] = (features[i] - mean[b]) / std[b]
+        }
+    }
+}

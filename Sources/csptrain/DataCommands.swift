@@ -1,0 +1,125 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Speech
+
+struct DataCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "data",
+        abstract: "Make and prepare speech data.",
+        subcommands: [Synth.self, Prepare.self]
+    )
+
+    struct Synth: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a spoken voice-command corpus with espeak-ng.",
+            discussion: """
+            Writes OUT/train.jsonl, OUT/valid.jsonl and OUT/valid_channel.jsonl (NeMo-style manifests) with \
+            WAV files. Validation sentences and speaker styles (voice, variant, speed, pitch) do not occur \
+            in training; valid_channel is validation through a simulated room, telephone band, gain and noise.
+            """
+        )
+        @Option(help: ArgumentHelp("Output folder.", valueName: "dir")) var out: String
+        @Option(help: "Utterances to make (10% become validation).") var utterances = 6000
+        @Option(help: "Seed for sentences, styles and channel simulation.") var seed: UInt64 = 1
+        @Option(help: ArgumentHelp("Command domain (templates and slots).", valueName: "file")) var domain: String?
+        @Option(help: "espeak-ng processes at once.") var jobs = 2
+        @Flag(help: "Print the report as one JSON object.") var json = false
+
+        func run() throws {
+            guard let domainFile = domain ?? Self.defaultDomain() else {
+                throw ValidationError("cannot find Configs/voice-commands.txt: pass --domain FILE")
+            }
+            var options = CorpusSynth.Options(out: out, utterances: utterances, seed: seed, domainFile: domainFile)
+            options.jobs = jobs
+            let progress = CountProgress(label: "synthesising", enabled: !json)
+            let report = try CorpusSynth(options: options).synthesize { i, n in progress.tick(i, n) }
+            progress.done()
+            if json {
+                let encoder = JSONEncoder()
+                encoder.keyEncodingStrategy = .convertToSnakeCase
+                encoder.outputFormatting = [.sortedKeys]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                print("""
+                \(report.train) training and \(report.valid) validation utterances (+\(report.validChannel) channel-degraded) in \(out)
+                \(report.trainSentences) training / \(report.validSentences) held-out sentences; \(report.voices.count) voices × \(report.variants.count + 1) variants
+                training audio: \(String(format: "%.0f", report.trainSeconds)) s
+                """)
+                if !report.rejectedVariants.isEmpty {
+                    print("variants that do not change the voice (left out): \(report.rejectedVariants.joined(separator: ", "))")
+                }
+            }
+        }
+
+        static func defaultDomain() -> String? {
+            let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+            let candidates = ["Configs/voice-commands.txt",
+                              exe.deletingLastPathComponent().appendingPathComponent("../../../Configs/voice-commands.txt").path,
+                              exe.deletingLastPathComponent().appendingPathComponent("../../Configs/voice-commands.txt").path]
+            return candidates.first { FileManager.default.fileExists(atPath: $0) }
+        }
+    }
+
+    struct Prepare: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Turn a manifest or a LibriSpeech folder into shards for training.",
+            discussion: "Unreadable audio and empty transcripts are skipped and listed with the reason (also in OUT/shards.json)."
+        )
+        @Option(help: ArgumentHelp("NeMo-style JSONL manifest.", valueName: "file")) var manifest: String?
+        @Option(help: ArgumentHelp("LibriSpeech-layout folder.", valueName: "dir")) var librispeech: String?
+        @Option(help: ArgumentHelp("Output folder.", valueName: "dir")) var out: String
+        @Option(help: "Examples per shard file.") var shardSize = 1000
+        @Flag(help: "Print the report as one JSON object.") var json = false
+
+        func validate() throws {
+            guard (manifest == nil) != (librispeech == nil) else { throw ValidationError("give exactly one of --manifest and --librispeech") }
+        }
+
+        func run() throws {
+            let utterances = try manifest.map { try Manifest.read($0) } ?? LibriSpeech.read(librispeech!)
+            let progress = CountProgress(label: "preparing", enabled: !json)
+            let report = try Preparation.prepare(utterances, into: out, shardSize: shardSize) { i, n in progress.tick(i, n) }
+            progress.done()
+            if json {
+                let object: [String: Any] = ["prepared": report.prepared, "skipped": report.skipped.count, "seconds": report.seconds,
+                                             "skipped_files": report.skipped.map { ["file": $0.file, "reason": $0.reason] }]
+                print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+            } else {
+                print("prepared \(report.prepared) utterances (\(String(format: "%.0f", report.seconds)) s of audio) into \(out); skipped \(report.skipped.count)")
+                for s in report.skipped.prefix(20) { print("  skipped \(s.file): \(s.reason)") }
+                if report.skipped.count > 20 { print("  ... and \(report.skipped.count - 20) more (see \(out)/shards.json)") }
+            }
+        }
+    }
+}
+
+/// "label 1200/6000" on stderr, updated in place on a terminal, every 10% otherwise.
+final class CountProgress: @unchecked Sendable {
+    private let label: String
+    private let enabled: Bool
+    private let tty = isatty(STDERR_FILENO) == 1
+    private let lock = NSLock()
+    private var lastTenth = -1
+
+    init(label: String, enabled: Bool) {
+        self.label = label
+        self.enabled = enabled
+    }
+
+    func tick(_ i: Int, _ n: Int) {
+        guard enabled, n > 0 else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        if tty {
+            if i % 50 == 0 { FileHandle.standardError.write(Data("\r\(label) \(i)/\(n)".utf8)) }
+        } else if i * 10 / n > lastTenth {
+            lastTenth = i * 10 / n
+            FileHandle.standardError.write(Data("\(label) \(i)/\(n)\n".utf8))
+        }
+    }
+
+    func done() {
+        if enabled, tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+}
