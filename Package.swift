@@ -64,6 +64,7 @@ let package = Package(
         .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination"]),
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
+            "Tensors",
             "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),

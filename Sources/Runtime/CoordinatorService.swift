@@ -1,5 +1,6 @@
 import Configuration
 import Foundation
+import Tensors
 import Logging
 import Transport
 import Wire
@@ -16,6 +17,8 @@ public final class CoordinatorService: Sendable {
 
     public init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger,
                 progress: @escaping @Sendable (ProgressEvent) -> Void = { _ in }) throws {
+        // The coordinator's BLAS work (folding chunks) is memory-bound: one thread, no spinning.
+        VectorMath.setThreadCount(1)
         core = try CoordinatorCore(config: config, runID: runID, token: token, folder: folder, logger: logger, progress: progress)
         socket = try Socket(.rep)
         settings = config.transport

@@ -111,7 +111,11 @@ public struct CorpusSynth: Sendable {
     }
 
     let options: Options
-    public init(options: Options) { self.options = options }
+    public init(options: Options) {
+        var o = options
+        o.out = URL(fileURLWithPath: options.out).standardizedFileURL.path
+        self.options = o
+    }
 
     /// English voices of espeak-ng's own (not mbrola, which needs extra data).
     public func englishVoices() throws -> [String] {

@@ -59,7 +59,8 @@ public enum Manifest {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var text = ""
         for u in utterances {
-            let relative = u.audioPath.hasPrefix(folder) ? String(u.audioPath.dropFirst(folder.count)) : u.audioPath
+            let absolute = URL(fileURLWithPath: u.audioPath).standardizedFileURL.path
+            let relative = absolute.hasPrefix(folder) ? String(absolute.dropFirst(folder.count)) : absolute
             let line = try encoder.encode(Line(audio_filepath: relative, duration: u.duration, text: u.text))
             text += String(decoding: line, as: UTF8.self) + "\n"
         }

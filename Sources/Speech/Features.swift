@@ -32,6 +32,9 @@ public final class LogMelExtractor {
     /// (bands, fftSize/2 + 1) row-major triangular filter weights.
     public let filters: [Float]
     private let window: [Float]
+    /// The bins where each triangle is non-zero (a few of the 257), so a frame costs
+    /// about 2 · bins multiply-adds instead of bands · bins.
+    private let support: [Range<Int>]
     private let input: UnsafeMutablePointer<Float>
     private let output: OpaquePointer   // fftwf_complex*
     private let plan: fftwf_plan
@@ -44,6 +47,11 @@ public final class LogMelExtractor {
         let n = settings.fftSize, bins = n / 2 + 1
         window = (0 ..< settings.windowLength).map { 0.5 - 0.5 * cos(2 * Float.pi * Float($0) / Float(settings.windowLength)) }
         filters = Self.melFilters(settings)
+        support = (0 ..< settings.bands).map { [filters] m in
+            let row = filters[m * bins ..< (m + 1) * bins]
+            guard let first = row.firstIndex(where: { $0 != 0 }), let last = row.lastIndex(where: { $0 != 0 }) else { return 0 ..< 0 }
+            return (first - m * bins) ..< (last - m * bins + 1)
+        }
         let real = fftwf_alloc_real(n)!
         let complex = fftwf_alloc_complex(bins)!
         input = real
@@ -86,7 +94,7 @@ public final class LogMelExtractor {
             }
             for m in 0 ..< bands {
                 var e: Float = 0
-                for k in 0 ..< bins { e += filters[m * bins + k] * power[k] }
+                for k in support[m] { e += filters[m * bins + k] * power[k] }
                 out[f * bands + m] = logf(max(e, 1e-10))
             }
         }

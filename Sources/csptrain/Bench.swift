@@ -1,6 +1,7 @@
 import ArgumentParser
 import Benchmarks
 import Foundation
+import Tensors
 import Logging
 
 struct Bench: AsyncParsableCommand {
@@ -30,6 +31,7 @@ struct Bench: AsyncParsableCommand {
     @OptionGroup var logOptions: LogOptions
 
     func run() async throws {
+        BLASRuntime.useBestKernels()
         var level = logOptions
         if level.logLevel == .info { level.logLevel = .warning }
         let logger = level.bootstrap(label: "csptrain.bench")

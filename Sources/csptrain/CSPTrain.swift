@@ -3,6 +3,7 @@ import Configuration
 import Foundation
 import Logging
 import Runtime
+import Tensors
 
 @main
 struct CSPTrain: AsyncParsableCommand {
@@ -108,6 +109,7 @@ struct Launch: AsyncParsableCommand {
     }
 
     func run() async throws {
+        BLASRuntime.useBestKernels()
         let logger = logOptions.bootstrap(label: "csptrain.launch")
         // Steps begin once every launched worker has joined, so all of them take part.
         let summary: RunSummary
@@ -164,6 +166,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @OptionGroup var logOptions: LogOptions
 
     func run() async throws {
+        BLASRuntime.useBestKernels()
         let logger = logOptions.bootstrap(label: "csptrain.coordinator")
         let folder = RunFolder(runDir)
         let summary: RunSummary
@@ -223,6 +226,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var logOptions: LogOptions
 
     func run() async throws {
+        BLASRuntime.useBestKernels()
         ParentWatch.installIfLaunched()
         let logger = logOptions.bootstrap(label: "csptrain.worker")
         do {

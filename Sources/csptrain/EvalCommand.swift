@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoints
 import Configuration
 import Foundation
+import Tensors
 import Models
 import Speech
 import Tasks
@@ -26,6 +27,7 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
+        BLASRuntime.useBestKernels()
         let evaluator = try Self.loadEvaluator(checkpoint)
         var e = evaluator
         e.beam = beam

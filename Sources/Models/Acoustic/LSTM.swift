@@ -131,14 +131,19 @@ public struct LSTMDirection: Sendable {
                     // dh_{t−1} = da_t · W_hh   (B, 4H)·(4H, H)
                     VectorMath.gemm(m: B, n: H, k: G, dat, p.baseAddress! + weightHH.offset, d.baseAddress!)
                 }
-                cache.states.withUnsafeBufferPointer { h in
-                    // dW_hh += da_tᵀ · h_{t−1}
-                    VectorMath.gemm(transposeA: true, m: G, n: H, k: B, dat, h.baseAddress! + (t - 1) * B * H,
-                                    beta: 1, g.baseAddress! + weightHH.offset)
-                }
                 // Rows past their end have da = 0 and no state to pass back; active rows take dh_{t−1}.
                 for b in 0 ..< B where t < x.lengths[b] {
                     for j in 0 ..< H { dhNext[b * H + j] = dhPrev[b * H + j] }
+                }
+            }
+        }
+        if T > 1 {
+            da.withUnsafeBufferPointer { d in
+                cache.states.withUnsafeBufferPointer { h in
+                    // dW_hh += Σ_t da_tᵀ · h_{t−1}: one product over all steps t ≥ 1,
+                    // (4H, (T−1)·B)·((T−1)·B, H), instead of one small update per step.
+                    VectorMath.gemm(transposeA: true, m: G, n: H, k: (T - 1) * B, d.baseAddress! + B * G, h.baseAddress!,
+                                    beta: 1, g.baseAddress! + weightHH.offset)
                 }
             }
         }
