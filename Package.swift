@@ -80,7 +80,7 @@ let package = Package(
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration"]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors", "Tasks",
+            "csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors", "Tasks", "Speech",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]
