@@ -30,11 +30,10 @@ struct ManifestTests {
         try Manifest.write(utterances, to: dir + "/copy.jsonl")
         #expect(try Manifest.read(dir + "/copy.jsonl") == utterances)
         #expect(try String(contentsOfFile: dir + "/copy.jsonl", encoding: .utf8).contains("\"audio/a.wav\""))
-        // Relative input paths (to the working directory) are written relative to the manifest.
+        // An audio path given relative to the working directory is stored relative to the manifest.
         let cwd = FileManager.default.currentDirectoryPath
-        defer { FileManager.default.changeCurrentDirectoryPath(cwd) }
-        FileManager.default.changeCurrentDirectoryPath(dir)
-        try Manifest.write([Utterance(audioPath: "sub/x.wav", text: "x")], to: "sub/m.jsonl")
+        let viaCwd = URL(fileURLWithPath: dir + "/sub/x.wav").path.replacingOccurrences(of: cwd + "/", with: "")
+        try Manifest.write([Utterance(audioPath: viaCwd, text: "x")], to: dir + "/sub/m.jsonl")
         #expect(try Manifest.read(dir + "/sub/m.jsonl")[0].audioPath == dir + "/sub/x.wav")
     }
 
