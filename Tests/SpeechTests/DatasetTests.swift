@@ -31,6 +31,7 @@ struct ManifestTests {
         #expect(try Manifest.read(dir + "/copy.jsonl") == utterances)
         #expect(try String(contentsOfFile: dir + "/copy.jsonl", encoding: .utf8).contains("\"audio/a.wav\""))
         // An audio path given relative to the working directory is stored relative to the manifest.
+        try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: true)
         let cwd = FileManager.default.currentDirectoryPath
         let viaCwd = URL(fileURLWithPath: dir + "/sub/x.wav").path.replacingOccurrences(of: cwd + "/", with: "")
         try Manifest.write([Utterance(audioPath: viaCwd, text: "x")], to: dir + "/sub/m.jsonl")
