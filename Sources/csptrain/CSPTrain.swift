@@ -40,7 +40,14 @@ struct ConfigOptions: ParsableArguments {
         if let steps { sets.append("steps=\(steps)") }
         if let seed { sets.append("seed=\(seed)") }
         do {
-            return try RunConfiguration.load(file: config, overrides: sets + extra)
+            var resolved = try RunConfiguration.load(file: config, overrides: sets + extra)
+            // Data folders are given relative to the working directory; workers on other machines
+            // receive the configuration, so it carries absolute paths.
+            let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+            for path in [\RunConfiguration.data.train, \.data.valid, \.data.validChannel] where !resolved[keyPath: path].isEmpty {
+                resolved[keyPath: path] = URL(fileURLWithPath: resolved[keyPath: path], relativeTo: cwd).standardizedFileURL.path
+            }
+            return resolved
         } catch let error as ConfigError {
             throw ValidationError(error.description)
         }
