@@ -98,6 +98,9 @@ extension CoordinatorSettings: ConfigSection {
             .init("chunk_values", \.chunkValues, "gradient chunk size in float32 values", check: positive),
             .init("poll_hold_seconds", \.pollHoldSeconds, "hold an idle work request this long", check: positive),
             .init("min_workers", \.minWorkers, "workers needed before steps start", check: positive),
+            .init("eval_every_steps", \.evalEverySteps, "score validation sets every N steps and at the end (0: never)", check: nonNegative),
+            .init("eval_examples", \.evalExamples, "validation examples scored per set (0: all)", check: nonNegative),
+            .init("eval_batch", \.evalBatch, "validation examples per evaluation task", check: positive),
         ]
     }
 }

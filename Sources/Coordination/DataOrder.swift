@@ -68,5 +68,12 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var pollHoldSeconds = 2.0
     /// Steps wait until at least this many workers have joined.
     public var minWorkers = 1
+    /// Score the validation sets every this many steps and at the end (0: never). Training
+    /// pauses while workers transcribe them.
+    public var evalEverySteps = 0
+    /// Validation examples scored per set (the first ones; 0: all).
+    public var evalExamples = 200
+    /// Validation examples per evaluation task.
+    public var evalBatch = 20
     public init() {}
 }

@@ -110,11 +110,13 @@ public struct MLPClassifier: TrainableModel {
 public enum ModelError: Error, CustomStringConvertible {
     case emptyBatch
     case exampleOutOfRange(Int, Int)
+    case noEvaluation(String)
 
     public var description: String {
         switch self {
         case .emptyBatch: "a micro-batch with no examples"
         case let .exampleOutOfRange(i, n): "example index \(i) is outside the data set (0..<\(n))"
+        case let .noEvaluation(set): "this model has no validation set '\(set)'"
         }
     }
 }

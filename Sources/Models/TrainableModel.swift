@@ -20,6 +20,38 @@ public protocol TrainableModel: Sendable {
     /// Extra records a checkpoint must carry to use the model without its training data
     /// (feature normalisation statistics, say).
     var checkpointRecords: [(name: String, values: [Float])] { get }
+    /// Validation sets the model can be scored on, by name, with their sizes.
+    var evaluationSets: [String: Int] { get }
+    /// Error counts of the model at `parameters` on `examples` of the validation set `set`.
+    func evaluate(parameters: UnsafeBufferPointer<Float>, set: String, examples: [Int]) throws -> EvaluationCounts
+}
+
+/// Edit-distance counts of an evaluation batch; rates are ratios of sums over batches.
+public struct EvaluationCounts: Sendable, Equatable {
+    public var wordEdits = 0
+    public var words = 0
+    public var characterEdits = 0
+    public var characters = 0
+    public var utterances = 0
+
+    public init(wordEdits: Int = 0, words: Int = 0, characterEdits: Int = 0, characters: Int = 0, utterances: Int = 0) {
+        self.wordEdits = wordEdits
+        self.words = words
+        self.characterEdits = characterEdits
+        self.characters = characters
+        self.utterances = utterances
+    }
+
+    public mutating func add(_ other: EvaluationCounts) {
+        wordEdits += other.wordEdits
+        words += other.words
+        characterEdits += other.characterEdits
+        characters += other.characters
+        utterances += other.utterances
+    }
+
+    public var wordErrorRate: Double { words == 0 ? 0 : Double(wordEdits) / Double(words) }
+    public var characterErrorRate: Double { characters == 0 ? 0 : Double(characterEdits) / Double(characters) }
 }
 
 /// Which model to build, composed into the run configuration.
@@ -89,4 +121,8 @@ public struct LoadTestModel: TrainableModel {
 
 extension TrainableModel {
     public var checkpointRecords: [(name: String, values: [Float])] { [] }
+    public var evaluationSets: [String: Int] { [:] }
+    public func evaluate(parameters: UnsafeBufferPointer<Float>, set: String, examples: [Int]) throws -> EvaluationCounts {
+        throw ModelError.noEvaluation(set)
+    }
 }

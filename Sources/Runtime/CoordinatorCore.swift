@@ -64,6 +64,14 @@ actor CoordinatorCore {
     }
     private var waiters: [Waiter] = []
 
+    /// The evaluation in progress (training pauses while it runs), the metrics line of the step
+    /// it follows, and whether the run ends when it is done.
+    private var evalRound: EvalRound?
+    private var evalCounts: [String: EvaluationCounts] = [:]
+    private var pendingMetrics: StepMetrics?
+    private var finishAfterEval = false
+    private var lastValidation: [String: EvaluationCounts] = [:]
+
     /// Set when the run ends; later requests get Finished.
     private(set) var outcome: RunSummary?
     private var finishedContinuations: [CheckedContinuation<RunSummary, Never>] = []
@@ -139,6 +147,8 @@ actor CoordinatorCore {
                 return refusal(.malformed, "step \(h.step) is out of range")
             }
             return receive(chunk, step: chunkStep, session: session, peer: peer)
+        case let .evalResult(result)?:
+            return receive(result, session: session, peer: peer)
         case let .leave(leave)?:
             drop(session, reason: .left, detail: leave.reason)
             var reply = Reply()
@@ -212,6 +222,7 @@ actor CoordinatorCore {
         // reply was lost and re-requested, a task it gave up) goes back to the pool, so a repeated
         // request never strands a micro-batch until its deadline.
         round.release(session)
+        evalRound?.release(session)
         if let reply = tryAssign(session: session, haveVersion: haveVersion) { return reply }
         let holdUntil = Monotonic.now + config.coordinator.pollHoldSeconds
         return await withCheckedContinuation { continuation in
@@ -230,6 +241,21 @@ actor CoordinatorCore {
         }
         guard started else { return nil }
         let deadline = Monotonic.now + config.coordinator.stepDeadlineSeconds
+        if evalRound != nil {
+            guard let batch = evalRound!.assign(to: session, deadline: deadline) else { return nil }
+            var task = Csptrain_V1_Task()
+            task.kind = .eval
+            task.evalSet = evalRound!.batches[batch].set
+            task.microBatch = UInt32(batch)
+            task.exampleIndices = evalRound!.batches[batch].examples.map { UInt64($0) }
+            task.weightsVersion = evalRound!.weightsVersion
+            task.deadlineMs = UInt32(clamping: Int(min(config.coordinator.stepDeadlineSeconds * 1000, Double(UInt32.max))))
+            if haveVersion != evalRound!.weightsVersion { task.weights = broadcastMessage }
+            var reply = Reply()
+            reply.header = header()
+            reply.task = task
+            return reply
+        }
         guard let mb = round.assign(to: session, deadline: deadline) else { return nil }
         var task = Csptrain_V1_Task()
         task.microBatch = UInt32(mb)
@@ -347,22 +373,89 @@ actor CoordinatorCore {
                                  examplesPerSecond: seconds > 0 ? Double(examples) / seconds : 0,
                                  duplicateChunks: duplicateChunks, staleChunks: staleChunks,
                                  reassignedMicroBatches: reassignedMicroBatches, sparsity: sparsity.prunable)
-        metrics.append(record)
-        progress(.step(record, total: config.steps))
         step += 1
         stepStarted = now
         accumulator.reset()
         if config.checkpoint.everySteps > 0, step % config.checkpoint.everySteps == 0, step < config.steps {
             writeCheckpoint()
         }
-        if step >= config.steps {
+        let sets = model.evaluationSets
+        let evalDue = config.coordinator.evalEverySteps > 0 && !sets.isEmpty
+            && (step % config.coordinator.evalEverySteps == 0 || step >= config.steps)
+        if step >= config.steps && !evalDue {
+            metrics.append(record)
+            progress(.step(record, total: config.steps))
             finish(.completed, message: nil)
             return
         }
         let version = UInt64(step + 1)
         broadcastMessage = WireCodec.weights(broadcast, layout: layout, version: version)
-        round = StepRound(step: step, weightsVersion: version, microBatches: order.microBatches(forStep: step), grid: grid)
+        if step < config.steps {
+            round = StepRound(step: step, weightsVersion: version, microBatches: order.microBatches(forStep: step), grid: grid)
+        }
+        if evalDue {
+            // Score the weights the next step starts from; the step's metrics line waits for it.
+            let limit = config.coordinator.evalExamples
+            evalRound = EvalRound(step: step, weightsVersion: version,
+                                  sets: sets.map { ($0.key, limit > 0 ? min(limit, $0.value) : $0.value) },
+                                  batchSize: config.coordinator.evalBatch)
+            evalCounts = [:]
+            pendingMetrics = record
+            finishAfterEval = step >= config.steps
+        } else {
+            metrics.append(record)
+            progress(.step(record, total: config.steps))
+        }
         serveWaiters()
+    }
+
+    private func receive(_ result: Csptrain_V1_EvalResult, session: SessionID, peer: String) -> Reply {
+        var reply = Reply()
+        reply.header = header()
+        guard outcome == nil, evalRound != nil else {
+            reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .stale }
+            return reply
+        }
+        switch evalRound!.receive(batch: Int(result.microBatch), set: result.evalSet, weightsVersion: result.weightsVersion) {
+        case .accept:
+            evalCounts[result.evalSet, default: EvaluationCounts()].add(EvaluationCounts(
+                wordEdits: Int(result.wordEdits), words: Int(result.words), characterEdits: Int(result.charEdits),
+                characters: Int(result.chars), utterances: Int(result.utterances)))
+            reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .accepted }
+            if evalRound!.isComplete { completeEvaluation() }
+        case .duplicate:
+            reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .duplicate }
+        case .stale:
+            reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .stale }
+        case let .invalid(reason):
+            logger.warning("refused an evaluation result: \(reason)", metadata: ["peer": "\(peer)", "session": "\(session)"])
+            return refusal(.malformed, reason)
+        }
+        return reply
+    }
+
+    private func completeEvaluation() {
+        lastValidation = evalCounts
+        if var record = pendingMetrics {
+            record.validWer = evalCounts["valid"]?.wordErrorRate
+            record.validWerChannel = evalCounts["valid_channel"]?.wordErrorRate
+            record.validCer = evalCounts["valid"]?.characterErrorRate
+            record.validCerChannel = evalCounts["valid_channel"]?.characterErrorRate
+            metrics.append(record)
+            progress(.step(record, total: config.steps))
+        }
+        logger.info("validation", metadata: evalCounts.reduce(into: ["step": "\(step)"]) { m, e in
+            m["wer_\(e.key)"] = "\(String(format: "%.4f", e.value.wordErrorRate))"
+        })
+        evalRound = nil
+        pendingMetrics = nil
+        // The time spent scoring is not the next step's.
+        stepStarted = Monotonic.now
+        if finishAfterEval {
+            finish(.completed, message: nil)
+        } else {
+            serveWaiters()
+        }
     }
 
     // MARK: Failures and time
@@ -375,8 +468,16 @@ actor CoordinatorCore {
         // worker that re-joined after a timeout): forget them.
         let silence = config.coordinator.pollHoldSeconds * 2 + 10
         for member in membership.members.values where now - member.lastSeen > silence {
-            if !round.microBatches.indices.contains(where: { round.assignee(of: $0) == member.session }) {
+            let holdsEval = evalRound?.batches.contains { if case .assigned(to: member.session, _) = $0.status { true } else { false } } ?? false
+            if !holdsEval, !round.microBatches.indices.contains(where: { round.assignee(of: $0) == member.session }) {
                 drop(member.session, reason: .silent, detail: "no request for \(Int(now - member.lastSeen)) s")
+            }
+        }
+        for (session, batch) in evalRound?.expire(now: now) ?? [] {
+            if let member = membership.members[session] {
+                logger.warning("worker missed the deadline of an evaluation batch; dropping it and reassigning the batch",
+                               metadata: ["worker": "\(member.name)", "batch": "\(batch)"])
+                drop(member.session, reason: .missedDeadline, detail: nil)
             }
         }
         for (session, mb) in round.expire(now: now) {
@@ -393,6 +494,7 @@ actor CoordinatorCore {
     /// A connection closed: its members are gone and their micro-batches go to others.
     func pipeClosed(_ pipe: UInt32) {
         for member in membership.removeAll(onPipe: pipe) {
+            evalRound?.release(member.session)
             let released = round.release(member.session)
             // After the run ends, workers leaving is the expected goodbye.
             logger.log(level: outcome == nil ? .warning : .debug, "worker disconnected", metadata: ["worker": "\(member.name)", "id": "\(member.id)",
@@ -404,6 +506,7 @@ actor CoordinatorCore {
 
     private func drop(_ session: SessionID, reason: Membership.Reason, detail: String?) {
         guard let member = membership.remove(session, reason: reason) else { return }
+        evalRound?.release(session)
         let released = round.release(session)
         logger.info("worker removed: \(reason.rawValue)", metadata: ["worker": "\(member.name)", "id": "\(member.id)",
                                                                       "reassigned_micro_batches": "\(released)", "detail": "\(detail ?? "")"])
@@ -424,7 +527,9 @@ actor CoordinatorCore {
                                  sparsity: sparsity.prunable, sparsityOverall: sparsity.overall, checkpoint: lastCheckpoint?.path,
                                  wallSeconds: wall, examplesPerSecond: wall > 0 ? Double(examplesProcessed) / wall : 0,
                                  duplicateChunks: duplicateChunks, staleChunks: staleChunks,
-                                 reassignedMicroBatches: reassignedMicroBatches, message: message)
+                                 reassignedMicroBatches: reassignedMicroBatches,
+                                 validWer: lastValidation["valid"]?.wordErrorRate,
+                                 validWerChannel: lastValidation["valid_channel"]?.wordErrorRate, message: message)
         outcome = summary
         do { try folder.write(summary.json() + "\n", to: folder.summaryFile) } catch {
             logger.error("\(error)")

@@ -24,13 +24,15 @@ public final class ProgressDisplay: Sendable {
         case let .membership(workers):
             state.withLock { $0.workers = workers }
         case let .step(m, total):
-            let line = String(format: "step %d/%d  loss %.4f  %.0f examples/s  workers %d",
+            var line = String(format: "step %d/%d  loss %.4f  %.0f examples/s  workers %d",
                               m.step, total, m.loss, m.examplesPerSecond, m.workers)
+            if let wer = m.validWer { line += String(format: "  valid WER %.2f%%", 100 * wer) }
+            if let wer = m.validWerChannel { line += String(format: " (channel %.2f%%)", 100 * wer) }
             state.withLock { s in
                 if tty {
                     FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
                     s.lineOpen = true
-                } else if m.step == total || m.step == 1 || m.step - s.lastPrinted >= max(1, total / 20) {
+                } else if m.step == total || m.step == 1 || m.validWer != nil || m.step - s.lastPrinted >= max(1, total / 20) {
                     FileHandle.standardError.write(Data((line + "\n").utf8))
                     s.lastPrinted = m.step
                 }

@@ -109,6 +109,11 @@ public struct StepMetrics: Codable, Sendable {
     public var staleChunks: Int
     public var reassignedMicroBatches: Int
     public var sparsity: Double
+    /// Validation word and character error rates, on the steps where they were measured.
+    public var validWer: Double? = nil
+    public var validWerChannel: Double? = nil
+    public var validCer: Double? = nil
+    public var validCerChannel: Double? = nil
 }
 
 /// summary.json.
@@ -130,6 +135,9 @@ public struct RunSummary: Codable, Sendable {
     public var duplicateChunks: Int
     public var staleChunks: Int
     public var reassignedMicroBatches: Int
+    /// The last validation word error rates (clean, channel-degraded), when measured.
+    public var validWer: Double?
+    public var validWerChannel: Double?
     public var message: String?
 
     public func json(pretty: Bool = true) -> String {

@@ -192,6 +192,11 @@ public final class WorkerService: Sendable {
                     haveVersion = 0  // ask for the weights again with the next poll
                     continue
                 }
+                if task.kind == .eval {
+                    try await evaluate(task, parameters: parameters, session: session, control: control)
+                    lastContact = Monotonic.now
+                    continue
+                }
                 let examples = try task.exampleIndices.map { index in
                     guard let i = Int(exactly: index) else { throw WorkerError("the coordinator sent example index \(index), which is out of range") }
                     return i
@@ -208,6 +213,27 @@ public final class WorkerService: Sendable {
                 throw WorkerError("unexpected reply to a work request: \(String(describing: reply.body))")
             }
         }
+    }
+
+    /// Transcribes an evaluation batch and reports its error counts.
+    private func evaluate(_ task: Csptrain_V1_Task, parameters: [Float], session: Session, control: Context) async throws {
+        let examples = task.exampleIndices.compactMap { Int(exactly: $0) }
+        let counts = try parameters.withUnsafeBufferPointer {
+            try session.model.evaluate(parameters: $0, set: task.evalSet, examples: examples)
+        }
+        var request = Request()
+        request.header = WireCodec.header(runID: session.runID, step: 0, session: session.id)
+        request.evalResult = Csptrain_V1_EvalResult.with {
+            $0.microBatch = task.microBatch
+            $0.evalSet = task.evalSet
+            $0.weightsVersion = task.weightsVersion
+            $0.wordEdits = UInt64(counts.wordEdits)
+            $0.words = UInt64(counts.words)
+            $0.charEdits = UInt64(counts.characterEdits)
+            $0.chars = UInt64(counts.characters)
+            $0.utterances = UInt32(counts.utterances)
+        }
+        try checkRefusal(try await call(request, context: control))
     }
 
     /// Sends a micro-batch's gradient in chunks, `senders.count` in flight at once.

@@ -16,6 +16,8 @@ public struct SpeechTask: TrainableModel {
     public let seed: UInt64
     public let vocabulary = Vocabulary.characters
     public let normalization: FeatureNormalization
+    /// Validation shard sets by name ("valid", "valid_channel").
+    public let validation: [String: ShardSet]
 
     public init(settings: AcousticSettings, data: DataSettings, augmentation: AugmentationSettings, seed: UInt64) throws {
         guard !data.train.isEmpty else {
@@ -31,6 +33,33 @@ public struct SpeechTask: TrainableModel {
         normalization = FeatureNormalization(mean: train.index.featureMean, std: train.index.featureStd)
         self.augmentation = augmentation
         self.seed = seed
+        var validation: [String: ShardSet] = [:]
+        for (name, folder) in [("valid", data.valid), ("valid_channel", data.validChannel)] where !folder.isEmpty {
+            validation[name] = try ShardSet(folder: folder)
+        }
+        self.validation = validation
+    }
+
+    public var evaluationSets: [String: Int] { validation.mapValues(\.count) }
+
+    public func evaluate(parameters: UnsafeBufferPointer<Float>, set: String, examples: [Int]) throws -> EvaluationCounts {
+        guard let shards = validation[set] else { throw TaskError("no validation set '\(set)' (data.valid, data.valid_channel)") }
+        let extractor = LogMelExtractor()
+        var features: [[Float]] = [], references: [String] = []
+        for example in examples {
+            let (samples, text) = try shards.example(example)
+            var f = extractor.features(samples)
+            normalization.apply(&f)
+            features.append(f)
+            references.append(text)
+        }
+        let logits = model.logits(parameters: parameters, features: features)
+        var rates = ErrorRates()
+        for (l, reference) in zip(logits, references) {
+            rates.add(reference: reference, hypothesis: vocabulary.decode(CTCDecoder.greedy(l, classes: model.settings.classes)))
+        }
+        return EvaluationCounts(wordEdits: rates.wordEdits, words: rates.words, characterEdits: rates.characterEdits,
+                                characters: rates.characters, utterances: rates.utterances)
     }
 
     public var layout: ParameterLayout { model.layout }

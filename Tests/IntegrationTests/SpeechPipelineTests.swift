@@ -34,7 +34,7 @@ struct SpeechPipelineTests {
           acoustic: {features: 80, conv_channels: 16, conv_layers: 2, lstm_hidden: 16, lstm_layers: 1, bidirectional: true}
         data: {kind: speech, train: \(corpus)/shards/train, valid: \(corpus)/shards/valid, valid_channel: \(corpus)/shards/valid_channel}
         optimizer: {kind: adam, learning_rate: 0.002}
-        coordinator: {global_batch: 8, micro_batches: 4}
+        coordinator: {global_batch: 8, micro_batches: 4, eval_every_steps: 2, eval_examples: 2, eval_batch: 1}
         """.write(toFile: config, atomically: true, encoding: .utf8)
         let runDir = dir.appendingPathComponent("run").path
         let launch = try Child(["launch", "--workers", "2", "--run-dir", runDir, "--config", config, "--json"])
@@ -42,6 +42,13 @@ struct SpeechPipelineTests {
         #expect(launchStatus == 0, "launch: \(launchErr)")
         let summary = try Summary.parse(launchOut)
         #expect(summary.status == "completed" && summary.workersSeen == 2 && summary.steps == 4)
+        // Validation ran on the workers at steps 2 and 4, on both sets.
+        #expect(summary.validWer != nil && summary.validWerChannel != nil)
+        let lines = try String(contentsOfFile: runDir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 4)
+        let scored = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            .filter { $0["valid_wer"] != nil && $0["valid_wer_channel"] != nil }.compactMap { $0["step"] as? Int }
+        #expect(scored == [2, 4])
 
         // Scored on the 22.05 kHz WAV manifest...
         let eval = try Child(["eval", "--checkpoint", runDir, "--manifest", "\(corpus)/valid.jsonl", "--json"])

@@ -89,6 +89,8 @@ struct Summary: Decodable {
     let duplicateChunks: Int
     let staleChunks: Int
     let reassignedMicroBatches: Int
+    let validWer: Double?
+    let validWerChannel: Double?
 
     static func parse(_ text: String) throws -> Summary {
         let decoder = JSONDecoder()

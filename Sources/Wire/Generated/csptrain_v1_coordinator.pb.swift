@@ -31,6 +31,40 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+public nonisolated enum Csptrain_V1_TaskKind: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case train // = 0
+  case eval // = 1
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .train
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .train
+    case 1: self = .eval
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .train: return 0
+    case .eval: return 1
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Csptrain_V1_TaskKind] = [
+    .train,
+    .eval,
+  ]
+
+}
+
 public nonisolated enum Csptrain_V1_Encoding: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -154,6 +188,14 @@ public nonisolated struct Csptrain_V1_Request: Sendable {
     set {body = .leave(newValue)}
   }
 
+  public var evalResult: Csptrain_V1_EvalResult {
+    get {
+      if case .evalResult(let v)? = body {return v}
+      return Csptrain_V1_EvalResult()
+    }
+    set {body = .evalResult(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -162,6 +204,7 @@ public nonisolated struct Csptrain_V1_Request: Sendable {
     case work(Csptrain_V1_WorkRequest)
     case chunk(Csptrain_V1_GradientChunk)
     case leave(Csptrain_V1_Leave)
+    case evalResult(Csptrain_V1_EvalResult)
 
   }
 
@@ -409,11 +452,44 @@ public nonisolated struct Csptrain_V1_Task: Sendable {
   /// keyed by (seed, epoch, example), so every worker computes the same gradient.
   public var epoch: UInt64 = 0
 
+  /// TASK_KIND_EVAL: instead of a gradient, transcribe the examples of `eval_set` at these
+  /// weights and answer with one EvalResult (micro_batch identifies the evaluation batch).
+  public var kind: Csptrain_V1_TaskKind = .train
+
+  public var evalSet: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _weights: Csptrain_V1_Weights? = nil
+}
+
+/// Error counts of one evaluation batch (edit distances against the references).
+public nonisolated struct Csptrain_V1_EvalResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var microBatch: UInt32 = 0
+
+  public var evalSet: String = String()
+
+  public var weightsVersion: UInt64 = 0
+
+  public var wordEdits: UInt64 = 0
+
+  public var words: UInt64 = 0
+
+  public var charEdits: UInt64 = 0
+
+  public var chars: UInt64 = 0
+
+  public var utterances: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Csptrain_V1_Weights: Sendable {
@@ -664,6 +740,10 @@ public nonisolated struct Csptrain_V1_Refusal: Sendable {
 
 fileprivate nonisolated let _protobuf_package = "csptrain.v1"
 
+nonisolated extension Csptrain_V1_TaskKind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TASK_KIND_TRAIN\0\u{1}TASK_KIND_EVAL\0")
+}
+
 nonisolated extension Csptrain_V1_Encoding: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ENCODING_UNSPECIFIED\0\u{1}ENCODING_DENSE_F32\0\u{1}ENCODING_BITMASK_F32\0")
 }
@@ -715,7 +795,7 @@ nonisolated extension Csptrain_V1_Header: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Csptrain_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{2}\u{9}hello\0\u{1}proof\0\u{1}work\0\u{1}chunk\0\u{1}leave\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{2}\u{9}hello\0\u{1}proof\0\u{1}work\0\u{1}chunk\0\u{1}leave\0\u{3}eval_result\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -789,6 +869,19 @@ nonisolated extension Csptrain_V1_Request: SwiftProtobuf.Message, SwiftProtobuf.
           self.body = .leave(v)
         }
       }()
+      case 15: try {
+        var v: Csptrain_V1_EvalResult?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .evalResult(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .evalResult(v)
+        }
+      }()
       default: break
       }
     }
@@ -822,6 +915,10 @@ nonisolated extension Csptrain_V1_Request: SwiftProtobuf.Message, SwiftProtobuf.
     case .leave?: try {
       guard case .leave(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
+    }()
+    case .evalResult?: try {
+      guard case .evalResult(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
     }()
     case nil: break
     }
@@ -1235,7 +1332,7 @@ nonisolated extension Csptrain_V1_WorkRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Task"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{3}example_indices\0\u{1}weights\0\u{3}weights_version\0\u{3}deadline_ms\0\u{1}epoch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{3}example_indices\0\u{1}weights\0\u{3}weights_version\0\u{3}deadline_ms\0\u{1}epoch\0\u{1}kind\0\u{3}eval_set\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1249,6 +1346,8 @@ nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.weightsVersion) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.deadlineMs) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.evalSet) }()
       default: break
       }
     }
@@ -1277,6 +1376,12 @@ nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.epoch != 0 {
       try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 6)
     }
+    if self.kind != .train {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 7)
+    }
+    if !self.evalSet.isEmpty {
+      try visitor.visitSingularStringField(value: self.evalSet, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1287,6 +1392,73 @@ nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.weightsVersion != rhs.weightsVersion {return false}
     if lhs.deadlineMs != rhs.deadlineMs {return false}
     if lhs.epoch != rhs.epoch {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.evalSet != rhs.evalSet {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Csptrain_V1_EvalResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EvalResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{3}eval_set\0\u{3}weights_version\0\u{3}word_edits\0\u{1}words\0\u{3}char_edits\0\u{1}chars\0\u{1}utterances\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.microBatch) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.evalSet) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.weightsVersion) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.wordEdits) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.words) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.charEdits) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.chars) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.utterances) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.microBatch != 0 {
+      try visitor.visitSingularUInt32Field(value: self.microBatch, fieldNumber: 1)
+    }
+    if !self.evalSet.isEmpty {
+      try visitor.visitSingularStringField(value: self.evalSet, fieldNumber: 2)
+    }
+    if self.weightsVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.weightsVersion, fieldNumber: 3)
+    }
+    if self.wordEdits != 0 {
+      try visitor.visitSingularUInt64Field(value: self.wordEdits, fieldNumber: 4)
+    }
+    if self.words != 0 {
+      try visitor.visitSingularUInt64Field(value: self.words, fieldNumber: 5)
+    }
+    if self.charEdits != 0 {
+      try visitor.visitSingularUInt64Field(value: self.charEdits, fieldNumber: 6)
+    }
+    if self.chars != 0 {
+      try visitor.visitSingularUInt64Field(value: self.chars, fieldNumber: 7)
+    }
+    if self.utterances != 0 {
+      try visitor.visitSingularUInt32Field(value: self.utterances, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Csptrain_V1_EvalResult, rhs: Csptrain_V1_EvalResult) -> Bool {
+    if lhs.microBatch != rhs.microBatch {return false}
+    if lhs.evalSet != rhs.evalSet {return false}
+    if lhs.weightsVersion != rhs.weightsVersion {return false}
+    if lhs.wordEdits != rhs.wordEdits {return false}
+    if lhs.words != rhs.words {return false}
+    if lhs.charEdits != rhs.charEdits {return false}
+    if lhs.chars != rhs.chars {return false}
+    if lhs.utterances != rhs.utterances {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
