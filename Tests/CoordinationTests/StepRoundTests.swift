@@ -224,3 +224,30 @@ struct DataOrderTests {
         #expect(a.epoch(ofStep: 3) == 0 && a.epoch(ofStep: 4) == 1)
     }
 }
+
+struct EvalRoundTests {
+    let a = SessionID(Data([1])), b = SessionID(Data([2]))
+
+    @Test func batchesCoverEachSetAndCountOnce() {
+        var r = EvalRound(step: 10, weightsVersion: 11, sets: [("valid_channel", 3), ("valid", 5)], batchSize: 2)
+        #expect(r.batches.map(\.set) == ["valid", "valid", "valid", "valid_channel", "valid_channel"])
+        #expect(r.batches.map(\.examples) == [[0, 1], [2, 3], [4], [0, 1], [2]])
+        #expect(r.assign(to: a, deadline: 5) == 0)
+        #expect(r.receive(batch: 0, set: "valid", weightsVersion: 11) == .accept)
+        #expect(r.receive(batch: 0, set: "valid", weightsVersion: 11) == .duplicate)
+        #expect(r.receive(batch: 1, set: "valid", weightsVersion: 10) == .stale)
+        if case .invalid = r.receive(batch: 1, set: "valid_channel", weightsVersion: 11) {} else { Issue.record("wrong set accepted") }
+        if case .invalid = r.receive(batch: 9, set: "valid", weightsVersion: 11) {} else { Issue.record("unknown batch accepted") }
+        for i in 1 ..< 5 { _ = r.receive(batch: i, set: r.batches[i].set, weightsVersion: 11) }
+        #expect(r.isComplete)
+    }
+
+    @Test func failedWorkersBatchesGoBackToThePool() {
+        var r = EvalRound(step: 1, weightsVersion: 2, sets: [("valid", 4)], batchSize: 2)
+        _ = r.assign(to: a, deadline: 5)
+        _ = r.assign(to: b, deadline: 50)
+        #expect(r.release(a) == [0])
+        #expect(r.expire(now: 60).map(\.batch) == [1])
+        #expect(r.assign(to: b, deadline: 100) == 0)
+    }
+}
