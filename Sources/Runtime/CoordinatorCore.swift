@@ -379,7 +379,7 @@ actor CoordinatorCore {
         if config.checkpoint.everySteps > 0, step % config.checkpoint.everySteps == 0, step < config.steps {
             writeCheckpoint()
         }
-        let sets = model.evaluationSets
+        let sets = model.evaluationSets.filter { $0.value > 0 }
         let evalDue = config.coordinator.evalEverySteps > 0 && !sets.isEmpty
             && (step % config.coordinator.evalEverySteps == 0 || step >= config.steps)
         if step >= config.steps && !evalDue {
@@ -402,6 +402,10 @@ actor CoordinatorCore {
             evalCounts = [:]
             pendingMetrics = record
             finishAfterEval = step >= config.steps
+            if evalRound!.isComplete {
+                completeEvaluation()
+                return
+            }
         } else {
             metrics.append(record)
             progress(.step(record, total: config.steps))

@@ -34,6 +34,10 @@ public enum AudioFile {
             throw AudioError(file: path, message: "no audio channels or no sample rate in the header")
         }
         let channels = Int(info.channels), frames = Int(info.frames)
+        // A header claiming more than 4 hours is damaged (or not a recording we can train on).
+        guard frames >= 0, frames <= 4 * 3600 * Int(info.samplerate), channels <= 64 else {
+            throw AudioError(file: path, message: "implausible header: \(frames) frames of \(channels) channels at \(info.samplerate) Hz")
+        }
         var interleaved = [Float](repeating: 0, count: frames * channels)
         let read = interleaved.withUnsafeMutableBufferPointer { sf_readf_float(file, $0.baseAddress, sf_count_t(frames)) }
         guard read == sf_count_t(frames) else {

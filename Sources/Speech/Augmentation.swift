@@ -155,7 +155,7 @@ public struct Biquad: Sendable {
 
 /// FFT-based convolution and spectral shaping with FFTW.
 public enum FFTConvolver {
-    private static let planLock = NSLock()
+    private static var planLock: NSLock { LogMelExtractor.planLock }
 
     /// Full linear convolution (length a + b − 1).
     public static func convolve(_ a: [Float], _ b: [Float]) -> [Float] {

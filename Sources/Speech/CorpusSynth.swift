@@ -192,14 +192,19 @@ public struct CorpusSynth: Sendable {
             return Double(h % 10_000) / 10_000 < fraction
         }
         let variantChoices = [""] + variants
-        func drawStyle(validation: Bool, rng: inout SeededRandom) -> SpeakerStyle {
-            while true {
+        func drawStyle(validation: Bool, rng: inout SeededRandom) throws -> SpeakerStyle {
+            for _ in 0 ..< 100_000 {
                 let s = SpeakerStyle(voice: voices[Int(rng.next() % UInt64(voices.count))],
                                      variant: variantChoices[Int(rng.next() % UInt64(variantChoices.count))],
                                      speed: options.speeds[Int(rng.next() % UInt64(options.speeds.count))],
                                      pitch: options.pitches[Int(rng.next() % UInt64(options.pitches.count))])
                 if isValidationStyle(s) == validation { return s }
             }
+            throw DatasetError(file: options.domainFile, line: nil,
+                               message: "no \(validation ? "validation" : "training") speaker style exists with \(voices.count) voices and \(variantChoices.count) variants: add voices, speeds or pitches")
+        }
+        guard !trainSentences.isEmpty, !validSentences.isEmpty else {
+            throw DatasetError(file: options.domainFile, line: nil, message: "the domain has \(sentences.count) sentences: too few to hold some out for validation")
         }
 
         struct Job: Sendable { let index: Int; let split: String; let text: String; let style: SpeakerStyle }
@@ -210,7 +215,7 @@ public struct CorpusSynth: Sendable {
             var r = SeededRandom(options.seed, 0x5554, UInt64(i))
             let pool = validation ? validSentences : trainSentences
             let text = pool[Int(r.next() % UInt64(pool.count))]
-            jobs.append(Job(index: i, split: validation ? "valid" : "train", text: text, style: drawStyle(validation: validation, rng: &r)))
+            jobs.append(Job(index: i, split: validation ? "valid" : "train", text: text, style: try drawStyle(validation: validation, rng: &r)))
         }
 
         // Render with a few espeak-ng processes at once.
@@ -265,8 +270,14 @@ public struct CorpusSynth: Sendable {
         do { try process.run() } catch {
             throw DatasetError(file: arguments[0], line: nil, message: "cannot run \(arguments[0]): is espeak-ng installed? (apt-get install espeak-ng)")
         }
+        // Drain stderr concurrently, so a chatty child cannot block on a full pipe.
+        let errBox = ResultBox()
+        let drain = Thread { errBox.add(String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)) }
+        drain.start()
         let out = pipe.fileHandleForReading.readDataToEndOfFile()
-        let err = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        while errBox.first == nil { usleep(1000) }
+        let err = Data((errBox.first ?? "").utf8)
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
             throw DatasetError(file: arguments[0], line: nil, message: "\(arguments.joined(separator: " ")) failed: \(String(decoding: err, as: UTF8.self))")

@@ -39,8 +39,9 @@ public final class LogMelExtractor {
     private let output: OpaquePointer   // fftwf_complex*
     private let plan: fftwf_plan
 
-    /// FFTW's planner is not thread-safe; plans are made and destroyed one at a time.
-    private static let planLock = NSLock()
+    /// FFTW's planner is not thread-safe: every plan in this module is made and destroyed
+    /// under this one lock.
+    static let planLock = NSLock()
 
     public init(settings: FeatureSettings = FeatureSettings()) {
         self.settings = settings

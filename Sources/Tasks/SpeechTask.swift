@@ -24,10 +24,17 @@ public struct SpeechTask: TrainableModel {
             throw TaskError("data.train is empty: give the folder of prepared training shards (csptrain data prepare)")
         }
         train = try ShardSet(folder: data.train)
+        guard train.count > 0 else {
+            throw TaskError("\(data.train) holds no examples (were all files skipped when it was prepared? see its shards.json)")
+        }
         var s = settings
         s.classes = Vocabulary.characters.classes
         guard train.index.featureMean.count == s.features else {
             throw TaskError("\(data.train)/shards.json has statistics for \(train.index.featureMean.count) bands, the model expects model.acoustic.features = \(s.features)")
+        }
+        guard train.index.featureStd.count == s.features,
+              train.index.featureStd.allSatisfy({ $0.isFinite && $0 > 0 }), train.index.featureMean.allSatisfy(\.isFinite) else {
+            throw TaskError("\(data.train)/shards.json: feature_mean/feature_std must hold \(s.features) finite values, the deviations positive")
         }
         model = AcousticModel(settings: s)
         normalization = FeatureNormalization(mean: train.index.featureMean, std: train.index.featureStd)
@@ -47,7 +54,7 @@ public struct SpeechTask: TrainableModel {
         let extractor = LogMelExtractor()
         var features: [[Float]] = [], references: [String] = []
         for example in examples {
-            let (samples, text) = try shards.example(example)
+            guard let (samples, text) = try? shards.example(example) else { continue }
             var f = extractor.features(samples)
             normalization.apply(&f)
             features.append(f)
@@ -76,7 +83,9 @@ public struct SpeechTask: TrainableModel {
         let extractor = LogMelExtractor()
         var features: [[Float]] = [], labels: [[Int]] = []
         for example in examples {
-            let (samples, text) = try train.example(example)
+            // A damaged record must not take the worker (and, reassigned, every other worker) down:
+            // it is left out of the micro-batch, as an utterance too short for its transcript is.
+            guard let (samples, text) = try? train.example(example) else { continue }
             var rng = SeededRandom(seed, Purpose.augmentation, UInt64(epoch), UInt64(example))
             let audio = augmentation.apply(samples, sampleRate: 16_000, rng: &rng) { r in
                 try? train.example(Int(r.next() % UInt64(train.count))).samples

@@ -25,6 +25,13 @@ struct CTCTests {
         #expect(abs(fits.loss - log(8)) < 1e-9)
     }
 
+    @Test func nonFiniteLogitsAreReportedNotMistakenForShortInput() {
+        let logits: [Float] = [.nan, 0, 0, 0]
+        let r = logits.withUnsafeBufferPointer { CTC.loss(logits: $0, frames: 2, classes: 2, labels: [1]) }
+        #expect(r.loss.isNaN)
+        #expect(r.gradient.allSatisfy { $0 == 0 })
+    }
+
     @Test func gradientMatchesFiniteDifferences() {
         var rng = SeededRandom(5)
         let T = 7, V = 4, labels = [1, 2, 2]

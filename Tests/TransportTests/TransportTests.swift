@@ -67,7 +67,9 @@ struct TransportTests {
         let error = await #expect(throws: NNGError.self) { _ = try await ctx.receive(timeout: .milliseconds(150)) }
         #expect(error?.isTimeout == true)
         let elapsed = ContinuousClock.now - start
-        #expect(elapsed >= .milliseconds(100) && elapsed < .seconds(5))
+        // The upper bound only proves the receive did not wait forever: on a loaded 2-core machine
+        // the resumed task may wait seconds for a free thread.
+        #expect(elapsed >= .milliseconds(100) && elapsed < .seconds(30))
     }
 
     @Test func cancellingTheTaskCancelsTheReceive() async throws {

@@ -148,6 +148,7 @@ public struct AcousticModel: Sendable {
         for b in 0 ..< B {
             let sequence = logits.sequence(b)
             let result = sequence.withUnsafeBufferPointer { CTC.loss(logits: $0, frames: logits.lengths[b], classes: V, labels: labels[b]) }
+            if result.loss.isNaN { report.lossSum = .nan; continue }
             guard result.loss.isFinite else { report.infeasible += 1; continue }
             report.lossSum += result.loss
             for t in 0 ..< logits.lengths[b] {

@@ -60,6 +60,11 @@ public enum CTC {
         }
         var logLikelihood = alpha[(T - 1) * S + S - 1]
         if S > 1 { logLikelihood = logAdd(logLikelihood, alpha[(T - 1) * S + S - 2]) }
+        if logLikelihood.isNaN {
+            // Non-finite logits (diverged weights, corrupt input): report it, do not hide it as
+            // an alignment problem.
+            return Result(loss: .nan, gradient: [Float](repeating: 0, count: T * V))
+        }
         guard logLikelihood > -.infinity else {
             return Result(loss: .infinity, gradient: [Float](repeating: 0, count: T * V))
         }
