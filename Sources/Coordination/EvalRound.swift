@@ -1,7 +1,7 @@
 /// One evaluation of the validation sets: batches of examples handed to workers, each batch's
 /// counts taken once, from whichever worker answers first.
 public struct EvalRound: Sendable {
-    public struct Batch: Sendable {
+    public struct Batch: Sendable, Assignable {
         public let set: String
         public let examples: [Int]
         public internal(set) var status: StepRound.Status = .pending
@@ -29,9 +29,7 @@ public struct EvalRound: Sendable {
     public var isComplete: Bool { completed == batches.count }
 
     public mutating func assign(to session: SessionID, deadline: Double) -> Int? {
-        guard let i = batches.firstIndex(where: { $0.status == .pending }) else { return nil }
-        batches[i].status = .assigned(to: session, deadline: deadline)
-        return i
+        batches.assignFirstPending(to: session, deadline: deadline)
     }
 
     public enum Verdict: Sendable, Equatable {
@@ -53,21 +51,10 @@ public struct EvalRound: Sendable {
 
     @discardableResult
     public mutating func release(_ session: SessionID) -> [Int] {
-        var released: [Int] = []
-        for i in batches.indices {
-            if case .assigned(to: session, _) = batches[i].status { batches[i].status = .pending; released.append(i) }
-        }
-        return released
+        batches.release(session)
     }
 
     public mutating func expire(now: Double) -> [(session: SessionID, batch: Int)] {
-        var late: [(SessionID, Int)] = []
-        for i in batches.indices {
-            if case let .assigned(to: session, deadline: deadline) = batches[i].status, now > deadline {
-                batches[i].status = .pending
-                late.append((session, i))
-            }
-        }
-        return late
+        batches.expire(now: now).map { ($0.session, $0.index) }
     }
 }

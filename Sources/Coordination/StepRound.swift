@@ -12,7 +12,7 @@ public struct StepRound: Sendable {
         case complete
     }
 
-    public struct MicroBatch: Sendable {
+    public struct MicroBatch: Sendable, Assignable {
         public let examples: [Int]
         public internal(set) var status: Status = .pending
         var received: [Bool]
@@ -46,8 +46,7 @@ public struct StepRound: Sendable {
 
     /// Hands the first pending micro-batch to `session`, due by `deadline`.
     public mutating func assign(to session: SessionID, deadline: Double) -> Int? {
-        guard let index = microBatches.firstIndex(where: { $0.status == .pending }) else { return nil }
-        microBatches[index].status = .assigned(to: session, deadline: deadline)
+        guard let index = microBatches.assignFirstPending(to: session, deadline: deadline) else { return nil }
         microBatches[index].assignments += 1
         if microBatches[index].assignments > 1 { reassignments += 1 }
         return index
@@ -111,26 +110,12 @@ public struct StepRound: Sendable {
     /// Takes back every unfinished micro-batch assigned to `session` (it failed or left).
     @discardableResult
     public mutating func release(_ session: SessionID) -> [Int] {
-        var released: [Int] = []
-        for i in microBatches.indices {
-            if case .assigned(to: session, _) = microBatches[i].status {
-                microBatches[i].status = .pending
-                released.append(i)
-            }
-        }
-        return released
+        microBatches.release(session)
     }
 
     /// Members whose assignment is past its deadline; their micro-batches become pending again.
     public mutating func expire(now: Double) -> [(session: SessionID, microBatch: Int)] {
-        var late: [(SessionID, Int)] = []
-        for i in microBatches.indices {
-            if case let .assigned(to: session, deadline: deadline) = microBatches[i].status, now > deadline {
-                microBatches[i].status = .pending
-                late.append((session, i))
-            }
-        }
-        return late
+        microBatches.expire(now: now).map { ($0.session, $0.index) }
     }
 
     /// The session a micro-batch is assigned to, if any.
