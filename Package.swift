@@ -27,6 +27,10 @@ let package = Package(
         .systemLibrary(name: "CFFTW", path: "Sources/CFFTW"),
         .systemLibrary(name: "CSoxr", path: "Sources/CSoxr"),
 
+        // Numeric inner loops in C (LSTM cell, activations), vectorised per CPU at load time.
+        // No fused multiply-adds: every variant rounds alike, so results do not depend on the CPU.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
+
         // nng wrapped for Swift: sockets, AIO as async/await, errors.
         .target(name: "Transport", dependencies: ["CNNG"]),
         // The wire schema: generated protobuf (Generated/, never edited by hand).
@@ -35,7 +39,7 @@ let package = Package(
         // Flat parameter buffers, named views, sparse encodings, checksums, BLAS calls.
         .target(name: "Tensors", dependencies: ["CBLAS"]),
         // Models with their backward passes, behind the GradientModel protocol; built-in tasks.
-        .target(name: "Models", dependencies: ["Tensors"]),
+        .target(name: "Models", dependencies: ["Tensors", "CKernels"]),
         // Speech data: audio files, resampling, features, transcripts, decoding and scoring.
         .target(name: "Speech", dependencies: ["Tensors", "CSndfile", "CFFTW", "CSoxr"]),
         // What a worker trains: a model with its data (ModelFactory; the speech task).
@@ -61,7 +65,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Throughput benchmarks (`csptrain bench`), kept apart from the tests.
-        .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination"]),
+        .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models"]),
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
             "Tensors",
@@ -73,7 +77,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Runtime", "Tensors", "Coordination"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors", "CKernels"]),
         .testTarget(name: "SpeechTests", dependencies: ["Speech", "Tensors"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Tensors"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),

@@ -1,13 +1,29 @@
 #!/usr/bin/env bash
-# The main job on a fresh Debian machine: install what is missing, build, and train a model
-# with a coordinator and two workers on this machine, on the built-in data set.
+# The main job on a fresh Debian machine: install what is missing, build, synthesise and prepare
+# the built-in spoken corpus (once, into runs/corpus), then train the speech model with a
+# coordinator and two workers on this machine, and score the result.
 #
-#   scripts/run-local.sh [extra `csptrain launch` options]
+#   scripts/run-local.sh [extra `csptrain launch` options]     e.g. --steps 300 for a short try
 #
-# The run folder is runs/local-<time>; its summary.json says how it went.
+# Takes about 35 minutes on 2 cores (corpus 2, training 30, scoring 1). The run folder is
+# runs/local-<time>: summary.json (valid_wer, valid_wer_channel), metrics.jsonl, checkpoints.
+# A few-second smoke test of the machinery instead:
+#   .build/release/csptrain launch --config Configs/local.yaml --run-dir runs/mlp-$(date +%s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build -c release --product csptrain
+csptrain=.build/release/csptrain
+if [[ ! -f runs/corpus/shards/valid_channel/shards.json ]]; then
+  rm -rf runs/corpus
+  "$csptrain" data synth --out runs/corpus --utterances 6000 --seed 1
+  for split in train valid valid_channel; do
+    "$csptrain" data prepare --manifest "runs/corpus/$split.jsonl" --out "runs/corpus/shards/$split"
+  done
+fi
 run_dir="runs/local-$(date +%Y%m%d-%H%M%S)"
-exec .build/release/csptrain launch --workers 2 --steps 200 --config Configs/local.yaml --run-dir "$run_dir" "$@"
+"$csptrain" launch --workers 2 --config Configs/speech-local.yaml --run-dir "$run_dir" "$@"
+echo "clean validation set:"
+"$csptrain" eval --checkpoint "$run_dir" --manifest runs/corpus/valid.jsonl
+echo "channel-degraded validation set:"
+"$csptrain" eval --checkpoint "$run_dir" --manifest runs/corpus/valid_channel.jsonl

@@ -4,22 +4,35 @@ import Tensors
 ///
 /// The data set is visited epoch by epoch, each epoch in its own seeded permutation; step s takes
 /// the global batch at positions [s·G, (s+1)·G) of that endless sequence and cuts it into M
-/// micro-batches (sizes differ by at most one). A pure function of (seed, N, G, M, s): it does
-/// not depend on the workers.
+/// micro-batches (sizes differ by at most one). A pure function of (seed, N, G, M, costs, s): it
+/// does not depend on the workers.
+///
+/// With per-example `costs` (audio lengths, say) and a `groupingWindow` of W global batches, each
+/// epoch's permutation is cut into windows of W·G examples, each window sorted by cost and cut into
+/// global batches, and the batches of the whole epoch shuffled again: every step then holds
+/// examples of similar length, so little of a padded micro-batch is padding, and the examples are
+/// dealt to micro-batches in turn, so the step's workers finish at about the same time. The
+/// batches stay aligned with step boundaries across epochs (examples before an epoch's first
+/// boundary finish the step that straddles it).
 public struct DataOrder: Sendable {
     public let seed: UInt64
     public let examples: Int
     public let globalBatch: Int
     public let microBatches: Int
+    public let costs: [Int]?
+    public let groupingWindow: Int
     private var cachedEpoch = -1
     private var permutation: [Int] = []
 
-    public init(seed: UInt64, examples: Int, globalBatch: Int, microBatches: Int) {
+    public init(seed: UInt64, examples: Int, globalBatch: Int, microBatches: Int, costs: [Int]? = nil, groupingWindow: Int = 0) {
         precondition(examples > 0 && globalBatch > 0 && microBatches > 0 && microBatches <= globalBatch)
+        precondition(costs == nil || costs!.count == examples)
         self.seed = seed
         self.examples = examples
         self.globalBatch = globalBatch
         self.microBatches = microBatches
+        self.costs = groupingWindow > 0 ? costs : nil
+        self.groupingWindow = groupingWindow
     }
 
     /// The epoch step `step` starts in.
@@ -30,10 +43,17 @@ public struct DataOrder: Sendable {
         batch.reserveCapacity(globalBatch)
         for position in step * globalBatch ..< (step + 1) * globalBatch {
             let epoch = position / examples
-            if epoch != cachedEpoch { permutation = Self.permutation(seed: seed, epoch: epoch, count: examples); cachedEpoch = epoch }
+            if epoch != cachedEpoch { permutation = epochOrder(epoch); cachedEpoch = epoch }
             batch.append(permutation[position % examples])
         }
         var out: [[Int]] = []
+        if let costs {
+            // Dealt in turn from the longest down: micro-batch loads differ by at most one example's cost.
+            batch.sort { (costs[$0], $0) > (costs[$1], $1) }
+            out = Array(repeating: [], count: microBatches)
+            for (i, example) in batch.enumerated() { out[i % microBatches].append(example) }
+            return out
+        }
         var start = 0
         for m in 0 ..< microBatches {
             let size = globalBatch / microBatches + (m < globalBatch % microBatches ? 1 : 0)
@@ -41,6 +61,32 @@ public struct DataOrder: Sendable {
             start += size
         }
         return out
+    }
+
+    /// The order epoch `epoch` visits the examples in.
+    func epochOrder(_ epoch: Int) -> [Int] {
+        let shuffled = Self.permutation(seed: seed, epoch: epoch, count: examples)
+        guard let costs else { return shuffled }
+        let g = globalBatch
+        let lead = min(examples, (g - (epoch * examples) % g) % g)
+        var groups: [ArraySlice<Int>] = []
+        var tail: [Int] = []
+        var start = lead
+        while start < examples {
+            let end = min(examples, start + groupingWindow * g)
+            let window = shuffled[start ..< end].sorted { (costs[$0], $0) < (costs[$1], $1) }
+            var s = 0
+            while s + g <= window.count { groups.append(window[s ..< s + g]); s += g }
+            tail += window[s...]
+            start = end
+        }
+        var rng = SeededRandom(seed, 0x4752_4F55, UInt64(epoch))
+        for i in stride(from: groups.count - 1, to: 0, by: -1) { groups.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+        var order = Array(shuffled[0 ..< lead])
+        order.reserveCapacity(examples)
+        for group in groups { order += group }
+        order += tail
+        return order
     }
 
     /// Fisher–Yates with the counter-based generator keyed by (seed, "shuffle", epoch).
@@ -68,6 +114,9 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var pollHoldSeconds = 2.0
     /// Steps wait until at least this many workers have joined.
     public var minWorkers = 1
+    /// Group training examples of similar cost (audio length) into the same step, sorting windows
+    /// of this many global batches (0: plain shuffle). Only models that report costs use it.
+    public var lengthGrouping = 32
     /// Score the validation sets every this many steps and at the end (0: never). Training
     /// pauses while workers transcribe them.
     public var evalEverySteps = 0

@@ -24,6 +24,17 @@ public protocol TrainableModel: Sendable {
     var evaluationSets: [String: Int] { get }
     /// Error counts of the model at `parameters` on `examples` of the validation set `set`.
     func evaluate(parameters: UnsafeBufferPointer<Float>, set: String, examples: [Int]) throws -> EvaluationCounts
+    /// Relative cost of each training example (its audio length, say), or nil when they cost the
+    /// same: the data order groups examples of similar cost into a step.
+    var exampleCosts: [Int]? { get }
+    /// Identifies the data the model reads from files ("" when it makes its data from the
+    /// configuration): coordinator and workers must agree on it.
+    var dataFingerprint: String { get }
+}
+
+extension TrainableModel {
+    public var exampleCosts: [Int]? { nil }
+    public var dataFingerprint: String { "" }
 }
 
 /// Edit-distance counts of an evaluation batch; rates are ratios of sums over batches.

@@ -23,6 +23,8 @@ actor CoordinatorCore {
     let logger: Logger
     let model: any TrainableModel
     let layout: ParameterLayout
+    /// Computed once: workers compare it with their own in the welcome.
+    let dataFingerprint: String
     let progress: @Sendable (ProgressEvent) -> Void
 
     private var handshake: JoinHandshake
@@ -89,8 +91,10 @@ actor CoordinatorCore {
         handshake = JoinHandshake(token: token, runID: runID)
         model = try ModelFactory.make(model: config.model, data: config.data, augmentation: config.augmentation, seed: config.seed)
         layout = model.layout
+        dataFingerprint = model.dataFingerprint
         order = DataOrder(seed: config.seed, examples: model.trainingExamples,
-                          globalBatch: config.coordinator.globalBatch, microBatches: config.coordinator.microBatches)
+                          globalBatch: config.coordinator.globalBatch, microBatches: config.coordinator.microBatches,
+                          costs: model.exampleCosts, groupingWindow: config.coordinator.lengthGrouping)
         grid = ChunkGrid(tensors: layout.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
         var initial = model.initialParameters(seed: config.seed)
         var projection = config.pruning.makeProjection()
@@ -203,6 +207,7 @@ actor CoordinatorCore {
         welcome.configYaml = configYAML
         welcome.tensors = WireCodec.tensorInfos(layout)
         welcome.chunkValues = UInt32(config.coordinator.chunkValues)
+        welcome.dataFingerprint = dataFingerprint
         var reply = Reply()
         reply.header = header(session: session.bytes)
         reply.welcome = welcome

@@ -21,6 +21,9 @@ public final class WorkerService: Sendable {
         public var patienceSeconds: Double = 120
         public var maxMessageBytes = 512 << 20
         public var requestTimeoutSeconds: Double = 30
+        /// This machine's copies of data sets, by name (train, valid, valid_channel), in place of
+        /// the coordinator's paths.
+        public var dataFolders: [String: String] = [:]
         public init(connect: String, token: [UInt8], name: String) {
             self.connect = connect
             self.token = token
@@ -130,12 +133,23 @@ public final class WorkerService: Sendable {
         guard welcome.chunkValues > 0 else {
             throw WorkerError("the coordinator at \(options.connect) sent chunk_values 0 in its welcome: it is not a csptrain v1 coordinator")
         }
-        let config = try RunConfiguration.parse(yaml: welcome.configYaml, source: "the coordinator's configuration")
+        var config = try RunConfiguration.parse(yaml: welcome.configYaml, source: "the coordinator's configuration")
+        if let folder = options.dataFolders["train"] { config.data.train = folder }
+        if let folder = options.dataFolders["valid"] { config.data.valid = folder }
+        if let folder = options.dataFolders["valid_channel"] { config.data.validChannel = folder }
         VectorMath.setThreadCount(1)
         let model = try ModelFactory.make(model: config.model, data: config.data, augmentation: config.augmentation, seed: config.seed)
         let ours = WireCodec.tensorInfos(model.layout)
         guard ours == welcome.tensors else {
             throw WorkerError("this worker builds a model whose tensors differ from the coordinator's (\(ours.map(\.name)) vs \(welcome.tensors.map(\.name))): are both the same csptrain version?")
+        }
+        guard model.dataFingerprint == welcome.dataFingerprint else {
+            let reason = "this worker's data differ from the coordinator's (fingerprints \(model.dataFingerprint) here, \(welcome.dataFingerprint) there): the same example indices would train on other utterances. Point data.train/valid/valid_channel at the same prepared shards (a copy made with cp/rsync matches)"
+            var leave = Request()
+            leave.header = WireCodec.header(runID: runID, step: 0, session: session)
+            leave.leave = Csptrain_V1_Leave.with { $0.reason = "data fingerprint mismatch" }
+            _ = try? await call(leave, context: context)
+            throw WorkerError(reason)
         }
         logger.info("joined", metadata: ["run": "\(runID)", "worker_id": "\(welcome.workerID)", "parameters": "\(model.layout.totalCount)"])
         return Session(id: session, runID: runID, workerID: welcome.workerID, model: model,

@@ -16,6 +16,11 @@ public struct AugmentationSettings: Sendable, Equatable {
     public var telephoneProbability = 0.2
     /// Gain −6…+6 dB.
     public var gainProbability = 0.5
+    /// The whole channel recipe of the degraded validation set (`Augmentation.degradeChannel`:
+    /// room, telephone band, gain and white noise together) with fresh draws, in place of the
+    /// separate reverberation, noise and telephone draws above: the degradations a far-field
+    /// phone call brings arrive together, which separate draws rarely produce.
+    public var channelProbability = 0.4
     /// SpecAugment (Park et al., 2019): frequency masks of up to `frequencyMaskWidth` bands and
     /// time masks of up to `timeMaskWidth` frames (at most a fifth of the utterance each).
     public var frequencyMasks = 2
@@ -33,18 +38,15 @@ public struct AugmentationSettings: Sendable, Equatable {
             let factor = rng.nextUnitFloat() < 0.5 ? 0.9 : 1.1
             y = (try? Augmentation.speed(y, factor: factor, sampleRate: sampleRate)) ?? y
         }
+        if chance(channelProbability) {
+            y = Augmentation.degradeChannel(y, sampleRate: sampleRate, rng: &rng)
+            if chance(babbleProbability) { y = babble(y, rng: &rng, other: other) }
+            return y
+        }
         if chance(reverbProbability) {
             y = Augmentation.reverberate(y, impulse: Augmentation.randomRoomResponse(sampleRate: sampleRate, rng: &rng))
         }
-        if chance(babbleProbability) {
-            var babble = [Float](repeating: 0, count: y.count)
-            for _ in 0 ..< 3 + Int(rng.next() % 3) {
-                guard let voice = other(&rng), !voice.isEmpty else { continue }
-                let shift = Int(rng.next() % UInt64(voice.count))
-                for i in 0 ..< babble.count { babble[i] += voice[(i + shift) % voice.count] }
-            }
-            y = Augmentation.addNoise(y, babble, snr: 10 + 15 * Double(rng.nextUnitFloat()))
-        }
+        if chance(babbleProbability) { y = babble(y, rng: &rng, other: other) }
         if chance(noiseProbability) {
             let colour = Double(rng.next() % 3)
             let noise = Augmentation.colouredNoise(count: y.count, colour: colour, rng: &rng)
@@ -53,6 +55,17 @@ public struct AugmentationSettings: Sendable, Equatable {
         if chance(telephoneProbability) { y = Augmentation.telephone(y, sampleRate: sampleRate) }
         if chance(gainProbability) { y = Augmentation.gain(y, decibels: -6 + 12 * Double(rng.nextUnitFloat())) }
         return y
+    }
+
+    /// 3–5 other utterances mixed in at 10–25 dB SNR.
+    func babble(_ y: [Float], rng: inout SeededRandom, other: (inout SeededRandom) -> [Float]?) -> [Float] {
+        var babble = [Float](repeating: 0, count: y.count)
+        for _ in 0 ..< 3 + Int(rng.next() % 3) {
+            guard let voice = other(&rng), !voice.isEmpty else { continue }
+            let shift = Int(rng.next() % UInt64(voice.count))
+            for i in 0 ..< babble.count { babble[i] += voice[(i + shift) % voice.count] }
+        }
+        return Augmentation.addNoise(y, babble, snr: 10 + 15 * Double(rng.nextUnitFloat()))
     }
 
     /// SpecAugment masks on normalised features (frames, bands): masked values become 0 (the mean).

@@ -79,6 +79,9 @@ public final class ShardReader: Sendable {
     private let fd: Int32
     private let offsets: [UInt64]
     private let indexOffset: UInt64
+    /// The file's size and its index's checksum: what `ShardSet.fingerprint` is made of.
+    public let size: Int
+    public let indexChecksum: UInt32
 
     public init(path: String) throws(ShardError) {
         self.path = path
@@ -112,13 +115,29 @@ public final class ShardReader: Sendable {
             close(fd)
             throw ShardError(file: path, message: "index checksum mismatch: the shard is corrupt")
         }
-        offsets = (0 ..< count).map { Self.u64(index, $0 * 8) }
+        let offsets = (0 ..< count).map { Self.u64(index, $0 * 8) }
+        // Records lie in order between the header and the index, each at least its 12 fixed bytes.
+        let bounds = offsets + [indexOffset]
+        guard indexOffset <= UInt64(size), (offsets.first ?? 16) >= 16,
+              zip(bounds, bounds.dropFirst()).allSatisfy({ $1 >= $0 && $1 - $0 >= 12 }) else {
+            close(fd)
+            throw ShardError(file: path, message: "record offsets out of order: the shard is corrupt")
+        }
+        self.offsets = offsets
         self.indexOffset = indexOffset
+        self.size = size
+        indexChecksum = storedCRC
     }
 
     deinit { close(fd) }
 
     public var count: Int { offsets.count }
+
+    /// Each example's record size in bytes (2 per sample plus its transcript): a length known
+    /// without reading the records.
+    public var recordSizes: [Int] {
+        (0 ..< offsets.count).map { i in Int((i + 1 < offsets.count ? offsets[i + 1] : indexOffset) - offsets[i]) }
+    }
 
     /// Example `i`: 16 kHz samples in [−1, 1] and its transcript. The record's checksum is verified.
     public func example(_ i: Int) throws(ShardError) -> (samples: [Float], text: String) {
@@ -180,6 +199,10 @@ public final class ShardSet: Sendable {
     public let index: ShardIndex
     private let readers: [ShardReader]
     private let firstIndex: [Int]
+    /// Identifies the prepared data without reading it: CRC32C over shards.json and each shard's
+    /// size and index checksum, with the example count. Two copies of a preparation agree; another
+    /// preparation (other files, order, statistics) almost surely does not.
+    public let fingerprint: String
 
     public init(folder: String) throws {
         self.folder = folder
@@ -206,9 +229,18 @@ public final class ShardSet: Sendable {
         }
         self.readers = readers
         firstIndex = first
+        var identity = [UInt8](data)
+        for r in readers {
+            withUnsafeBytes(of: UInt64(r.size).littleEndian) { identity += $0 }
+            withUnsafeBytes(of: r.indexChecksum.littleEndian) { identity += $0 }
+        }
+        fingerprint = String(format: "%08x-%d", CRC32C.checksum(identity), total)
     }
 
     public var count: Int { firstIndex.last.map { $0 + readers.last!.count } ?? 0 }
+
+    /// Every example's record size in bytes, in example order (see `ShardReader.recordSizes`).
+    public var recordSizes: [Int] { readers.flatMap(\.recordSizes) }
 
     public func example(_ i: Int) throws -> (samples: [Float], text: String) {
         guard i >= 0, i < count else { throw ShardError(file: folder, message: "example \(i) is outside 0..<\(count)") }

@@ -71,6 +71,10 @@ public struct SpeechTask: TrainableModel {
 
     public var layout: ParameterLayout { model.layout }
     public var trainingExamples: Int { train.count }
+    public var exampleCosts: [Int]? { train.recordSizes }
+    public var dataFingerprint: String {
+        (["train=" + train.fingerprint] + validation.keys.sorted().map { "\($0)=" + validation[$0]!.fingerprint }).joined(separator: " ")
+    }
 
     public func initialParameters(seed: UInt64) -> [Float] { model.initialParameters(seed: seed) }
 

@@ -1,14 +1,30 @@
 import ArgumentParser
 import Benchmarks
 import Foundation
-import Tensors
 import Logging
+import Speech
+import Tensors
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure throughput against baselines run in the same process.",
-        discussion: "Prints each benchmark with its baseline and their ratio. Not a test: numbers depend on the machine."
+        discussion: """
+            Prints each benchmark with its baseline and their ratio. Not a test: numbers depend on the machine.
+
+            ingest       the coordinator's gradient path against raw nng PUSH/PULL
+            aggregation  folding gradient chunks against memcpy
+            speech       the speech model's training step on one core against the sgemm peak and,
+                         when scripts/bench-pytorch.sh --install has been run, against PyTorch on
+                         the same batches
+            """
     )
+
+    enum Name: String, ExpressibleByArgument, CaseIterable {
+        case ingest, aggregation, speech
+    }
+
+    @Option(name: .customLong("only"), help: "Run only these benchmarks (repeatable): \(Name.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var only: [Name] = []
 
     @Option(help: "Parameters of the load-test model for the ingest benchmark.")
     var parameters = 4 << 20
@@ -25,6 +41,18 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Megabytes folded by the aggregation benchmark.")
     var megabytes = 2048
 
+    @Option(help: "speech: utterances per micro-batch.")
+    var microBatch = 8
+
+    @Option(help: "speech: timed micro-batches.")
+    var speechBatches = 12
+
+    @Option(help: "speech: draw utterance lengths from this prepared shard set (default: the built-in corpus's spread).")
+    var lengthsFrom: String?
+
+    @Option(help: "speech: the PyTorch reference command (skipped with a message when torch is not installed; 'none' to skip).")
+    var pytorch = "scripts/bench-pytorch.sh"
+
     @Flag(help: "Print one JSON object on stdout.")
     var json = false
 
@@ -35,14 +63,29 @@ struct Bench: AsyncParsableCommand {
         var level = logOptions
         if level.logLevel == .info { level.logLevel = .warning }
         let logger = level.bootstrap(label: "csptrain.bench")
-        let aggregation = Benchmarks.aggregation(megabytes: megabytes)
-        let ingest = try await Benchmarks.ingest(parameters: parameters, microBatches: microBatches, steps: steps, workers: workers, logger: logger)
-        let results = [ingest, aggregation]
+        let selected = only.isEmpty ? Name.allCases : only
+        var results: [Benchmarks.Result] = []
+        var notes: [String] = []
+        if selected.contains(.ingest) {
+            results.append(try await Benchmarks.ingest(parameters: parameters, microBatches: microBatches, steps: steps, workers: workers, logger: logger))
+        }
+        if selected.contains(.aggregation) { results.append(Benchmarks.aggregation(megabytes: megabytes)) }
+        if selected.contains(.speech) {
+            var lengths: [Int]?
+            if let folder = lengthsFrom {
+                // Record bytes are 2 per sample plus the transcript: 320 per 10 ms frame.
+                lengths = try ShardSet(folder: folder).recordSizes.map { max(1, $0 / 320) }
+            }
+            let shapes = SpeechBenchmark.batches(count: speechBatches, microBatch: microBatch, lengths: lengths, seed: 1)
+            let report = try SpeechBenchmark.run(batches: shapes, warmup: 2, pytorch: pytorch == "none" ? nil : [pytorch])
+            results += report.results
+            notes += report.notes
+        }
         if json {
             let objects = results.map { r in
                 ["name": r.name, "ours": r.ours, "baseline": r.baseline, "ratio": r.ratio, "unit": r.unit, "baseline_name": r.baselineName] as [String: Any]
             }
-            let data = try JSONSerialization.data(withJSONObject: ["benchmarks": objects], options: [.sortedKeys])
+            let data = try JSONSerialization.data(withJSONObject: ["benchmarks": objects, "notes": notes], options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             for r in results {
@@ -51,6 +94,7 @@ struct Bench: AsyncParsableCommand {
                 print(String(format: "  baseline %8.3f %@  (%@)", r.baseline, r.unit, r.baselineName))
                 print(String(format: "  ratio    %8.3f", r.ratio))
             }
+            for note in notes { print(note) }
         }
     }
 }

@@ -227,10 +227,24 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Give up after this many seconds without an answer from the coordinator.")
     var patience: Double = 120
 
+    @Option(name: .customLong("data"), help: ArgumentHelp(
+        "Where this machine keeps a data set, when not where the coordinator's configuration says (repeatable): train=DIR, valid=DIR or valid_channel=DIR. The data must be a copy of the coordinator's: its fingerprint is checked.",
+        valueName: "set=dir"))
+    var data: [String] = []
+
     @Flag(help: "Print how the worker ended as one JSON object on stdout.")
     var json = false
 
     @OptionGroup var logOptions: LogOptions
+
+    func validate() throws {
+        for entry in data {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, ["train", "valid", "valid_channel"].contains(parts[0]), !parts[1].isEmpty else {
+                throw ValidationError("--data \(entry): expected train=DIR, valid=DIR or valid_channel=DIR")
+            }
+        }
+    }
 
     func run() async throws {
         BLASRuntime.useBestKernels()
@@ -241,6 +255,10 @@ struct WorkerCommand: AsyncParsableCommand {
             var options = WorkerService.Options(connect: connect, token: token,
                                                 name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
             options.patienceSeconds = patience
+            for entry in data {
+                let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+                options.dataFolders[parts[0]] = URL(fileURLWithPath: parts[1]).standardizedFileURL.path
+            }
             let worker = try WorkerService(options: options, logger: logger)
             let exit = try await worker.run()
             worker.close()

@@ -225,6 +225,70 @@ struct DataOrderTests {
     }
 }
 
+struct LengthGroupingTests {
+    // Costs 1...N in a scrambled order, so index order says nothing about length.
+    static func costs(_ n: Int) -> [Int] { (0 ..< n).map { ($0 * 37) % n + 1 } }
+
+    @Test(arguments: [(96, 16), (100, 16), (50, 16)])
+    func everyExampleOncePerEpochAcrossEpochBoundaries(examples: Int, batch: Int) {
+        var order = DataOrder(seed: 3, examples: examples, globalBatch: batch, microBatches: 2,
+                              costs: Self.costs(examples), groupingWindow: 2)
+        // Whole epochs that end on a step boundary: every example the same number of times.
+        var total = examples
+        while total % batch != 0 { total += examples }
+        var counts = [Int](repeating: 0, count: examples)
+        for step in 0 ..< total / batch {
+            let examplesOfStep = order.microBatches(forStep: step).flatMap { $0 }
+            #expect(examplesOfStep.count == batch)
+            let straddles = step * batch / examples != ((step + 1) * batch - 1) / examples
+            if !straddles { #expect(Set(examplesOfStep).count == batch, "step \(step) repeats an example") }
+            for e in examplesOfStep { counts[e] += 1 }
+        }
+        #expect(counts.allSatisfy { $0 == total / examples })
+    }
+
+    @Test func stepsHoldSimilarLengthsAndMicroBatchesAreBalanced() {
+        let n = 960, costs = Self.costs(n)
+        var grouped = DataOrder(seed: 5, examples: n, globalBatch: 16, microBatches: 2, costs: costs, groupingWindow: 10)
+        var plain = DataOrder(seed: 5, examples: n, globalBatch: 16, microBatches: 2)
+        // Padding: a micro-batch costs its longest utterance times its size.
+        func waste(_ order: inout DataOrder) -> Double {
+            var padded = 0, useful = 0
+            for step in 0 ..< n / 16 {
+                for mb in order.microBatches(forStep: step) {
+                    padded += mb.count * mb.map { costs[$0] }.max()!
+                    useful += mb.map { costs[$0] }.reduce(0, +)
+                }
+            }
+            return 1 - Double(useful) / Double(padded)
+        }
+        let groupedWaste = waste(&grouped), plainWaste = waste(&plain)
+        #expect(groupedWaste < 0.12, "padding \(groupedWaste)")  // windows of 160 of 960 spread costs: about 10%
+        #expect(plainWaste > 0.3, "padding \(plainWaste)")  // the longest of 8 uniform draws: about 44%
+        for step in 0 ..< 20 {
+            let mbs = grouped.microBatches(forStep: step)
+            #expect(mbs.map(\.count) == [8, 8])
+            let loads = mbs.map { $0.map { costs[$0] }.reduce(0, +) }
+            #expect(abs(loads[0] - loads[1]) <= mbs.joined().map { costs[$0] }.max()!)
+        }
+    }
+
+    @Test func groupedStepsAreStillShuffledAndDeterministic() {
+        let costs = Self.costs(320)
+        var a = DataOrder(seed: 5, examples: 320, globalBatch: 16, microBatches: 2, costs: costs, groupingWindow: 20)
+        var b = DataOrder(seed: 5, examples: 320, globalBatch: 16, microBatches: 2, costs: costs, groupingWindow: 20)
+        let firstLengths = (0 ..< 20).map { step in a.microBatches(forStep: step).joined().map { costs[$0] }.max()! }
+        // Not sorted from short to long over the epoch: the batches themselves are shuffled.
+        #expect(firstLengths != firstLengths.sorted() && firstLengths != firstLengths.sorted(by: >))
+        _ = b.microBatches(forStep: 30)
+        #expect(b.microBatches(forStep: 7) == a.microBatches(forStep: 7))
+        // Without a window, costs change nothing.
+        var off = DataOrder(seed: 5, examples: 320, globalBatch: 16, microBatches: 2, costs: costs, groupingWindow: 0)
+        var plain = DataOrder(seed: 5, examples: 320, globalBatch: 16, microBatches: 2)
+        #expect(off.microBatches(forStep: 3) == plain.microBatches(forStep: 3))
+    }
+}
+
 struct EvalRoundTests {
     let a = SessionID(Data([1])), b = SessionID(Data([2]))
 

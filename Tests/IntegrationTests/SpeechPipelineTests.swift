@@ -5,7 +5,7 @@ import Testing
 /// The speech pipeline through the command line: synthesise a tiny corpus, prepare shards,
 /// train a tiny model with two worker processes, score it on a manifest (22.05 kHz WAV) and on a
 /// LibriSpeech-layout folder (16 kHz FLAC).
-@Suite(.serialized, .timeLimit(.minutes(4)))
+@Suite(.serialized, .timeLimit(.minutes(5)))
 struct SpeechPipelineTests {
     @Test func synthPrepareTrainAndEvaluate() async throws {
         let dir = temporaryRunDir()
@@ -73,6 +73,26 @@ struct SpeechPipelineTests {
         #expect(libriStatus == 0, "eval librispeech: \(libriErr)")
         let libriScores = try #require(try JSONSerialization.jsonObject(with: Data(libriOut.utf8)) as? [String: Any])
         #expect(libriScores["utterances"] as? Int == 2)
+
+        // A worker whose training shards are another preparation leaves with a message naming the
+        // mismatch; one reading a copy of the coordinator's shards trains. The run completes.
+        let copy = dir.appendingPathComponent("copy-train").path, other = dir.appendingPathComponent("other-train").path
+        try FileManager.default.copyItem(atPath: "\(corpus)/shards/train", toPath: copy)
+        let otherPrepare = try Child(["data", "prepare", "--manifest", "\(corpus)/valid.jsonl", "--out", other])
+        #expect(await otherPrepare.wait(seconds: 60).status == 0)
+        let second = dir.appendingPathComponent("second").path
+        let coordinator = try Child(["coordinator", "--listen", "tcp://127.0.0.1:0", "--run-dir", second, "--config", config,
+                                     "--set", "coordinator.eval_every_steps=0", "--json"])
+        let url = try await waitForFile(URL(fileURLWithPath: second + "/endpoint"))
+        let wrong = try Child(["worker", "--connect", url, "--token-file", second + "/token", "--data", "train=" + other, "--patience", "30"])
+        let (wrongStatus, _, wrongErr) = await wrong.wait(seconds: 60)
+        #expect(wrongStatus != 0)
+        #expect(wrongErr.contains("data differ from the coordinator's"), "stderr: \(wrongErr)")
+        let right = try Child(["worker", "--connect", url, "--token-file", second + "/token", "--data", "train=" + copy, "--patience", "30"])
+        let (coordinatorStatus, coordinatorOut, coordinatorErr) = await coordinator.wait(seconds: 90)
+        #expect(coordinatorStatus == 0, "coordinator: \(coordinatorErr)")
+        #expect(try Summary.parse(coordinatorOut).status == "completed")
+        #expect(await right.wait(seconds: 30).status == 0)
     }
 
     @Test func evalNamesAFileItCannotRead() async throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import CKernels
 @testable import Models
 @testable import Tensors
 
@@ -213,5 +214,70 @@ struct AcousticModelTests {
         }
         #expect(report.infeasible == 1 && report.lossSum == 0)
         #expect(g.allSatisfy { $0 == 0 })
+    }
+}
+
+struct KernelTests {
+    /// Inputs over the range LSTM pre-activations take, the extremes and the float edge cases.
+    static let inputs: [Float] = (-4000 ... 4000).map { Float($0) / 200 } + [-200, -88, -87.5, 60, 200, 1e-7, -1e-7, 0, 3e-4]
+
+    @Test func sigmoidMatchesDoublePrecision() {
+        var y = [Float](repeating: 0, count: Self.inputs.count)
+        csp_sigmoid(Self.inputs, &y, Self.inputs.count)
+        for (x, v) in zip(Self.inputs, y) {
+            let exact = 1 / (1 + Foundation.exp(-Double(x)))
+            #expect(abs(Double(v) - exact) <= 5e-7 * exact + 1e-30, "sigmoid(\(x)) = \(v), exact \(exact)")
+        }
+    }
+
+    @Test func tanhMatchesDoublePrecision() {
+        var y = [Float](repeating: 0, count: Self.inputs.count)
+        csp_tanh(Self.inputs, &y, Self.inputs.count)
+        for (x, v) in zip(Self.inputs, y) {
+            let exact = Foundation.tanh(Double(x))
+            #expect(abs(Double(v) - exact) <= 3e-7, "tanh(\(x)) = \(v), exact \(exact)")
+            if abs(x) < 0.125 { #expect(abs(Double(v) - exact) <= 1e-6 * abs(exact), "tanh(\(x)) relative") }
+        }
+    }
+
+    @Test(arguments: [(1, 7, 32), (8, 256, 64), (11, 19, 37), (3, 5, 100)])
+    func rowsTimesMatrixMatchesTheDefinition(rows: Int, k: Int, n: Int) {
+        var rng = SeededRandom(UInt64(rows * 1000 + n))
+        let x = (0 ..< rows * k).map { _ in rng.nextGaussian() }
+        let m = (0 ..< k * n).map { _ in rng.nextGaussian() }
+        let start = (0 ..< rows * n).map { _ in rng.nextGaussian() }
+        var out = start
+        csp_rows_times_matrix(x, rows, k, m, n, &out)
+        for r in 0 ..< rows {
+            for c in 0 ..< n {
+                var exact = Double(start[r * n + c])
+                for j in 0 ..< k { exact += Double(x[r * k + j]) * Double(m[j * n + c]) }
+                #expect(abs(Double(out[r * n + c]) - exact) < 1e-4 * Double(k).squareRoot(), "(\(r), \(c))")
+            }
+        }
+        var t = [Float](repeating: 0, count: k * n)
+        csp_transpose(m, k, n, &t)
+        #expect((0 ..< k).allSatisfy { j in (0 ..< n).allSatisfy { c in t[c * k + j] == m[j * n + c] } })
+    }
+
+    @Test func lstmCellForwardMatchesItsDefinition() {
+        let H = 5, rows = 3
+        var rng = SeededRandom(11)
+        let pre = (0 ..< rows * 4 * H).map { _ in 3 * rng.nextGaussian() }
+        let bias = (0 ..< 4 * H).map { _ in rng.nextGaussian() }
+        let cprev = (0 ..< rows * H).map { _ in rng.nextGaussian() }
+        var a = pre, c = [Float](repeating: 0, count: rows * H), tc = c, h = c
+        csp_lstm_cell_forward(&a, bias, cprev, &c, &tc, &h, rows, H)
+        func sig(_ x: Double) -> Double { 1 / (1 + Foundation.exp(-x)) }
+        for r in 0 ..< rows {
+            for j in 0 ..< H {
+                let z = { (gate: Int) in Double(pre[r * 4 * H + gate * H + j] + bias[gate * H + j]) }
+                let i = sig(z(0)), f = sig(z(1)), g = Foundation.tanh(z(2)), o = sig(z(3))
+                let cell = f * Double(cprev[r * H + j]) + i * g
+                #expect(abs(Double(c[r * H + j]) - cell) < 1e-5)
+                #expect(abs(Double(h[r * H + j]) - o * Foundation.tanh(cell)) < 1e-5)
+                #expect(abs(Double(a[r * 4 * H + 3 * H + j]) - o) < 1e-6)
+            }
+        }
     }
 }

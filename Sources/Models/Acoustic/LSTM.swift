@@ -1,8 +1,5 @@
+import CKernels
 import Tensors
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// One direction of an LSTM layer over a padded batch, with PyTorch's parameters and gate order
 /// (i, f, g, o): weight_ih (4H, I), weight_hh (4H, H), bias_ih (4H), bias_hh (4H).
@@ -36,6 +33,7 @@ public struct LSTMDirection: Sendable {
         let input: SequenceBatch   // (T, B, I), already reversed for a reverse direction
         let gates: [Float]         // (T, B, 4H) activated i, f, g, o
         let cells: [Float]         // (T, B, H) c_t (carried unchanged past a sequence's end)
+        let cellTanh: [Float]      // (T, B, H) tanh(c_t)
         let states: [Float]        // (T, B, H) h_t (carried likewise)
     }
 
@@ -46,8 +44,12 @@ public struct LSTMDirection: Sendable {
         let T = x.steps, B = x.batch, H = hidden, G = 4 * hidden
         var gates = [Float](repeating: 0, count: T * B * G)
         var cells = [Float](repeating: 0, count: T * B * H)
+        var cellTanh = [Float](repeating: 0, count: T * B * H)
         var states = [Float](repeating: 0, count: T * B * H)
-        var recurrent = [Float](repeating: 0, count: G * B)   // (4H, B) scratch
+        var weightT = [Float](repeating: 0, count: H * G)     // (H, 4H) W_hhᵀ, packed once for all steps
+        weightT.withUnsafeMutableBufferPointer { csp_transpose(p.baseAddress! + weightHH.offset, G, H, $0.baseAddress!) }
+        var bias = [Float](repeating: 0, count: G)            // b_ih + b_hh
+        for j in 0 ..< G { bias[j] = p[biasIH.offset + j] + p[biasHH.offset + j] }
         gates.withUnsafeMutableBufferPointer { a in
             guard T * B > 0 else { return }
             // Input projections for all steps at once: (T·B, I) · W_ihᵀ.
@@ -56,35 +58,32 @@ public struct LSTMDirection: Sendable {
             }
             states.withUnsafeMutableBufferPointer { h in
                 cells.withUnsafeMutableBufferPointer { c in
-                    for t in 0 ..< T {
-                        let at = a.baseAddress! + t * B * G
-                        if t > 0 {
-                            // a_t += h_{t−1} · W_hhᵀ, computed transposed, a_tᵀ (4H, B) = W_hh · h_{t−1}ᵀ:
-                            // with few rows, OpenBLAS runs this shape about 1.5× faster (it packs
-                            // the small operand instead of the 1 MiB weight at every step).
-                            recurrent.withUnsafeMutableBufferPointer { r in
-                                VectorMath.gemm(transposeB: true, m: G, n: B, k: H, p.baseAddress! + weightHH.offset,
-                                                h.baseAddress! + (t - 1) * B * H, r.baseAddress!)
-                                for b in 0 ..< B { for j in 0 ..< G { at[b * G + j] += r[j * B + b] } }
-                            }
-                        }
-                        for b in 0 ..< B {
-                            let row = at + b * G, hrow = (t * B + b) * H
-                            guard t < x.lengths[b] else {
+                    cellTanh.withUnsafeMutableBufferPointer { tc in
+                        bias.withUnsafeBufferPointer { bias in
+                            for t in 0 ..< T {
+                                let at = a.baseAddress! + t * B * G
                                 if t > 0 {
-                                    for j in 0 ..< H { h[hrow + j] = h[hrow - B * H + j]; c[hrow + j] = c[hrow - B * H + j] }
+                                    // a_t += h_{t−1} · W_hhᵀ  (B, H)·(H, 4H): few rows against a weight
+                                    // that stays put, which a general sgemm would pack again at every step.
+                                    weightT.withUnsafeBufferPointer { w in
+                                        csp_rows_times_matrix(h.baseAddress! + (t - 1) * B * H, B, H, w.baseAddress!, G, at)
+                                    }
                                 }
-                                for j in 0 ..< G { row[j] = 0 }
-                                continue
-                            }
-                            for j in 0 ..< G { row[j] += p[biasIH.offset + j] + p[biasHH.offset + j] }
-                            for j in 0 ..< H {
-                                let i = sigmoid(row[j]), f = sigmoid(row[H + j]), g = tanhf(row[2 * H + j]), o = sigmoid(row[3 * H + j])
-                                row[j] = i; row[H + j] = f; row[2 * H + j] = g; row[3 * H + j] = o
-                                let previous = t > 0 ? c[hrow - B * H + j] : 0
-                                let cell = f * previous + i * g
-                                c[hrow + j] = cell
-                                h[hrow + j] = o * tanhf(cell)
+                                let row = t * B * H
+                                let previous = t > 0 ? c.baseAddress! + row - B * H : nil
+                                // Every row steps (a finished row's values are replaced below): one call per step.
+                                csp_lstm_cell_forward(at, bias.baseAddress!, previous, c.baseAddress! + row,
+                                                      tc.baseAddress! + row, h.baseAddress! + row, B, H)
+                                for b in 0 ..< B where t >= x.lengths[b] {
+                                    // Past its end a sequence's state stops changing and its gates are zero.
+                                    let hrow = row + b * H
+                                    for j in 0 ..< H {
+                                        h[hrow + j] = t > 0 ? h[hrow - B * H + j] : 0
+                                        c[hrow + j] = t > 0 ? c[hrow - B * H + j] : 0
+                                        tc[hrow + j] = t > 0 ? tc[hrow - B * H + j] : 0
+                                    }
+                                    for j in 0 ..< G { at[b * G + j] = 0 }
+                                }
                             }
                         }
                     }
@@ -99,7 +98,7 @@ public struct LSTMDirection: Sendable {
                 for j in 0 ..< H { output.values[dst + j] = states[src + j] }
             }
         }
-        return (output, Cache(input: input, gates: gates, cells: cells, states: states))
+        return (output, Cache(input: input, gates: gates, cells: cells, cellTanh: cellTanh, states: states))
     }
 
     /// Back-propagation through time. `dy` (T, B, H) is the gradient of the output, in the
@@ -112,44 +111,39 @@ public struct LSTMDirection: Sendable {
         var dhNext = [Float](repeating: 0, count: B * H)       // (B, H)
         var dcNext = [Float](repeating: 0, count: B * H)
         var dhPrev = [Float](repeating: 0, count: B * H)
-        var daT = [Float](repeating: 0, count: G * B)          // (4H, B) scratch
-        var dhT = [Float](repeating: 0, count: H * B)          // (H, B) scratch
-        da.withUnsafeMutableBufferPointer { daAll in
+        var dhRow = [Float](repeating: 0, count: H)            // (H) one row's dL/dh_t
+        da.withUnsafeMutableBufferPointer { daAll in dhRow.withUnsafeMutableBufferPointer { dhBuffer in
+            let dh = dhBuffer.baseAddress!
             for t in stride(from: T - 1, through: 0, by: -1) {
                 let dat = daAll.baseAddress! + t * B * G
                 for b in 0 ..< B where t < x.lengths[b] {
                     let src = (reverse ? x.lengths[b] - 1 - t : t) * B + b
                     let hrow = (t * B + b) * H, grow = (t * B + b) * G
-                    for j in 0 ..< H {
-                        let i = cache.gates[grow + j], f = cache.gates[grow + H + j]
-                        let gg = cache.gates[grow + 2 * H + j], o = cache.gates[grow + 3 * H + j]
-                        let tc = tanhf(cache.cells[hrow + j])
-                        let dh = dy[src * H + j] + dhNext[b * H + j]
-                        let dc = dcNext[b * H + j] + dh * o * (1 - tc * tc)
-                        let previous = t > 0 ? cache.cells[hrow - B * H + j] : 0
-                        dat[b * G + j] = dc * gg * i * (1 - i)
-                        dat[b * G + H + j] = dc * previous * f * (1 - f)
-                        dat[b * G + 2 * H + j] = dc * i * (1 - gg * gg)
-                        dat[b * G + 3 * H + j] = dh * tc * o * (1 - o)
-                        dcNext[b * H + j] = dc * f
+                    for j in 0 ..< H { dh[j] = dy[src * H + j] + dhNext[b * H + j] }
+                    cache.gates.withUnsafeBufferPointer { gates in
+                        cache.cellTanh.withUnsafeBufferPointer { tc in
+                            cache.cells.withUnsafeBufferPointer { cells in
+                                dcNext.withUnsafeMutableBufferPointer { dc in
+                                    csp_lstm_cell_backward(gates.baseAddress! + grow, tc.baseAddress! + hrow,
+                                                           t > 0 ? cells.baseAddress! + hrow - B * H : nil,
+                                                           dh, dc.baseAddress! + b * H, dat + b * G, H)
+                                }
+                            }
+                        }
                     }
                 }
                 guard t > 0 else { break }
-                // dh_{t−1} = da_t · W_hh  (B, 4H)·(4H, H), computed transposed like the forward
-                // step: dh_{t−1}ᵀ (H, B) = W_hhᵀ · da_tᵀ.
-                for b in 0 ..< B { for j in 0 ..< G { daT[j * B + b] = dat[b * G + j] } }
-                daT.withUnsafeBufferPointer { dT in
-                    dhT.withUnsafeMutableBufferPointer { d in
-                        VectorMath.gemm(transposeA: true, m: H, n: B, k: G, p.baseAddress! + weightHH.offset, dT.baseAddress!, d.baseAddress!)
-                    }
+                // dh_{t−1} = da_t · W_hh  (B, 4H)·(4H, H), straight from the parameters.
+                dhPrev.withUnsafeMutableBufferPointer { d in
+                    d.update(repeating: 0)
+                    csp_rows_times_matrix(dat, B, G, p.baseAddress! + weightHH.offset, H, d.baseAddress!)
                 }
-                for b in 0 ..< B { for j in 0 ..< H { dhPrev[b * H + j] = dhT[j * B + b] } }
                 // Rows past their end have da = 0 and no state to pass back; active rows take dh_{t−1}.
                 for b in 0 ..< B where t < x.lengths[b] {
                     for j in 0 ..< H { dhNext[b * H + j] = dhPrev[b * H + j] }
                 }
             }
-        }
+        } }
         if T > 1 {
             da.withUnsafeBufferPointer { d in
                 cache.states.withUnsafeBufferPointer { h in
@@ -193,5 +187,3 @@ public struct LSTMDirection: Sendable {
         return dx
     }
 }
-
-@inline(__always) func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }

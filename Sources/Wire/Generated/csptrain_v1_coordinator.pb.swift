@@ -378,6 +378,11 @@ public nonisolated struct Csptrain_V1_Welcome: Sendable {
   /// Gradient chunk size in float32 values (about 1 MiB of payload).
   public var chunkValues: UInt32 = 0
 
+  /// Fingerprint of the data the coordinator opened (for speech: the prepared shard sets' indexes).
+  /// A worker that reads different data (another copy, an older preparation) would compute other
+  /// gradients for the same example indices: it compares and leaves instead. Empty: nothing to check.
+  public var dataFingerprint: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1202,7 +1207,7 @@ nonisolated extension Csptrain_V1_Proof: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Csptrain_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}worker_id\0\u{3}server_mac\0\u{3}config_yaml\0\u{1}tensors\0\u{3}chunk_values\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}worker_id\0\u{3}server_mac\0\u{3}config_yaml\0\u{1}tensors\0\u{3}chunk_values\0\u{3}data_fingerprint\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1215,6 +1220,7 @@ nonisolated extension Csptrain_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf.
       case 3: try { try decoder.decodeSingularStringField(value: &self.configYaml) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.tensors) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.chunkValues) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.dataFingerprint) }()
       default: break
       }
     }
@@ -1236,6 +1242,9 @@ nonisolated extension Csptrain_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf.
     if self.chunkValues != 0 {
       try visitor.visitSingularUInt32Field(value: self.chunkValues, fieldNumber: 5)
     }
+    if !self.dataFingerprint.isEmpty {
+      try visitor.visitSingularStringField(value: self.dataFingerprint, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1245,6 +1254,7 @@ nonisolated extension Csptrain_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.configYaml != rhs.configYaml {return false}
     if lhs.tensors != rhs.tensors {return false}
     if lhs.chunkValues != rhs.chunkValues {return false}
+    if lhs.dataFingerprint != rhs.dataFingerprint {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

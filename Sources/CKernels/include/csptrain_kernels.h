@@ -1,0 +1,55 @@
+// Numeric inner loops the Swift compiler cannot vectorise for this machine: the LSTM cell's
+// element-wise forward and backward (sigmoid, tanh and the cell update over one time step) and
+// the recurrent products of few rows.
+//
+// Plain C, no allocation, no errors: callers own every buffer and its size. The element-wise
+// kernels are built with -ffp-contract=off and no fast-math, so every CPU variant (AVX-512, AVX2,
+// baseline, chosen at load time) rounds them identically. The products use fused multiply-adds
+// where the CPU has them, so, like OpenBLAS's, their last bits depend on the CPU model.
+#ifndef CSPTRAIN_KERNELS_H
+#define CSPTRAIN_KERNELS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// y[i] = 1 / (1 + exp(-x[i])), relative error below 5e-7 (float32 expf is about 1e-7).
+void csp_sigmoid(const float *x, float *y, long n);
+
+/// y[i] = tanh(x[i]), absolute error below 3e-7, relative error below 1e-6 near zero.
+void csp_tanh(const float *x, float *y, long n);
+
+/// One LSTM time step for `rows` rows of one batch, PyTorch gate order (i, f, g, o).
+///   a     (rows, 4H)  in: pre-activations without biases; out: activated gates i, f, g, o
+///   bias  (4H)        b_ih + b_hh
+///   cprev (rows, H)   c_{t-1}, or NULL for zeros
+///   c, tc, h (rows, H) out: c_t, tanh(c_t), h_t = o * tanh(c_t)
+/// Row r of a, cprev, c, tc and h starts at r * its row stride (4H for a, H for the rest).
+void csp_lstm_cell_forward(float *a, const float *bias, const float *cprev, float *c, float *tc, float *h,
+                           long rows, long hidden);
+
+/// Its backward for one row:
+///   gates (4H) activated i, f, g, o;  tc (H) tanh(c_t);  cprev (H) c_{t-1} or NULL
+///   dh (H)     dL/dh_t (output gradient plus what flowed back from t+1)
+///   dc (H)     in: dL/dc_t from t+1; out: dL/dc_{t-1}
+///   da (4H)    out: pre-activation gradients
+void csp_lstm_cell_backward(const float *gates, const float *tc, const float *cprev, const float *dh,
+                            float *dc, float *da, long hidden);
+
+/// out (rows, n) += x (rows, k) · m (k, n), all row-major with rows packed (strides k and n).
+///
+/// For the LSTM's per-time-step recurrent products, few rows against a weight that stays the
+/// same for the whole sequence: forward h_{t-1} · W_hhᵀ with W_hhᵀ packed once per batch, and
+/// backward da_t · W_hh straight from the parameters. Eight rows at a time share each load of
+/// m, held in registers, so m streams through the core once per eight rows, with nothing packed
+/// per call (a general sgemm packs its operands on every call, which at eight rows costs as much
+/// as the product). Uses fused multiply-adds where the CPU has them.
+void csp_rows_times_matrix(const float *x, long rows, long k, const float *m, long n, float *out);
+
+/// dst (cols, rows) = srcᵀ for src (rows, cols), row-major.
+void csp_transpose(const float *src, long rows, long cols, float *dst);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

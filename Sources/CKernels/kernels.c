@@ -1,0 +1,174 @@
+// See csptrain_kernels.h. Every loop is branch-free over its elements so clang vectorises it;
+// target_clones builds AVX-512 and AVX2 variants next to the baseline and picks one at load time.
+#include "csptrain_kernels.h"
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__clang__) && defined(__linux__)
+#define VARIANTS __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VARIANTS
+#endif
+
+// exp(x) for x <= 0 down to -87.3 (below: 0 after flushing), Cody–Waite reduction by ln 2 and a
+// degree-7 Taylor polynomial on [-ln2/2, ln2/2] (truncation error < 6e-9 relative there; the
+// result is within a few float roundings, about 3e-7 relative).
+static inline float exp_nonpositive(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float round = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+    float n = (x * 1.44269504088896341f + round) - round;
+    float r = x - n * 0.693359375f;    // ln 2, high part (exact in float for |n| < 2^9)
+    r = r - n * -2.12194440e-4f;       // ln 2, low part
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits;
+    memcpy(&bits, &p, 4);
+    bits += (int32_t)n << 23;
+    memcpy(&p, &bits, 4);
+    return p;
+}
+
+static inline float sigmoid1(float x) {
+    // Symmetric form: exp of a non-positive argument never overflows.
+    float e = exp_nonpositive(x < 0 ? x : -x);
+    float s = 1.0f / (1.0f + e);
+    return x < 0 ? e * s : s;  // e / (1 + e): no cancellation for very negative x
+}
+
+static inline float tanh1(float x) {
+    float ax = x < 0 ? -x : x;
+    float e = exp_nonpositive(-2.0f * ax);
+    float t = (1.0f - e) / (1.0f + e);
+    // Near zero 1 - e cancels: the odd Taylor series is exact to float precision there.
+    float x2 = x * x;
+    float small = ax * (1.0f + x2 * (-1.0f / 3.0f + x2 * (2.0f / 15.0f + x2 * (-17.0f / 315.0f))));
+    t = ax < 0.125f ? small : t;
+    return x < 0 ? -t : t;
+}
+
+VARIANTS void csp_sigmoid(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] = sigmoid1(x[i]);
+}
+
+VARIANTS void csp_tanh(const float *restrict x, float *restrict y, long n) {
+    for (long i = 0; i < n; i++) y[i] = tanh1(x[i]);
+}
+
+VARIANTS void csp_lstm_cell_forward(float *restrict a, const float *restrict bias, const float *restrict cprev,
+                                    float *restrict c, float *restrict tc, float *restrict h, long rows, long hidden) {
+    const long H = hidden, G = 4 * hidden;
+    for (long r = 0; r < rows; r++) {
+        float *restrict ar = a + r * G;
+        float *restrict cr = c + r * H, *restrict tcr = tc + r * H, *restrict hr = h + r * H;
+        for (long j = 0; j < G; j++) ar[j] += bias[j];
+        for (long j = 0; j < H; j++) ar[j] = sigmoid1(ar[j]);
+        for (long j = H; j < 2 * H; j++) ar[j] = sigmoid1(ar[j]);
+        for (long j = 2 * H; j < 3 * H; j++) ar[j] = tanh1(ar[j]);
+        for (long j = 3 * H; j < G; j++) ar[j] = sigmoid1(ar[j]);
+        if (cprev) {
+            const float *restrict pr = cprev + r * H;
+            for (long j = 0; j < H; j++) cr[j] = ar[H + j] * pr[j] + ar[j] * ar[2 * H + j];
+        } else {
+            for (long j = 0; j < H; j++) cr[j] = ar[j] * ar[2 * H + j];
+        }
+        for (long j = 0; j < H; j++) tcr[j] = tanh1(cr[j]);
+        for (long j = 0; j < H; j++) hr[j] = ar[3 * H + j] * tcr[j];
+    }
+}
+
+VARIANTS void csp_lstm_cell_backward(const float *restrict gates, const float *restrict tc, const float *restrict cprev,
+                                     const float *restrict dh, float *restrict dc, float *restrict da, long hidden) {
+    const long H = hidden;
+    const float *i = gates, *f = gates + H, *g = gates + 2 * H, *o = gates + 3 * H;
+    for (long j = 0; j < H; j++) {
+        float dcj = dc[j] + dh[j] * o[j] * (1.0f - tc[j] * tc[j]);
+        float previous = cprev ? cprev[j] : 0.0f;
+        da[j] = dcj * g[j] * i[j] * (1.0f - i[j]);
+        da[H + j] = dcj * previous * f[j] * (1.0f - f[j]);
+        da[2 * H + j] = dcj * i[j] * (1.0f - g[j] * g[j]);
+        da[3 * H + j] = dh[j] * tc[j] * o[j] * (1.0f - o[j]);
+        dc[j] = dcj * f[j];
+    }
+}
+
+// MARK: Products of few rows
+
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+
+// Unaligned loads and stores (macros: a function passing v16 would fix one vector ABI for all variants).
+#define load16(p) (*(const v16 *)(p))
+#define store16(p, v) (*(v16 *)(p) = (v))
+
+// out[r][c..c+32) += Σ_j x[r][j] · m[j][c..c+32) for up to 8 rows: 16 accumulators of 16 lanes.
+// `FMA(a, b, c)` is a·b + c, fused or not per variant.
+#define ROWS_KERNEL(NAME, ATTR, FMA)                                                                  \
+    ATTR static void NAME(const float *x, long rows, long k, const float *m, long n, float *out) {   \
+        long c = 0;                                                                                   \
+        for (; c + 32 <= n; c += 32) {                                                                \
+            v16 acc[8][2];                                                                            \
+            for (long r = 0; r < 8; r++) { acc[r][0] = (v16){0}; acc[r][1] = (v16){0}; }              \
+            for (long j = 0; j < k; j++) {                                                            \
+                v16 m0 = load16(m + j * n + c), m1 = load16(m + j * n + c + 16);                      \
+                for (long r = 0; r < 8; r++) {                                                        \
+                    if (r < rows) {                                                                   \
+                        float s = x[r * k + j];                                                       \
+                        acc[r][0] = FMA(s, m0, acc[r][0]);                                            \
+                        acc[r][1] = FMA(s, m1, acc[r][1]);                                            \
+                    }                                                                                 \
+                }                                                                                     \
+            }                                                                                         \
+            for (long r = 0; r < rows; r++) {                                                         \
+                store16(out + r * n + c, load16(out + r * n + c) + acc[r][0]);                        \
+                store16(out + r * n + c + 16, load16(out + r * n + c + 16) + acc[r][1]);              \
+            }                                                                                         \
+        }                                                                                             \
+        for (; c < n; c++) {                                                                          \
+            for (long r = 0; r < rows; r++) {                                                         \
+                float s = 0;                                                                          \
+                for (long j = 0; j < k; j++) s += x[r * k + j] * m[j * n + c];                        \
+                out[r * n + c] += s;                                                                  \
+            }                                                                                         \
+        }                                                                                             \
+    }
+
+#define MUL_ADD(s, v, acc) ((s) * (v) + (acc))
+#if defined(__x86_64__) && defined(__clang__)
+#define FUSED(s, v, acc) __builtin_elementwise_fma((v16){0} + (s), (v), (acc))
+ROWS_KERNEL(rows_avx512, __attribute__((target("avx512f,fma"))), FUSED)
+ROWS_KERNEL(rows_avx2, __attribute__((target("avx2,fma"))), FUSED)
+#endif
+ROWS_KERNEL(rows_generic, , MUL_ADD)
+
+void csp_rows_times_matrix(const float *x, long rows, long k, const float *m, long n, float *out) {
+    typedef void (*kernel)(const float *, long, long, const float *, long, float *);
+    static kernel chosen = 0;
+    if (!chosen) {
+        kernel pick = rows_generic;
+#if defined(__x86_64__) && defined(__clang__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) pick = rows_avx512;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) pick = rows_avx2;
+#endif
+        __atomic_store_n(&chosen, pick, __ATOMIC_RELAXED);
+    }
+    for (long r = 0; r < rows; r += 8) {
+        chosen(x + r * k, rows - r < 8 ? rows - r : 8, k, m, n, out + r * n);
+    }
+}
+
+void csp_transpose(const float *restrict src, long rows, long cols, float *restrict dst) {
+    // Tiles of 32 × 32 keep both sides in cache lines.
+    for (long r0 = 0; r0 < rows; r0 += 32) {
+        for (long c0 = 0; c0 < cols; c0 += 32) {
+            long r1 = r0 + 32 < rows ? r0 + 32 : rows, c1 = c0 + 32 < cols ? c0 + 32 : cols;
+            for (long r = r0; r < r1; r++)
+                for (long c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+}
