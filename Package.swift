@@ -26,9 +26,11 @@ let package = Package(
         .systemLibrary(name: "CSndfile", path: "Sources/CSndfile"),
         .systemLibrary(name: "CFFTW", path: "Sources/CFFTW"),
         .systemLibrary(name: "CSoxr", path: "Sources/CSoxr"),
+        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
 
-        // Numeric inner loops in C (LSTM cell, activations), vectorised per CPU at load time.
-        // No fused multiply-adds: every variant rounds alike, so results do not depend on the CPU.
+        // Numeric inner loops in C (LSTM cell, activations, Adam, recurrent products), vectorised per
+        // CPU at load time. Element-wise kernels round alike in every variant (no fused
+        // multiply-adds); the products use FMA where the CPU has it, as OpenBLAS does.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
 
         // nng wrapped for Swift: sockets, AIO as async/await, errors.
@@ -45,31 +47,35 @@ let package = Package(
         // What a worker trains: a model with its data (ModelFactory; the speech task).
         .target(name: "Tasks", dependencies: ["Models", "Speech", "Tensors"]),
         // Optimizers, learning-rate schedules, gradient accumulation and clipping.
-        .target(name: "Training", dependencies: ["Tensors"]),
+        .target(name: "Training", dependencies: ["Tensors", "CKernels"]),
+        // Measurement operators and sparse-recovery solvers (NIHT, CoSaMP, FISTA), batched over blocks.
+        // Optimised in debug builds too: its solver tests would otherwise take minutes.
+        .target(name: "CompressedSensing", dependencies: ["Tensors"],
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The projection step that makes weights sparse (identity until CSP lands).
-        .target(name: "Pruning", dependencies: ["Tensors"]),
+        .target(name: "Pruning", dependencies: ["Tensors", "CompressedSensing"], exclude: ["README.md"]),
         // The checkpoint format and its store.
         .target(name: "Checkpoints", dependencies: ["Tensors", "Wire"], exclude: ["README.md"]),
         // Pure state machines: membership, join handshakes, step rounds, chunk accounting. No I/O.
         .target(name: "Coordination", dependencies: ["Tensors", .product(name: "Crypto", package: "swift-crypto")]),
         // The YAML run configuration: composes the modules' settings structs.
         .target(name: "Configuration", dependencies: [
-            "Models", "Training", "Pruning", "Coordination", "Transport", "Checkpoints", "Speech",
+            "Models", "Training", "Pruning", "CompressedSensing", "Coordination", "Transport", "Checkpoints", "Speech",
             .product(name: "Yams", package: "Yams"),
         ]),
         // The shells: coordinator and worker services, launcher, metrics files.
         .target(name: "Runtime", dependencies: [
             "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints",
-            "Coordination", "Configuration", "Tasks", "Speech",
+            "Coordination", "Configuration", "Tasks", "Speech", "CMalloc",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Throughput benchmarks (`csptrain bench`), kept apart from the tests.
-        .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models"]),
+        .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning"]),
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
             "Tensors",
-            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models",
+            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -80,9 +86,11 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors", "CKernels"]),
         .testTarget(name: "SpeechTests", dependencies: ["Speech", "Tensors"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Tensors"]),
+        .testTarget(name: "CompressedSensingTests", dependencies: ["CompressedSensing", "Tensors"]),
+        .testTarget(name: "PruningTests", dependencies: ["Pruning", "CompressedSensing", "Tensors"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination"]),
-        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration"]),
+        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors", "Tasks", "Speech",
             .product(name: "Crypto", package: "swift-crypto"),

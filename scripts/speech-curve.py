@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Validation WER against wall time for a speech run: evaluates each kept checkpoint.
+"""Validation WER against wall time for a speech run.
 
-    scripts/speech-curve.py RUN_DIR [--limit N] [--csptrain PATH] [--out FILE.svg]
+    scripts/speech-curve.py RUN_DIR [--from-checkpoints [--limit N] [--csptrain PATH]] [--out FILE.svg]
 
-For every RUN_DIR/checkpoints/step-*.ckpt it runs `csptrain eval --json` on the run's validation
-manifests (clean and channel-degraded; the first N utterances of each, default all), takes the
-checkpoint's wall time from RUN_DIR/metrics.jsonl, and writes RUN_DIR/curve.csv and an SVG plot
-(no plotting library needed).
+By default it takes the validation error rates the workers measured during the run from
+RUN_DIR/metrics.jsonl (lines with valid_wer, at their wall_seconds). With --from-checkpoints it
+instead runs `csptrain eval --json` on every RUN_DIR/checkpoints/step-*.ckpt against the run's
+validation manifests (the first N utterances of each, default all). Writes RUN_DIR/curve.csv and an
+SVG plot (no plotting library needed).
 """
 import argparse
 import json
@@ -72,11 +73,22 @@ def svg(points, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir")
+    ap.add_argument("--from-checkpoints", action="store_true")
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--csptrain", default=".build/release/csptrain")
     ap.add_argument("--out")
     args = ap.parse_args()
     run = pathlib.Path(args.run_dir)
+    if not args.from_checkpoints:
+        points = []
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            m = json.loads(line)
+            if "valid_wer" in m and "wall_seconds" in m:
+                points.append((m["wall_seconds"], m["valid_wer"], m["valid_wer_channel"], m["step"], m["valid_cer"], m["valid_cer_channel"]))
+        if not points:
+            raise SystemExit(f"{run}/metrics.jsonl has no validation lines with wall_seconds: use --from-checkpoints")
+        write(run, points, args.out)
+        return
     config = (run / "config.yaml").read_text()
     valid = re.search(r'^\s*valid:\s*"?([^"\n]+)"?', config, re.M).group(1)
     channel = re.search(r'^\s*valid_channel:\s*"?([^"\n]+)"?', config, re.M).group(1)
@@ -97,11 +109,15 @@ def main():
         degraded = evaluate(args.csptrain, ckpt, manifests["channel"], args.limit)
         points.append((wall.get(step, 0.0), clean["wer"], degraded["wer"], step, clean["cer"], degraded["cer"]))
         print(f"step {step}: {wall.get(step, 0) / 60:.1f} min, WER clean {100 * clean['wer']:.2f}%, channel {100 * degraded['wer']:.2f}%", flush=True)
+    write(run, points, args.out)
+
+
+def write(run, points, out):
     with open(run / "curve.csv", "w") as f:
         f.write("step,wall_seconds,wer,wer_channel,cer,cer_channel\n")
         for t, w, wc, s, c, cc in points:
             f.write(f"{s},{t:.1f},{w:.4f},{wc:.4f},{c:.4f},{cc:.4f}\n")
-    svg(points, args.out or run / "curve.svg")
+    svg(points, out or run / "curve.svg")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@
 #define VARIANTS
 #endif
 
-// exp(x) for x <= 0 down to -87.3 (below: 0 after flushing), Cody–Waite reduction by ln 2 and a
-// degree-7 Taylor polynomial on [-ln2/2, ln2/2] (truncation error < 6e-9 relative there; the
-// result is within a few float roundings, about 3e-7 relative).
+// exp(x) for x <= 0, Cody–Waite reduction by ln 2 and a degree-7 Taylor polynomial on
+// [-ln2/2, ln2/2] (truncation error below 7.4e-9 relative there; the result is within a few float
+// roundings, about 3e-7 relative). Inputs below -87 give exp(-87) ≈ 1.6e-38 (the smallest normal
+// float is 1.2e-38): negligible in absolute terms. NaN stays NaN.
 static inline float exp_nonpositive(float x) {
     x = x < -87.0f ? -87.0f : x;
     const float round = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
@@ -27,9 +28,10 @@ static inline float exp_nonpositive(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t bits;
+    // 2^n by adding n to the exponent field (n in [-126, 0]; a NaN's n is taken as 0, and p is NaN).
+    int32_t bits, shift = (int32_t)(n == n ? n : 0.0f) * (1 << 23);
     memcpy(&bits, &p, 4);
-    bits += (int32_t)n << 23;
+    bits += shift;
     memcpy(&p, &bits, 4);
     return p;
 }
@@ -97,6 +99,27 @@ VARIANTS void csp_lstm_cell_backward(const float *restrict gates, const float *r
     }
 }
 
+VARIANTS void csp_adam(float *restrict p, const float *restrict grad, float *restrict m, float *restrict v, long n,
+                       float lr, float b1, float b2, float eps, float c1, float c2, float wd, int decoupled) {
+    if (decoupled) {
+        for (long i = 0; i < n; i++) {
+            float g = grad[i];
+            m[i] = b1 * m[i] + (1 - b1) * g;
+            v[i] = b2 * v[i] + (1 - b2) * g * g;
+            float update = (m[i] / c1) / (__builtin_sqrtf(v[i] / c2) + eps);
+            p[i] -= lr * (update + wd * p[i]);
+        }
+    } else {
+        for (long i = 0; i < n; i++) {
+            float g = grad[i] + wd * p[i];
+            m[i] = b1 * m[i] + (1 - b1) * g;
+            v[i] = b2 * v[i] + (1 - b2) * g * g;
+            float update = (m[i] / c1) / (__builtin_sqrtf(v[i] / c2) + eps);
+            p[i] -= lr * (update + 0.0f);
+        }
+    }
+}
+
 // MARK: Products of few rows
 
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
@@ -147,18 +170,19 @@ ROWS_KERNEL(rows_generic, , MUL_ADD)
 
 void csp_rows_times_matrix(const float *x, long rows, long k, const float *m, long n, float *out) {
     typedef void (*kernel)(const float *, long, long, const float *, long, float *);
-    static kernel chosen = 0;
-    if (!chosen) {
-        kernel pick = rows_generic;
+    static kernel chosen = 0;  // every thread picks the same one: a relaxed race is harmless
+    kernel use = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+    if (!use) {
+        use = rows_generic;
 #if defined(__x86_64__) && defined(__clang__)
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) pick = rows_avx512;
-        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) pick = rows_avx2;
+        if (__builtin_cpu_supports("avx512f")) use = rows_avx512;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) use = rows_avx2;
 #endif
-        __atomic_store_n(&chosen, pick, __ATOMIC_RELAXED);
+        __atomic_store_n(&chosen, use, __ATOMIC_RELAXED);
     }
     for (long r = 0; r < rows; r += 8) {
-        chosen(x + r * k, rows - r < 8 ? rows - r : 8, k, m, n, out + r * n);
+        use(x + r * k, rows - r < 8 ? rows - r : 8, k, m, n, out + r * n);
     }
 }
 

@@ -90,6 +90,22 @@ extension Bool: ConfigValue {
     var yaml: Node { Node(self ? "true" : "false", .implicit) }
 }
 
+extension Array: ConfigValue where Element == String {
+    static var expected: String { "a list of strings" }
+    static func parse(_ node: Node, at key: String, source: String) throws(ConfigError) -> [String] {
+        guard case let .sequence(items) = node else {
+            throw configError(node, key, source, "expected \(expected), found \(scalarText(node))")
+        }
+        var out: [String] = []
+        for item in items {
+            guard case let .scalar(s) = item else { throw configError(item, key, source, "expected \(expected), found \(scalarText(item))") }
+            out.append(s.string)
+        }
+        return out
+    }
+    var yaml: Node { .sequence(Node.Sequence(map { Node($0, .implicit, .doubleQuoted) }, .implicit, .flow)) }
+}
+
 /// String-backed enums: the error lists every allowed value.
 protocol ConfigEnum: ConfigValue, RawRepresentable<String>, CaseIterable {}
 

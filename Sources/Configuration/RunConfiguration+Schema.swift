@@ -1,4 +1,6 @@
+import Yams
 import Checkpoints
+import CompressedSensing
 import Coordination
 import Models
 import Pruning
@@ -83,9 +85,56 @@ extension LearningRateSchedule: ConfigSection {
 }
 
 extension PruningSettings.Method: ConfigEnum {}
+extension PruningSettings.Scope: ConfigEnum {}
+extension SparsitySchedule.Kind: ConfigEnum {}
+extension MeasurementOperator.Kind: ConfigEnum {}
+extension SparseRecovery.Solver: ConfigEnum {}
 extension PruningSettings: ConfigSection {
     static var fields: [ConfigField<PruningSettings>] {
-        [.init("method", \.method, "pruning method")]
+        [
+            .init("method", \.method, "pruning method"),
+            .init("scope", \.scope, "layer: every pruned layer reaches the target; global: one magnitude threshold"),
+            .init("schedule", \.schedule, "target sparsity and when masks are recomputed"),
+            .init("exclude", \.exclude, "tensor-name patterns never pruned, e.g. [\"conv.0.*\", \"output.*\"]"),
+            .init("block", \.block, "csp, admm-magnitude: weights per block", check: { $0 >= 2 ? nil : "must be at least 2" }),
+            .init("measurements", \.measurements, "csp: measurements per block, auto (2k ln(b/k)) or a ratio of the block"),
+            .init("operator", \.measurementOperator, "csp: the measurement operator"),
+            .init("solver", \.solver, "csp: the sparse-recovery solver"),
+            .init("iterations", \.iterations, "csp: solver iterations", check: positive),
+            .init("rho", \.rho, "csp, admm-magnitude: strength of the proximal pull towards Z", check: nonNegative),
+            .init("dual_interval", \.dualInterval, "csp, admm-magnitude: steps between dual updates", check: positive),
+            .init("seed", \.seed, "csp: seeds the measurement operators (0: the run's seed)"),
+        ]
+    }
+}
+
+extension SparsitySchedule: ConfigSection {
+    static var fields: [ConfigField<SparsitySchedule>] {
+        [
+            .init("kind", \.kind, "one-shot or cubic (Zhu & Gupta)"),
+            .init("initial", \.initial, "sparsity at the first update", check: probability),
+            .init("target", \.target, "final sparsity of the pruned layers", check: probability),
+            .init("start_step", \.startStep, "first mask update", check: nonNegative),
+            .init("end_step", \.endStep, "cubic: the step the target is reached", check: nonNegative),
+            .init("interval", \.interval, "cubic: steps between mask updates", check: positive),
+        ]
+    }
+}
+
+extension Measurements: ConfigValue {
+    static var expected: String { "auto or a ratio in (0, 1]" }
+    static func parse(_ node: Node, at key: String, source: String) throws(ConfigError) -> Measurements {
+        if node.string == "auto" { return .auto }
+        guard let r = node.float ?? node.int.map(Double.init), r > 0, r <= 1 else {
+            throw configError(node, key, source, "expected \(expected), found \(scalarText(node))")
+        }
+        return .ratio(r)
+    }
+    var yaml: Node {
+        switch self {
+        case .auto: Node("auto", .implicit)
+        case let .ratio(r): Node(String(r), .implicit)
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+import CompressedSensing
 import Tensors
 
 /// The centralized projection step the coordinator runs after every optimizer update.
@@ -8,34 +9,129 @@ import Tensors
 public protocol ProjectionStep: Sendable {
     /// A short name for logs and summaries.
     var name: String { get }
-    /// Projects `weights` (the dense master copy after the optimizer step of `step`) and writes
-    /// the weights workers should use into `broadcast`.
-    mutating func project(weights: UnsafeMutableBufferPointer<Float>, step: Int,
-                          layout: ParameterLayout, broadcast: UnsafeMutableBufferPointer<Float>)
+    /// Projects `weights` (the dense master copy after the optimizer step of `step`, which ran
+    /// at `learningRate`) and writes the weights workers should use into `broadcast`. Methods
+    /// may also change the master weights (magnitude pruning zeroes them; the dual methods pull
+    /// them towards Z). Returns what happened when the support changed, nil otherwise.
+    mutating func project(weights: UnsafeMutableBufferPointer<Float>, step: Int, learningRate: Double,
+                          layout: ParameterLayout, broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate?
 }
 
-/// Pruning settings, composed into the run configuration.
-public struct PruningSettings: Sendable, Equatable {
-    public enum Method: String, Sendable, CaseIterable {
-        /// No pruning: the broadcast weights are the master weights.
-        case none
+/// A support change: per pruned layer, what the new mask keeps and how it was found.
+public struct SupportUpdate: Sendable, Equatable, Codable {
+    public struct Layer: Sendable, Equatable, Codable {
+        public var name: String
+        /// Fraction of the layer's entries kept.
+        public var density: Double
+        /// m / b (compressed sensing only).
+        public var measurementRatio: Double?
+        /// ‖x̂ − v‖ / ‖v‖ of the solver's estimates against the blocks they measured (CSP only).
+        public var recoveryError: Double?
+        /// Fraction of the chosen support that the top-k by magnitude also holds (1: CSP chose
+        /// exactly what magnitude pruning would have).
+        public var overlapWithTopK: Double?
     }
-    public var method: Method = .none
-    public init() {}
-
-    public func makeProjection() -> any ProjectionStep {
-        switch method {
-        case .none: IdentityProjection()
-        }
-    }
+    public var step: Int
+    public var sparsity: Double
+    public var layers: [Layer]
 }
 
 /// Broadcasts the master weights unchanged.
 public struct IdentityProjection: ProjectionStep {
     public init() {}
     public var name: String { "none" }
-    public func project(weights: UnsafeMutableBufferPointer<Float>, step: Int,
-                        layout: ParameterLayout, broadcast: UnsafeMutableBufferPointer<Float>) {
+    public func project(weights: UnsafeMutableBufferPointer<Float>, step: Int, learningRate: Double,
+                        layout: ParameterLayout, broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate? {
         _ = broadcast.update(fromContentsOf: weights)
+        return nil
     }
+}
+
+/// Pruning settings, composed into the run configuration (`pruning:` in YAML).
+public struct PruningSettings: Sendable, Equatable {
+    public enum Method: String, Sendable, CaseIterable {
+        /// No pruning: the broadcast weights are the master weights.
+        case none
+        /// Compressed-sensing projection: the dual scheme with supports recovered from block
+        /// measurements (see Sources/Pruning/README.md).
+        case csp
+        /// The same dual scheme with Φ = identity: supports are the top-k of W + U per block.
+        case admmMagnitude = "admm-magnitude"
+        /// Magnitude pruning on the cubic schedule, masks recomputed every `schedule.interval` steps.
+        case gradualMagnitude = "gradual-magnitude"
+        /// Magnitude pruning at once, at `schedule.start_step`; the mask then stays.
+        case oneShotMagnitude = "one-shot-magnitude"
+    }
+    public enum Scope: String, Sendable, CaseIterable {
+        /// Every pruned layer reaches the target sparsity.
+        case layer
+        /// One magnitude threshold over all pruned layers (magnitude methods only).
+        case global
+    }
+
+    public var method: Method = .none
+    public var scope: Scope = .layer
+    public var schedule = SparsitySchedule()
+    /// Tensor-name patterns never pruned (e.g. `conv.0.*`, `output.*`).
+    public var exclude: [String] = []
+    /// Dual methods: values per block (the last block of a layer is zero-padded).
+    public var block = 256
+    /// csp: measurements per block.
+    public var measurements = Measurements.auto
+    public var measurementOperator: MeasurementOperator.Kind = .gaussian
+    public var solver: SparseRecovery.Solver = .niht
+    public var iterations = 30
+    /// Dual methods: ρ, the strength of the proximal pull ρ(W − Z + U), applied decoupled from the
+    /// optimizer's scaling as W ← W − lr · ρ · (W − Z + U).
+    public var rho = 1.0
+    /// Dual methods: the dual variable U accumulates W − Z every this many steps.
+    public var dualInterval = 1
+    /// Seeds the measurement operators (with each layer's name).
+    public var seed: UInt64 = 0
+
+    public init() {}
+
+    public func makeProjection(layout: ParameterLayout, seed runSeed: UInt64) throws -> any ProjectionStep {
+        if let problem = schedule.problem, method != .none { throw PruningError("pruning.schedule: \(problem)") }
+        switch method {
+        case .none:
+            return IdentityProjection()
+        case .gradualMagnitude, .oneShotMagnitude:
+            var s = self
+            if method == .oneShotMagnitude { s.schedule.kind = .oneShot }
+            return MagnitudeProjection(settings: s, layout: layout)
+        case .csp, .admmMagnitude:
+            guard block >= 2 else { throw PruningError("pruning.block must be at least 2 (got \(block))") }
+            if case let .ratio(r) = measurements, !(r > 0 && r <= 1) {
+                throw PruningError("pruning.measurements must be auto or a ratio in (0, 1] (got \(r))")
+            }
+            if method == .csp, measurementOperator == .srht, block & (block - 1) != 0 {
+                throw PruningError("pruning.operator srht needs pruning.block to be a power of two (got \(block))")
+            }
+            guard scope == .layer else {
+                throw PruningError("pruning.scope global is for the magnitude methods; \(method.rawValue) works per layer and block")
+            }
+            return DualProjection(settings: self, layout: layout, seed: seed == 0 ? runSeed : seed)
+        }
+    }
+}
+
+/// Measurements per block of b values.
+public enum Measurements: Sendable, Equatable {
+    /// m = min(b, ⌈2·k·ln(b/k)⌉) for the block's k.
+    case auto
+    /// m = round(ratio · b).
+    case ratio(Double)
+
+    public func rows(block b: Int, kept k: Int) -> Int {
+        switch self {
+        case .auto: MeasurementOperator.automaticRows(columns: b, sparsity: k)
+        case let .ratio(r): max(1, min(b, Int((r * Double(b)).rounded())))
+        }
+    }
+}
+
+public struct PruningError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

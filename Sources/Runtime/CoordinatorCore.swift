@@ -44,6 +44,7 @@ actor CoordinatorCore {
     private var accumulator: GradientAccumulator
     private let checkpoints: CheckpointStore
     private let metrics: MetricsWriter
+    private lazy var pruningLog = MetricsWriter(url: folder.pruningFile)
 
     private(set) var step: Int
     let startStep: Int
@@ -96,16 +97,14 @@ actor CoordinatorCore {
                           globalBatch: config.coordinator.globalBatch, microBatches: config.coordinator.microBatches,
                           costs: model.exampleCosts, groupingWindow: config.coordinator.lengthGrouping)
         grid = ChunkGrid(tensors: layout.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
-        var initial = model.initialParameters(seed: config.seed)
-        var projection = config.pruning.makeProjection()
-        var firstBroadcast = initial
-        let layout = model.layout
-        firstBroadcast.withUnsafeMutableBufferPointer { b in
-            initial.withUnsafeMutableBufferPointer { w in projection.project(weights: w, step: 0, layout: layout, broadcast: b) }
+        let initial = model.initialParameters(seed: config.seed)
+        // Pruning starts after the first update (the schedule's start step); step 0 is dense.
+        let firstBroadcast = initial
+        do { projection = try config.pruning.makeProjection(layout: model.layout, seed: config.seed) } catch {
+            throw RunFolderError("\(error)")
         }
         weights = initial
         broadcast = firstBroadcast
-        self.projection = projection
         optimizer = Optimizer(settings: config.optimizer, parameterCount: layout.totalCount)
         accumulator = GradientAccumulator(parameterCount: layout.totalCount)
         checkpoints = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
@@ -364,9 +363,14 @@ actor CoordinatorCore {
         }
         let layout = self.layout
         let current = step
-        broadcast.withUnsafeMutableBufferPointer { b in
-            weights.withUnsafeMutableBufferPointer { w in projection.project(weights: w, step: current, layout: layout, broadcast: b) }
+        let projectionStart = Monotonic.now
+        let supportUpdate = broadcast.withUnsafeMutableBufferPointer { b in
+            weights.withUnsafeMutableBufferPointer { w in
+                projection.project(weights: w, step: current, learningRate: lr, layout: layout, broadcast: b)
+            }
         }
+        let projectionSeconds = Monotonic.now - projectionStart
+        if let supportUpdate { logSupportUpdate(supportUpdate, seconds: projectionSeconds) }
         let sparsity = SparsityReport(broadcast, layout: layout)
         reassignedMicroBatches += round.reassignments
         examplesProcessed += examples
@@ -377,7 +381,8 @@ actor CoordinatorCore {
                                  workers: membership.count, stepSeconds: seconds,
                                  examplesPerSecond: seconds > 0 ? Double(examples) / seconds : 0,
                                  duplicateChunks: duplicateChunks, staleChunks: staleChunks,
-                                 reassignedMicroBatches: reassignedMicroBatches, sparsity: sparsity.prunable)
+                                 reassignedMicroBatches: reassignedMicroBatches, sparsity: sparsity.prunable,
+                                 projectionSeconds: projectionSeconds)
         step += 1
         stepStarted = now
         accumulator.reset()
@@ -388,6 +393,8 @@ actor CoordinatorCore {
         let evalDue = config.coordinator.evalEverySteps > 0 && !sets.isEmpty
             && (step % config.coordinator.evalEverySteps == 0 || step >= config.steps)
         if step >= config.steps && !evalDue {
+            var record = record
+            record.wallSeconds = Monotonic.now - runStarted
             metrics.append(record)
             progress(.step(record, total: config.steps))
             finish(.completed, message: nil)
@@ -412,10 +419,31 @@ actor CoordinatorCore {
                 return
             }
         } else {
+            var record = record
+            record.wallSeconds = Monotonic.now - runStarted
             metrics.append(record)
             progress(.step(record, total: config.steps))
         }
         serveWaiters()
+    }
+
+    /// One line per support change and one per pruned layer: what was kept and how it was found.
+    private func logSupportUpdate(_ stepUpdate: SupportUpdate, seconds: Double) {
+        // Steps are counted from 1 in every file and log line.
+        var update = stepUpdate
+        update.step += 1
+        logger.info("pruning: new support", metadata: [
+            "step": "\(update.step)", "method": "\(projection.name)",
+            "target_sparsity": "\(String(format: "%.4f", update.sparsity))", "seconds": "\(String(format: "%.3f", seconds))",
+        ])
+        for layer in update.layers {
+            var metadata: Logger.Metadata = ["layer": "\(layer.name)", "density": "\(String(format: "%.4f", layer.density))"]
+            if let r = layer.measurementRatio { metadata["m_over_b"] = "\(String(format: "%.3f", r))" }
+            if let e = layer.recoveryError { metadata["recovery_error"] = "\(String(format: "%.3f", e))" }
+            if let o = layer.overlapWithTopK { metadata["overlap_with_top_k"] = "\(String(format: "%.3f", o))" }
+            logger.debug("pruning: layer support", metadata: metadata)
+        }
+        pruningLog.append(update)
     }
 
     private func receive(_ result: Csptrain_V1_EvalResult, session: SessionID, peer: String) -> Reply {
@@ -450,6 +478,7 @@ actor CoordinatorCore {
             record.validWerChannel = evalCounts["valid_channel"]?.wordErrorRate
             record.validCer = evalCounts["valid"]?.characterErrorRate
             record.validCerChannel = evalCounts["valid_channel"]?.characterErrorRate
+            record.wallSeconds = Monotonic.now - runStarted
             metrics.append(record)
             progress(.step(record, total: config.steps))
         }
@@ -561,8 +590,13 @@ actor CoordinatorCore {
     }
 
     private func writeCheckpoint() {
+        // The model is what the workers compute with (for the dual pruning methods, Z); the dense
+        // master weights are kept beside it whenever they differ.
         var records = layout.tensors.map { spec in
-            Checkpoint.Record(name: spec.name, shape: spec.shape, role: "param", values: Array(weights[spec.range]))
+            Checkpoint.Record(name: spec.name, shape: spec.shape, role: "param", values: Array(broadcast[spec.range]))
+        }
+        for spec in layout.tensors where weights[spec.range] != broadcast[spec.range] {
+            records.append(Checkpoint.Record(name: spec.name, shape: spec.shape, role: "master", values: Array(weights[spec.range])))
         }
         for extra in model.checkpointRecords {
             records.append(Checkpoint.Record(name: extra.name, shape: [extra.values.count], role: "normalization", values: extra.values))

@@ -14,6 +14,8 @@ public struct RunFolder: Sendable {
 
     public var configFile: URL { url.appendingPathComponent("config.yaml") }
     public var metricsFile: URL { url.appendingPathComponent("metrics.jsonl") }
+    /// One line per support change of the pruning method (per layer: density, m/b, recovery error, overlap with top-k).
+    public var pruningFile: URL { url.appendingPathComponent("pruning.jsonl") }
     public var summaryFile: URL { url.appendingPathComponent("summary.json") }
     public var tokenFile: URL { url.appendingPathComponent("token") }
     public var lockFile: URL { url.appendingPathComponent("coordinator.lock") }
@@ -109,6 +111,11 @@ public struct StepMetrics: Codable, Sendable {
     public var staleChunks: Int
     public var reassignedMicroBatches: Int
     public var sparsity: Double
+    /// Time the projection step took on the coordinator.
+    public var projectionSeconds: Double = 0
+    /// Time since the coordinator started, when the line was written (after validation, on
+    /// steps that were scored).
+    public var wallSeconds: Double = 0
     /// Validation word and character error rates, on the steps where they were measured.
     public var validWer: Double? = nil
     public var validWerChannel: Double? = nil
@@ -150,6 +157,7 @@ public struct RunSummary: Codable, Sendable {
 }
 
 /// Appends one JSON object per line, flushed per line so a crash loses at most the last one.
+/// Appends one JSON object per line (metrics.jsonl, pruning.jsonl).
 final class MetricsWriter {
     // Owned by the coordinator's actor: never shared across threads.
     private let handle: FileHandle?
@@ -165,8 +173,8 @@ final class MetricsWriter {
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
     }
 
-    func append(_ metrics: StepMetrics) {
-        guard let data = try? encoder.encode(metrics) else { return }
+    func append(_ record: some Encodable) {
+        guard let data = try? encoder.encode(record) else { return }
         handle?.write(data + Data("\n".utf8))
     }
 

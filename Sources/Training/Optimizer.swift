@@ -1,3 +1,4 @@
+import CKernels
 import Tensors
 
 #if canImport(Glibc)
@@ -100,15 +101,14 @@ public struct Optimizer: Sendable {
             let b1 = Float(settings.beta1), b2 = Float(settings.beta2), eps = Float(settings.epsilon)
             let c1 = 1 - Float(pow(settings.beta1, Double(t))), c2 = 1 - Float(pow(settings.beta2, Double(t)))
             let decoupled = settings.kind == .adamw
+            // The definition, vectorised (csp_adam computes exactly this, element by element):
+            //   g = grad + wd·p (Adam) | grad (AdamW);  m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g²
+            //   p −= lr · ((m / c1) / (√(v / c2) + eps) + (AdamW: wd·p))
+            guard !params.isEmpty else { return }
             m.withUnsafeMutableBufferPointer { m1 in
                 v.withUnsafeMutableBufferPointer { m2 in
-                    for i in 0 ..< params.count {
-                        let g = decoupled ? gradient[i] : gradient[i] + wd * params[i]
-                        m1[i] = b1 * m1[i] + (1 - b1) * g
-                        m2[i] = b2 * m2[i] + (1 - b2) * g * g
-                        let update = (m1[i] / c1) / ((m2[i] / c2).squareRoot() + eps)
-                        params[i] -= lr * (update + (decoupled ? wd * params[i] : 0))
-                    }
+                    csp_adam(params.baseAddress!, gradient.baseAddress!, m1.baseAddress!, m2.baseAddress!, params.count,
+                             lr, b1, b2, eps, c1, c2, wd, decoupled ? 1 : 0)
                 }
             }
         }

@@ -2,6 +2,8 @@ import ArgumentParser
 import Benchmarks
 import Foundation
 import Logging
+import Pruning
+import Runtime
 import Speech
 import Tensors
 
@@ -16,11 +18,14 @@ struct Bench: AsyncParsableCommand {
             speech       the speech model's training step on one core against the sgemm peak and,
                          when scripts/bench-pytorch.sh --install has been run, against PyTorch on
                          the same batches
+            project      the pruning projection's cost (support update and plain step) as the
+                         parameter count grows, next to one Adam step over the same weights
+                         (not run unless asked for with --only project)
             """
     )
 
     enum Name: String, ExpressibleByArgument, CaseIterable {
-        case ingest, aggregation, speech
+        case ingest, aggregation, speech, project
     }
 
     @Option(name: .customLong("only"), help: "Run only these benchmarks (repeatable): \(Name.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -53,6 +58,15 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "speech: the PyTorch reference command (skipped with a message when torch is not installed; 'none' to skip).")
     var pytorch = "scripts/bench-pytorch.sh"
 
+    @Option(help: "project: parameter counts, in millions (repeatable).")
+    var millions: [Int] = [1, 2, 5, 10]
+
+    @Option(help: "project: the pruning method (csp, admm-magnitude, gradual-magnitude).")
+    var method = "csp"
+
+    @Option(help: "project: the target sparsity.")
+    var target = 0.8
+
     @Flag(help: "Print one JSON object on stdout.")
     var json = false
 
@@ -60,10 +74,21 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         BLASRuntime.useBestKernels()
+        ProcessTuning.keepLargeBuffersMapped()
         var level = logOptions
         if level.logLevel == .info { level.logLevel = .warning }
         let logger = level.bootstrap(label: "csptrain.bench")
-        let selected = only.isEmpty ? Name.allCases : only
+        let selected = only.isEmpty ? [.ingest, .aggregation, .speech] : only
+        var projectionRows: [ProjectionBenchmark.Row] = []
+        if selected.contains(.project) {
+            var settings = PruningSettings()
+            guard let m = PruningSettings.Method(rawValue: method), m != .none else {
+                throw ValidationError("--method \(method): expected one of \(PruningSettings.Method.allCases.filter { $0 != .none }.map(\.rawValue).joined(separator: ", "))")
+            }
+            settings.method = m
+            settings.schedule.target = target
+            projectionRows = try ProjectionBenchmark.run(sizes: millions.map { $0 << 20 }, settings: settings)
+        }
         var results: [Benchmarks.Result] = []
         var notes: [String] = []
         if selected.contains(.ingest) {
@@ -85,7 +110,11 @@ struct Bench: AsyncParsableCommand {
             let objects = results.map { r in
                 ["name": r.name, "ours": r.ours, "baseline": r.baseline, "ratio": r.ratio, "unit": r.unit, "baseline_name": r.baselineName] as [String: Any]
             }
-            let data = try JSONSerialization.data(withJSONObject: ["benchmarks": objects, "notes": notes], options: [.sortedKeys])
+            let projection = projectionRows.map { r in
+                ["parameters": r.parameters, "method": r.method, "support_update_seconds": r.supportUpdateSeconds,
+                 "step_seconds": r.stepSeconds, "optimizer_seconds": r.optimizerSeconds] as [String: Any]
+            }
+            let data = try JSONSerialization.data(withJSONObject: ["benchmarks": objects, "projection": projection, "notes": notes], options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             for r in results {
@@ -93,6 +122,13 @@ struct Bench: AsyncParsableCommand {
                 print(String(format: "  ours     %8.3f %@", r.ours, r.unit))
                 print(String(format: "  baseline %8.3f %@  (%@)", r.baseline, r.unit, r.baselineName))
                 print(String(format: "  ratio    %8.3f", r.ratio))
+            }
+            if !projectionRows.isEmpty {
+                print("projection (\(method), target sparsity \(target)): seconds on the coordinator")
+                print("  parameters  support update  plain step  one Adam step")
+                for r in projectionRows {
+                    print(String(format: "  %10d  %14.3f  %10.4f  %13.4f", r.parameters, r.supportUpdateSeconds, r.stepSeconds, r.optimizerSeconds))
+                }
             }
             for note in notes { print(note) }
         }

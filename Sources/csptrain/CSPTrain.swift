@@ -117,6 +117,7 @@ struct Launch: AsyncParsableCommand {
 
     func run() async throws {
         BLASRuntime.useBestKernels()
+        ProcessTuning.keepLargeBuffersMapped()
         let logger = logOptions.bootstrap(label: "csptrain.launch")
         // Steps begin once every launched worker has joined, so all of them take part.
         let summary: RunSummary
@@ -174,6 +175,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         BLASRuntime.useBestKernels()
+        ProcessTuning.keepLargeBuffersMapped()
         let logger = logOptions.bootstrap(label: "csptrain.coordinator")
         let folder = RunFolder(runDir)
         let summary: RunSummary
@@ -248,6 +250,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         BLASRuntime.useBestKernels()
+        ProcessTuning.keepLargeBuffersMapped()
         ParentWatch.installIfLaunched()
         let logger = logOptions.bootstrap(label: "csptrain.worker")
         do {

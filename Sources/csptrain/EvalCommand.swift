@@ -4,6 +4,7 @@ import Configuration
 import Foundation
 import Tensors
 import Models
+import Runtime
 import Speech
 import Tasks
 
@@ -28,6 +29,7 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         BLASRuntime.useBestKernels()
+        ProcessTuning.keepLargeBuffersMapped()
         let evaluator = try Self.loadEvaluator(checkpoint)
         var e = evaluator
         e.beam = beam

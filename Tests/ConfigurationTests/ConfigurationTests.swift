@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 @testable import Configuration
+import CompressedSensing
+import Pruning
 
 struct ConfigurationTests {
     func file(_ text: String) throws -> String {
@@ -63,6 +65,29 @@ struct ConfigurationTests {
             try RunConfiguration.load(file: nil, overrides: ["coordinator.global_batch=4", "coordinator.micro_batches=8"])
         }
         #expect(error?.key == "coordinator.micro_batches")
+    }
+
+    @Test func pruningSectionIsReadAndDumpedBack() throws {
+        let path = try file("""
+        pruning:
+          method: csp
+          exclude: ["conv.0.*", "output.*"]
+          measurements: auto
+          operator: srht
+          solver: fista
+          schedule: {kind: cubic, target: 0.9, start_step: 100, end_step: 1100, interval: 50}
+        """)
+        let c = try RunConfiguration.load(file: path)
+        #expect(c.pruning.method == .csp && c.pruning.exclude == ["conv.0.*", "output.*"] && c.pruning.measurements == .auto)
+        #expect(c.pruning.measurementOperator == .srht && c.pruning.solver == .fista)
+        #expect(c.pruning.schedule.target == 0.9 && c.pruning.schedule.endStep == 1100 && c.pruning.schedule.interval == 50)
+        let ratio = try RunConfiguration.load(file: path, overrides: ["pruning.measurements=0.25", "pruning.method=admm-magnitude"])
+        #expect(ratio.pruning.measurements == .ratio(0.25) && ratio.pruning.method == .admmMagnitude)
+        #expect(try RunConfiguration.parse(yaml: c.yamlText(), source: "dump") == c)
+        let bad = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: path, overrides: ["pruning.measurements=2"]) }
+        #expect(bad?.key == "pruning.measurements" && bad?.description.contains("auto or a ratio") == true)
+        let method = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: nil, overrides: ["pruning.method=random"]) }
+        #expect(method?.description.contains("gradual-magnitude") == true)
     }
 
     @Test func dumpedYAMLReadsBackToTheSameConfiguration() throws {

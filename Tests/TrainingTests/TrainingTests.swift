@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Tensors
 @testable import Training
@@ -53,6 +54,32 @@ struct OptimizerTests {
         step(&opt, &p, [0.3, -20], lr: 0.01)
         // Bias-corrected m/√v = g/|g| on the first step.
         #expect(abs(p[0] - 0.99) < 1e-5 && abs(p[1] - 1.01) < 1e-5)
+    }
+
+    @Test(arguments: [OptimizerSettings.Kind.adam, .adamw])
+    func vectorisedAdamIsBitForBitTheScalarDefinition(kind: OptimizerSettings.Kind) {
+        var s = OptimizerSettings()
+        s.kind = kind
+        s.weightDecay = 0.01
+        let n = 1000
+        var rng = SeededRandom(5)
+        var p = (0 ..< n).map { _ in rng.nextGaussian() }
+        var opt = Optimizer(settings: s, parameterCount: n)
+        var (refP, refM, refV) = (p, [Float](repeating: 0, count: n), [Float](repeating: 0, count: n))
+        for t in 1 ... 3 {
+            let g = (0 ..< n).map { _ in rng.nextGaussian() * (t == 2 ? 1e-4 : 3) }
+            step(&opt, &p, g, lr: 0.01)
+            let b1 = Float(s.beta1), b2 = Float(s.beta2), eps = Float(s.epsilon), wd = Float(s.weightDecay), lr: Float = 0.01
+            let c1 = 1 - Float(pow(s.beta1, Double(t))), c2 = 1 - Float(pow(s.beta2, Double(t)))
+            for i in 0 ..< n {
+                let gi = kind == .adamw ? g[i] : g[i] + wd * refP[i]
+                refM[i] = b1 * refM[i] + (1 - b1) * gi
+                refV[i] = b2 * refV[i] + (1 - b2) * gi * gi
+                let update = (refM[i] / c1) / ((refV[i] / c2).squareRoot() + eps)
+                refP[i] -= lr * (update + (kind == .adamw ? wd * refP[i] : 0))
+            }
+        }
+        #expect(p == refP)
     }
 
     @Test func adamwDecaysDecoupledFromTheGradientScale() {

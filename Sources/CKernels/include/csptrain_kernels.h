@@ -13,7 +13,8 @@
 extern "C" {
 #endif
 
-/// y[i] = 1 / (1 + exp(-x[i])), relative error below 5e-7 (float32 expf is about 1e-7).
+/// y[i] = 1 / (1 + exp(-x[i])), relative error below 5e-7 for x ≥ -87 (float32 expf is about
+/// 1e-7); below, about 1.6e-38 (the true value or less): absolute error under 2e-38.
 void csp_sigmoid(const float *x, float *y, long n);
 
 /// y[i] = tanh(x[i]), absolute error below 3e-7, relative error below 1e-6 near zero.
@@ -35,6 +36,13 @@ void csp_lstm_cell_forward(float *a, const float *bias, const float *cprev, floa
 ///   da (4H)    out: pre-activation gradients
 void csp_lstm_cell_backward(const float *gates, const float *tc, const float *cprev, const float *dh,
                             float *dc, float *da, long hidden);
+
+/// One Adam step over n parameters, in float, operation for operation as the scalar definition:
+///   g = grad + (decoupled ? 0 : wd·p);  m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g·g
+///   p −= lr · ((m / c1) / (sqrt(v / c2) + eps) + (decoupled ? wd·p : 0))
+/// with c1 = 1 − b1^t, c2 = 1 − b2^t. Bit for bit the same in every CPU variant.
+void csp_adam(float *p, const float *grad, float *m, float *v, long n, float lr, float b1, float b2, float eps,
+              float c1, float c2, float wd, int decoupled);
 
 /// out (rows, n) += x (rows, k) · m (k, n), all row-major with rows packed (strides k and n).
 ///

@@ -1,0 +1,2 @@
+// glibc's allocator tuning (mallopt), for Runtime/ProcessTuning.swift.
+#include <malloc.h>

@@ -1,0 +1,127 @@
+import CompressedSensing
+import Foundation
+import Tensors
+
+/// The dual (ADMM-style) projection shared by `csp` and `admm-magnitude`; the two differ only in
+/// how a new support is chosen. The formulation, defaults and this project's own choices are in
+/// Sources/Pruning/README.md. Per pruned layer, with master weights W (after the optimizer step),
+/// dual variable U (the accumulated compression error) and support mask M:
+///
+///     W ← W − lr · ρ · (W − Z + U)          proximal pull, decoupled from the optimizer's scaling
+///     every `interval` steps: M ← support(W + U)  (csp: recovered from block measurements;
+///                                                  admm-magnitude: top-k of each block)
+///     Z ← M ⊙ (W + U)
+///     U ← U + W − Z                          every `dualInterval` steps
+///
+/// and the workers receive Z. Layers are cut into blocks of b consecutive weights (the last one
+/// zero-padded); each block keeps k_b = round((1 − s) · b) entries at the scheduled sparsity s.
+public struct DualProjection: ProjectionStep {
+    public let settings: PruningSettings
+    public let layers: PrunedLayers
+    let seed: UInt64
+    /// (total) U, Z and M; only the pruned layers' ranges are used.
+    public private(set) var dual: [Float]
+    public private(set) var sparse: [Float]
+    public private(set) var mask: [UInt8]
+    public private(set) var active = false
+    /// Recovery set-ups by (layer, m), built on first use.
+    private var recoveries: [String: SparseRecovery] = [:]
+
+    public init(settings: PruningSettings, layout: ParameterLayout, seed: UInt64) {
+        self.settings = settings
+        self.seed = seed
+        layers = PrunedLayers(layout: layout, exclude: settings.exclude)
+        dual = [Float](repeating: 0, count: layout.totalCount)
+        sparse = [Float](repeating: 0, count: layout.totalCount)
+        mask = [UInt8](repeating: 1, count: layout.totalCount)
+    }
+
+    public var name: String { settings.method.rawValue }
+
+    public mutating func project(weights w: UnsafeMutableBufferPointer<Float>, step: Int, learningRate: Double,
+                                 layout: ParameterLayout, broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate? {
+        let updating = settings.schedule.isUpdateStep(step)
+        guard active || updating else {
+            _ = broadcast.update(fromContentsOf: w)
+            return nil
+        }
+        if active {
+            let pull = Float(learningRate * settings.rho)
+            for spec in layers.tensors {
+                for i in spec.range { w[i] -= pull * (w[i] - sparse[i] + dual[i]) }
+            }
+        }
+        var update: SupportUpdate?
+        if updating {
+            let s = settings.schedule.sparsity(atStep: step)
+            update = SupportUpdate(step: step, sparsity: s, layers: layers.tensors.map { chooseSupport($0, weights: UnsafeBufferPointer(w), sparsity: s) })
+            active = true
+        }
+        let accumulate = settings.dualInterval <= 1 || step % settings.dualInterval == 0
+        _ = broadcast.update(fromContentsOf: w)
+        for spec in layers.tensors {
+            for i in spec.range {
+                let v = w[i] + dual[i]
+                let z = mask[i] != 0 ? v : 0
+                sparse[i] = z
+                broadcast[i] = z
+                if accumulate { dual[i] = v - z }
+            }
+        }
+        return update
+    }
+
+    /// Picks the layer's new support from V = W + U and reports how.
+    mutating func chooseSupport(_ spec: TensorSpec, weights w: UnsafeBufferPointer<Float>, sparsity s: Double) -> SupportUpdate.Layer {
+        let b = settings.block, n = spec.count
+        let blocks = (n + b - 1) / b
+        var v = [Float](repeating: 0, count: blocks * b)   // (blocks, b), zero-padded
+        for i in 0 ..< n { v[i] = w[spec.offset + i] + dual[spec.offset + i] }
+        // Entries each block keeps (the layer keeps exactly round((1 − s)·n)); padding holds nothing.
+        let k = blockKeeps(count: n, block: b, sparsity: s)
+        var topK = [UInt8](repeating: 0, count: blocks * b)
+        for j in 0 ..< blocks { SparseRecovery.topK(v, offset: j * b, count: min(b, n - j * b), k: k[j], into: &topK) }
+        var report = SupportUpdate.Layer(name: spec.name, density: 0)
+        var chosen = topK
+        if settings.method == .csp {
+            let kb = keptCount(b, sparsity: s)
+            let m = settings.measurements.rows(block: b, kept: kb)
+            let recovery = recovery(for: spec.name, rows: m)
+            var y = [Float](repeating: 0, count: blocks * m)
+            v.withUnsafeBufferPointer { vv in y.withUnsafeMutableBufferPointer { recovery.phi.measure(vv, blocks: blocks, into: $0) } }
+            let lengths = (0 ..< blocks).map { min(b, n - $0 * b) }
+            let result = y.withUnsafeBufferPointer { recovery.recover($0, blocks: blocks, k: k, lengths: lengths) }
+            chosen = result.support
+            var errorSquared = 0.0, normSquared = 0.0
+            for i in 0 ..< n {
+                let d = Double(result.estimates[i] - v[i])
+                errorSquared += d * d
+                normSquared += Double(v[i]) * Double(v[i])
+            }
+            report.measurementRatio = Double(m) / Double(b)
+            report.recoveryError = normSquared > 0 ? (errorSquared / normSquared).squareRoot() : 0
+        }
+        var kept = 0, shared = 0
+        for i in 0 ..< n {
+            mask[spec.offset + i] = chosen[i]
+            kept += Int(chosen[i])
+            if chosen[i] != 0, topK[i] != 0 { shared += 1 }
+        }
+        report.density = Double(kept) / Double(max(1, n))
+        report.overlapWithTopK = kept > 0 ? Double(shared) / Double(kept) : 1
+        return report
+    }
+
+    mutating func recovery(for layer: String, rows m: Int) -> SparseRecovery {
+        let key = "\(layer)/\(m)"
+        if let r = recoveries[key] { return r }
+        var h: UInt64 = 0
+        for byte in layer.utf8 { h = SeededRandom.mix(h ^ UInt64(byte)) }
+        // The block size was validated when the projection was made, so this cannot fail.
+        let phi = try! MeasurementOperator(kind: settings.measurementOperator, rows: m, columns: settings.block,
+                                           seed: SeededRandom.key([seed, 0x4353_50, h]))
+        let r = SparseRecovery(phi: phi, solver: settings.solver, iterations: settings.iterations)
+        recoveries[key] = r
+        return r
+    }
+}

@@ -1,0 +1,194 @@
+import Testing
+@testable import CompressedSensing
+@testable import Pruning
+@testable import Tensors
+
+struct ScheduleTests {
+    @Test func cubicMatchesZhuAndGuptaExactly() {
+        var s = SparsitySchedule()
+        s.kind = .cubic
+        s.initial = 0.1
+        s.target = 0.9
+        s.startStep = 100
+        s.endStep = 500
+        s.interval = 100
+        // s_t = s_f + (s_i − s_f)(1 − (t − t0)/(nΔt))³ with t0 = 100, nΔt = 400.
+        let expected: [(Int, Double)] = [
+            (0, 0), (99, 0),
+            (100, 0.1),                                  // (1 − 0)³ = 1
+            (150, 0.1),                                  // held until the next update
+            (200, 0.9 - 0.8 * 0.421875),                 // (3/4)³
+            (300, 0.9 - 0.8 * 0.125),                    // (1/2)³
+            (400, 0.9 - 0.8 * 0.015625),                 // (1/4)³
+            (500, 0.9), (10_000, 0.9),
+        ]
+        for (step, value) in expected {
+            #expect(abs(s.sparsity(atStep: step) - value) < 1e-12, "step \(step): \(s.sparsity(atStep: step)) vs \(value)")
+        }
+        #expect(s.updateSteps == [100, 200, 300, 400, 500])
+        #expect(s.isUpdateStep(300) && !s.isUpdateStep(350) && !s.isUpdateStep(600))
+    }
+
+    @Test func oneShotPrunesOnceAtItsStep() {
+        var s = SparsitySchedule()
+        s.kind = .oneShot
+        s.target = 0.7
+        s.startStep = 10
+        #expect(s.sparsity(atStep: 9) == 0 && s.sparsity(atStep: 10) == 0.7 && s.sparsity(atStep: 1000) == 0.7)
+        #expect(s.updateSteps == [10] && s.isUpdateStep(10) && !s.isUpdateStep(11))
+    }
+
+    @Test func badSchedulesAreNamed() {
+        var s = SparsitySchedule()
+        s.endStep = -1
+        #expect(s.problem?.contains("end_step") == true)
+        s = SparsitySchedule()
+        s.target = 1.5
+        #expect(s.problem != nil)
+    }
+}
+
+struct ProjectionTests {
+    static let layout = ParameterLayout([("conv.0.weight", [8, 10], true), ("lstm.weight", [40, 25], true),
+                                         ("lstm.bias", [40], false), ("output.weight", [5, 20], true)])
+
+    static func weights(seed: UInt64) -> [Float] {
+        var rng = SeededRandom(seed)
+        return (0 ..< layout.totalCount).map { _ in rng.nextGaussian() }
+    }
+
+    static func zeros(_ w: [Float], _ spec: TensorSpec) -> Double {
+        Double(spec.range.filter { w[$0] == 0 }.count) / Double(spec.count)
+    }
+
+    func settings(_ method: PruningSettings.Method, target: Double) -> PruningSettings {
+        var p = PruningSettings()
+        p.method = method
+        p.schedule.kind = .cubic
+        p.schedule.target = target
+        p.schedule.startStep = 0
+        p.schedule.endStep = 20
+        p.schedule.interval = 5
+        p.exclude = ["conv.0.*"]
+        p.block = 64
+        return p
+    }
+
+    /// Runs `steps` projections on weights that drift a little each step; returns the broadcast.
+    func run(_ p: PruningSettings, steps: Int) throws -> [Float] {
+        var projection = try p.makeProjection(layout: Self.layout, seed: 1)
+        var w = Self.weights(seed: 2)
+        var out = [Float](repeating: 0, count: w.count)
+        var rng = SeededRandom(3)
+        for step in 0 ..< steps {
+            for i in w.indices { w[i] += 0.01 * rng.nextGaussian() }
+            _ = w.withUnsafeMutableBufferPointer { wv in
+                out.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: step, learningRate: 0.01, layout: Self.layout, broadcast: $0) }
+            }
+        }
+        return out
+    }
+
+    @Test(arguments: [PruningSettings.Method.gradualMagnitude, .oneShotMagnitude, .admmMagnitude, .csp], [0.5, 0.9])
+    func everyMethodReachesItsTargetOnPrunedLayersOnly(method: PruningSettings.Method, target: Double) throws {
+        let out = try run(settings(method, target: target), steps: 25)
+        for spec in Self.layout.tensors {
+            let z = Self.zeros(out, spec)
+            if spec.name == "conv.0.weight" || !spec.prunable {
+                #expect(z == 0, "\(method): \(spec.name) was not to be pruned")
+            } else {
+                #expect(abs(z - target) <= 0.005, "\(method) at \(target): \(spec.name) sparsity \(z)")
+            }
+        }
+    }
+
+    @Test func magnitudeKeepsTheLargestWeights() throws {
+        var p = settings(.oneShotMagnitude, target: 0.75)
+        p.schedule.kind = .oneShot
+        p.exclude = []
+        var projection = try p.makeProjection(layout: Self.layout, seed: 1)
+        var w = Self.weights(seed: 5)
+        let before = w
+        var out = w
+        _ = w.withUnsafeMutableBufferPointer { wv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: 0, learningRate: 0, layout: Self.layout, broadcast: $0) } }
+        let spec = Self.layout.tensors[1]
+        let kept = spec.range.filter { out[$0] != 0 }
+        let smallestKept = kept.map { abs(before[$0]) }.min()!
+        let largestPruned = spec.range.filter { out[$0] == 0 }.map { abs(before[$0]) }.max()!
+        #expect(kept.count == 250 && smallestKept >= largestPruned)
+        #expect(kept.allSatisfy { out[$0] == before[$0] })
+    }
+
+    @Test func globalScopeUsesOneThreshold() throws {
+        var p = settings(.oneShotMagnitude, target: 0.6)
+        p.schedule.kind = .oneShot
+        p.scope = .global
+        p.exclude = []
+        var projection = try p.makeProjection(layout: Self.layout, seed: 1)
+        var w = Self.weights(seed: 6)
+        // Make one layer's weights much larger: a global threshold prunes the others first.
+        for i in Self.layout.tensors[3].range { w[i] = (w[i] < 0 ? -1 : 1) * (10 + abs(w[i])) }
+        var out = w
+        _ = w.withUnsafeMutableBufferPointer { wv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: 0, learningRate: 0, layout: Self.layout, broadcast: $0) } }
+        let pruned = Self.layout.tensors.filter(\.prunable)
+        let total = pruned.reduce(0) { $0 + $1.count }, zeros = pruned.reduce(0) { n, s in n + s.range.filter { out[$0] == 0 }.count }
+        #expect(abs(Double(zeros) / Double(total) - 0.6) < 0.005)
+        #expect(Self.zeros(out, Self.layout.tensors[3]) == 0)
+    }
+
+    @Test func dualSchemeFollowsItsEquations() throws {
+        // One layer of 4 weights, block 4, keep 2: check W, Z and U by hand over two steps.
+        let layout = ParameterLayout([("w", [4], true)])
+        var p = PruningSettings()
+        p.method = .admmMagnitude
+        p.block = 4
+        p.rho = 10
+        p.schedule.kind = .oneShot
+        p.schedule.target = 0.5
+        p.schedule.startStep = 0
+        var projection = try p.makeProjection(layout: layout, seed: 1)
+        var w: [Float] = [3, -1, 0.5, -4]
+        var z = [Float](repeating: 0, count: 4)
+        _ = w.withUnsafeMutableBufferPointer { wv in z.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: 0, learningRate: 0.01, layout: layout, broadcast: $0) } }
+        // Step 0: no pull yet (no Z); support = top-2 of W + U = W: {0, 3}; Z = [3, 0, 0, −4]; U = W − Z.
+        #expect(z == [3, 0, 0, -4])
+        #expect(w == [3, -1, 0.5, -4])
+        _ = w.withUnsafeMutableBufferPointer { wv in z.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: 1, learningRate: 0.01, layout: layout, broadcast: $0) } }
+        // Step 1: W ← W − lr·ρ·(W − Z + U) with lr·ρ = 0.1 (kept entries have W − Z + U = 0);
+        // then Z = M ⊙ (W + U) and U ← W + U − Z.
+        let w1: [Float] = [3, -1 - 0.1 * (-2), 0.5 - 0.1 * 1, -4]
+        #expect(zip(w, w1).allSatisfy { abs($0 - $1) < 1e-6 }, "\(w)")
+        #expect(z == [3, 0, 0, -4])
+        let dual = (projection as! DualProjection).dual
+        #expect(abs(dual[1] - (w1[1] + -1)) < 1e-6 && abs(dual[2] - (w1[2] + 0.5)) < 1e-6 && dual[0] == 0 && dual[3] == 0)
+    }
+
+    @Test func cspReportsItsRecoveryAgainstTopK() throws {
+        var p = settings(.csp, target: 0.9)
+        p.schedule.kind = .oneShot
+        p.measurements = .ratio(0.5)
+        p.exclude = []
+        var projection = try p.makeProjection(layout: Self.layout, seed: 1)
+        var w = Self.weights(seed: 7)
+        var out = w
+        let update = w.withUnsafeMutableBufferPointer { wv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: 0, learningRate: 0.01, layout: Self.layout, broadcast: $0) } }
+        let layers = try #require(update).layers
+        #expect(layers.count == 3)
+        for layer in layers {
+            #expect(layer.measurementRatio == 0.5)
+            // Dense Gaussian weights are not sparse: recovery is rough and the support differs from top-k.
+            #expect(layer.recoveryError.map { $0 > 0 && $0 < 2 } == true)
+            #expect(layer.overlapWithTopK.map { $0 >= 0 && $0 <= 1 } == true)
+        }
+    }
+
+    @Test func badSettingsAreErrors() {
+        var p = settings(.csp, target: 0.5)
+        p.measurementOperator = .srht
+        p.block = 100
+        #expect(throws: PruningError.self) { try p.makeProjection(layout: Self.layout, seed: 1) }
+        p = settings(.csp, target: 0.5)
+        p.scope = .global
+        #expect(throws: PruningError.self) { try p.makeProjection(layout: Self.layout, seed: 1) }
+    }
+}
