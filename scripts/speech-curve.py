@@ -57,6 +57,16 @@ def svg(points, out):
         t = max_t * i / 5
         x, _ = xy(t, 0)
         parts.append(f'<text x="{x}" y="{height - pad + 16}" text-anchor="middle">{t / 60:.0f}</text>')
+    # The goals: 8% clean and 15% channel-degraded within 30 minutes.
+    for goal, colour in [(0.08, "#1f77b4"), (0.15, "#d62728")]:
+        if goal <= max_w:
+            _, y = xy(0, goal)
+            parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" stroke="{colour}" stroke-dasharray="4 4"/>')
+            parts.append(f'<text x="{width - pad - 4}" y="{y - 4:.1f}" text-anchor="end" fill="{colour}">goal {100 * goal:.0f}%</text>')
+    if 1800 <= max_t:
+        x, _ = xy(1800, 0)
+        parts.append(f'<line x1="{x:.1f}" y1="{pad}" x2="{x:.1f}" y2="{height - pad}" stroke="#555" stroke-dasharray="4 4"/>')
+        parts.append(f'<text x="{x - 4:.1f}" y="{pad + 12}" text-anchor="end" fill="#555">30 min</text>')
     for column, colour, label in [(1, "#1f77b4", "clean"), (2, "#d62728", "channel-degraded")]:
         path = " ".join(f"{'M' if i == 0 else 'L'}{xy(p[0], p[column])[0]:.1f},{xy(p[0], p[column])[1]:.1f}" for i, p in enumerate(points))
         parts.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
