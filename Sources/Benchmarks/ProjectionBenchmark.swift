@@ -19,6 +19,8 @@ public enum ProjectionBenchmark {
 
     /// `sizes` in parameters; each model is square-ish matrices of 1024 columns, all prunable.
     public static func run(sizes: [Int], settings: PruningSettings) throws -> [Row] {
+        // The coordinator runs its BLAS work on one thread (CoordinatorService); so does this.
+        VectorMath.setThreadCount(1)
         var rows: [Row] = []
         for size in sizes {
             let layers = max(1, size / (1024 * 1024))

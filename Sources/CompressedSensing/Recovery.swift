@@ -66,64 +66,91 @@ public struct SparseRecovery: Sendable {
     // MARK: NIHT
 
     func niht(proxy: [Float], blocks: Int, k: [Int], lengths: [Int]) -> Result {
-        let b = phi.columns
-        var x = [Float](repeating: 0, count: blocks * b)
-        var support = [UInt8](repeating: 0, count: blocks * b)
-        for j in 0 ..< blocks {
-            Self.topK(proxy, offset: j * b, count: lengths[j], k: k[j], into: &support)
+        let b = phi.columns, n = blocks * b
+        // Working buffers as raw pointers: the loops below run over every weight of a layer many
+        // times, and array accesses there cost uniqueness checks.
+        func buffer<T>(_ value: T) -> UnsafeMutableBufferPointer<T> {
+            let p = UnsafeMutableBufferPointer<T>.allocate(capacity: max(1, n))
+            p.initialize(repeating: value)
+            return p
         }
-        var gradient = [Float](repeating: 0, count: blocks * b)
-        var masked = [Float](repeating: 0, count: blocks * b)
-        var gMasked = [Float](repeating: 0, count: blocks * b)
-        var candidate = [Float](repeating: 0, count: b)
-        var candidateSupport = [UInt8](repeating: 0, count: b)
+        let x = buffer(Float(0)), gradient = buffer(Float(0)), masked = buffer(Float(0)), gMasked = buffer(Float(0))
+        let candidate = buffer(Float(0)), difference = buffer(Float(0)), differenceG = buffer(Float(0))
+        let support = buffer(UInt8(0)), candidateSupport = buffer(UInt8(0))
+        let scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, b))
+        defer {
+            for p in [x, gradient, masked, gMasked, candidate, difference, differenceG] { p.deallocate() }
+            support.deallocate(); candidateSupport.deallocate(); scratch.deallocate()
+        }
+        func markTopK(_ values: UnsafeMutableBufferPointer<Float>, _ mask: UnsafeMutableBufferPointer<UInt8>, block j: Int) {
+            let o = j * b
+            Selection.markTopK(UnsafeBufferPointer(rebasing: values[o ..< o + lengths[j]]), k: k[j],
+                               into: UnsafeMutableBufferPointer(rebasing: mask[o ..< o + lengths[j]]), scratch: scratch)
+        }
+        proxy.withUnsafeBufferPointer { p in
+            for i in 0 ..< n { gradient[i] = p[i] }
+        }
+        for j in 0 ..< blocks { markTopK(gradient, support, block: j) }
+        var mu = [Float](repeating: 0, count: blocks)
         var done = [Bool](repeating: false, count: blocks)
         var used = 0
         for _ in 0 ..< iterations {
             used += 1
-            // g = Φᵀ(y − Φx) = P − x·G (G symmetric), for every block at once.
-            gradient = proxy
-            multiplyByGram(x, blocks: blocks, into: &gradient, alpha: -1, beta: 1)
-            for i in 0 ..< blocks * b { masked[i] = support[i] != 0 ? gradient[i] : 0 }
-            multiplyByGram(masked, blocks: blocks, into: &gMasked, alpha: 1, beta: 0)
-            var allDone = true
+            // g = Φᵀ(y − Φx) = P − x·G (G symmetric), and G·g restricted to the support: two
+            // products over every block at once.
+            proxy.withUnsafeBufferPointer { p in for i in 0 ..< n { gradient[i] = p[i] } }
+            gramProduct(UnsafeBufferPointer(x), blocks: blocks, into: gradient, alpha: -1, beta: 1)
+            for i in 0 ..< n { masked[i] = support[i] != 0 ? gradient[i] : 0 }
+            gramProduct(UnsafeBufferPointer(masked), blocks: blocks, into: gMasked, alpha: 1, beta: 0)
+            // The step that is exact on the current support: μ = ‖g_Γ‖² / ‖Φ g_Γ‖².
+            var pending = [Bool](repeating: false, count: blocks)
             for j in 0 ..< blocks where !done[j] {
-                let o = j * b
                 var numerator: Float = 0, denominator: Float = 0
-                for i in o ..< o + b { numerator += masked[i] * masked[i]; denominator += masked[i] * gMasked[i] }
-                guard numerator > 1e-30, denominator > 0 else { done[j] = true; continue }
-                var mu = numerator / denominator
-                // Backtrack while the step is too long for a changed support (ω condition, c = 0.01, κ = 2).
-                for _ in 0 ..< 8 {
-                    for i in 0 ..< b { candidate[i] = x[o + i] + mu * gradient[o + i] }
-                    for i in 0 ..< b { candidateSupport[i] = 0 }
-                    Self.topK(candidate, offset: 0, count: lengths[j], k: k[j], into: &candidateSupport)
-                    for i in 0 ..< b where candidateSupport[i] == 0 { candidate[i] = 0 }
-                    if (0 ..< b).allSatisfy({ candidateSupport[$0] == support[o + $0] }) { break }
-                    var dd: Float = 0, dGd: Float = 0
-                    for r in 0 ..< b {
-                        let dr = candidate[r] - x[o + r]
-                        guard dr != 0 else { continue }
-                        dd += dr * dr
-                        var row: Float = 0
-                        for c in 0 ..< b { row += gram[r * b + c] * (candidate[c] - x[o + c]) }
-                        dGd += dr * row
+                for i in j * b ..< (j + 1) * b { numerator += masked[i] * masked[i]; denominator += masked[i] * gMasked[i] }
+                if numerator > 1e-30, denominator > 0 { mu[j] = numerator / denominator; pending[j] = true } else { done[j] = true }
+            }
+            // Candidates H_k(x + μg); where the support changes the step must satisfy
+            // μ ≤ (1 − c)‖Δ‖² / ‖ΦΔ‖² (c = 0.01), else μ is halved (κ = 2) and the block tried again.
+            var accepted = pending.map { !$0 }
+            for _ in 0 ..< 8 {
+                var checks = false
+                for j in 0 ..< blocks where !accepted[j] {
+                    let o = j * b
+                    for i in o ..< o + b { candidate[i] = x[i] + mu[j] * gradient[i]; candidateSupport[i] = 0 }
+                    markTopK(candidate, candidateSupport, block: j)
+                    var changed = false
+                    for i in o ..< o + b {
+                        if candidateSupport[i] == 0 { candidate[i] = 0 }
+                        if candidateSupport[i] != support[i] { changed = true }
+                        difference[i] = candidate[i] - x[i]
                     }
-                    if dGd <= 0 || mu <= 0.99 * dd / dGd { break }
-                    mu /= 2 * 0.99
+                    if changed { checks = true } else { accepted[j] = true }
                 }
+                guard checks else { break }
+                gramProduct(UnsafeBufferPointer(difference), blocks: blocks, into: differenceG, alpha: 1, beta: 0)
+                var retry = false
+                for j in 0 ..< blocks where !accepted[j] {
+                    var dd: Float = 0, dGd: Float = 0
+                    for i in j * b ..< (j + 1) * b { dd += difference[i] * difference[i]; dGd += difference[i] * differenceG[i] }
+                    if dGd <= 0 || mu[j] <= 0.99 * dd / dGd { accepted[j] = true } else { mu[j] /= 2 * 0.99; retry = true }
+                }
+                for j in 0 ..< blocks where accepted[j] { for i in j * b ..< (j + 1) * b { difference[i] = 0 } }
+                guard retry else { break }
+            }
+            var allDone = true
+            for j in 0 ..< blocks where pending[j] {
                 var change: Float = 0, norm: Float = 0
-                for i in 0 ..< b {
-                    change += (candidate[i] - x[o + i]) * (candidate[i] - x[o + i])
+                for i in j * b ..< (j + 1) * b {
+                    change += (candidate[i] - x[i]) * (candidate[i] - x[i])
                     norm += candidate[i] * candidate[i]
-                    x[o + i] = candidate[i]
-                    support[o + i] = candidateSupport[i]
+                    x[i] = candidate[i]
+                    support[i] = candidateSupport[i]
                 }
                 if change <= 1e-12 * max(norm, 1e-30) { done[j] = true } else { allDone = false }
             }
             if allDone { break }
         }
-        return Result(estimates: x, support: support, iterations: used)
+        return Result(estimates: Array(x.prefix(n)), support: Array(support.prefix(n)), iterations: used)
     }
 
     // MARK: CoSaMP
@@ -260,6 +287,15 @@ public struct SparseRecovery: Sendable {
     // MARK: Helpers
 
     /// out = alpha · X (blocks, b) · G + beta · out.
+    func gramProduct(_ x: UnsafeBufferPointer<Float>, blocks: Int, into out: UnsafeMutableBufferPointer<Float>, alpha: Float, beta: Float) {
+        let b = phi.columns
+        guard blocks > 0 else { return }
+        gram.withUnsafeBufferPointer { g in
+            VectorMath.gemm(m: blocks, n: b, k: b, alpha: alpha, x.baseAddress!, g.baseAddress!, beta: beta, out.baseAddress!)
+        }
+    }
+
+    /// out = alpha · X (blocks, b) · G + beta · out.
     func multiplyByGram(_ x: [Float], blocks: Int, into out: inout [Float], alpha: Float, beta: Float) {
         let b = phi.columns
         guard blocks > 0 else { return }
@@ -275,16 +311,16 @@ public struct SparseRecovery: Sendable {
     /// Sets `mask[offset + i] = 1` for the k entries of `values[offset ..< offset + count]` with the
     /// largest magnitudes (ties: lower index first). Does not clear the mask first.
     public static func topK(_ values: [Float], offset: Int, count: Int, k: Int, into mask: inout [UInt8]) {
-        guard k > 0 else { return }
-        guard k < count else {
-            for i in 0 ..< count { mask[offset + i] = 1 }
-            return
+        guard count > 0, k > 0 else { return }
+        var scratch = [Float](repeating: 0, count: count)
+        values.withUnsafeBufferPointer { v in
+            mask.withUnsafeMutableBufferPointer { m in
+                scratch.withUnsafeMutableBufferPointer { s in
+                    Selection.markTopK(UnsafeBufferPointer(rebasing: v[offset ..< offset + count]), k: k,
+                                       into: UnsafeMutableBufferPointer(rebasing: m[offset ..< offset + count]), scratch: s)
+                }
+            }
         }
-        let order = (0 ..< count).sorted { a, b in
-            let x = abs(values[offset + a]), y = abs(values[offset + b])
-            return x != y ? x > y : a < b
-        }
-        for i in order.prefix(k) { mask[offset + i] = 1 }
     }
 
     /// Power iteration on a symmetric positive semi-definite n × n matrix.

@@ -1,3 +1,4 @@
+import CompressedSensing
 import Tensors
 
 #if canImport(Glibc)
@@ -22,36 +23,13 @@ public struct PrunedLayers: Sendable, Equatable {
 /// `values` within each tensor's range (ties broken towards lower indices).
 func magnitudeMask(_ values: UnsafeBufferPointer<Float>, spec: TensorSpec, keep: Int, into mask: inout [UInt8]) {
     for i in spec.range { mask[i] = 0 }
-    guard keep > 0 else { return }
-    guard keep < spec.count else {
-        for i in spec.range { mask[i] = 1 }
-        return
-    }
-    let threshold = kthLargestMagnitude(values, range: spec.range, k: keep)
-    // Strictly above the threshold first, then ties at it in index order until `keep` are kept.
-    var kept = 0
-    for i in spec.range where abs(values[i]) > threshold { mask[i] = 1; kept += 1 }
-    for i in spec.range where kept < keep && abs(values[i]) == threshold { mask[i] = 1; kept += 1 }
-}
-
-/// The k-th largest |value| over `range` (1 ≤ k ≤ range.count), by quickselect.
-func kthLargestMagnitude(_ values: UnsafeBufferPointer<Float>, range: Range<Int>, k: Int) -> Float {
-    var a = range.map { abs(values[$0]) }
-    var lo = 0, hi = a.count - 1
-    let target = k - 1  // index in descending order
-    var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
-    while lo < hi {
-        seed = SeededRandom.mix(seed)
-        let pivot = a[lo + Int(seed % UInt64(hi - lo + 1))]
-        var i = lo, j = hi
-        while i <= j {
-            while a[i] > pivot { i += 1 }
-            while a[j] < pivot { j -= 1 }
-            if i <= j { a.swapAt(i, j); i += 1; j -= 1 }
+    var scratch = [Float](repeating: 0, count: spec.count)
+    mask.withUnsafeMutableBufferPointer { m in
+        scratch.withUnsafeMutableBufferPointer { s in
+            Selection.markTopK(UnsafeBufferPointer(rebasing: values[spec.range]), k: keep,
+                               into: UnsafeMutableBufferPointer(rebasing: m[spec.range]), scratch: s)
         }
-        if target <= j { hi = j } else if target >= i { lo = i } else { return a[target] }
     }
-    return a[target]
 }
 
 /// Entries each block of a layer keeps so that the layer as a whole keeps exactly

@@ -86,6 +86,7 @@ public final class WorkerService: Sendable {
         let model: any TrainableModel
         let chunkValues: Int
         let sendWindow: Int
+        let resendSeconds: Double
     }
 
     private func call(_ request: Request, context: Context) async throws -> Reply {
@@ -153,7 +154,8 @@ public final class WorkerService: Sendable {
         }
         logger.info("joined", metadata: ["run": "\(runID)", "worker_id": "\(welcome.workerID)", "parameters": "\(model.layout.totalCount)"])
         return Session(id: session, runID: runID, workerID: welcome.workerID, model: model,
-                       chunkValues: Int(welcome.chunkValues), sendWindow: config.transport.sendWindow)
+                       chunkValues: Int(welcome.chunkValues), sendWindow: config.transport.sendWindow,
+                       resendSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.resendSeconds))
     }
 
     private func checkRefusal(_ reply: Reply) throws {
@@ -179,9 +181,9 @@ public final class WorkerService: Sendable {
         var gradient = [Float](repeating: 0, count: layout.totalCount)
         var haveVersion: UInt64 = 0
         let control = try socket.openContext()
-        try control.setResendTime(.seconds(options.requestTimeoutSeconds))
+        try control.setResendTime(.seconds(session.resendSeconds))
         let senders = try (0 ..< max(1, session.sendWindow)).map { _ in try socket.openContext() }
-        for s in senders { try s.setResendTime(.seconds(options.requestTimeoutSeconds)) }
+        for s in senders { try s.setResendTime(.seconds(session.resendSeconds)) }
 
         while true {
             try Task.checkCancellation()

@@ -49,8 +49,11 @@ public struct TransportSettings: Sendable, Equatable {
     public var maxMessageBytes: Int = 256 << 20
     /// Concurrent request/reply exchanges the coordinator serves.
     public var coordinatorContexts: Int = 128
-    /// REQ re-send time: a request without a reply after this long is sent again.
-    public var resendSeconds: Double = 30
+    /// REQ re-send time: a request without a reply after this long is sent again. Every
+    /// coordinator handler is idempotent and answers within `coordinator.poll_hold_seconds`
+    /// (2 s), so a lost reply costs this long rather than a worker's whole patience. (A 30-second
+    /// stall with one duplicate chunk was seen once in a 120-step run: a reply that never arrived.)
+    public var resendSeconds: Double = 5
     /// Gradient chunks a worker keeps in flight at once.
     public var sendWindow: Int = 4
 
