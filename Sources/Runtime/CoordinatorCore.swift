@@ -45,6 +45,7 @@ actor CoordinatorCore {
     private let checkpoints: CheckpointStore
     private let metrics: MetricsWriter
     private lazy var pruningLog = MetricsWriter(url: folder.pruningFile)
+    private var projectionSecondsTotal = 0.0
 
     private(set) var step: Int
     let startStep: Int
@@ -370,6 +371,7 @@ actor CoordinatorCore {
             }
         }
         let projectionSeconds = Monotonic.now - projectionStart
+        projectionSecondsTotal += projectionSeconds
         if let supportUpdate { logSupportUpdate(supportUpdate, seconds: projectionSeconds) }
         let sparsity = SparsityReport(broadcast, layout: layout)
         reassignedMicroBatches += round.reassignments
@@ -560,7 +562,7 @@ actor CoordinatorCore {
         if step > startStep || status == .completed { writeCheckpoint() }
         let sparsity = SparsityReport(broadcast, layout: layout)
         let wall = Monotonic.now - runStarted
-        let summary = RunSummary(status: status, runId: runID, steps: step, startStep: startStep, workersSeen: workerNames.count,
+        var summary = RunSummary(status: status, runId: runID, steps: step, startStep: startStep, workersSeen: workerNames.count,
                                  workersFailed: membership.failedTotal, firstLoss: firstLoss, finalLoss: lastLoss,
                                  sparsity: sparsity.prunable, sparsityOverall: sparsity.overall, checkpoint: lastCheckpoint?.path,
                                  wallSeconds: wall, examplesPerSecond: wall > 0 ? Double(examplesProcessed) / wall : 0,
@@ -568,6 +570,8 @@ actor CoordinatorCore {
                                  reassignedMicroBatches: reassignedMicroBatches,
                                  validWer: lastValidation["valid"]?.wordErrorRate,
                                  validWerChannel: lastValidation["valid_channel"]?.wordErrorRate, message: message)
+        summary.pruningMethod = projection.name
+        summary.projectionSeconds = projectionSecondsTotal
         outcome = summary
         do { try folder.write(summary.json() + "\n", to: folder.summaryFile) } catch {
             logger.error("\(error)")

@@ -26,6 +26,7 @@ public final class ProgressDisplay: Sendable {
         case let .step(m, total):
             var line = String(format: "step %d/%d  loss %.4f  %.0f examples/s  workers %d",
                               m.step, total, m.loss, m.examplesPerSecond, m.workers)
+            if m.sparsity > 0 { line += String(format: "  sparsity %.1f%% (projection %.0f ms)", 100 * m.sparsity, 1000 * m.projectionSeconds) }
             if let wer = m.validWer { line += String(format: "  valid WER %.2f%%", 100 * wer) }
             if let wer = m.validWerChannel { line += String(format: " (channel %.2f%%)", 100 * wer) }
             state.withLock { s in

@@ -145,6 +145,9 @@ public struct RunSummary: Codable, Sendable {
     /// The last validation word error rates (clean, channel-degraded), when measured.
     public var validWer: Double?
     public var validWerChannel: Double?
+    /// The pruning method and the coordinator's total time in its projection step.
+    public var pruningMethod: String = "none"
+    public var projectionSeconds: Double = 0
     public var message: String?
 
     public func json(pretty: Bool = true) -> String {

@@ -76,8 +76,15 @@ enum WireCodec {
                 let v = UnsafeBufferPointer(rebasing: all[spec.range])
                 var t = Csptrain_V1_TensorData()
                 t.tensor = UInt32(i)
+                // The smallest of dense, bitmask and Rice-coded positions (values follow in every case).
                 let nonZero = v.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
-                if FloatEncoding.bitmaskSize(count: v.count, nonZero: nonZero) < v.count * 4 {
+                let bitmaskSize = FloatEncoding.bitmaskSize(count: v.count, nonZero: nonZero)
+                let rice = nonZero < v.count / 2 ? RiceGaps.encode(v).code : nil
+                if let rice, rice.count + nonZero * 4 < min(bitmaskSize, v.count * 4) {
+                    t.encoding = .riceF32
+                    t.mask = Data(rice)
+                    t.values = Data(FloatEncoding.nonZeroBytes(v))
+                } else if bitmaskSize < v.count * 4 {
                     let (mask, values) = FloatEncoding.bitmask(v)
                     t.encoding = .bitmaskF32
                     t.mask = Data(mask)
@@ -108,6 +115,7 @@ enum WireCodec {
                     switch t.encoding {
                     case .denseF32: return FloatEncoding.decodeDense(v, into: target)
                     case .bitmaskF32: return t.mask.withUnsafeBytes { m in FloatEncoding.decodeBitmask(mask: m, nonZero: v, into: target) }
+                    case .riceF32: return t.mask.withUnsafeBytes { m in FloatEncoding.decodeRice(code: m, nonZero: v, into: target) }
                     default: return false
                     }
                 }

@@ -66,6 +66,30 @@ public enum FloatEncoding {
         return next == available
     }
 
+    /// The non-zero values in index order, float32 little-endian.
+    public static func nonZeroBytes(_ values: UnsafeBufferPointer<Float>) -> [UInt8] {
+        var nonZero: [Float] = []
+        for v in values where v != 0 { nonZero.append(v) }
+        return nonZero.withUnsafeBufferPointer { denseBytes($0) }
+    }
+
+    /// Decodes Rice-coded positions (`RiceGaps`) and their non-zero values into `out`. Returns
+    /// false when the code is malformed or disagrees with the number of values.
+    public static func decodeRice(code: UnsafeRawBufferPointer, nonZero: UnsafeRawBufferPointer,
+                                  into out: UnsafeMutableBufferPointer<Float>) -> Bool {
+        guard nonZero.count % 4 == 0, let mask = RiceGaps.decode(code, count: out.count, nonZero: nonZero.count / 4) else { return false }
+        var next = 0
+        for i in 0 ..< out.count {
+            if mask[i] {
+                out[i] = Float(bitPattern: UInt32(littleEndian: nonZero.loadUnaligned(fromByteOffset: next * 4, as: UInt32.self)))
+                next += 1
+            } else {
+                out[i] = 0
+            }
+        }
+        return true
+    }
+
     /// Bytes the bitmask encoding takes for `count` values of which `nonZero` are non-zero.
     public static func bitmaskSize(count: Int, nonZero: Int) -> Int { (count + 7) / 8 + nonZero * 4 }
 }

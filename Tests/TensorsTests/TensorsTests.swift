@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Tensors
 
@@ -96,5 +97,65 @@ struct LayoutTests {
         let mean = samples.reduce(0, +) / 20000
         let variance = samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 20000
         #expect(abs(mean) < 0.03 && abs(variance - 1) < 0.05)
+    }
+}
+
+struct RiceGapsTests {
+    static func sparse(count: Int, density: Double, seed: UInt64) -> [Float] {
+        var rng = SeededRandom(seed)
+        return (0 ..< count).map { _ in Double(rng.nextUnitFloat()) < density ? rng.nextGaussian() + 3 : 0 }
+    }
+
+    func roundTrip(_ values: [Float]) -> [Float]? {
+        let (code, nonZero) = values.withUnsafeBufferPointer { RiceGaps.encode($0) }
+        let packed = values.withUnsafeBufferPointer { FloatEncoding.nonZeroBytes($0) }
+        #expect(packed.count == nonZero * 4)
+        var out = [Float](repeating: .nan, count: values.count)
+        let ok = code.withUnsafeBytes { c in packed.withUnsafeBytes { p in out.withUnsafeMutableBufferPointer { FloatEncoding.decodeRice(code: c, nonZero: p, into: $0) } } }
+        return ok ? out : nil
+    }
+
+    @Test(arguments: [0.0, 0.003, 0.05, 0.3, 0.7, 1.0])
+    func roundTripsAtEveryDensity(density: Double) {
+        let values = Self.sparse(count: 5000, density: density, seed: 9)
+        #expect(roundTrip(values) == values)
+    }
+
+    @Test func edgeCases() {
+        #expect(roundTrip([]) == [])
+        #expect(roundTrip([0, 0, 0]) == [0, 0, 0])
+        #expect(roundTrip([1]) == [1])
+        #expect(roundTrip([0, 0, 5]) == [0, 0, 5])
+        #expect(roundTrip([5, 0, 0]) == [5, 0, 0])
+    }
+
+    @Test func malformedCodesAreRefused() {
+        let values: [Float] = [0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0, 3]
+        let (code, nonZero) = values.withUnsafeBufferPointer { RiceGaps.encode($0) }
+        code.withUnsafeBytes { c in
+            #expect(RiceGaps.decode(c, count: 12, nonZero: nonZero) != nil)
+            #expect(RiceGaps.decode(c, count: 12, nonZero: nonZero + 1) == nil)   // more values than positions
+            #expect(RiceGaps.decode(c, count: 8, nonZero: nonZero) == nil)        // a position past the end
+            #expect(RiceGaps.decode(UnsafeRawBufferPointer(rebasing: c[0 ..< 1]), count: 12, nonZero: nonZero) == nil)  // truncated
+        }
+        #expect((code + [0xFF]).withUnsafeBytes { RiceGaps.decode($0, count: 12, nonZero: nonZero) } == nil)  // trailing garbage
+        #expect([UInt8(99)].withUnsafeBytes { RiceGaps.decode($0, count: 12, nonZero: 0) } == nil)            // k out of range
+    }
+
+    /// Encoded bytes per value (positions and float32 values) against the information bound
+    /// H(d)/8 + 4d at the densities the pruning targets produce.
+    @Test(arguments: [0.5, 0.2, 0.1, 0.05, 0.01])
+    func withinFifteenPercentOfTheBound(density: Double) {
+        let count = 200_000
+        let values = Self.sparse(count: count, density: density, seed: 17)
+        let nonZero = values.filter { $0 != 0 }.count
+        let d = Double(nonZero) / Double(count)
+        let entropy = -d * log2(d) - (1 - d) * log2(1 - d)
+        let bound = entropy / 8 + 4 * d
+        let code = values.withUnsafeBufferPointer { RiceGaps.encode($0) }.code
+        let ours = Double(code.count + nonZero * 4) / Double(count)
+        #expect(ours <= 1.15 * bound, "density \(d): \(ours) bytes per value, bound \(bound)")
+        // The mask part alone stays within 10% of its entropy.
+        #expect(Double(code.count) * 8 / Double(count) <= 1.10 * entropy, "mask bits per value at density \(d)")
     }
 }

@@ -30,12 +30,14 @@ struct GeneratedCodeTests {
 struct WireCodecTests {
     let layout = ParameterLayout([("w", [4, 8], true), ("b", [3], false)])
 
-    @Test func weightsRoundTripInBothEncodings() throws {
+    @Test func weightsRoundTripInEveryEncoding() throws {
+        let layout = ParameterLayout([("w", [4, 8], true), ("v", [32], true), ("b", [3], false)])
         var values = [Float](repeating: 0, count: layout.totalCount)
-        values[3] = 1.5  // w: 1 non-zero of 32 → bitmask
-        for i in 32 ..< 35 { values[i] = Float(i) }  // b: dense
+        values[3] = 1.5  // w: 1 non-zero of 32 → Rice-coded positions (2 bytes) beat a 4-byte bitmask
+        for i in stride(from: 32, to: 62, by: 2) { values[i] = Float(i) }  // v: 15 of 32 → bitmask
+        for i in 64 ..< 67 { values[i] = Float(i) }  // b: dense
         let message = WireCodec.weights(values, layout: layout, version: 7)
-        #expect(message.tensors.map(\.encoding) == [.bitmaskF32, .denseF32])
+        #expect(message.tensors.map(\.encoding) == [.riceF32, .bitmaskF32, .denseF32])
         let parsed = try Csptrain_V1_Weights(serializedBytes: message.serializedBytes() as [UInt8])
         var out = [Float](repeating: 9, count: layout.totalCount)
         try WireCodec.decode(parsed, layout: layout, into: &out)

@@ -75,6 +75,12 @@ public nonisolated enum Csptrain_V1_Encoding: SwiftProtobuf.Enum, Swift.CaseIter
   /// `mask` holds ceil(count/8) bytes, bit i (LSB first) set where value i is non-zero;
   /// `values` holds the non-zero float32 values in index order.
   case bitmaskF32 // = 2
+
+  /// `mask` holds the positions of the non-zero values as Golomb-Rice-coded gaps (one byte k,
+  /// then for each non-zero value the zeros since the previous one: quotient by 2^k in unary, then
+  /// k low bits; bits LSB first; see Sources/Tensors/RiceGaps.swift); `values` holds the non-zero
+  /// float32 values in index order. Near the entropy of the mask at every density.
+  case riceF32 // = 3
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -86,6 +92,7 @@ public nonisolated enum Csptrain_V1_Encoding: SwiftProtobuf.Enum, Swift.CaseIter
     case 0: self = .unspecified
     case 1: self = .denseF32
     case 2: self = .bitmaskF32
+    case 3: self = .riceF32
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -95,6 +102,7 @@ public nonisolated enum Csptrain_V1_Encoding: SwiftProtobuf.Enum, Swift.CaseIter
     case .unspecified: return 0
     case .denseF32: return 1
     case .bitmaskF32: return 2
+    case .riceF32: return 3
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -104,6 +112,7 @@ public nonisolated enum Csptrain_V1_Encoding: SwiftProtobuf.Enum, Swift.CaseIter
     .unspecified,
     .denseF32,
     .bitmaskF32,
+    .riceF32,
   ]
 
 }
@@ -750,7 +759,7 @@ nonisolated extension Csptrain_V1_TaskKind: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Csptrain_V1_Encoding: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ENCODING_UNSPECIFIED\0\u{1}ENCODING_DENSE_F32\0\u{1}ENCODING_BITMASK_F32\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ENCODING_UNSPECIFIED\0\u{1}ENCODING_DENSE_F32\0\u{1}ENCODING_BITMASK_F32\0\u{1}ENCODING_RICE_F32\0")
 }
 
 nonisolated extension Csptrain_V1_Header: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
