@@ -35,7 +35,7 @@ public enum ProjectionBenchmark {
             func project(_ step: Int) -> Double {
                 let start = ContinuousClock.now
                 _ = weights.withUnsafeMutableBufferPointer { w in
-                    broadcast.withUnsafeMutableBufferPointer { projection.project(weights: w, step: step, learningRate: 1e-3, layout: layout, broadcast: $0) }
+                    broadcast.withUnsafeMutableBufferPointer { projection.project(weights: w, gradient: UnsafeBufferPointer(w), step: step, learningRate: 1e-3, layout: layout, broadcast: $0) }
                 }
                 return (ContinuousClock.now - start).seconds
             }

@@ -104,6 +104,9 @@ extension PruningSettings: ConfigSection {
             .init("rho", \.rho, "csp, admm-magnitude: strength of the proximal pull towards Z", check: nonNegative),
             .init("dual_interval", \.dualInterval, "csp, admm-magnitude: steps between dual updates", check: positive),
             .init("seed", \.seed, "csp: seeds the measurement operators (0: the run's seed)"),
+            .init("taylor_decay", \.taylorDecay, "taylor: weight of the running average of |w·g| per step", check: probability),
+            .init("structured_keep", \.structuredKeep, "structured: N of N:M (weights kept per group)", check: positive),
+            .init("structured_group", \.structuredGroup, "structured: M of N:M (consecutive weights of a row)", check: positive),
         ]
     }
 }

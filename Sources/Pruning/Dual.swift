@@ -38,8 +38,9 @@ public struct DualProjection: ProjectionStep {
 
     public var name: String { settings.method.rawValue }
 
-    public mutating func project(weights w: UnsafeMutableBufferPointer<Float>, step: Int, learningRate: Double,
-                                 layout: ParameterLayout, broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate? {
+    public mutating func project(weights w: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
+                                 step: Int, learningRate: Double, layout: ParameterLayout,
+                                 broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate? {
         let updating = settings.schedule.isUpdateStep(step)
         guard active || updating else {
             _ = broadcast.update(fromContentsOf: w)

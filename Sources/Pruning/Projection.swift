@@ -10,11 +10,13 @@ public protocol ProjectionStep: Sendable {
     /// A short name for logs and summaries.
     var name: String { get }
     /// Projects `weights` (the dense master copy after the optimizer step of `step`, which ran
-    /// at `learningRate`) and writes the weights workers should use into `broadcast`. Methods
-    /// may also change the master weights (magnitude pruning zeroes them; the dual methods pull
-    /// them towards Z). Returns what happened when the support changed, nil otherwise.
-    mutating func project(weights: UnsafeMutableBufferPointer<Float>, step: Int, learningRate: Double,
-                          layout: ParameterLayout, broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate?
+    /// at `learningRate` on the aggregated `gradient`) and writes the weights workers should use
+    /// into `broadcast`. Methods may also change the master weights (magnitude pruning zeroes
+    /// them; the dual methods pull them towards Z). Returns what happened when the support
+    /// changed, nil otherwise.
+    mutating func project(weights: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
+                          step: Int, learningRate: Double, layout: ParameterLayout,
+                          broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate?
 }
 
 /// A support change: per pruned layer, what the new mask keeps and how it was found.
@@ -40,8 +42,9 @@ public struct SupportUpdate: Sendable, Equatable, Codable {
 public struct IdentityProjection: ProjectionStep {
     public init() {}
     public var name: String { "none" }
-    public func project(weights: UnsafeMutableBufferPointer<Float>, step: Int, learningRate: Double,
-                        layout: ParameterLayout, broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate? {
+    public func project(weights: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
+                        step: Int, learningRate: Double, layout: ParameterLayout,
+                        broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate? {
         _ = broadcast.update(fromContentsOf: weights)
         return nil
     }
@@ -61,6 +64,11 @@ public struct PruningSettings: Sendable, Equatable {
         case gradualMagnitude = "gradual-magnitude"
         /// Magnitude pruning at once, at `schedule.start_step`; the mask then stays.
         case oneShotMagnitude = "one-shot-magnitude"
+        /// The first-order Taylor criterion |w · g| (averaged over recent steps) on the schedule.
+        case taylor
+        /// N:M structured sparsity (`structured_keep` of every `structured_group` consecutive
+        /// weights of a row), imposed at the schedule's update steps.
+        case structured
     }
     public enum Scope: String, Sendable, CaseIterable {
         /// Every pruned layer reaches the target sparsity.
@@ -88,6 +96,11 @@ public struct PruningSettings: Sendable, Equatable {
     public var dualInterval = 1
     /// Seeds the measurement operators (with each layer's name).
     public var seed: UInt64 = 0
+    /// taylor: weight of the previous average in the moving average of |w · g| per step.
+    public var taylorDecay = 0.9
+    /// structured: N and M of N:M sparsity.
+    public var structuredKeep = 2
+    public var structuredGroup = 4
 
     public init() {}
 
@@ -99,7 +112,15 @@ public struct PruningSettings: Sendable, Equatable {
         case .gradualMagnitude, .oneShotMagnitude:
             var s = self
             if method == .oneShotMagnitude { s.schedule.kind = .oneShot }
-            return MagnitudeProjection(settings: s, layout: layout)
+            return MaskedProjection(settings: s, criterion: .magnitude, layout: layout)
+        case .taylor:
+            guard (0 ..< 1).contains(taylorDecay) else { throw PruningError("pruning.taylor_decay must be in [0, 1) (got \(taylorDecay))") }
+            return MaskedProjection(settings: self, criterion: .taylor, layout: layout)
+        case .structured:
+            guard structuredKeep >= 1, structuredGroup > structuredKeep else {
+                throw PruningError("pruning.structured_keep (\(structuredKeep)) must be at least 1 and below pruning.structured_group (\(structuredGroup))")
+            }
+            return MaskedProjection(settings: self, criterion: .structured, layout: layout)
         case .csp, .admmMagnitude:
             guard block >= 2 else { throw PruningError("pruning.block must be at least 2 (got \(block))") }
             if case let .ratio(r) = measurements, !(r > 0 && r <= 1) {

@@ -367,7 +367,9 @@ actor CoordinatorCore {
         let projectionStart = Monotonic.now
         let supportUpdate = broadcast.withUnsafeMutableBufferPointer { b in
             weights.withUnsafeMutableBufferPointer { w in
-                projection.project(weights: w, step: current, learningRate: lr, layout: layout, broadcast: b)
+                gradient.withUnsafeBufferPointer { g in
+                    projection.project(weights: w, gradient: g, step: current, learningRate: lr, layout: layout, broadcast: b)
+                }
             }
         }
         let projectionSeconds = Monotonic.now - projectionStart

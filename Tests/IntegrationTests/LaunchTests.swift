@@ -37,7 +37,7 @@ struct LaunchTests {
         #expect(checkpoint.records.contains { $0.name == "w1" && $0.role == "param" })
     }
 
-    @Test(arguments: ["csp", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude"])
+    @Test(arguments: ["csp", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor", "structured"])
     func prunedLaunchReachesItsTarget(method: String) async throws {
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -49,13 +49,14 @@ struct LaunchTests {
         #expect(status == 0, "launch failed: \(stderr)")
         let summary = try Summary.parse(stdout)
         #expect(summary.status == "completed")
-        #expect(abs(summary.sparsity - 0.8) <= 0.005, "\(method): sparsity \(summary.sparsity)")
+        let target = method == "structured" ? 0.5 : 0.8  // 2:4
+        #expect(abs(summary.sparsity - target) <= 0.005, "\(method): sparsity \(summary.sparsity)")
         #expect(summary.finalLoss.map(\.isFinite) == true)
         // Every support change is on record, per pruned layer.
         let lines = try String(contentsOf: dir.appendingPathComponent("pruning.jsonl"), encoding: .utf8).split(separator: "\n")
         #expect(lines.count == (method == "one-shot-magnitude" ? 1 : 5))
         let last = try #require(try JSONSerialization.jsonObject(with: Data(lines.last!.utf8)) as? [String: Any])
-        #expect(abs((last["sparsity"] as? Double ?? -1) - 0.8) < 1e-9)
+        #expect(abs((last["sparsity"] as? Double ?? -1) - target) < 1e-9)
         let layers = try #require(last["layers"] as? [[String: Any]])
         #expect(layers.map { $0["name"] as? String } == ["w1", "w2"])
         if method == "csp" { #expect(layers.allSatisfy { $0["overlap_with_top_k"] != nil && $0["recovery_error"] != nil }) }

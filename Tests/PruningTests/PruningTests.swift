@@ -83,7 +83,7 @@ struct ProjectionTests {
         for step in 0 ..< steps {
             for i in w.indices { w[i] += 0.01 * rng.nextGaussian() }
             _ = w.withUnsafeMutableBufferPointer { wv in
-                out.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: step, learningRate: 0.01, layout: Self.layout, broadcast: $0) }
+                out.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: UnsafeBufferPointer(wv), step: step, learningRate: 0.01, layout: Self.layout, broadcast: $0) }
             }
         }
         return out
@@ -110,13 +110,52 @@ struct ProjectionTests {
         var w = Self.weights(seed: 5)
         let before = w
         var out = w
-        _ = w.withUnsafeMutableBufferPointer { wv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: 0, learningRate: 0, layout: Self.layout, broadcast: $0) } }
+        _ = w.withUnsafeMutableBufferPointer { wv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: UnsafeBufferPointer(wv), step: 0, learningRate: 0, layout: Self.layout, broadcast: $0) } }
         let spec = Self.layout.tensors[1]
         let kept = spec.range.filter { out[$0] != 0 }
         let smallestKept = kept.map { abs(before[$0]) }.min()!
         let largestPruned = spec.range.filter { out[$0] == 0 }.map { abs(before[$0]) }.max()!
         #expect(kept.count == 250 && smallestKept >= largestPruned)
         #expect(kept.allSatisfy { out[$0] == before[$0] })
+    }
+
+    @Test func structuredKeepsTwoOfEveryFour() throws {
+        var p = settings(.structured, target: 0.3)  // the target is ignored: N:M fixes 0.5
+        p.exclude = ["conv.*", "lstm.*"]
+        var projection = try p.makeProjection(layout: Self.layout, seed: 1)
+        var w = Self.weights(seed: 8)
+        let before = w
+        var out = w
+        _ = w.withUnsafeMutableBufferPointer { wv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: UnsafeBufferPointer(wv), step: 0, learningRate: 0, layout: Self.layout, broadcast: $0) } }
+        let spec = Self.layout.tensors[3]  // output.weight (5, 20)
+        for g in stride(from: spec.offset, to: spec.offset + spec.count, by: 4) {
+            let group = Array(g ..< g + 4)
+            let kept = group.filter { out[$0] != 0 }
+            #expect(kept.count == 2, "group at \(g)")
+            let smallestKept = kept.map { abs(before[$0]) }.min()!
+            #expect(group.filter { out[$0] == 0 }.allSatisfy { abs(before[$0]) <= smallestKept })
+        }
+        #expect(Self.zeros(out, Self.layout.tensors[1]) == 0)
+    }
+
+    @Test func taylorKeepsTheLargestWeightTimesGradient() throws {
+        var p = settings(.taylor, target: 0.5)
+        p.schedule.kind = .oneShot
+        p.schedule.startStep = 0
+        p.exclude = ["conv.*", "lstm.*"]
+        p.taylorDecay = 0
+        var projection = try p.makeProjection(layout: Self.layout, seed: 1)
+        // Equal magnitudes, so magnitude pruning has no preference; the gradient decides.
+        var w = [Float](repeating: 1, count: Self.layout.totalCount)
+        let spec = Self.layout.tensors[3]
+        var g = [Float](repeating: 0, count: w.count)
+        for (n, i) in spec.range.enumerated() { g[i] = Float(n % 7) - 3 }
+        var out = w
+        _ = w.withUnsafeMutableBufferPointer { wv in g.withUnsafeBufferPointer { gv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: gv, step: 0, learningRate: 0, layout: Self.layout, broadcast: $0) } } }
+        let kept = spec.range.filter { out[$0] != 0 }
+        #expect(kept.count == 50)
+        let smallestKept = kept.map { abs(g[$0]) }.min()!
+        #expect(spec.range.filter { out[$0] == 0 }.allSatisfy { abs(g[$0]) <= smallestKept })
     }
 
     @Test func globalScopeUsesOneThreshold() throws {
@@ -129,7 +168,7 @@ struct ProjectionTests {
         // Make one layer's weights much larger: a global threshold prunes the others first.
         for i in Self.layout.tensors[3].range { w[i] = (w[i] < 0 ? -1 : 1) * (10 + abs(w[i])) }
         var out = w
-        _ = w.withUnsafeMutableBufferPointer { wv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: 0, learningRate: 0, layout: Self.layout, broadcast: $0) } }
+        _ = w.withUnsafeMutableBufferPointer { wv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: UnsafeBufferPointer(wv), step: 0, learningRate: 0, layout: Self.layout, broadcast: $0) } }
         let pruned = Self.layout.tensors.filter(\.prunable)
         let total = pruned.reduce(0) { $0 + $1.count }, zeros = pruned.reduce(0) { n, s in n + s.range.filter { out[$0] == 0 }.count }
         #expect(abs(Double(zeros) / Double(total) - 0.6) < 0.005)
@@ -149,11 +188,11 @@ struct ProjectionTests {
         var projection = try p.makeProjection(layout: layout, seed: 1)
         var w: [Float] = [3, -1, 0.5, -4]
         var z = [Float](repeating: 0, count: 4)
-        _ = w.withUnsafeMutableBufferPointer { wv in z.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: 0, learningRate: 0.01, layout: layout, broadcast: $0) } }
+        _ = w.withUnsafeMutableBufferPointer { wv in z.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: UnsafeBufferPointer(wv), step: 0, learningRate: 0.01, layout: layout, broadcast: $0) } }
         // Step 0: no pull yet (no Z); support = top-2 of W + U = W: {0, 3}; Z = [3, 0, 0, −4]; U = W − Z.
         #expect(z == [3, 0, 0, -4])
         #expect(w == [3, -1, 0.5, -4])
-        _ = w.withUnsafeMutableBufferPointer { wv in z.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: 1, learningRate: 0.01, layout: layout, broadcast: $0) } }
+        _ = w.withUnsafeMutableBufferPointer { wv in z.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: UnsafeBufferPointer(wv), step: 1, learningRate: 0.01, layout: layout, broadcast: $0) } }
         // Step 1: W ← W − lr·ρ·(W − Z + U) with lr·ρ = 0.1 (kept entries have W − Z + U = 0);
         // then Z = M ⊙ (W + U) and U ← W + U − Z.
         let w1: [Float] = [3, -1 - 0.1 * (-2), 0.5 - 0.1 * 1, -4]
@@ -171,7 +210,7 @@ struct ProjectionTests {
         var projection = try p.makeProjection(layout: Self.layout, seed: 1)
         var w = Self.weights(seed: 7)
         var out = w
-        let update = w.withUnsafeMutableBufferPointer { wv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, step: 0, learningRate: 0.01, layout: Self.layout, broadcast: $0) } }
+        let update = w.withUnsafeMutableBufferPointer { wv in out.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: UnsafeBufferPointer(wv), step: 0, learningRate: 0.01, layout: Self.layout, broadcast: $0) } }
         let layers = try #require(update).layers
         #expect(layers.count == 3)
         for layer in layers {
