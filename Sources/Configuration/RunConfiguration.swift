@@ -15,6 +15,9 @@ public struct RunConfiguration: Sendable, Equatable {
     public var seed: UInt64 = 1
     /// The run's total number of steps (a resumed run continues up to it).
     public var steps = 200
+    /// A checkpoint whose model weights start the run (fine-tuning, pruning a trained model);
+    /// empty: initialise from `seed`. The optimizer starts fresh.
+    public var initFrom = ""
     public var model = ModelSettings()
     public var data = DataSettings()
     public var augmentation = AugmentationSettings()

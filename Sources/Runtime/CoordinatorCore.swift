@@ -98,7 +98,7 @@ actor CoordinatorCore {
                           globalBatch: config.coordinator.globalBatch, microBatches: config.coordinator.microBatches,
                           costs: model.exampleCosts, groupingWindow: config.coordinator.lengthGrouping)
         grid = ChunkGrid(tensors: layout.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
-        let initial = model.initialParameters(seed: config.seed)
+        let initial = try Self.initialWeights(config: config, model: model)
         // Pruning starts after the first update (the schedule's start step); step 0 is dense.
         let firstBroadcast = initial
         do { projection = try config.pruning.makeProjection(layout: model.layout, seed: config.seed) } catch {
@@ -337,6 +337,26 @@ actor CoordinatorCore {
             return refusal(.malformed, reason)
         }
         return reply
+    }
+
+    /// From `init_from`'s model weights when given (the error names the checkpoint and what does
+    /// not fit), else the model's seeded initialisation.
+    static func initialWeights(config: RunConfiguration, model: any TrainableModel) throws -> [Float] {
+        guard !config.initFrom.isEmpty else { return model.initialParameters(seed: config.seed) }
+        var url = URL(fileURLWithPath: config.initFrom)
+        var isFolder: ObjCBool = false
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder), isFolder.boolValue {
+            guard let latest = CheckpointStore(runDirectory: url).latestPath() else {
+                throw RunFolderError("init_from: \(url.path) is a folder without checkpoints/latest")
+            }
+            url = latest
+        }
+        do {
+            let checkpoint = try CheckpointStore.load(url)
+            return try checkpoint.flatValues(role: "param", layout: model.layout)
+        } catch {
+            throw RunFolderError("init_from: \(url.path): \(error) (the checkpoint must come from the same model configuration)")
+        }
     }
 
     /// True when every little-endian float32 in `bytes` is finite.

@@ -44,7 +44,7 @@ struct ConfigOptions: ParsableArguments {
             // Data folders are given relative to the working directory; workers on other machines
             // receive the configuration, so it carries absolute paths.
             let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-            for path in [\RunConfiguration.data.train, \.data.valid, \.data.validChannel] where !resolved[keyPath: path].isEmpty {
+            for path in [\RunConfiguration.data.train, \.data.valid, \.data.validChannel, \.initFrom] where !resolved[keyPath: path].isEmpty {
                 resolved[keyPath: path] = URL(fileURLWithPath: resolved[keyPath: path], relativeTo: cwd).standardizedFileURL.path
             }
             return resolved

@@ -62,6 +62,26 @@ struct LaunchTests {
         if method == "csp" { #expect(layers.allSatisfy { $0["overlap_with_top_k"] != nil && $0["recovery_error"] != nil }) }
     }
 
+    @Test func initFromStartsWhereAnotherRunEnded() async throws {
+        let dir = temporaryRunDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let first = dir.appendingPathComponent("first").path, second = dir.appendingPathComponent("second").path
+        let a = try Child(["launch", "--workers", "1", "--steps", "30", "--run-dir", first, "--json"])
+        let (aStatus, aOut, aErr) = await a.wait(seconds: 120)
+        #expect(aStatus == 0, "first: \(aErr)")
+        let trained = try Summary.parse(aOut)
+        let b = try Child(["launch", "--workers", "1", "--steps", "2", "--run-dir", second, "--json", "--set", "init_from=\(first)"])
+        let (bStatus, bOut, bErr) = await b.wait(seconds: 120)
+        #expect(bStatus == 0, "second: \(bErr)")
+        // A fresh model starts near ln 8 ≈ 2.1; this one starts where the first run ended.
+        let firstLoss = try #require(try Summary.parse(bOut).firstLoss), trainedLoss = try #require(trained.finalLoss)
+        #expect(firstLoss < 3 * trainedLoss + 0.2, "started at loss \(firstLoss); the first run ended at \(trainedLoss)")
+        let bad = try Child(["launch", "--workers", "1", "--steps", "2", "--run-dir", dir.appendingPathComponent("third").path,
+                             "--set", "init_from=\(first)", "--set", "model.hidden_dim=16"])
+        let (badStatus, _, badErr) = await bad.wait(seconds: 60)
+        #expect(badStatus != 0 && badErr.contains("init_from") && badErr.contains("w1"), "stderr: \(badErr)")
+    }
+
     @Test func launchOverIPC() async throws {
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }
