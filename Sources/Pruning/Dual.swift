@@ -7,7 +7,7 @@ import Tensors
 /// Sources/Pruning/README.md. Per pruned layer, with master weights W (after the optimizer step),
 /// dual variable U (the accumulated compression error) and support mask M:
 ///
-///     W ← W − lr · ρ · (W − Z + U)          proximal pull, decoupled from the optimizer's scaling
+///     W ← W − min(1, lr·ρ) · (W − Z + U)    proximal pull, decoupled from the optimizer's scaling
 ///     every `interval` steps: M ← support(W + U)  (csp: recovered from block measurements;
 ///                                                  admm-magnitude: top-k of each block)
 ///     Z ← M ⊙ (W + U)
@@ -47,7 +47,8 @@ public struct DualProjection: ProjectionStep {
             return nil
         }
         if active {
-            let pull = Float(learningRate * settings.rho)
+            // The fraction of the gap closed this step; above 1 the pull would overshoot.
+            let pull = Float(min(1, learningRate * settings.rho))
             for spec in layers.tensors {
                 for i in spec.range { w[i] -= pull * (w[i] - sparse[i] + dual[i]) }
             }

@@ -90,8 +90,12 @@ public struct PruningSettings: Sendable, Equatable {
     public var solver: SparseRecovery.Solver = .niht
     public var iterations = 30
     /// Dual methods: ρ, the strength of the proximal pull ρ(W − Z + U), applied decoupled from the
-    /// optimizer's scaling as W ← W − lr · ρ · (W − Z + U).
-    public var rho = 1.0
+    /// optimizer's scaling as W ← W − lr · ρ · (W − Z + U). lr·ρ is the fraction of the gap closed
+    /// per step; it must not be tiny, or U integrates the pruned weights for hundreds of steps
+    /// before W follows and the next support picks them back (measured: ρ = 1 at lr 3e-4 took a
+    /// trained speech model from 6.7% to 47% WER). With lr·ρ = a the pruned (W, U) pair evolves by
+    /// a matrix with eigenvalues of modulus √(1 − a): a ≈ 0.1–0.3 damps it within tens of steps.
+    public var rho = 300.0
     /// Dual methods: the dual variable U accumulates W − Z every this many steps.
     public var dualInterval = 1
     /// Seeds the measurement operators (with each layer's name).
