@@ -94,6 +94,17 @@ public struct DualProjection: ProjectionStep {
             let lengths = (0 ..< blocks).map { min(b, n - $0 * b) }
             let result = y.withUnsafeBufferPointer { recovery.recover($0, blocks: blocks, k: k, lengths: lengths) }
             chosen = result.support
+            // A recovered position where W + U is exactly zero would keep a zero: the block would
+            // end sparser than its target. Such picks give way to the largest entries left out
+            // (W + U is exactly sparse when the pull closes the whole gap, lr·ρ ≥ 1).
+            for j in 0 ..< blocks {
+                let range = j * b ..< j * b + lengths[j]
+                var dropped = 0
+                for i in range where chosen[i] != 0 && v[i] == 0 { chosen[i] = 0; dropped += 1 }
+                guard dropped > 0 else { continue }
+                let candidates = range.filter { chosen[$0] == 0 && v[$0] != 0 }.sorted { abs(v[$0]) > abs(v[$1]) }
+                for i in candidates.prefix(dropped) { chosen[i] = 1 }
+            }
             var errorSquared = 0.0, normSquared = 0.0
             for i in 0 ..< n {
                 let d = Double(result.estimates[i] - v[i])
