@@ -66,7 +66,7 @@ public struct Checkpoint: Sendable, Equatable {
         var out = [Float](repeating: 0, count: layout.totalCount)
         for spec in layout.tensors {
             guard let r = record(named: spec.name, role: role) else { throw .missingRecord(spec.name, role: role) }
-            guard r.values.count == spec.count else {
+            guard r.values.count == spec.count, r.shape == spec.shape else {
                 throw .shapeMismatch(spec.name, expected: spec.shape, found: r.shape)
             }
             out.replaceSubrange(spec.range, with: r.values)

@@ -109,11 +109,12 @@ public struct MeasurementOperator: Sendable {
     }
 
     /// The measurement count `measurements: auto` picks for k-sparse blocks of b values:
-    /// m = min(b, ⌈2·k·ln(b/k)⌉), at least 1.
+    /// m = min(b, max(2k, ⌈2·k·ln(b/k)⌉)). The 2k floor matters for dense blocks (k > 0.6·b,
+    /// sparsity under about 40%), where 2k·ln(b/k) falls below k and recovery would be ill-posed.
     public static func automaticRows(columns b: Int, sparsity k: Int) -> Int {
         guard k > 0, k < b else { return b }
         let m = (2 * Double(k) * _log(Double(b) / Double(k))).rounded(.up)
-        return max(1, min(b, Int(m)))
+        return max(1, min(b, max(2 * k, Int(m))))
     }
 }
 

@@ -139,6 +139,8 @@ public struct SparseRecovery: Sendable {
             }
             var allDone = true
             for j in 0 ..< blocks where pending[j] {
+                // A block whose step still failed its check after 8 halvings keeps its estimate.
+                guard accepted[j] else { allDone = false; continue }
                 var change: Float = 0, norm: Float = 0
                 for i in j * b ..< (j + 1) * b {
                     change += (candidate[i] - x[i]) * (candidate[i] - x[i])

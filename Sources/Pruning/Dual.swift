@@ -7,7 +7,8 @@ import Tensors
 /// Sources/Pruning/README.md. Per pruned layer, with master weights W (after the optimizer step),
 /// dual variable U (the accumulated compression error) and support mask M:
 ///
-///     W ← W − min(1, lr·ρ) · (W − Z + U)    proximal pull, decoupled from the optimizer's scaling
+///     W ← W − min(1, lr·ρ) · (W − Z + U)    proximal pull on the pruned entries (M = 0),
+///                                            decoupled from the optimizer's scaling
 ///     every `interval` steps: M ← support(W + U)  (csp: recovered from block measurements;
 ///                                                  admm-magnitude: top-k of each block)
 ///     Z ← M ⊙ (W + U)
@@ -47,10 +48,12 @@ public struct DualProjection: ProjectionStep {
             return nil
         }
         if active {
-            // The fraction of the gap closed this step; above 1 the pull would overshoot.
+            // The fraction of the gap closed this step; above 1 the pull would overshoot. Only
+            // pruned entries are pulled: on a kept entry Z − U is last step's W, so the pull would
+            // only slow (at a = 1, freeze) the weights the model keeps.
             let pull = Float(min(1, learningRate * settings.rho))
             for spec in layers.tensors {
-                for i in spec.range { w[i] -= pull * (w[i] - sparse[i] + dual[i]) }
+                for i in spec.range where mask[i] == 0 { w[i] -= pull * (w[i] - sparse[i] + dual[i]) }
             }
         }
         var update: SupportUpdate?

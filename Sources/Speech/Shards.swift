@@ -92,7 +92,7 @@ public final class ShardReader: Sendable {
         fstat(fd, &st)
         let size = Int(st.st_size)
         func read(_ at: Int, _ n: Int) -> [UInt8]? {
-            guard at >= 0, n >= 0, at + n <= size else { return nil }
+            guard at >= 0, n >= 0, at <= size, n <= size - at else { return nil }
             var out = [UInt8](repeating: 0, count: n)
             let got = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, n, off_t(at)) }
             return got == n ? out : nil
@@ -111,7 +111,7 @@ public final class ShardReader: Sendable {
             throw ShardError(file: path, message: "end marker missing: the shard is truncated")
         }
         let indexOffset = Self.u64(tail, 0), storedCRC = Self.u32(tail, 8)
-        guard let index = read(Int(indexOffset), count * 8), CRC32C.checksum(index) == storedCRC else {
+        guard indexOffset <= UInt64(size), let index = read(Int(indexOffset), count * 8), CRC32C.checksum(index) == storedCRC else {
             close(fd)
             throw ShardError(file: path, message: "index checksum mismatch: the shard is corrupt")
         }

@@ -50,9 +50,11 @@ public struct TransportSettings: Sendable, Equatable {
     /// Concurrent request/reply exchanges the coordinator serves.
     public var coordinatorContexts: Int = 128
     /// REQ re-send time: a request without a reply after this long is sent again. Every
-    /// coordinator handler is idempotent and answers within `coordinator.poll_hold_seconds`
-    /// (2 s), so a lost reply costs this long rather than a worker's whole patience. (A 30-second
-    /// stall with one duplicate chunk was seen once in a 120-step run: a reply that never arrived.)
+    /// coordinator handler is idempotent, so a lost reply costs this long rather than a worker's
+    /// whole patience (a 30-second stall with one duplicate chunk was seen once in a 120-step
+    /// run: a reply that never arrived). While the coordinator is busy for longer (a CSP support
+    /// update takes seconds), waiting requests are re-sent and answered as duplicates: extra
+    /// traffic, never a wrong result.
     public var resendSeconds: Double = 5
     /// Gradient chunks a worker keeps in flight at once.
     public var sendWindow: Int = 4

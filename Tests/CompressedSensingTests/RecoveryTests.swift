@@ -129,9 +129,10 @@ struct MeasurementTests {
     }
 
     @Test func automaticMeasurementCount() {
-        // m = min(b, ⌈2·k·ln(b/k)⌉)
+        // m = min(b, max(2k, ⌈2·k·ln(b/k)⌉))
         #expect(MeasurementOperator.automaticRows(columns: 256, sparsity: 26) == 119)
-        #expect(MeasurementOperator.automaticRows(columns: 256, sparsity: 128) == 178)
+        #expect(MeasurementOperator.automaticRows(columns: 256, sparsity: 100) == 200)   // 2k·ln(b/k) = 188 < 2k
+        #expect(MeasurementOperator.automaticRows(columns: 256, sparsity: 128) == 256)   // min(b, 2k)
         #expect(MeasurementOperator.automaticRows(columns: 256, sparsity: 3) == 27)
         #expect(MeasurementOperator.automaticRows(columns: 256, sparsity: 256) == 256)
     }
