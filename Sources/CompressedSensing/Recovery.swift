@@ -297,16 +297,10 @@ public struct SparseRecovery: Sendable {
         }
     }
 
-    /// out = alpha · X (blocks, b) · G + beta · out.
+    /// out = alpha · X (blocks, b) · G + beta · out, for arrays.
     func multiplyByGram(_ x: [Float], blocks: Int, into out: inout [Float], alpha: Float, beta: Float) {
-        let b = phi.columns
-        guard blocks > 0 else { return }
         x.withUnsafeBufferPointer { xv in
-            gram.withUnsafeBufferPointer { g in
-                out.withUnsafeMutableBufferPointer { o in
-                    VectorMath.gemm(m: blocks, n: b, k: b, alpha: alpha, xv.baseAddress!, g.baseAddress!, beta: beta, o.baseAddress!)
-                }
-            }
+            out.withUnsafeMutableBufferPointer { gramProduct(xv, blocks: blocks, into: $0, alpha: alpha, beta: beta) }
         }
     }
 

@@ -47,16 +47,21 @@ public enum RiceGaps {
         return mask
     }
 
-    /// The k that minimises the coded size of these gaps (sizes computed exactly).
+    /// The smallest k that minimises the coded size of these gaps. The size
+    /// f(k) = Σ ⌊g/2^k⌋ + n·(1 + k) is convex in k (each step up saves Σ(⌊g/2^k⌋ − ⌊g/2^(k+1)⌋),
+    /// which shrinks with k, and costs n), so walking downhill from the estimate for geometric
+    /// gaps, about log2(mean gap · ln 2), finds the same k as trying all 25, in two or three passes:
+    /// this runs once per pruned tensor per broadcast.
     static func bestParameter(_ gaps: [Int]) -> Int {
         guard !gaps.isEmpty else { return 0 }
-        var best = 0, bestBits = Int.max
-        for k in 0 ... 24 {
-            var bits = 0
-            for g in gaps { bits += (g >> k) + 1 + k }
-            if bits < bestBits { bestBits = bits; best = k }
-        }
-        return best
+        func bits(_ k: Int) -> Int { gaps.reduce(gaps.count * (1 + k)) { $0 + ($1 >> k) } }
+        let mean = Double(gaps.reduce(0, +)) / Double(gaps.count)
+        // ⌊log2(mean · ln 2)⌋ as a start: the descent below corrects it either way.
+        var k = mean * 0.693 >= 1 ? min(24, Int((mean * 0.693).exponent)) : 0
+        var here = bits(k)
+        while k > 0, case let below = bits(k - 1), below <= here { k -= 1; here = below }
+        while k < 24, case let above = bits(k + 1), above < here { k += 1; here = above }
+        return k
     }
 
     /// Bytes of the code for these positions (the header byte included).

@@ -129,6 +129,16 @@ struct RiceGapsTests {
         #expect(roundTrip([5, 0, 0]) == [5, 0, 0])
     }
 
+    @Test func parameterSearchFindsTheExhaustiveOptimum() {
+        var rng = SeededRandom(23)
+        for trial in 0 ..< 200 {
+            let spread = 1 << (trial % 20)
+            let gaps = (0 ..< 1 + trial % 50).map { _ in Int(rng.next() % UInt64(spread)) }
+            let sizes = (0 ... 24).map { k in gaps.reduce(0) { $0 + ($1 >> k) + 1 + k } }
+            #expect(RiceGaps.bestParameter(gaps) == sizes.firstIndex(of: sizes.min()!)!, "gaps \(gaps)")
+        }
+    }
+
     @Test func malformedCodesAreRefused() {
         let values: [Float] = [0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0, 3]
         let (code, nonZero) = values.withUnsafeBufferPointer { RiceGaps.encode($0) }
