@@ -72,10 +72,13 @@ let package = Package(
         ]),
         // Throughput benchmarks (`csptrain bench`), kept apart from the tests.
         .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning"]),
+        // Experiments made of many runs: their plans, statistics and reports (pure; the
+        // executable's `experiment` command is the shell that launches and scores the runs).
+        .target(name: "Experiments", dependencies: ["Tensors", .product(name: "Yams", package: "Yams")]),
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
             "Tensors",
-            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning",
+            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Experiments",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -90,6 +93,7 @@ let package = Package(
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "CompressedSensing", "Tensors"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination"]),
+        .testTarget(name: "ExperimentsTests", dependencies: ["Experiments"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors", "Tasks", "Speech",

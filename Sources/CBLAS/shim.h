@@ -2,4 +2,11 @@
 #ifndef CSPTRAIN_CBLAS_SHIM_H
 #define CSPTRAIN_CBLAS_SHIM_H
 #include <cblas.h>
+
+// LAPACK's divide-and-conquer SVD, as OpenBLAS exports it (Fortran calling convention: every
+// argument by pointer, column-major matrices). Debian ships no LAPACKE header with OpenBLAS, so
+// the one routine csptrain needs is declared here.
+void sgesdd_(const char *jobz, const int *m, const int *n, float *a, const int *lda, float *s,
+             float *u, const int *ldu, float *vt, const int *ldvt, float *work, const int *lwork,
+             int *iwork, int *info);
 #endif

@@ -17,6 +17,15 @@ public protocol ProjectionStep: Sendable {
     mutating func project(weights: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
                           step: Int, learningRate: Double, layout: ParameterLayout,
                           broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate?
+    /// How sparse the broadcast weights are, as stored: by default the fraction of zeros;
+    /// factorising methods count the parameters of their factors instead.
+    func sparsityReport(_ broadcast: [Float], layout: ParameterLayout) -> SparsityReport
+}
+
+extension ProjectionStep {
+    public func sparsityReport(_ broadcast: [Float], layout: ParameterLayout) -> SparsityReport {
+        SparsityReport(broadcast, layout: layout)
+    }
 }
 
 /// A support change: per pruned layer, what the new mask keeps and how it was found.
@@ -32,6 +41,19 @@ public struct SupportUpdate: Sendable, Equatable, Codable {
         /// Fraction of the chosen support that the top-k by magnitude also holds (1: CSP chose
         /// exactly what magnitude pruning would have).
         public var overlapWithTopK: Double?
+        /// low-rank: the rank kept (nil: the tensor is not factored).
+        public var rank: Int?
+        /// Parameters stored for the tensor (low-rank: r·(m + n)).
+        public var parameters: Int?
+
+        public init(name: String, density: Double, measurementRatio: Double? = nil, recoveryError: Double? = nil,
+                    overlapWithTopK: Double? = nil) {
+            self.name = name
+            self.density = density
+            self.measurementRatio = measurementRatio
+            self.recoveryError = recoveryError
+            self.overlapWithTopK = overlapWithTopK
+        }
     }
     public var step: Int
     public var sparsity: Double
@@ -69,6 +91,9 @@ public struct PruningSettings: Sendable, Equatable {
         /// N:M structured sparsity (`structured_keep` of every `structured_group` consecutive
         /// weights of a row), imposed at the schedule's update steps.
         case structured
+        /// Truncated SVD with the rank reduced on the schedule (target: 1 − stored/dense
+        /// parameters of the factored tensors).
+        case lowRank = "low-rank"
     }
     public enum Scope: String, Sendable, CaseIterable {
         /// Every pruned layer reaches the target sparsity.
@@ -125,6 +150,9 @@ public struct PruningSettings: Sendable, Equatable {
                 throw PruningError("pruning.structured_keep (\(structuredKeep)) must be at least 1 and below pruning.structured_group (\(structuredGroup))")
             }
             return MaskedProjection(settings: self, criterion: .structured, layout: layout)
+        case .lowRank:
+            guard scope == .layer else { throw PruningError("pruning.scope global is for the magnitude methods; low-rank works per layer") }
+            return LowRankProjection(settings: self, layout: layout)
         case .csp, .admmMagnitude:
             guard block >= 2 else { throw PruningError("pruning.block must be at least 2 (got \(block))") }
             if case let .ratio(r) = measurements, !(r > 0 && r <= 1) {

@@ -45,6 +45,9 @@ actor CoordinatorCore {
     private let checkpoints: CheckpointStore
     private let metrics: MetricsWriter
     private lazy var pruningLog = MetricsWriter(url: folder.pruningFile)
+    /// When the core last finished work that kept it from serving requests: silence is counted
+    /// from there, not from a member's last request.
+    private var deafUntil = 0.0
     private var projectionSecondsTotal = 0.0
 
     private(set) var step: Int
@@ -393,9 +396,11 @@ actor CoordinatorCore {
             }
         }
         let projectionSeconds = Monotonic.now - projectionStart
+        // Nobody could be heard while the projection ran (a CSP support update takes seconds).
+        deafUntil = Monotonic.now
         projectionSecondsTotal += projectionSeconds
         if let supportUpdate { logSupportUpdate(supportUpdate, seconds: projectionSeconds) }
-        let sparsity = SparsityReport(broadcast, layout: layout)
+        let sparsity = projection.sparsityReport(broadcast, layout: layout)
         reassignedMicroBatches += round.reassignments
         examplesProcessed += examples
         if firstLoss == nil { firstLoss = loss }
@@ -529,7 +534,7 @@ actor CoordinatorCore {
         // request lasts are gone without a goodbye (a proof answered on a closed connection, a
         // worker that re-joined after a timeout): forget them.
         let silence = config.coordinator.pollHoldSeconds * 2 + 10
-        for member in membership.members.values where now - member.lastSeen > silence {
+        for member in membership.members.values where now - max(member.lastSeen, deafUntil) > silence {
             let holdsEval = evalRound?.batches.contains { if case .assigned(to: member.session, _) = $0.status { true } else { false } } ?? false
             if !holdsEval, !round.microBatches.indices.contains(where: { round.assignee(of: $0) == member.session }) {
                 drop(member.session, reason: .silent, detail: "no request for \(Int(now - member.lastSeen)) s")
@@ -582,7 +587,7 @@ actor CoordinatorCore {
     func finish(_ status: RunSummary.Status, message: String?) {
         guard outcome == nil else { return }
         if step > startStep || status == .completed { writeCheckpoint() }
-        let sparsity = SparsityReport(broadcast, layout: layout)
+        let sparsity = projection.sparsityReport(broadcast, layout: layout)
         let wall = Monotonic.now - runStarted
         var summary = RunSummary(status: status, runId: runID, steps: step, startStep: startStep, workersSeen: workerNames.count,
                                  workersFailed: membership.failedTotal, firstLoss: firstLoss, finalLoss: lastLoss,
@@ -616,6 +621,7 @@ actor CoordinatorCore {
     }
 
     private func writeCheckpoint() {
+        defer { deafUntil = Monotonic.now }
         // The model is what the workers compute with (for the dual pruning methods, Z); the dense
         // master weights are kept beside it whenever they differ.
         var records = layout.tensors.map { spec in

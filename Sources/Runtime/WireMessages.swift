@@ -10,6 +10,12 @@ public typealias Reply = Csptrain_V1_Reply
 public let protocolVersion: UInt32 = 1
 
 /// Protobuf ↔ nng message conversions and the protocol's small helpers.
+/// Bytes each tensor of `values` takes in a weights broadcast (the encoding the coordinator would
+/// choose, with its framing): what a model costs to send or store in the sparse formats.
+public func broadcastBytesPerTensor(_ values: [Float], layout: ParameterLayout) -> [Int] {
+    WireCodec.weights(values, layout: layout, version: 0).tensors.map { (try? $0.serializedData().count) ?? 0 }
+}
+
 enum WireCodec {
     static func header(runID: String, step: Int, session: Data = Data()) -> Csptrain_V1_Header {
         var h = Csptrain_V1_Header()

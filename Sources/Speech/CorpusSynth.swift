@@ -75,10 +75,15 @@ public struct SpeakerStyle: Hashable, Sendable, Codable {
 
 /// `csptrain data synth`: a spoken corpus made with espeak-ng.
 ///
-/// Split: validation sentences and validation speaker styles (voice, variant, speed, pitch) are
-/// disjoint from training ones. Sentences are held out by a seeded shuffle; a style is a
-/// validation style when a hash of it falls in the held-out fraction. A channel-degraded copy of
-/// validation is made by ``Augmentation/degradeChannel(_:sampleRate:rng:)``.
+/// Split: held-out sentences and held-out speaker styles (voice, variant, speed, pitch) never
+/// occur in training. Sentences are held out by a seeded shuffle; a style is held out when a hash
+/// of it falls in the held-out fraction. The held-out sentences and styles are then divided
+/// between validation (for tuning) and test (for the final score), alternately for sentences and
+/// by the lower and upper half of the hash band for styles, so the test set shares neither
+/// sentences nor styles with training or validation. Training utterances do not depend on
+/// whether a test split is made: the same seed gives the same training set either way. A
+/// channel-degraded copy of each held-out set is made by
+/// ``Augmentation/degradeChannel(_:sampleRate:rng:)``.
 public struct CorpusSynth: Sendable {
     public struct Options: Sendable {
         public var out: String
@@ -86,6 +91,9 @@ public struct CorpusSynth: Sendable {
         public var seed: UInt64
         public var domainFile: String
         public var validationFraction = 0.1
+        /// Test utterances, made in addition to `utterances` (0: no test split, and validation
+        /// takes all held-out sentences and styles).
+        public var testUtterances = 0
         public var speeds = [130, 150, 170, 190, 210]
         public var pitches = [25, 40, 55, 70, 85]
         public var espeak = "espeak-ng"
@@ -102,6 +110,9 @@ public struct CorpusSynth: Sendable {
         public var train = 0
         public var valid = 0
         public var validChannel = 0
+        public var test = 0
+        public var testChannel = 0
+        public var testSentences = 0
         public var voices: [String] = []
         public var variants: [String] = []
         public var rejectedVariants: [String] = []
@@ -141,6 +152,10 @@ public struct CorpusSynth: Sendable {
     /// Renders `text` to samples (espeak-ng writes 22.05 kHz WAV).
     public func speak(_ text: String, style: SpeakerStyle, to path: String) throws {
         _ = try run([options.espeak, "-v", style.espeakVoice, "-s", String(style.speed), "-p", String(style.pitch), "-w", path, text])
+        // espeak-ng exits 0 even when it cannot create the file.
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw DatasetError(file: path, line: nil, message: "espeak-ng wrote no audio (is the folder writable?)")
+        }
     }
 
     /// Variants that really change the voice: a misspelt variant silently falls back to the
@@ -162,7 +177,8 @@ public struct CorpusSynth: Sendable {
 
     public func synthesize(progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) throws -> Report {
         let fm = FileManager.default
-        for sub in ["train", "valid", "valid-channel", ".probe"] {
+        let folders = ["train", "valid", "valid-channel", ".probe"] + (options.testUtterances > 0 ? ["test", "test-channel"] : [])
+        for sub in folders {
             try fm.createDirectory(atPath: options.out + "/" + sub, withIntermediateDirectories: true)
         }
         var report = Report()
@@ -180,42 +196,52 @@ public struct CorpusSynth: Sendable {
         var rng = SeededRandom(options.seed, 0x53594E)
         for i in stride(from: sentences.count - 1, to: 0, by: -1) { sentences.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
         let heldOut = max(1, Int(Double(sentences.count) * options.validationFraction))
-        let validSentences = Array(sentences[..<heldOut]), trainSentences = Array(sentences[heldOut...])
+        let trainSentences = Array(sentences[heldOut...])
+        let makeTest = options.testUtterances > 0
+        var validSentences = Array(sentences[..<heldOut]), testSentences: [String] = []
+        if makeTest {
+            validSentences = stride(from: 0, to: heldOut, by: 2).map { sentences[$0] }
+            testSentences = stride(from: 1, to: heldOut, by: 2).map { sentences[$0] }
+        }
         report.trainSentences = trainSentences.count
         report.validSentences = validSentences.count
+        report.testSentences = testSentences.count
 
         // Style split by hash.
         let seed = options.seed, fraction = options.validationFraction
-        func isValidationStyle(_ s: SpeakerStyle) -> Bool {
+        func styleSplit(_ s: SpeakerStyle) -> String {
             var h: UInt64 = seed
             for byte in "\(s.voice)|\(s.variant)|\(s.speed)|\(s.pitch)".utf8 { h = SeededRandom.mix(h ^ UInt64(byte)) }
-            return Double(h % 10_000) / 10_000 < fraction
+            let u = Double(h % 10_000) / 10_000
+            if u >= fraction { return "train" }
+            return makeTest && u >= fraction / 2 ? "test" : "valid"
         }
         let variantChoices = [""] + variants
-        func drawStyle(validation: Bool, rng: inout SeededRandom) throws -> SpeakerStyle {
+        func drawStyle(split: String, rng: inout SeededRandom) throws -> SpeakerStyle {
             for _ in 0 ..< 100_000 {
                 let s = SpeakerStyle(voice: voices[Int(rng.next() % UInt64(voices.count))],
                                      variant: variantChoices[Int(rng.next() % UInt64(variantChoices.count))],
                                      speed: options.speeds[Int(rng.next() % UInt64(options.speeds.count))],
                                      pitch: options.pitches[Int(rng.next() % UInt64(options.pitches.count))])
-                if isValidationStyle(s) == validation { return s }
+                if styleSplit(s) == split { return s }
             }
             throw DatasetError(file: options.domainFile, line: nil,
-                               message: "no \(validation ? "validation" : "training") speaker style exists with \(voices.count) voices and \(variantChoices.count) variants: add voices, speeds or pitches")
+                               message: "no \(split) speaker style exists with \(voices.count) voices and \(variantChoices.count) variants: add voices, speeds or pitches")
         }
-        guard !trainSentences.isEmpty, !validSentences.isEmpty else {
-            throw DatasetError(file: options.domainFile, line: nil, message: "the domain has \(sentences.count) sentences: too few to hold some out for validation")
+        guard !trainSentences.isEmpty, !validSentences.isEmpty, !makeTest || !testSentences.isEmpty else {
+            throw DatasetError(file: options.domainFile, line: nil, message: "the domain has \(sentences.count) sentences: too few to hold some out for validation\(makeTest ? " and test" : "")")
         }
 
         struct Job: Sendable { let index: Int; let split: String; let text: String; let style: SpeakerStyle }
         let validCount = max(1, Int(Double(options.utterances) * options.validationFraction))
         var jobs: [Job] = []
-        for i in 0 ..< options.utterances {
-            let validation = i < validCount
+        // Test utterances follow the others, so the training ones keep their indices and draws.
+        for i in 0 ..< options.utterances + options.testUtterances {
+            let split = i >= options.utterances ? "test" : i < validCount ? "valid" : "train"
             var r = SeededRandom(options.seed, 0x5554, UInt64(i))
-            let pool = validation ? validSentences : trainSentences
+            let pool = split == "test" ? testSentences : split == "valid" ? validSentences : trainSentences
             let text = pool[Int(r.next() % UInt64(pool.count))]
-            jobs.append(Job(index: i, split: validation ? "valid" : "train", text: text, style: try drawStyle(validation: validation, rng: &r)))
+            jobs.append(Job(index: i, split: split, text: text, style: try drawStyle(split: split, rng: &r)))
         }
 
         // Render with a few espeak-ng processes at once.
@@ -230,29 +256,28 @@ public struct CorpusSynth: Sendable {
         }
         if let first = failures.first { throw DatasetError(file: options.espeak, line: nil, message: "synthesis failed: \(first)") }
 
-        var train: [Utterance] = [], valid: [Utterance] = [], channel: [Utterance] = []
+        var sets: [String: [Utterance]] = [:]
         for job in jobs {
             let path = "\(options.out)/\(job.split)/\(job.split)-\(String(format: "%06d", job.index)).wav"
             let audio = try AudioFile.read(path)
-            let u = Utterance(audioPath: path, text: job.text, duration: audio.seconds)
-            if job.split == "valid" {
-                valid.append(u)
+            sets[job.split, default: []].append(Utterance(audioPath: path, text: job.text, duration: audio.seconds))
+            if job.split == "train" {
+                report.trainSeconds += audio.seconds
+            } else {
                 var r = SeededRandom(options.seed, 0x4348414E, UInt64(job.index))
                 let degraded = Augmentation.degradeChannel(audio.samples, sampleRate: audio.sampleRate, rng: &r)
-                let channelPath = "\(options.out)/valid-channel/valid-channel-\(String(format: "%06d", job.index)).wav"
+                let channelPath = "\(options.out)/\(job.split)-channel/\(job.split)-channel-\(String(format: "%06d", job.index)).wav"
                 try AudioFile.write(Audio(samples: degraded, sampleRate: audio.sampleRate), to: channelPath)
-                channel.append(Utterance(audioPath: channelPath, text: job.text, duration: audio.seconds))
-            } else {
-                train.append(u)
-                report.trainSeconds += audio.seconds
+                sets[job.split + "_channel", default: []].append(Utterance(audioPath: channelPath, text: job.text, duration: audio.seconds))
             }
         }
-        try Manifest.write(train, to: options.out + "/train.jsonl")
-        try Manifest.write(valid, to: options.out + "/valid.jsonl")
-        try Manifest.write(channel, to: options.out + "/valid_channel.jsonl")
-        report.train = train.count
-        report.valid = valid.count
-        report.validChannel = channel.count
+        let names = makeTest ? ["train", "valid", "valid_channel", "test", "test_channel"] : ["train", "valid", "valid_channel"]
+        for name in names { try Manifest.write(sets[name] ?? [], to: "\(options.out)/\(name).jsonl") }
+        report.train = sets["train"]?.count ?? 0
+        report.valid = sets["valid"]?.count ?? 0
+        report.validChannel = sets["valid_channel"]?.count ?? 0
+        report.test = sets["test"]?.count ?? 0
+        report.testChannel = sets["test_channel"]?.count ?? 0
         // The styles used, so the split can be audited.
         let styles = jobs.map { ["split": $0.split, "voice": $0.style.espeakVoice, "speed": String($0.style.speed), "pitch": String($0.style.pitch), "text": $0.text] }
         let data = try JSONSerialization.data(withJSONObject: ["seed": options.seed, "utterances": styles], options: [.sortedKeys])

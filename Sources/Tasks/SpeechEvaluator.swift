@@ -41,6 +41,8 @@ public struct SpeechEvaluator: Sendable {
         public var audioSeconds = 0.0
         public var computeSeconds = 0.0
         public var skipped: [(file: String, reason: String)] = []
+        /// Each scored utterance's counts, in input order (skipped ones left out).
+        public var perUtterance: [ErrorRates] = []
         public var realTimeFactor: Double { audioSeconds > 0 ? computeSeconds / audioSeconds : 0 }
     }
 
@@ -55,7 +57,12 @@ public struct SpeechEvaluator: Sendable {
             let hypotheses = transcribe(features: pending.map(\.features))
             let d = ContinuousClock.now - start
             result.computeSeconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-            for (p, h) in zip(pending, hypotheses) { result.rates.add(reference: p.text, hypothesis: h) }
+            for (p, h) in zip(pending, hypotheses) {
+                var one = ErrorRates()
+                one.add(reference: p.text, hypothesis: h)
+                result.rates.merge(one)
+                result.perUtterance.append(one)
+            }
             pending = []
         }
         for u in utterances {

@@ -59,6 +59,11 @@ public struct SparsityReport: Sendable, Equatable {
     /// Fraction of zeros among all values.
     public let overall: Double
 
+    public init(prunable: Double, overall: Double) {
+        self.prunable = prunable
+        self.overall = overall
+    }
+
     public init(_ values: [Float], layout: ParameterLayout) {
         var zeros = 0
         var prunableZeros = 0

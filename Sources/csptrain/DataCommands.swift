@@ -15,12 +15,15 @@ struct DataCommand: ParsableCommand {
             abstract: "Make a spoken voice-command corpus with espeak-ng.",
             discussion: """
             Writes OUT/train.jsonl, OUT/valid.jsonl and OUT/valid_channel.jsonl (NeMo-style manifests) with \
-            WAV files. Validation sentences and speaker styles (voice, variant, speed, pitch) do not occur \
-            in training; valid_channel is validation through a simulated room, telephone band, gain and noise.
+            WAV files, and with --test-utterances also OUT/test.jsonl and OUT/test_channel.jsonl. Held-out \
+            sentences and speaker styles (voice, variant, speed, pitch) do not occur in training, and test \
+            shares neither with validation; the _channel sets are the held-out sets through a simulated \
+            room, telephone band, gain and noise. The training set is the same with or without a test split.
             """
         )
         @Option(help: ArgumentHelp("Output folder.", valueName: "dir")) var out: String
         @Option(help: "Utterances to make (10% become validation).") var utterances = 6000
+        @Option(help: "Test utterances to make in addition (0: no test split).") var testUtterances = 0
         @Option(help: "Seed for sentences, styles and channel simulation.") var seed: UInt64 = 1
         @Option(help: ArgumentHelp("Command domain (templates and slots).", valueName: "file")) var domain: String?
         @Option(help: "espeak-ng processes at once.") var jobs = 2
@@ -32,6 +35,7 @@ struct DataCommand: ParsableCommand {
             }
             var options = CorpusSynth.Options(out: out, utterances: utterances, seed: seed, domainFile: domainFile)
             options.jobs = jobs
+            options.testUtterances = testUtterances
             let progress = CountProgress(label: "synthesising", enabled: !json)
             let report = try CorpusSynth(options: options).synthesize { i, n in progress.tick(i, n) }
             progress.done()
@@ -42,8 +46,8 @@ struct DataCommand: ParsableCommand {
                 print(String(decoding: try encoder.encode(report), as: UTF8.self))
             } else {
                 print("""
-                \(report.train) training and \(report.valid) validation utterances (+\(report.validChannel) channel-degraded) in \(out)
-                \(report.trainSentences) training / \(report.validSentences) held-out sentences; \(report.voices.count) voices × \(report.variants.count + 1) variants
+                \(report.train) training, \(report.valid) validation and \(report.test) test utterances (+ channel-degraded copies of validation and test) in \(out)
+                \(report.trainSentences) training / \(report.validSentences) validation / \(report.testSentences) test sentences; \(report.voices.count) voices × \(report.variants.count + 1) variants
                 training audio: \(String(format: "%.0f", report.trainSeconds)) s
                 """)
                 if !report.rejectedVariants.isEmpty {

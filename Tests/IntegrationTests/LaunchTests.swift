@@ -37,7 +37,7 @@ struct LaunchTests {
         #expect(checkpoint.records.contains { $0.name == "w1" && $0.role == "param" })
     }
 
-    @Test(arguments: ["csp", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor", "structured"])
+    @Test(arguments: ["csp", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor", "structured", "low-rank"])
     func prunedLaunchReachesItsTarget(method: String) async throws {
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -50,7 +50,9 @@ struct LaunchTests {
         let summary = try Summary.parse(stdout)
         #expect(summary.status == "completed")
         let target = method == "structured" ? 0.5 : 0.8  // 2:4
-        #expect(abs(summary.sparsity - target) <= 0.005, "\(method): sparsity \(summary.sparsity)")
+        if method != "low-rank" {
+            #expect(abs(summary.sparsity - target) <= 0.005, "\(method): sparsity \(summary.sparsity)")
+        }
         #expect(summary.finalLoss.map(\.isFinite) == true)
         // Every support change is on record, per pruned layer.
         let lines = try String(contentsOf: dir.appendingPathComponent("pruning.jsonl"), encoding: .utf8).split(separator: "\n")
@@ -60,6 +62,21 @@ struct LaunchTests {
         let layers = try #require(last["layers"] as? [[String: Any]])
         #expect(layers.map { $0["name"] as? String } == ["w1", "w2"])
         if method == "csp" { #expect(layers.allSatisfy { $0["overlap_with_top_k"] != nil && $0["recovery_error"] != nil }) }
+        if method == "low-rank" {
+            // Exact by construction: the stored parameters of the factors, r·(m + n) per matrix.
+            let stored = layers.compactMap { $0["parameters"] as? Int }.reduce(0, +)
+            let ranks = layers.compactMap { $0["rank"] as? Int }
+            #expect(ranks.count == 2 && ranks.allSatisfy { $0 >= 1 })
+            let total = try layerSizes(dir)
+            #expect(abs(summary.sparsity - (1 - Double(stored) / Double(total))) < 1e-9, "low-rank: sparsity \(summary.sparsity)")
+            #expect(summary.sparsity >= target - 0.1, "low-rank: sparsity \(summary.sparsity)")
+        }
+    }
+
+    /// Values in the MLP's prunable tensors (w1, w2), from the run's final checkpoint.
+    func layerSizes(_ dir: URL) throws -> Int {
+        let checkpoint = try CheckpointStore.load(try #require(CheckpointStore(runDirectory: dir).latestPath()))
+        return checkpoint.records.filter { $0.role == "param" && ($0.name == "w1" || $0.name == "w2") }.reduce(0) { $0 + $1.values.count }
     }
 
     @Test func initFromStartsWhereAnotherRunEnded() async throws {

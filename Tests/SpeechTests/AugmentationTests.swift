@@ -115,4 +115,28 @@ struct CorpusSynthTests {
         #expect(channel.map(\.text) == valid.map(\.text))
         #expect(try AudioFile.read(channel[0].audioPath).samples != (try AudioFile.read(valid[0].audioPath).samples))
     }
+
+    @Test func testSplitIsHeldOutFromBothAndLeavesTrainingAlone() throws {
+        let plain = try tempFolder(), withTest = try tempFolder()
+        defer { for d in [plain, withTest] { try? FileManager.default.removeItem(atPath: d) } }
+        var options = CorpusSynth.Options(out: plain, utterances: 24, seed: 3, domainFile: domain)
+        options.validationFraction = 0.25
+        _ = try CorpusSynth(options: options).synthesize()
+        options.out = withTest
+        options.testUtterances = 6
+        let report = try CorpusSynth(options: options).synthesize()
+        #expect(report.train == 18 && report.valid == 6 && report.test == 6 && report.testChannel == 6)
+        // The same training utterances, sample for sample.
+        let trainA = try Manifest.read(plain + "/train.jsonl"), trainB = try Manifest.read(withTest + "/train.jsonl")
+        #expect(trainA.map(\.text) == trainB.map(\.text))
+        #expect(try AudioFile.read(trainA[3].audioPath).samples == (try AudioFile.read(trainB[3].audioPath).samples))
+        let valid = try Manifest.read(withTest + "/valid.jsonl"), test = try Manifest.read(withTest + "/test.jsonl")
+        #expect(Set(test.map(\.text)).isDisjoint(with: Set(trainB.map(\.text))))
+        #expect(Set(test.map(\.text)).isDisjoint(with: Set(valid.map(\.text))))
+        let styles = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: withTest + "/styles.json"))) as! [String: Any]
+        let rows = styles["utterances"] as! [[String: String]]
+        func stylesOf(_ split: String) -> Set<String> { Set(rows.filter { $0["split"] == split }.map { "\($0["voice"]!)|\($0["speed"]!)|\($0["pitch"]!)" }) }
+        #expect(stylesOf("test").isDisjoint(with: stylesOf("train")) && stylesOf("test").isDisjoint(with: stylesOf("valid")))
+        #expect(try Manifest.read(withTest + "/test_channel.jsonl").map(\.text) == test.map(\.text))
+    }
 }

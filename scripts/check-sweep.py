@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Checks a pruning sweep's output folder: results.json has every record and field the issue
+names, each method reached its target, CSP carries its paired-bootstrap comparisons, and the
+report and plot exist. Exits non-zero with the reasons otherwise."""
+import argparse
+import json
+import os
+import sys
+
+FIELDS = ["method", "target_sparsity", "wer", "cer", "wer_channel", "sparsity", "sparsity_overall",
+          "layer_sparsity", "params", "encoded_bytes", "wall_seconds"]
+UNSTRUCTURED = {"csp", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor"}
+
+parser = argparse.ArgumentParser()
+parser.add_argument("folder")
+parser.add_argument("--methods", type=int, required=True, help="methods expected at every target")
+parser.add_argument("--targets", type=float, nargs="+", required=True)
+args = parser.parse_args()
+
+problems = []
+path = os.path.join(args.folder, "results.json")
+records = json.load(open(path))
+if sum(r["method"] == "dense" for r in records) != 1:
+    problems.append("no single dense record")
+for t in args.targets:
+    at = [r for r in records if r["method"] != "dense" and abs(r["target_sparsity"] - t) < 1e-9]
+    if len(at) != args.methods:
+        problems.append(f"{len(at)} records at target {t}, expected {args.methods}")
+for r in records:
+    name = f'{r["method"]} at {r["target_sparsity"]}'
+    missing = [f for f in FIELDS if f not in r]
+    if missing:
+        problems.append(f"{name}: missing {missing}")
+        continue
+    if r["method"] == "dense":
+        continue
+    t, s = r["target_sparsity"], r["sparsity"]
+    if r["method"] in UNSTRUCTURED and abs(s - t) > 0.005:
+        problems.append(f"{name}: sparsity {s:.4f}, more than 0.5 points from the target")
+    if r["method"] == "structured" and abs(s - t) > 0.05:
+        problems.append(f"{name}: sparsity {s:.4f} far from N:M's {t}")
+    if r["method"] == "low-rank" and s < t - 1e-9:
+        problems.append(f"{name}: stored-parameter sparsity {s:.4f} below the target")
+    if not (0 <= r["wer"] <= 5 and 0 <= r["wer_channel"] <= 5):
+        problems.append(f"{name}: implausible WER {r['wer']}, {r['wer_channel']}")
+    if r["method"] == "csp":
+        for key in ["delta_wer_vs_gradual", "delta_wer_vs_admm"]:
+            d = r.get(key)
+            if not d:
+                problems.append(f"{name}: no {key}")
+                continue
+            for side in ["clean", "channel"]:
+                c = d[side]
+                if not (c["ci_low"] <= c["delta"] + 1e-12 and c["delta"] <= c["ci_high"] + 1e-12):
+                    problems.append(f"{name}: {key}.{side} interval does not hold its estimate")
+for f in ["results.md", "wer-vs-sparsity.svg"]:
+    if not os.path.getsize(os.path.join(args.folder, f)):
+        problems.append(f"{f} is empty")
+if problems:
+    print("sweep check failed:\n  " + "\n  ".join(problems))
+    sys.exit(1)
+print(f"sweep check: {len(records)} records in {path} are complete and on target")
