@@ -86,6 +86,7 @@ extension LearningRateSchedule: ConfigSection {
 }
 
 extension PruningSettings.Method: ConfigEnum {}
+extension CoordinatorSettings.ValuePrecision: ConfigEnum {}
 extension PruningSettings.Scope: ConfigEnum {}
 extension SparsitySchedule.Kind: ConfigEnum {}
 extension MeasurementOperator.Kind: ConfigEnum {}
@@ -155,6 +156,7 @@ extension CoordinatorSettings: ConfigSection {
             .init("eval_every_steps", \.evalEverySteps, "score validation sets every N steps and at the end (0: never)", check: nonNegative),
             .init("eval_examples", \.evalExamples, "validation examples scored per set (0: all)", check: nonNegative),
             .init("eval_batch", \.evalBatch, "validation examples per evaluation task", check: positive),
+            .init("broadcast_values", \.broadcastValues, "precision of broadcast weight values: f32, or f16 (half the bytes; the model is rounded to it)"),
         ]
     }
 }

@@ -124,5 +124,14 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var evalExamples = 200
     /// Validation examples per evaluation task.
     public var evalBatch = 20
+    /// Precision of broadcast weight values.
+    public enum ValuePrecision: String, Sendable, CaseIterable {
+        case f32
+        /// IEEE binary16: half the value bytes; the coordinator rounds the weights it broadcasts
+        /// (and checkpoints as the model) to it, so workers compute with exactly what it holds.
+        /// The master weights stay float32.
+        case f16
+    }
+    public var broadcastValues = ValuePrecision.f32
     public init() {}
 }

@@ -38,7 +38,15 @@ actor CoordinatorCore {
     private var weights: [Float]
     /// What workers compute with: the projection of `weights`.
     private var broadcast: [Float]
-    private var broadcastMessage: Csptrain_V1_Weights
+    /// The current weights (version `round.weightsVersion`) for any receiver; built when first
+    /// asked for, since in steady state every worker holds the previous version and gets
+    /// `deltaMessage` instead.
+    private var fullMessage: Csptrain_V1_Weights?
+    /// The current weights for receivers at the previous version: tensors whose support did not
+    /// change go as values only.
+    private var deltaMessage: Csptrain_V1_Weights?
+    /// The weights of the current version, as broadcast.
+    private var sentBroadcast: [Float]
     private var optimizer: Optimizer
     private var projection: any ProjectionStep
     private var accumulator: GradientAccumulator
@@ -103,7 +111,8 @@ actor CoordinatorCore {
         grid = ChunkGrid(tensors: layout.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
         let initial = try Self.initialWeights(config: config, model: model)
         // Pruning starts after the first update (the schedule's start step); step 0 is dense.
-        let firstBroadcast = initial
+        var firstBroadcast = initial
+        if config.coordinator.broadcastValues == .f16 { firstBroadcast.withUnsafeMutableBufferPointer { FloatEncoding.roundToHalf($0) } }
         do { projection = try config.pruning.makeProjection(layout: model.layout, seed: config.seed) } catch {
             throw RunFolderError("\(error)")
         }
@@ -115,11 +124,21 @@ actor CoordinatorCore {
         metrics = MetricsWriter(url: folder.metricsFile)
         step = 0
         startStep = 0
-        broadcastMessage = WireCodec.weights(firstBroadcast, layout: layout, version: 1)
+        sentBroadcast = firstBroadcast
         round = StepRound(step: 0, weightsVersion: 1, microBatches: order.microBatches(forStep: 0), grid: grid)
     }
 
     var memberCount: Int { membership.count }
+
+    /// The weights of version `current` for a worker holding `have`: values only where the
+    /// support did not change when it holds the previous version, everything otherwise.
+    private func weightsMessage(for have: UInt64, current: UInt64) -> Csptrain_V1_Weights {
+        if let deltaMessage, deltaMessage.version == current, have == current &- 1 { return deltaMessage }
+        if let fullMessage, fullMessage.version == current { return fullMessage }
+        let message = WireCodec.weights(sentBroadcast, layout: layout, version: current, half: config.coordinator.broadcastValues == .f16)
+        fullMessage = message
+        return message
+    }
 
     // MARK: Requests
 
@@ -258,7 +277,7 @@ actor CoordinatorCore {
             task.exampleIndices = evalRound!.batches[batch].examples.map { UInt64($0) }
             task.weightsVersion = evalRound!.weightsVersion
             task.deadlineMs = UInt32(clamping: Int(min(config.coordinator.stepDeadlineSeconds * 1000, Double(UInt32.max))))
-            if haveVersion != evalRound!.weightsVersion { task.weights = broadcastMessage }
+            if haveVersion != evalRound!.weightsVersion { task.weights = weightsMessage(for: haveVersion, current: evalRound!.weightsVersion) }
             var reply = Reply()
             reply.header = header()
             reply.task = task
@@ -271,7 +290,7 @@ actor CoordinatorCore {
         task.weightsVersion = round.weightsVersion
         task.epoch = UInt64(order.epoch(ofStep: step))
         task.deadlineMs = UInt32(clamping: Int(min(config.coordinator.stepDeadlineSeconds * 1000, Double(UInt32.max))))
-        if haveVersion != round.weightsVersion { task.weights = broadcastMessage }
+        if haveVersion != round.weightsVersion { task.weights = weightsMessage(for: haveVersion, current: round.weightsVersion) }
         var reply = Reply()
         reply.header = header()
         reply.task = task
@@ -395,6 +414,7 @@ actor CoordinatorCore {
                 }
             }
         }
+        if config.coordinator.broadcastValues == .f16 { broadcast.withUnsafeMutableBufferPointer { FloatEncoding.roundToHalf($0) } }
         let projectionSeconds = Monotonic.now - projectionStart
         // Nobody could be heard while the projection ran (a CSP support update takes seconds).
         deafUntil = Monotonic.now
@@ -430,7 +450,10 @@ actor CoordinatorCore {
             return
         }
         let version = UInt64(step + 1)
-        broadcastMessage = WireCodec.weights(broadcast, layout: layout, version: version)
+        deltaMessage = WireCodec.weights(broadcast, layout: layout, version: version, previous: sentBroadcast,
+                                         half: config.coordinator.broadcastValues == .f16)
+        fullMessage = nil
+        sentBroadcast = broadcast
         if step < config.steps {
             round = StepRound(step: step, weightsVersion: version, microBatches: order.microBatches(forStep: step), grid: grid)
         }

@@ -73,31 +73,45 @@ enum WireCodec {
         }
     }
 
-    /// Encodes each tensor in the smaller of dense and bitmask form.
-    static func weights(_ values: [Float], layout: ParameterLayout, version: UInt64) -> Csptrain_V1_Weights {
+    /// Encodes each tensor in the smallest of dense, bitmask and Rice-coded positions. With
+    /// `previous` (the weights of version − 1), a tensor whose non-zero positions did not change
+    /// is sent as values only; such a message is for receivers holding exactly that version.
+    /// With `half`, values travel as binary16 (the caller has rounded them to it).
+    static func weights(_ values: [Float], layout: ParameterLayout, version: UInt64, previous: [Float]? = nil,
+                        half: Bool = false) -> Csptrain_V1_Weights {
         var w = Csptrain_V1_Weights()
         w.version = version
+        func valueData(_ float32: [UInt8]) -> Data { Data(half ? FloatEncoding.narrowToHalf(float32) : float32) }
+        let valueWidth = half ? 2 : 4
         values.withUnsafeBufferPointer { all in
             for (i, spec) in layout.tensors.enumerated() {
                 let v = UnsafeBufferPointer(rebasing: all[spec.range])
                 var t = Csptrain_V1_TensorData()
                 t.tensor = UInt32(i)
-                // The smallest of dense, bitmask and Rice-coded positions (values follow in every case).
+                t.valuesF16 = half
                 let nonZero = v.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
-                let bitmaskSize = FloatEncoding.bitmaskSize(count: v.count, nonZero: nonZero)
+                if nonZero < v.count, let previous,
+                   previous.withUnsafeBufferPointer({ FloatEncoding.sameSupport(UnsafeBufferPointer(rebasing: $0[spec.range]), v) }) {
+                    t.encoding = .values
+                    t.values = valueData(FloatEncoding.nonZeroBytes(v))
+                    w.tensors.append(t)
+                    continue
+                }
+                // The smallest of dense, bitmask and Rice-coded positions (values follow in every case).
+                let maskBytes = (v.count + 7) / 8
                 let rice = nonZero < v.count / 2 ? RiceGaps.encode(v).code : nil
-                if let rice, rice.count + nonZero * 4 < min(bitmaskSize, v.count * 4) {
+                if let rice, rice.count < maskBytes, rice.count + nonZero * valueWidth < v.count * valueWidth {
                     t.encoding = .riceF32
                     t.mask = Data(rice)
-                    t.values = Data(FloatEncoding.nonZeroBytes(v))
-                } else if bitmaskSize < v.count * 4 {
+                    t.values = valueData(FloatEncoding.nonZeroBytes(v))
+                } else if maskBytes + nonZero * valueWidth < v.count * valueWidth {
                     let (mask, values) = FloatEncoding.bitmask(v)
                     t.encoding = .bitmaskF32
                     t.mask = Data(mask)
-                    t.values = Data(values)
+                    t.values = valueData(values)
                 } else {
                     t.encoding = .denseF32
-                    t.values = littleEndianData(v)
+                    t.values = half ? valueData(FloatEncoding.denseBytes(v)) : littleEndianData(v)
                 }
                 w.tensors.append(t)
             }
@@ -105,8 +119,9 @@ enum WireCodec {
         return w
     }
 
-    /// Decodes broadcast weights into `out` (laid out by `layout`); the error names the tensor.
-    static func decode(_ weights: Csptrain_V1_Weights, layout: ParameterLayout, into out: inout [Float]) throws {
+    /// Decodes broadcast weights into `out` (laid out by `layout`), which holds version
+    /// `current` (values-only tensors need version − 1 there); the error names the tensor.
+    static func decode(_ weights: Csptrain_V1_Weights, layout: ParameterLayout, into out: inout [Float], current: UInt64?) throws {
         guard weights.tensors.count == layout.tensors.count else {
             throw ProtocolViolation("weights carry \(weights.tensors.count) tensors, the model has \(layout.tensors.count)")
         }
@@ -117,14 +132,24 @@ enum WireCodec {
                 guard seen.insert(t.tensor).inserted else { throw ProtocolViolation("weights carry tensor \(t.tensor) twice") }
                 let spec = layout.tensors[Int(t.tensor)]
                 let target = UnsafeMutableBufferPointer(rebasing: all[spec.range])
-                let ok = t.values.withUnsafeBytes { v in
+                if t.encoding == .values, current != weights.version &- 1 {
+                    throw ProtocolViolation("weights version \(weights.version) send values only for tensor '\(spec.name)', but this copy is at version \(current.map(String.init) ?? "none"), not \(weights.version &- 1)")
+                }
+                var widened: [UInt8]?
+                if t.valuesF16 {
+                    widened = t.values.withUnsafeBytes { FloatEncoding.widenHalf($0) }
+                    guard widened != nil else { throw ProtocolViolation("weights for tensor '\(spec.name)': an odd number of binary16 value bytes") }
+                }
+                let decodeValues = { (v: UnsafeRawBufferPointer) -> Bool in
                     switch t.encoding {
                     case .denseF32: return FloatEncoding.decodeDense(v, into: target)
                     case .bitmaskF32: return t.mask.withUnsafeBytes { m in FloatEncoding.decodeBitmask(mask: m, nonZero: v, into: target) }
                     case .riceF32: return t.mask.withUnsafeBytes { m in FloatEncoding.decodeRice(code: m, nonZero: v, into: target) }
+                    case .values: return FloatEncoding.decodeValuesOnly(v, into: target)
                     default: return false
                     }
                 }
+                let ok = widened.map { $0.withUnsafeBytes(decodeValues) } ?? t.values.withUnsafeBytes(decodeValues)
                 guard ok else { throw ProtocolViolation("weights for tensor '\(spec.name)' do not decode (\(t.encoding), \(t.values.count) value bytes)") }
             }
         }

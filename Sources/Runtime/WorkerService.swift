@@ -201,7 +201,7 @@ public final class WorkerService: Sendable {
                 continue
             case let .task(task)?:
                 if task.hasWeights {
-                    try WireCodec.decode(task.weights, layout: layout, into: &parameters)
+                    try WireCodec.decode(task.weights, layout: layout, into: &parameters, current: haveVersion)
                     haveVersion = task.weights.version
                 }
                 guard haveVersion == task.weightsVersion else {

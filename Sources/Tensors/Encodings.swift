@@ -90,6 +90,64 @@ public enum FloatEncoding {
         return true
     }
 
+    /// Decodes values sent for the positions where `out` is non-zero now (its support did not
+    /// change): fills them in index order. Returns false when the counts disagree.
+    public static func decodeValuesOnly(_ nonZero: UnsafeRawBufferPointer, into out: UnsafeMutableBufferPointer<Float>) -> Bool {
+        guard nonZero.count % 4 == 0 else { return false }
+        let available = nonZero.count / 4
+        var next = 0
+        for i in 0 ..< out.count where out[i] != 0 {
+            guard next < available else { return false }
+            out[i] = Float(bitPattern: UInt32(littleEndian: nonZero.loadUnaligned(fromByteOffset: next * 4, as: UInt32.self)))
+            next += 1
+        }
+        return next == available
+    }
+
+    /// True when `a` and `b` are non-zero at exactly the same positions.
+    public static func sameSupport(_ a: UnsafeBufferPointer<Float>, _ b: UnsafeBufferPointer<Float>) -> Bool {
+        guard a.count == b.count else { return false }
+        for i in 0 ..< a.count where (a[i] != 0) != (b[i] != 0) { return false }
+        return true
+    }
+
+    /// float32 little-endian bytes narrowed to IEEE binary16 (round to nearest even; beyond
+    /// ±65504 to infinity, as the conversion does).
+    public static func narrowToHalf(_ float32: [UInt8]) -> [UInt8] {
+        let n = float32.count / 4
+        var out = [UInt8](repeating: 0, count: n * 2)
+        float32.withUnsafeBytes { src in
+            out.withUnsafeMutableBytes { dst in
+                for i in 0 ..< n {
+                    let f = Float(bitPattern: UInt32(littleEndian: src.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
+                    dst.storeBytes(of: Float16(f).bitPattern.littleEndian, toByteOffset: i * 2, as: UInt16.self)
+                }
+            }
+        }
+        return out
+    }
+
+    /// IEEE binary16 little-endian bytes widened to float32 little-endian bytes (exact). Nil
+    /// for an odd byte count.
+    public static func widenHalf(_ half: UnsafeRawBufferPointer) -> [UInt8]? {
+        guard half.count % 2 == 0 else { return nil }
+        let n = half.count / 2
+        var out = [UInt8](repeating: 0, count: n * 4)
+        out.withUnsafeMutableBytes { dst in
+            for i in 0 ..< n {
+                let h = Float16(bitPattern: UInt16(littleEndian: half.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)))
+                dst.storeBytes(of: Float(h).bitPattern.littleEndian, toByteOffset: i * 4, as: UInt32.self)
+            }
+        }
+        return out
+    }
+
+    /// Rounds every value to the nearest binary16 (kept as Float): what a receiver of f16 values
+    /// computes with.
+    public static func roundToHalf(_ values: UnsafeMutableBufferPointer<Float>) {
+        for i in values.indices { values[i] = Float(Float16(values[i])) }
+    }
+
     /// Bytes the bitmask encoding takes for `count` values of which `nonZero` are non-zero.
     public static func bitmaskSize(count: Int, nonZero: Int) -> Int { (count + 7) / 8 + nonZero * 4 }
 }

@@ -79,6 +79,29 @@ struct LaunchTests {
         return checkpoint.records.filter { $0.role == "param" && ($0.name == "w1" || $0.name == "w2") }.reduce(0) { $0 + $1.values.count }
     }
 
+    @Test func halfPrecisionSparseBroadcastsTrainAndAreWhatTheCheckpointHolds() async throws {
+        // Gradual pruning with f16 values: between mask updates the workers get values only
+        // (decoded into their copy of the previous version); a worker that decoded a broadcast
+        // wrongly would leave the run with a protocol violation.
+        let dir = temporaryRunDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let child = try Child(["launch", "--workers", "2", "--steps", "24", "--run-dir", dir.path, "--json",
+                               "--set", "pruning.method=gradual-magnitude", "--set", "pruning.schedule.target=0.7",
+                               "--set", "pruning.schedule.end_step=12", "--set", "pruning.schedule.interval=4",
+                               "--set", "coordinator.broadcast_values=f16"])
+        let (status, stdout, stderr) = await child.wait(seconds: 120)
+        #expect(status == 0, "launch failed: \(stderr)")
+        let summary = try Summary.parse(stdout)
+        #expect(summary.status == "completed" && summary.workersFailed == 0)
+        #expect(abs(summary.sparsity - 0.7) <= 0.005)
+        let checkpoint = try CheckpointStore.load(try #require(CheckpointStore(runDirectory: dir).latestPath()))
+        let model = checkpoint.records.filter { $0.role == "param" }.flatMap(\.values)
+        #expect(!model.isEmpty && model.allSatisfy { Float(Float16($0)) == $0 }, "the model is not in binary16")
+        // The master weights stay float32.
+        let master = checkpoint.records.filter { $0.role == "master" }.flatMap(\.values)
+        #expect(master.contains { Float(Float16($0)) != $0 })
+    }
+
     @Test func initFromStartsWhereAnotherRunEnded() async throws {
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }

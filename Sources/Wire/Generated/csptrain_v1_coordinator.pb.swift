@@ -81,6 +81,12 @@ public nonisolated enum Csptrain_V1_Encoding: SwiftProtobuf.Enum, Swift.CaseIter
   /// k low bits; bits LSB first; see Sources/Tensors/RiceGaps.swift); `values` holds the non-zero
   /// float32 values in index order. Near the entropy of the mask at every density.
   case riceF32 // = 3
+
+  /// Values only: `values` fills, in index order, exactly the positions where the receiver's
+  /// copy of the tensor at the previous version (Weights.version − 1) is non-zero; the rest stay
+  /// zero. Sent between support changes to a receiver known to hold that version; a receiver at
+  /// another version must treat it as a protocol violation.
+  case values // = 4
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -93,6 +99,7 @@ public nonisolated enum Csptrain_V1_Encoding: SwiftProtobuf.Enum, Swift.CaseIter
     case 1: self = .denseF32
     case 2: self = .bitmaskF32
     case 3: self = .riceF32
+    case 4: self = .values
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -103,6 +110,7 @@ public nonisolated enum Csptrain_V1_Encoding: SwiftProtobuf.Enum, Swift.CaseIter
     case .denseF32: return 1
     case .bitmaskF32: return 2
     case .riceF32: return 3
+    case .values: return 4
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -113,6 +121,7 @@ public nonisolated enum Csptrain_V1_Encoding: SwiftProtobuf.Enum, Swift.CaseIter
     .denseF32,
     .bitmaskF32,
     .riceF32,
+    .values,
   ]
 
 }
@@ -534,6 +543,10 @@ public nonisolated struct Csptrain_V1_TensorData: Sendable {
 
   public var mask: Data = Data()
 
+  /// `values` holds IEEE 754 binary16 (little-endian) in place of float32, in every encoding
+  /// (the coordinator's `broadcast_values: f16`).
+  public var valuesF16: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -759,7 +772,7 @@ nonisolated extension Csptrain_V1_TaskKind: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Csptrain_V1_Encoding: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ENCODING_UNSPECIFIED\0\u{1}ENCODING_DENSE_F32\0\u{1}ENCODING_BITMASK_F32\0\u{1}ENCODING_RICE_F32\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ENCODING_UNSPECIFIED\0\u{1}ENCODING_DENSE_F32\0\u{1}ENCODING_BITMASK_F32\0\u{1}ENCODING_RICE_F32\0\u{1}ENCODING_VALUES\0")
 }
 
 nonisolated extension Csptrain_V1_Header: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1520,7 +1533,7 @@ nonisolated extension Csptrain_V1_Weights: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Csptrain_V1_TensorData: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TensorData"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tensor\0\u{1}encoding\0\u{1}values\0\u{1}mask\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tensor\0\u{1}encoding\0\u{1}values\0\u{1}mask\0\u{3}values_f16\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1532,6 +1545,7 @@ nonisolated extension Csptrain_V1_TensorData: SwiftProtobuf.Message, SwiftProtob
       case 2: try { try decoder.decodeSingularEnumField(value: &self.encoding) }()
       case 3: try { try decoder.decodeSingularBytesField(value: &self.values) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.mask) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.valuesF16) }()
       default: break
       }
     }
@@ -1550,6 +1564,9 @@ nonisolated extension Csptrain_V1_TensorData: SwiftProtobuf.Message, SwiftProtob
     if !self.mask.isEmpty {
       try visitor.visitSingularBytesField(value: self.mask, fieldNumber: 4)
     }
+    if self.valuesF16 != false {
+      try visitor.visitSingularBoolField(value: self.valuesF16, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1558,6 +1575,7 @@ nonisolated extension Csptrain_V1_TensorData: SwiftProtobuf.Message, SwiftProtob
     if lhs.encoding != rhs.encoding {return false}
     if lhs.values != rhs.values {return false}
     if lhs.mask != rhs.mask {return false}
+    if lhs.valuesF16 != rhs.valuesF16 {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
