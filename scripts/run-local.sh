@@ -5,7 +5,8 @@
 #
 #   scripts/run-local.sh [extra `csptrain launch` options]     e.g. --steps 300 for a short try
 #
-# Takes about 35 minutes on 2 cores (corpus 2, training 30, scoring 1). The run folder is
+# Takes about 35 minutes on 2 cores (corpus 3, training 30, scoring 1). The corpus has a held-out
+# test split (test, test_channel) for `csptrain experiment pruning`. The run folder is
 # runs/local-<time>: summary.json (valid_wer, valid_wer_channel), metrics.jsonl, checkpoints.
 # A few-second smoke test of the machinery instead:
 #   .build/release/csptrain launch --config Configs/local.yaml --run-dir runs/mlp-$(date +%s)
@@ -14,10 +15,10 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build -c release --product csptrain
 csptrain=.build/release/csptrain
-if [[ ! -f runs/corpus/shards/valid_channel/shards.json ]]; then
+if [[ ! -f runs/corpus/shards/test_channel/shards.json ]]; then
   rm -rf runs/corpus
-  "$csptrain" data synth --out runs/corpus --utterances 6000 --seed 1
-  for split in train valid valid_channel; do
+  "$csptrain" data synth --out runs/corpus --utterances 6000 --test-utterances 600 --seed 1
+  for split in train valid valid_channel test test_channel; do
     "$csptrain" data prepare --manifest "runs/corpus/$split.jsonl" --out "runs/corpus/shards/$split"
   done
 fi
