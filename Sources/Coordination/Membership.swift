@@ -48,6 +48,14 @@ public struct Membership: Sendable {
         return member
     }
 
+    /// The coordinator could not hear anyone for `seconds` (it was busy, e.g. in a long
+    /// projection): members seen before then get that time back, so silence is not blamed on them.
+    public mutating func pardon(seconds: Double, before start: Double) {
+        for (session, member) in members where member.lastSeen <= start {
+            members[session]!.lastSeen = member.lastSeen + seconds
+        }
+    }
+
     public enum Reason: String, Sendable {
         case left
         case disconnected

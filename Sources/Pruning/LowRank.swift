@@ -6,7 +6,7 @@ import Tensors
 /// (out, in, kernel) weight is out × in·kernel). Stored as two factors, a rank-r matrix of
 /// m × n costs r·(m + n) parameters, so the schedule's sparsity s_t is read as the fraction of
 /// stored parameters removed, and the rank is
-///     r_t = min(rank, ⌊(1 − s_t) · m·n / (m + n)⌋)   (at least 1 once s_t > 0).
+///     r_t = min(m, n, ⌊(1 − s_t) · m·n / (m + n)⌋)   (at least 1 once s_t > 0).
 /// At each update step the matrix is replaced by its best rank-r_t approximation (SVD
 /// truncation, Eckart–Young), and its column space L_r (m × r, orthonormal) is kept. Between
 /// updates the optimizer moves W freely and the projection W ← L_r L_rᵀ W brings it back to rank

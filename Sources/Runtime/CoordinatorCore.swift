@@ -53,9 +53,6 @@ actor CoordinatorCore {
     private let checkpoints: CheckpointStore
     private let metrics: MetricsWriter
     private lazy var pruningLog = MetricsWriter(url: folder.pruningFile)
-    /// When the core last finished work that kept it from serving requests: silence is counted
-    /// from there, not from a member's last request.
-    private var deafUntil = 0.0
     private var projectionSecondsTotal = 0.0
 
     private(set) var step: Int
@@ -417,7 +414,7 @@ actor CoordinatorCore {
         if config.coordinator.broadcastValues == .f16 { broadcast.withUnsafeMutableBufferPointer { FloatEncoding.roundToHalf($0) } }
         let projectionSeconds = Monotonic.now - projectionStart
         // Nobody could be heard while the projection ran (a CSP support update takes seconds).
-        deafUntil = Monotonic.now
+        membership.pardon(seconds: projectionSeconds, before: projectionStart)
         projectionSecondsTotal += projectionSeconds
         if let supportUpdate { logSupportUpdate(supportUpdate, seconds: projectionSeconds) }
         let sparsity = projection.sparsityReport(broadcast, layout: layout)
@@ -557,7 +554,7 @@ actor CoordinatorCore {
         // request lasts are gone without a goodbye (a proof answered on a closed connection, a
         // worker that re-joined after a timeout): forget them.
         let silence = config.coordinator.pollHoldSeconds * 2 + 10
-        for member in membership.members.values where now - max(member.lastSeen, deafUntil) > silence {
+        for member in membership.members.values where now - member.lastSeen > silence {
             let holdsEval = evalRound?.batches.contains { if case .assigned(to: member.session, _) = $0.status { true } else { false } } ?? false
             if !holdsEval, !round.microBatches.indices.contains(where: { round.assignee(of: $0) == member.session }) {
                 drop(member.session, reason: .silent, detail: "no request for \(Int(now - member.lastSeen)) s")
@@ -644,7 +641,8 @@ actor CoordinatorCore {
     }
 
     private func writeCheckpoint() {
-        defer { deafUntil = Monotonic.now }
+        let writeStart = Monotonic.now
+        defer { membership.pardon(seconds: Monotonic.now - writeStart, before: writeStart) }
         // The model is what the workers compute with (for the dual pruning methods, Z); the dense
         // master weights are kept beside it whenever they differ.
         var records = layout.tensors.map { spec in

@@ -12,8 +12,8 @@ public let protocolVersion: UInt32 = 1
 /// Protobuf ↔ nng message conversions and the protocol's small helpers.
 /// Bytes each tensor of `values` takes in a weights broadcast (the encoding the coordinator would
 /// choose, with its framing): what a model costs to send or store in the sparse formats.
-public func broadcastBytesPerTensor(_ values: [Float], layout: ParameterLayout) -> [Int] {
-    WireCodec.weights(values, layout: layout, version: 0).tensors.map { (try? $0.serializedData().count) ?? 0 }
+public func broadcastBytesPerTensor(_ values: [Float], layout: ParameterLayout, half: Bool = false) -> [Int] {
+    WireCodec.weights(values, layout: layout, version: 0, half: half).tensors.map { (try? $0.serializedData().count) ?? 0 }
 }
 
 enum WireCodec {
@@ -125,6 +125,10 @@ enum WireCodec {
         guard weights.tensors.count == layout.tensors.count else {
             throw ProtocolViolation("weights carry \(weights.tensors.count) tensors, the model has \(layout.tensors.count)")
         }
+        if let t = weights.tensors.first(where: { $0.encoding == .values }), current != weights.version &- 1 {
+            let name = Int(t.tensor) < layout.tensors.count ? layout.tensors[Int(t.tensor)].name : "#\(t.tensor)"
+            throw ProtocolViolation("weights version \(weights.version) send values only for tensor '\(name)', but this copy is at version \(current.map(String.init) ?? "none"), not \(weights.version &- 1)")
+        }
         var seen = Set<UInt32>()
         try out.withUnsafeMutableBufferPointer { all in
             for t in weights.tensors {
@@ -132,9 +136,6 @@ enum WireCodec {
                 guard seen.insert(t.tensor).inserted else { throw ProtocolViolation("weights carry tensor \(t.tensor) twice") }
                 let spec = layout.tensors[Int(t.tensor)]
                 let target = UnsafeMutableBufferPointer(rebasing: all[spec.range])
-                if t.encoding == .values, current != weights.version &- 1 {
-                    throw ProtocolViolation("weights version \(weights.version) send values only for tensor '\(spec.name)', but this copy is at version \(current.map(String.init) ?? "none"), not \(weights.version &- 1)")
-                }
                 var widened: [UInt8]?
                 if t.valuesF16 {
                     widened = t.values.withUnsafeBytes { FloatEncoding.widenHalf($0) }

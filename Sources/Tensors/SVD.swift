@@ -35,7 +35,7 @@ public struct SVD: Sendable {
         var lwork: Int32 = -1
         sgesdd_(&jobz, &m, &n, &a, &lda, &s, &u, &ldu, &vt, &ldvt, &query, &lwork, &iwork, &info)
         guard info == 0 else { return nil }
-        lwork = Int32(query)
+        lwork = Int32(query.rounded(.up))
         var work = [Float](repeating: 0, count: max(1, Int(lwork)))
         sgesdd_(&jobz, &m, &n, &a, &lda, &s, &u, &ldu, &vt, &ldvt, &work, &lwork, &iwork, &info)
         guard info == 0 else { return nil }

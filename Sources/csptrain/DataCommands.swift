@@ -30,6 +30,7 @@ struct DataCommand: ParsableCommand {
         @Flag(help: "Print the report as one JSON object.") var json = false
 
         func run() throws {
+            guard testUtterances >= 0, utterances >= 1 else { throw ValidationError("--utterances must be at least 1 and --test-utterances at least 0") }
             guard let domainFile = domain ?? Self.defaultDomain() else {
                 throw ValidationError("cannot find Configs/voice-commands.txt: pass --domain FILE")
             }

@@ -69,12 +69,17 @@ struct PruningSweep: ParsableCommand {
             throw ValidationError("--only \(unknown): not among the settings' methods (\(settings.methods.joined(separator: ", ")))")
         }
         let plan = PruningExperimentPlan.runs(settings, denseCheckpoint: dense.path)
+        SweepSignals.install()
         try sweep.scoreDense(dense)
         var failures: [String] = []
         for run in plan where chosen?.contains(run.method) ?? true {
-            do { try sweep.execute(run) } catch let e as SweepInterrupted {
+            do {
+                if SweepSignals.received != 0 { throw SweepInterrupted(description: "interrupted; run the same command again to continue") }
+                try sweep.execute(run)
+            } catch let e as SweepInterrupted {
                 try sweep.writeReport(plan: plan, dense: dense)
-                throw ValidationError(e.description)
+                log(e.description)
+                throw ExitCode(130)
             } catch {
                 failures.append("\(run.name): \(error)")
                 log("\(run.name) failed: \(error)")
@@ -84,7 +89,8 @@ struct PruningSweep: ParsableCommand {
         try sweep.writeReport(plan: plan, dense: dense)
         log("results: \(outURL.appendingPathComponent("results.md").path)")
         if !failures.isEmpty {
-            throw ValidationError("\(failures.count) run(s) failed (their logs are in \(outURL.path)/runs/):\n" + failures.joined(separator: "\n"))
+            log("\(failures.count) run(s) failed (their logs are in \(outURL.path)/runs/):\n" + failures.joined(separator: "\n"))
+            throw ExitCode.failure
         }
     }
 }
@@ -96,6 +102,23 @@ private func log(_ message: String) {
 
 struct SweepInterrupted: Error, CustomStringConvertible {
     let description: String
+}
+
+/// Ctrl-C and SIGTERM while a run trains: the run gets the signal (it writes a final checkpoint
+/// and exits), the sweep writes its report and stops. Handlers, not SIG_IGN, so children start
+/// with the default dispositions.
+enum SweepSignals {
+    nonisolated(unsafe) static var child: pid_t = 0
+    nonisolated(unsafe) static var received: sig_atomic_t = 0
+
+    static func install() {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig) { s in
+                SweepSignals.received = s
+                if SweepSignals.child > 0, s == SIGTERM { kill(SweepSignals.child, SIGTERM) }
+            }
+        }
+    }
 }
 
 /// The files of one sweep and the steps that produce them.
@@ -156,8 +179,13 @@ struct Sweep {
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice
         try process.run()
+        SweepSignals.child = process.processIdentifier
         process.waitUntilExit()
-        if process.terminationStatus == 130 || process.terminationReason == .uncaughtSignal {
+        SweepSignals.child = 0
+        // The run stopped because the user asked (Ctrl-C reaches both processes; SIGTERM to this
+        // one is passed on): stop the sweep. Any other ending is that run's failure.
+        let signalled = process.terminationReason == .uncaughtSignal && [SIGINT, SIGTERM].contains(process.terminationStatus)
+        if process.terminationStatus == 130 || signalled || SweepSignals.received != 0 {
             throw SweepInterrupted(description: "interrupted during \(folder.lastPathComponent); run the same command again to continue")
         }
     }
@@ -182,7 +210,7 @@ struct Sweep {
         if let summary = try? readSummary(folder), summary.status == .completed,
            let text = try? String(contentsOf: RunFolder(folder.path).configFile, encoding: .utf8),
            let existing = try? RunConfiguration.parse(yaml: text, source: folder.path), existing == wanted {
-            if FileManager.default.fileExists(atPath: scoresFile(run.name).path) { return }
+            if let scores = readScores(scoresFile(run.name)), scores.matches(checkpoint: summary.checkpoint, settings: settings) { return }
             log("\(run.name): reusing the completed run; scoring it")
         } else {
             if FileManager.default.fileExists(atPath: folder.path) {
@@ -202,16 +230,30 @@ struct Sweep {
 
     func scoreDense(_ checkpoint: URL) throws {
         let file = runsFolder.appendingPathComponent("dense").appendingPathComponent("test-scores.json")
-        guard !FileManager.default.fileExists(atPath: file.path) else { return }
+        if let scores = readScores(file), scores.matches(checkpoint: checkpoint.path, settings: settings) { return }
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         try score(checkpoint: checkpoint, into: file)
     }
 
     struct Scores: Codable {
         var checkpoint: String
+        /// The manifests scored, with their sizes: scores of other test sets are not reused.
+        var test: [String]
         var clean: UtteranceScores
         var channel: UtteranceScores
         var seconds: Double
+
+        static func testSets(_ settings: PruningExperimentSettings) -> [String] {
+            [settings.test, settings.testChannel].map { path in
+                let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1
+                return "\(URL(fileURLWithPath: path).standardizedFileURL.path) (\(size) bytes)"
+            }
+        }
+
+        func matches(checkpoint path: String?, settings: PruningExperimentSettings) -> Bool {
+            path.map { URL(fileURLWithPath: $0).standardizedFileURL.path } == URL(fileURLWithPath: checkpoint).standardizedFileURL.path
+                && test == Self.testSets(settings)
+        }
     }
 
     /// Scores a checkpoint on both test sets at once (one thread each) and keeps every
@@ -229,7 +271,7 @@ struct Sweep {
         }
         let clean = scores(results.get(0)), channel = scores(results.get(1))
         log("\(file.deletingLastPathComponent().lastPathComponent): test WER \(String(format: "%.2f", 100 * clean.wer))% clean, \(String(format: "%.2f", 100 * channel.wer))% channel (\(String(format: "%.0f", seconds)) s)")
-        let data = try JSONEncoder().encode(Scores(checkpoint: checkpoint.path, clean: clean, channel: channel, seconds: seconds))
+        let data = try JSONEncoder().encode(Scores(checkpoint: checkpoint.path, test: Scores.testSets(settings), clean: clean, channel: channel, seconds: seconds))
         try data.write(to: file, options: .atomic)
     }
 
@@ -294,7 +336,7 @@ struct Sweep {
             }
         }
         let pruned = Set(PrunedLayers(layout: layout, exclude: config.pruning.exclude).tensors.map(\.name))
-        let wire = broadcastBytesPerTensor(values, layout: layout)
+        let wire = broadcastBytesPerTensor(values, layout: layout, half: config.coordinator.broadcastValues == .f16)
         var layerSparsity: [String: Double] = [:]
         var params = 0, prunedStored = 0, prunedTotal = 0, bytes = 0
         for (i, spec) in layout.tensors.enumerated() {

@@ -190,6 +190,16 @@ struct MembershipTests {
         #expect(m.joinedTotal == 2)
     }
 
+    @Test func aBusyCoordinatorPardonsOnlyThoseItCouldNotHear() {
+        var m = Membership()
+        let s1 = SessionID(Data([1])), s2 = SessionID(Data([2]))
+        _ = m.join(name: "a", session: s1, pipe: 10, now: 100)
+        _ = m.join(name: "b", session: s2, pipe: 11, now: 130)
+        // Busy from t = 120 for 16 s: a (last heard at 100) gets the 16 s back, b spoke after.
+        m.pardon(seconds: 16, before: 120)
+        #expect(m.members[s1]?.lastSeen == 116 && m.members[s2]?.lastSeen == 130)
+    }
+
     @Test func touchFollowsAReconnectedPipe() {
         var m = Membership()
         let s = SessionID(Data([1]))
