@@ -108,6 +108,10 @@ public struct PruningExperimentSettings: Sendable, Equatable {
         for m in s.methodOverrides.keys where !methods.contains(m) {
             throw ExperimentError("\(source): method_set: unknown method \(m)")
         }
+        let percents = s.targets.map { Int(($0 * 100).rounded()) }
+        guard Set(percents).count == percents.count else {
+            throw ExperimentError("\(source): targets \(s.targets) name the same whole percentage twice (runs are named by it, e.g. csp-70)")
+        }
         guard !s.base.isEmpty else { throw ExperimentError("\(source): base (the launch configuration of every run) is required") }
         let (end, every) = s.ramp
         guard end <= s.steps, every <= max(1, end) else {

@@ -68,6 +68,9 @@ struct PlanTests {
         #expect(throws: ExperimentError("x.yaml: methods: unknown method magic (known: csp, admm-magnitude, gradual-magnitude, one-shot-magnitude, taylor, structured, low-rank)")) {
             try PruningExperimentSettings.parse(yaml: "base: b.yaml\nmethods: [csp, magic]\n", source: "x.yaml")
         }
+        #expect(throws: ExperimentError("x.yaml: targets [0.7, 0.701] name the same whole percentage twice (runs are named by it, e.g. csp-70)")) {
+            try PruningExperimentSettings.parse(yaml: "base: b.yaml\ntargets: [0.7, 0.701]\n", source: "x.yaml")
+        }
         #expect(throws: ExperimentError("x.yaml: targets: 1.5 is not a sparsity fraction in (0, 1)")) {
             try PruningExperimentSettings.parse(yaml: "base: b.yaml\ntargets: [0.5, 1.5]\n", source: "x.yaml")
         }
