@@ -59,6 +59,11 @@ struct EvalCommand: ParsableCommand {
         }
         let checkpoint = try CheckpointStore.load(url)
         let config = try RunConfiguration.parse(yaml: checkpoint.configYAML, source: "\(url.path) (its configuration)")
+        return try evaluator(checkpoint, config: config, url: url)
+    }
+
+    /// An evaluator from a loaded checkpoint and its parsed configuration.
+    static func evaluator(_ checkpoint: Checkpoint, config: RunConfiguration, url: URL) throws -> SpeechEvaluator {
         guard config.model.kind == .ctc else {
             throw ValidationError("\(url.path) is a \(config.model.kind.rawValue) model, not a speech (ctc) model")
         }

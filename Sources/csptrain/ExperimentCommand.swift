@@ -323,7 +323,7 @@ struct Sweep {
     func record(method: String, target: Double, name: String, checkpoint: URL, scores: Scores, summary: RunSummary?) throws -> PruningResult {
         let ckpt = try CheckpointStore.load(checkpoint)
         let config = try RunConfiguration.parse(yaml: ckpt.configYAML, source: checkpoint.path)
-        let evaluator = try EvalCommand.loadEvaluator(checkpoint.path)
+        let evaluator = try EvalCommand.evaluator(ckpt, config: config, url: checkpoint)
         let layout = evaluator.model.layout, values = evaluator.parameters
         // Low-rank layers store their factors: the ranks are in the run's last support update.
         var ranks: [String: Int] = [:]
