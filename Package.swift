@@ -55,13 +55,14 @@ let package = Package(
         // The projection step that makes weights sparse (identity until CSP lands).
         .target(name: "Pruning", dependencies: ["Tensors", "CompressedSensing"], exclude: ["README.md"]),
         // The checkpoint format and its store.
-        .target(name: "Checkpoints", dependencies: ["Tensors", "Wire"], exclude: ["README.md"]),
+        .target(name: "Checkpoints", dependencies: ["Tensors", "Wire", .product(name: "Crypto", package: "swift-crypto")], exclude: ["README.md"]),
         // Pure state machines: membership, join handshakes, step rounds, chunk accounting. No I/O.
         .target(name: "Coordination", dependencies: ["Tensors", .product(name: "Crypto", package: "swift-crypto")]),
         // The YAML run configuration: composes the modules' settings structs.
         .target(name: "Configuration", dependencies: [
             "Models", "Training", "Pruning", "CompressedSensing", "Coordination", "Transport", "Checkpoints", "Speech",
             .product(name: "Yams", package: "Yams"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // The shells: coordinator and worker services, launcher, metrics files.
         .target(name: "Runtime", dependencies: [

@@ -34,7 +34,8 @@ public enum Benchmarks {
         config.checkpoint.everySteps = 0
         let folder = RunFolder(FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-bench-\(getpid())").path)
         defer { try? FileManager.default.removeItem(at: folder.url) }
-        try CoordinatorSetup.prepare(folder: folder, config: config)
+        try folder.create()
+        _ = try CoordinatorSetup.start(folder: folder, config: config, resume: .no, allowChangedSettings: false, logger: logger)
         let token = Array("bench-token".utf8)
         let coordinator = try CoordinatorService(config: config, runID: "bench", token: token, folder: folder, logger: logger)
         let url = try coordinator.listen("tcp://127.0.0.1:0")

@@ -196,3 +196,33 @@ void csp_transpose(const float *restrict src, long rows, long cols, float *restr
         }
     }
 }
+
+#include <math.h>
+
+long csp_fold_fixed(long long *sum, const float *x, long n, long weight, int scale_bits) {
+    /* x · weight is exact in double (24 + at most 29 significant bits); the power of two is
+       exact; rint rounds to nearest, ties to even, independent of any other term. */
+    const double scale = ldexp((double)weight, scale_bits);
+    const double limit = 9.2233720368547748e18; /* 2^63 */
+    long overflowed = 0;
+    for (long i = 0; i < n; i++) {
+        double term = rint((double)x[i] * scale);
+        if (!(term > -limit && term < limit)) {
+            overflowed++;
+            sum[i] = term < 0 ? INT64_MIN : INT64_MAX;
+            continue;
+        }
+        long long t = (long long)term, s;
+        if (__builtin_add_overflow(sum[i], t, &s)) {
+            overflowed++;
+            s = t < 0 ? INT64_MIN : INT64_MAX;
+        }
+        sum[i] = s;
+    }
+    return overflowed;
+}
+
+void csp_fixed_mean(const long long *sum, float *out, long n, long examples, int scale_bits) {
+    const double factor = ldexp(1.0, -scale_bits) / (double)examples;
+    for (long i = 0; i < n; i++) out[i] = (float)((double)sum[i] * factor);
+}

@@ -1,41 +1,86 @@
+import Crypto
 import Foundation
 import Tensors
 import Wire
 
-/// A training checkpoint: metadata plus named float tensors.
+/// A training checkpoint: metadata plus named records (float tensors or opaque bytes).
 ///
-/// File layout (all integers little-endian), version 1:
+/// File layout (all integers little-endian), version 2:
 ///
 ///     "CSPTCKPT"                      8 bytes magic
-///     u32 format version              1
+///     u32 format version              2
 ///     u32 flags                       0 (reserved)
+///     32 bytes                        fingerprint: SHA-256 of the settings that change the maths
+///                                     (meta.maths_settings); zeros when unknown
 ///     u64 metadata length L
 ///     L bytes                         csptrain.v1.CheckpointMeta (protobuf), names the records
-///     u32 CRC32C of the metadata
+///     u32 CRC32C of the fingerprint and the metadata
 ///     per record, in the order of meta.records:
-///       u32 encoding                  1 = dense float32, 2 = bitmask + non-zero float32
-///       u64 value count
-///       u64 mask length M             (0 for dense)
+///       u32 encoding                  1 dense float32, 2 bitmask + float32, 3 Rice gaps + float32,
+///                                     4 bytes
+///       u64 value count               (bytes: the byte count)
+///       u64 index length M            (0 for dense and bytes)
 ///       u64 values length V
-///       M + V bytes                   mask, then values
+///       M + V bytes                   positions, then values
 ///       u32 CRC32C of this record from its encoding field to its last byte
 ///     "CSPTDONE"                      8 bytes: the file is complete
 ///
-/// Each record picks the smaller of its two encodings, so a sparse model's checkpoint shrinks
-/// with its density. See Sources/Checkpoints/README.md.
+/// Float records pick the smallest of their encodings (the sparse ones of the broadcast), so a
+/// sparse model's checkpoint shrinks with its density; every bit is kept (−0.0 included).
+/// Version 1 files (no fingerprint, encodings 1 and 2) are still read. See
+/// Sources/Checkpoints/README.md.
 public struct Checkpoint: Sendable, Equatable {
     public struct Record: Sendable, Equatable {
+        public enum Payload: Sendable, Equatable {
+            case floats([Float])
+            case bytes([UInt8])
+        }
         public var name: String
         public var shape: [Int]
         /// "param" for model weights, "optimizer/<slot>" for optimizer state, ...
         public var role: String
-        public var values: [Float]
+        public var payload: Payload
 
         public init(name: String, shape: [Int], role: String, values: [Float]) {
             self.name = name
             self.shape = shape
             self.role = role
-            self.values = values
+            payload = .floats(values)
+        }
+
+        public init(name: String, role: String, bytes: [UInt8]) {
+            self.name = name
+            shape = [bytes.count]
+            self.role = role
+            payload = .bytes(bytes)
+        }
+
+        /// The float values ([] for a bytes record).
+        public var values: [Float] {
+            if case let .floats(v) = payload { return v }
+            return []
+        }
+
+        public var bytes: [UInt8]? {
+            if case let .bytes(b) = payload { return b }
+            return nil
+        }
+
+        public var count: Int {
+            switch payload {
+            case let .floats(v): v.count
+            case let .bytes(b): b.count
+            }
+        }
+
+        /// Bit-exact equality (Float's == would equate −0 and +0, and never NaN with itself).
+        public static func == (a: Record, b: Record) -> Bool {
+            guard a.name == b.name, a.shape == b.shape, a.role == b.role else { return false }
+            switch (a.payload, b.payload) {
+            case let (.floats(x), .floats(y)): return x.count == y.count && zip(x, y).allSatisfy { $0.bitPattern == $1.bitPattern }
+            case let (.bytes(x), .bytes(y)): return x == y
+            default: return false
+            }
         }
     }
 
@@ -45,21 +90,37 @@ public struct Checkpoint: Sendable, Equatable {
     public var configYAML: String
     public var createdUnix: Double
     public var lastLoss: Double
+    /// The settings that change the maths ("key = value" lines); the fingerprint hashes them.
+    public var mathsSettings: String
+    /// Data order, optimizer counter, RNG, pruning scalars: what a resume needs besides records.
+    public var state: Csptrain_V1_TrainingState
     public var records: [Record]
+    /// The format version the checkpoint was read from (written files are always the current one).
+    public private(set) var formatVersion: UInt32 = Checkpoint.currentVersion
 
     public init(step: Int, runID: String, configYAML: String, createdUnix: Double = Date().timeIntervalSince1970,
-                lastLoss: Double = .nan, records: [Record]) {
+                lastLoss: Double = .nan, mathsSettings: String = "", state: Csptrain_V1_TrainingState = .init(),
+                records: [Record]) {
         self.step = step
         self.runID = runID
         self.configYAML = configYAML
         self.createdUnix = createdUnix
         self.lastLoss = lastLoss
+        self.mathsSettings = mathsSettings
+        self.state = state
         self.records = records
+    }
+
+    /// SHA-256 of `mathsSettings` (zeros when there are none).
+    public var fingerprint: [UInt8] {
+        mathsSettings.isEmpty ? [UInt8](repeating: 0, count: 32) : Array(SHA256.hash(data: Data(mathsSettings.utf8)))
     }
 
     public func record(named name: String, role: String = "param") -> Record? {
         records.first { $0.name == name && $0.role == role }
     }
+
+    public func records(role: String) -> [Record] { records.filter { $0.role == role } }
 
     /// Concatenates the records of `role` in the order of `layout` into one flat buffer.
     public func flatValues(role: String, layout: ParameterLayout) throws(CheckpointError) -> [Float] {
@@ -76,9 +137,19 @@ public struct Checkpoint: Sendable, Equatable {
 
     static let magic = Array("CSPTCKPT".utf8)
     static let endMagic = Array("CSPTDONE".utf8)
-    public static let formatVersion: UInt32 = 1
+    public static let currentVersion: UInt32 = 2
 
-    enum Encoding: UInt32 { case dense = 1, bitmask = 2 }
+    public enum Encoding: UInt32, Sendable, CaseIterable {
+        case dense = 1, bitmask = 2, rice = 3, bytes = 4
+        public var name: String {
+            switch self {
+            case .dense: "dense"
+            case .bitmask: "bitmask"
+            case .rice: "rice"
+            case .bytes: "bytes"
+            }
+        }
+    }
 
     // MARK: Encoding
 
@@ -89,6 +160,8 @@ public struct Checkpoint: Sendable, Equatable {
         meta.configYaml = configYAML
         meta.createdUnix = createdUnix
         meta.lastLoss = lastLoss
+        meta.mathsSettings = mathsSettings
+        meta.state = state
         meta.records = records.map { r in
             var info = Csptrain_V1_RecordInfo()
             info.name = r.name
@@ -96,35 +169,25 @@ public struct Checkpoint: Sendable, Equatable {
             info.role = r.role
             return info
         }
+        // Serialising a message of plain fields cannot fail.
         let metaBytes: [UInt8] = (try? meta.serializedBytes()) ?? []
 
         var out = ByteWriter()
         out.append(Self.magic)
-        out.append(Self.formatVersion)
+        out.append(Self.currentVersion)
         out.append(UInt32(0))
+        out.append(fingerprint)
         out.append(UInt64(metaBytes.count))
         out.append(metaBytes)
-        out.append(CRC32C.checksum(metaBytes))
+        out.append(Self.headerChecksum(fingerprint: fingerprint, meta: metaBytes))
         for r in records {
             let start = out.bytes.count
-            let nonZero = r.values.reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
-            r.values.withUnsafeBufferPointer { v in
-                if FloatEncoding.bitmaskSize(count: v.count, nonZero: nonZero) < v.count * 4 {
-                    let (mask, values) = FloatEncoding.bitmask(v)
-                    out.append(Encoding.bitmask.rawValue)
-                    out.append(UInt64(v.count))
-                    out.append(UInt64(mask.count))
-                    out.append(UInt64(values.count))
-                    out.append(mask)
-                    out.append(values)
-                } else {
-                    let values = FloatEncoding.denseBytes(v)
-                    out.append(Encoding.dense.rawValue)
-                    out.append(UInt64(v.count))
-                    out.append(UInt64(0))
-                    out.append(UInt64(values.count))
-                    out.append(values)
-                }
+            switch r.payload {
+            case let .bytes(b):
+                out.appendRecordHeader(.bytes, count: b.count, indexLength: 0, valuesLength: b.count)
+                out.append(b)
+            case let .floats(v):
+                v.withUnsafeBufferPointer { Self.appendFloats($0, to: &out) }
             }
             let crc = out.bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[start...])) }
             out.append(crc)
@@ -133,64 +196,160 @@ public struct Checkpoint: Sendable, Equatable {
         return out.bytes
     }
 
+    /// Writes the smallest encoding of `v`: dense, bitmask or Rice-coded positions.
+    static func appendFloats(_ v: UnsafeBufferPointer<Float>, to out: inout ByteWriter) {
+        var stored = 0
+        for x in v where x.bitPattern != 0 { stored += 1 }
+        let denseSize = v.count * 4
+        let bitmaskSize = FloatEncoding.bitmaskSize(count: v.count, nonZero: stored)
+        // The Rice code costs a pass over the gaps; try it only where it can win (sparse tensors).
+        let rice = stored * 4 < denseSize / 2 ? RiceGaps.encode(v, keepingNegativeZero: true) : nil
+        let riceSize = rice.map { $0.code.count + stored * 4 } ?? .max
+        if let rice, riceSize < min(denseSize, bitmaskSize) {
+            let values = FloatEncoding.nonZeroBytes(v, keepingNegativeZero: true)
+            out.appendRecordHeader(.rice, count: v.count, indexLength: rice.code.count, valuesLength: values.count)
+            out.append(rice.code)
+            out.append(values)
+        } else if bitmaskSize < denseSize {
+            let (mask, values) = FloatEncoding.bitmask(v, keepingNegativeZero: true)
+            out.appendRecordHeader(.bitmask, count: v.count, indexLength: mask.count, valuesLength: values.count)
+            out.append(mask)
+            out.append(values)
+        } else {
+            out.appendRecordHeader(.dense, count: v.count, indexLength: 0, valuesLength: denseSize)
+            out.append(FloatEncoding.denseBytes(v))
+        }
+    }
+
+    static func headerChecksum(fingerprint: [UInt8], meta: [UInt8]) -> UInt32 {
+        var crc = CRC32C()
+        fingerprint.withUnsafeBytes { crc.update($0) }
+        meta.withUnsafeBytes { crc.update($0) }
+        return crc.value
+    }
+
     // MARK: Decoding
+
+    /// What the header of a checkpoint file says, without reading its records.
+    public struct Header: Sendable {
+        public var formatVersion: UInt32
+        public var fingerprint: [UInt8]
+        public var meta: Csptrain_V1_CheckpointMeta
+    }
 
     /// Parses and verifies a checkpoint. `source` names the file in errors.
     public init(decoding bytes: [UInt8], source: String) throws(CheckpointError) {
         var r = ByteReader(bytes: bytes, source: source)
-        guard try r.read(8) == Self.magic else { throw .notACheckpoint(source) }
-        let version: UInt32 = try r.read()
-        guard version == Self.formatVersion else { throw .unsupportedVersion(source, version) }
-        _ = try r.read() as UInt32
-        let metaLength: UInt64 = try r.read()
-        let metaBytes = try r.read(Int(clamping: metaLength), what: "metadata")
-        let metaCRC: UInt32 = try r.read()
-        guard CRC32C.checksum(metaBytes) == metaCRC else {
-            throw .corrupt(source, "metadata checksum mismatch (stored \(hex(metaCRC)), computed \(hex(CRC32C.checksum(metaBytes))))")
-        }
-        let meta: Csptrain_V1_CheckpointMeta
-        do { meta = try Csptrain_V1_CheckpointMeta(serializedBytes: metaBytes) } catch {
-            throw .corrupt(source, "metadata does not parse: \(error)")
-        }
+        let header = try Self.readHeader(&r)
+        let meta = header.meta
         var records: [Record] = []
         for info in meta.records {
-            let label = "record '\(info.role)/\(info.name)'"
-            let start = r.offset
-            let rawEncoding: UInt32 = try r.read()
-            let count: UInt64 = try r.read()
-            let maskLength: UInt64 = try r.read()
-            let valuesLength: UInt64 = try r.read()
-            let mask = try r.read(Int(clamping: maskLength), what: label)
-            let values = try r.read(Int(clamping: valuesLength), what: label)
-            let computed = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[start ..< r.offset])) }
-            let stored: UInt32 = try r.read()
-            guard computed == stored else {
-                throw .corrupt(source, "\(label) checksum mismatch (stored \(hex(stored)), computed \(hex(computed)))")
-            }
-            guard let encoding = Encoding(rawValue: rawEncoding) else {
-                throw .corrupt(source, "\(label) has unknown encoding \(rawEncoding)")
-            }
-            let shape = info.shape.map { Int($0) }
-            guard shape.reduce(1, *) == Int(count) else {
-                throw .corrupt(source, "\(label) holds \(count) values but its shape \(shape) needs \(shape.reduce(1, *))")
-            }
-            var out = [Float](repeating: 0, count: Int(count))
-            let ok = out.withUnsafeMutableBufferPointer { o in
-                values.withUnsafeBytes { v in
-                    switch encoding {
-                    case .dense: FloatEncoding.decodeDense(v, into: o)
-                    case .bitmask: mask.withUnsafeBytes { m in FloatEncoding.decodeBitmask(mask: m, nonZero: v, into: o) }
-                    }
-                }
-            }
-            guard ok else { throw .corrupt(source, "\(label): payload sizes do not match its value count \(count)") }
-            records.append(Record(name: info.name, shape: shape, role: info.role, values: out))
+            records.append(try Self.readRecord(info, from: &r, bytes: bytes, version: header.formatVersion))
         }
         guard try r.read(8, what: "end marker") == Self.endMagic else {
             throw .corrupt(source, "end marker missing: the file is incomplete")
         }
         self.init(step: Int(meta.step), runID: meta.runID, configYAML: meta.configYaml,
-                  createdUnix: meta.createdUnix, lastLoss: meta.lastLoss, records: records)
+                  createdUnix: meta.createdUnix, lastLoss: meta.lastLoss, mathsSettings: meta.mathsSettings,
+                  state: meta.state, records: records)
+        formatVersion = header.formatVersion
+    }
+
+    static func readHeader(_ r: inout ByteReader) throws(CheckpointError) -> Header {
+        let source = r.source
+        guard try r.read(8) == Self.magic else { throw .notACheckpoint(source) }
+        let version: UInt32 = try r.read()
+        guard version == 1 || version == Self.currentVersion else { throw .unsupportedVersion(source, version) }
+        _ = try r.read() as UInt32
+        let fingerprint = version >= 2 ? try r.read(32) : [UInt8](repeating: 0, count: 32)
+        let metaLength: UInt64 = try r.read()
+        let metaBytes = try r.read(Int(clamping: metaLength), what: "metadata")
+        let stored: UInt32 = try r.read()
+        let computed = version >= 2 ? headerChecksum(fingerprint: fingerprint, meta: metaBytes) : CRC32C.checksum(metaBytes)
+        guard stored == computed else {
+            throw .corrupt(source, "header checksum mismatch (stored \(hex(stored)), computed \(hex(computed)))")
+        }
+        do {
+            return Header(formatVersion: version, fingerprint: fingerprint,
+                          meta: try Csptrain_V1_CheckpointMeta(serializedBytes: metaBytes))
+        } catch {
+            throw .corrupt(source, "metadata does not parse: \(error)")
+        }
+    }
+
+    static func readRecord(_ info: Csptrain_V1_RecordInfo, from r: inout ByteReader, bytes: [UInt8], version: UInt32) throws(CheckpointError) -> Record {
+        let source = r.source
+        let label = "record '\(info.role)/\(info.name)'"
+        let start = r.offset
+        let rawEncoding: UInt32 = try r.read(what: label)
+        let count: UInt64 = try r.read(what: label)
+        let indexLength: UInt64 = try r.read(what: label)
+        let valuesLength: UInt64 = try r.read(what: label)
+        let index = try r.read(Int(clamping: indexLength), what: label)
+        let values = try r.read(Int(clamping: valuesLength), what: label)
+        let computed = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[start ..< r.offset])) }
+        let stored: UInt32 = try r.read(what: label)
+        guard computed == stored else {
+            throw .corrupt(source, "\(label) checksum mismatch (stored \(hex(stored)), computed \(hex(computed)))")
+        }
+        guard let encoding = Encoding(rawValue: rawEncoding), version >= 2 || encoding.rawValue <= 2 else {
+            throw .corrupt(source, "\(label) has unknown encoding \(rawEncoding)")
+        }
+        if encoding == .bytes {
+            guard count == valuesLength else { throw .corrupt(source, "\(label) says \(count) bytes but holds \(valuesLength)") }
+            return Record(name: info.name, role: info.role, bytes: values)
+        }
+        let shape = info.shape.map { Int($0) }
+        guard shape.reduce(1, *) == Int(count) else {
+            throw .corrupt(source, "\(label) holds \(count) values but its shape \(shape) needs \(shape.reduce(1, *))")
+        }
+        var out = [Float](repeating: 0, count: Int(count))
+        let ok = out.withUnsafeMutableBufferPointer { o in
+            values.withUnsafeBytes { v in
+                index.withUnsafeBytes { m in
+                    switch encoding {
+                    case .dense: FloatEncoding.decodeDense(v, into: o)
+                    case .bitmask: FloatEncoding.decodeBitmask(mask: m, nonZero: v, into: o)
+                    case .rice: FloatEncoding.decodeRice(code: m, nonZero: v, into: o)
+                    case .bytes: false
+                    }
+                }
+            }
+        }
+        guard ok else { throw .corrupt(source, "\(label): payload sizes do not match its value count \(count)") }
+        return Record(name: info.name, shape: shape, role: info.role, values: out)
+    }
+}
+
+/// The size of each record as stored, for `checkpoint inspect`.
+public struct RecordLayout: Sendable {
+    public var name: String
+    public var role: String
+    public var shape: [Int]
+    public var encoding: Checkpoint.Encoding
+    public var count: Int
+    /// Bytes in the file, framing and checksum included.
+    public var storedBytes: Int
+}
+
+extension Checkpoint {
+    /// Reads the header and each record's encoding and size, verifying every checksum.
+    public static func layout(of bytes: [UInt8], source: String) throws(CheckpointError) -> (Header, [RecordLayout]) {
+        var r = ByteReader(bytes: bytes, source: source)
+        let header = try readHeader(&r)
+        var out: [RecordLayout] = []
+        for info in header.meta.records {
+            let start = r.offset
+            let record = try readRecord(info, from: &r, bytes: bytes, version: header.formatVersion)
+            let raw = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: start, as: UInt32.self) }
+            out.append(RecordLayout(name: record.name, role: record.role, shape: record.shape,
+                                    encoding: Encoding(rawValue: UInt32(littleEndian: raw)) ?? .dense,
+                                    count: record.count, storedBytes: r.offset - start))
+        }
+        guard try r.read(8, what: "end marker") == endMagic else {
+            throw .corrupt(source, "end marker missing: the file is incomplete")
+        }
+        return (header, out)
     }
 }
 
@@ -207,7 +366,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case let .notACheckpoint(f): "\(f): not a csptrain checkpoint (bad magic bytes)"
-        case let .unsupportedVersion(f, v): "\(f): checkpoint format version \(v) is not supported (this build reads version \(Checkpoint.formatVersion))"
+        case let .unsupportedVersion(f, v): "\(f): checkpoint format version \(v) is not supported (this build reads versions 1 to \(Checkpoint.currentVersion); a newer csptrain wrote it?)"
         case let .truncated(f, what): "\(f): file ends inside the \(what): it is truncated (was the write interrupted?)"
         case let .corrupt(f, what): "\(f): corrupt: \(what)"
         case let .missingRecord(name, role): "checkpoint has no \(role) record for tensor '\(name)': it was written for a different model"
@@ -223,6 +382,12 @@ private func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
 struct ByteWriter {
     var bytes: [UInt8] = []
     mutating func append(_ b: [UInt8]) { bytes.append(contentsOf: b) }
+    mutating func appendRecordHeader(_ encoding: Checkpoint.Encoding, count: Int, indexLength: Int, valuesLength: Int) {
+        append(encoding.rawValue)
+        append(UInt64(count))
+        append(UInt64(indexLength))
+        append(UInt64(valuesLength))
+    }
     mutating func append<T: FixedWidthInteger>(_ v: T) {
         withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
     }
@@ -239,9 +404,9 @@ struct ByteReader {
         return Array(bytes[offset ..< offset + n])
     }
 
-    mutating func read<T: FixedWidthInteger>() throws(CheckpointError) -> T {
+    mutating func read<T: FixedWidthInteger>(what: String = "header") throws(CheckpointError) -> T {
         let size = MemoryLayout<T>.size
-        guard bytes.count - offset >= size else { throw .truncated(source, "header") }
+        guard bytes.count - offset >= size else { throw .truncated(source, what) }
         defer { offset += size }
         return bytes.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: T.self)) }
     }

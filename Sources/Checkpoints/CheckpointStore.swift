@@ -27,13 +27,19 @@ public struct CheckpointStore: Sendable {
     /// Writes `checkpoint`, moves `latest` to it, prunes old ones; returns its path.
     @discardableResult
     public func write(_ checkpoint: Checkpoint) throws(CheckpointError) -> URL {
+        try write(encoded: checkpoint.encoded(), step: checkpoint.step)
+    }
+
+    /// Writes an encoded checkpoint of `step`, moves `latest` to it, prunes old ones.
+    @discardableResult
+    public func write(encoded bytes: [UInt8], step: Int) throws(CheckpointError) -> URL {
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         } catch {
             throw .io(directory.path, "cannot create the checkpoint folder: \(error.localizedDescription)")
         }
-        let target = path(forStep: checkpoint.step)
-        try Self.atomicWrite(checkpoint.encoded(), to: target)
+        let target = path(forStep: step)
+        try Self.atomicWrite(bytes, to: target)
         try Self.atomicWrite(Array((target.lastPathComponent + "\n").utf8), to: latestPointer)
         prune()
         return target
@@ -52,6 +58,31 @@ public struct CheckpointStore: Sendable {
             throw .io(url.path, "cannot read: \(error.localizedDescription)")
         }
         return try Checkpoint(decoding: [UInt8](data), source: url.path)
+    }
+
+    /// The newest checkpoint that reads back intact: the one `latest` names, else the step files
+    /// from the newest down. Each one that fails (checksum, truncation, unreadable) is reported
+    /// through `skipped` with the file and record at fault, and the next older one is tried.
+    /// Nil when there is none, or none intact.
+    public func newestIntact(skipped: (CheckpointError) -> Void = { _ in }) -> (checkpoint: Checkpoint, url: URL)? {
+        var candidates: [URL] = []
+        if let latest = latestPath() { candidates.append(latest) }
+        for step in steps().reversed() where !candidates.contains(path(forStep: step)) {
+            candidates.append(path(forStep: step))
+        }
+        for url in candidates {
+            do { return (try Self.load(url), url) } catch { skipped(error) }
+        }
+        return nil
+    }
+
+    /// Removes `*.tmp` files a crash left behind mid-write (they were never renamed into place).
+    @discardableResult
+    public func removeUnfinishedWrites() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        let leftovers = names.filter { $0.hasSuffix(".tmp") }
+        for name in leftovers { try? FileManager.default.removeItem(at: directory.appendingPathComponent(name)) }
+        return leftovers
     }
 
     /// Checkpoint files present, by step, oldest first.
@@ -106,4 +137,74 @@ public struct CheckpointSettings: Sendable, Equatable {
     /// Checkpoints kept in the run folder.
     public var keep = 3
     public init() {}
+}
+
+/// Writes checkpoints on a thread of its own, so encoding and fsync stay off the step loop.
+///
+/// At most one write runs at a time, in submission order, and `latest` moves only when a file is
+/// complete. When a write is still running as the next checkpoint comes, that one waits; if yet
+/// another comes meanwhile, it replaces the waiting one (the newer state supersedes it), so
+/// memory holds at most two snapshots however slow the disk is.
+public final class CheckpointWriter: @unchecked Sendable {
+    public typealias Completion = @Sendable (_ step: Int, _ result: Result<URL, CheckpointError>, _ seconds: Double, _ bytes: Int) -> Void
+
+    private let store: CheckpointStore
+    private let queue = DispatchQueue(label: "csptrain.checkpoint-writer", qos: .utility)
+    private let lock = NSLock()
+    // Guarded by `lock`.
+    private var waiting: (Checkpoint, Completion)?
+    private var running = false
+    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+
+    public init(store: CheckpointStore) { self.store = store }
+
+    /// Queues `checkpoint`; `completion` runs on the writer's thread when it is written, failed,
+    /// or superseded (failure `.io(..., "superseded ...")`).
+    public func submit(_ checkpoint: Checkpoint, completion: @escaping Completion) {
+        lock.lock()
+        let superseded = waiting
+        waiting = (checkpoint, completion)
+        let start = !running
+        running = true
+        lock.unlock()
+        if let (old, done) = superseded {
+            done(old.step, .failure(.io(store.path(forStep: old.step).path, "superseded by the checkpoint of step \(checkpoint.step) before it was written")), 0, 0)
+        }
+        if start { queue.async { self.drain() } }
+    }
+
+    private func drain() {
+        while true {
+            lock.lock()
+            guard let (checkpoint, completion) = waiting else {
+                running = false
+                let waiters = idleWaiters
+                idleWaiters = []
+                lock.unlock()
+                for w in waiters { w.resume() }
+                return
+            }
+            waiting = nil
+            lock.unlock()
+            let start = DispatchTime.now().uptimeNanoseconds
+            let bytes = checkpoint.encoded()
+            let result: Result<URL, CheckpointError>
+            do { result = .success(try store.write(encoded: bytes, step: checkpoint.step)) } catch { result = .failure(error) }
+            completion(checkpoint.step, result, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, bytes.count)
+        }
+    }
+
+    /// Returns when every submitted checkpoint has been written (or has failed).
+    public func flush() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            lock.lock()
+            if running {
+                idleWaiters.append(c)
+                lock.unlock()
+            } else {
+                lock.unlock()
+                c.resume()
+            }
+        }
+    }
 }

@@ -16,6 +16,7 @@ extension RunConfiguration: ConfigSection {
             .init("seed", \.seed, "seeds initial weights, data order and generated data"),
             .init("steps", \.steps, "total steps of the run", check: positive),
             .init("init_from", \.initFrom, "a checkpoint (file or run folder) whose model weights start the run; empty: from seed"),
+            .init("deterministic", \.deterministic, "bit-identical weights whatever the number of workers, the order chunks arrive in, or a kill and resume (exact fixed-point gradient sums)"),
             .init("model", \.model, "the model"),
             .init("data", \.data, "the training data"),
             .init("augmentation", \.augmentation, "on-the-fly augmentation of speech examples"),

@@ -18,6 +18,10 @@ public struct RunConfiguration: Sendable, Equatable {
     /// A checkpoint whose model weights start the run (fine-tuning, pruning a trained model);
     /// empty: initialise from `seed`. The optimizer starts fresh.
     public var initFrom = ""
+    /// A step's result does not depend on the number of workers, on which worker computed which
+    /// micro-batch, on the order gradient chunks arrive in, or on a kill and resume: gradients
+    /// are summed exactly in fixed point (see Sources/Training/GradientAccumulator.swift).
+    public var deterministic = false
     public var model = ModelSettings()
     public var data = DataSettings()
     public var augmentation = AugmentationSettings()

@@ -63,6 +63,23 @@ public struct DataOrder: Sendable {
         return out
     }
 
+    /// The examples of step `step` by epoch, in data-order position (a step at an epoch boundary
+    /// finishes one epoch and starts the next). For the ledger: unlike `microBatches`, which
+    /// deals them out by cost, this keeps the order the epoch visits them in.
+    public mutating func examplesByEpoch(forStep step: Int) -> [(epoch: Int, examples: [Int])] {
+        var parts: [(epoch: Int, examples: [Int])] = []
+        for position in step * globalBatch ..< (step + 1) * globalBatch {
+            let epoch = position / examples
+            if epoch != cachedEpoch { permutation = epochOrder(epoch); cachedEpoch = epoch }
+            if parts.last?.epoch != epoch { parts.append((epoch, [])) }
+            parts[parts.count - 1].examples.append(permutation[position % examples])
+        }
+        return parts
+    }
+
+    /// How many examples of its epoch come before step `step`'s first.
+    public func positionInEpoch(ofStep step: Int) -> Int { (step * globalBatch) % examples }
+
     /// The order epoch `epoch` visits the examples in.
     func epochOrder(_ epoch: Int) -> [Int] {
         let shuffled = Self.permutation(seed: seed, epoch: epoch, count: examples)

@@ -30,11 +30,15 @@ public protocol TrainableModel: Sendable {
     /// Identifies the data the model reads from files ("" when it makes its data from the
     /// configuration): coordinator and workers must agree on it.
     var dataFingerprint: String { get }
+    /// Identifies the training data's content alone (validation sets do not change the maths of
+    /// a step); part of a checkpoint's fingerprint.
+    var trainingDataFingerprint: String { get }
 }
 
 extension TrainableModel {
     public var exampleCosts: [Int]? { nil }
     public var dataFingerprint: String { "" }
+    public var trainingDataFingerprint: String { dataFingerprint }
 }
 
 /// Edit-distance counts of an evaluation batch; rates are ratios of sums over batches.

@@ -39,6 +39,24 @@ public struct DualProjection: ProjectionStep {
 
     public var name: String { settings.method.rawValue }
 
+    /// The measurement operators are a pure function of (seed, layer, m) and rebuilt on demand.
+    public var checkpointState: ProjectionState {
+        var state = ProjectionState()
+        state.floats["dual"] = dual
+        state.floats["sparse"] = sparse
+        state.masks["mask"] = mask
+        state.integers["active"] = active ? 1 : 0
+        return state
+    }
+
+    public mutating func restore(_ state: ProjectionState) throws(PruningError) {
+        let u = try state.floats("dual", count: dual.count)
+        let z = try state.floats("sparse", count: sparse.count)
+        let m = try state.mask("mask", count: mask.count)
+        active = try state.integer("active") != 0
+        (dual, sparse, mask) = (u, z, m)
+    }
+
     public mutating func project(weights w: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
                                  step: Int, learningRate: Double, layout: ParameterLayout,
                                  broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate? {

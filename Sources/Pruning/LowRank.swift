@@ -39,6 +39,30 @@ public struct LowRankProjection: ProjectionStep {
 
     public var name: String { settings.method.rawValue }
 
+    /// Per factored tensor: its rank (0: not factored yet) and the left singular vectors kept.
+    public var checkpointState: ProjectionState {
+        var state = ProjectionState()
+        for f in factors {
+            state.integers["rank/\(f.spec.name)"] = Int64(f.rank ?? 0)
+            if f.rank != nil { state.floats["basis/\(f.spec.name)"] = f.basis }
+        }
+        return state
+    }
+
+    public mutating func restore(_ state: ProjectionState) throws(PruningError) {
+        var restored = factors
+        for j in restored.indices {
+            let name = restored[j].spec.name
+            let r = Int(try state.integer("rank/\(name)"))
+            guard r >= 0, r <= min(restored[j].rows, restored[j].columns) else {
+                throw PruningError("pruning state 'rank/\(name)' is \(r), outside 0...\(min(restored[j].rows, restored[j].columns))")
+            }
+            restored[j].rank = r == 0 ? nil : r
+            restored[j].basis = r == 0 ? [] : try state.floats("basis/\(name)", count: restored[j].rows * r)
+        }
+        factors = restored
+    }
+
     /// The rank that removes (at least) the fraction `s` of an m × n matrix's parameters when
     /// stored as two factors; nil when even full rank saves nothing and s is 0.
     public static func rank(rows m: Int, columns n: Int, sparsity s: Double) -> Int? {

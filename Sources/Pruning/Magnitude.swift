@@ -34,6 +34,21 @@ public struct MaskedProjection: ProjectionStep {
 
     public var name: String { settings.method.rawValue }
 
+    public var checkpointState: ProjectionState {
+        var state = ProjectionState()
+        state.masks["mask"] = mask
+        if criterion == .taylor { state.floats["saliency"] = saliency }
+        state.integers["active"] = active ? 1 : 0
+        return state
+    }
+
+    public mutating func restore(_ state: ProjectionState) throws(PruningError) {
+        let m = try state.mask("mask", count: mask.count)
+        if criterion == .taylor { saliency = try state.floats("saliency", count: saliency.count) }
+        active = try state.integer("active") != 0
+        mask = m
+    }
+
     public mutating func project(weights: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
                                  step: Int, learningRate: Double, layout: ParameterLayout,
                                  broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate? {

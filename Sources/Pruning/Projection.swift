@@ -20,6 +20,38 @@ public protocol ProjectionStep: Sendable {
     /// How sparse the broadcast weights are, as stored: by default the fraction of zeros;
     /// factorising methods count the parameters of their factors instead.
     func sparsityReport(_ broadcast: [Float], layout: ParameterLayout) -> SparsityReport
+    /// Everything the method carries from step to step (masks, dual variable, running averages,
+    /// factors), for checkpoints: restoring it continues the run exactly.
+    var checkpointState: ProjectionState { get }
+    /// Restores state saved by ``checkpointState`` for the same settings and layout; the error
+    /// names what is missing or does not fit.
+    mutating func restore(_ state: ProjectionState) throws(PruningError)
+}
+
+/// A projection step's state between steps, by name.
+public struct ProjectionState: Sendable, Equatable {
+    public var floats: [String: [Float]] = [:]
+    /// 0/1 per value.
+    public var masks: [String: [UInt8]] = [:]
+    public var integers: [String: Int64] = [:]
+    public init() {}
+
+    func floats(_ key: String, count: Int) throws(PruningError) -> [Float] {
+        guard let v = floats[key] else { throw PruningError("the checkpoint has no pruning state '\(key)'") }
+        guard v.count == count else { throw PruningError("pruning state '\(key)' holds \(v.count) values, the model needs \(count)") }
+        return v
+    }
+
+    func mask(_ key: String, count: Int) throws(PruningError) -> [UInt8] {
+        guard let v = masks[key] else { throw PruningError("the checkpoint has no pruning mask '\(key)'") }
+        guard v.count == count else { throw PruningError("pruning mask '\(key)' holds \(v.count) values, the model needs \(count)") }
+        return v
+    }
+
+    func integer(_ key: String) throws(PruningError) -> Int64 {
+        guard let v = integers[key] else { throw PruningError("the checkpoint has no pruning value '\(key)'") }
+        return v
+    }
 }
 
 extension ProjectionStep {
@@ -70,6 +102,8 @@ public struct IdentityProjection: ProjectionStep {
         _ = broadcast.update(fromContentsOf: weights)
         return nil
     }
+    public var checkpointState: ProjectionState { ProjectionState() }
+    public mutating func restore(_ state: ProjectionState) throws(PruningError) {}
 }
 
 /// Pruning settings, composed into the run configuration (`pruning:` in YAML).

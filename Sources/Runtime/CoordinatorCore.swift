@@ -51,8 +51,18 @@ actor CoordinatorCore {
     private var projection: any ProjectionStep
     private var accumulator: GradientAccumulator
     private let checkpoints: CheckpointStore
+    private let writer: CheckpointWriter
+    /// The settings that change the maths; checkpoints carry them and a resume compares them.
+    let fingerprint: MathsFingerprint
+    private var ledger: RunLedger
+    private let ledgerFiles: LedgerFiles
+    private var examplesSeen = 0
+    /// The last step a checkpoint was submitted for (the resume point's step after a resume).
+    private var lastSubmittedStep = -1
+    /// Set when the run is ending: the final checkpoint is being written; nothing changes any more.
+    private var ending = false
     private let metrics: MetricsWriter
-    private lazy var pruningLog = MetricsWriter(url: folder.pruningFile)
+    private lazy var pruningLog = MetricsWriter(url: folder.pruningFile, truncate: false)
     private var projectionSecondsTotal = 0.0
 
     private(set) var step: Int
@@ -65,8 +75,9 @@ actor CoordinatorCore {
     private var staleChunks = 0
     private var duplicateChunks = 0
     private var reassignedMicroBatches = 0
-    private var lastCheckpoint: URL?
     private var started = false
+    /// The checkpoint the run resumed from, for the summary.
+    let resumedFrom: String?
 
     private struct Waiter {
         let session: SessionID
@@ -90,8 +101,19 @@ actor CoordinatorCore {
     /// Sessions that have been told the run is over.
     private var toldFinished: Set<SessionID> = []
 
+    /// `start`: from step 0, or from a checkpoint whose maths settings must agree with
+    /// `config`'s (unless the user allowed them to change).
     init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger,
-         progress: @escaping @Sendable (ProgressEvent) -> Void) throws {
+         start: RunStart = .fresh, progress: @escaping @Sendable (ProgressEvent) -> Void) throws {
+        var resume: Checkpoint?
+        var allowChangedSettings = false
+        if case let .resume(checkpoint, url, allow) = start {
+            resume = checkpoint
+            allowChangedSettings = allow
+            resumedFrom = url.path
+        } else {
+            resumedFrom = nil
+        }
         self.config = config
         configYAML = config.yamlText()
         self.runID = runID
@@ -113,19 +135,73 @@ actor CoordinatorCore {
         do { projection = try config.pruning.makeProjection(layout: model.layout, seed: config.seed) } catch {
             throw RunFolderError("\(error)")
         }
-        weights = initial
-        broadcast = firstBroadcast
-        optimizer = Optimizer(settings: config.optimizer, parameterCount: layout.totalCount)
-        accumulator = GradientAccumulator(parameterCount: layout.totalCount)
+        fingerprint = MathsFingerprint(config: config, dataFingerprint: model.trainingDataFingerprint)
+        accumulator = GradientAccumulator(parameterCount: layout.totalCount, mode: config.deterministic ? .fixedPoint : .float)
         checkpoints = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
-        metrics = MetricsWriter(url: folder.metricsFile)
-        step = 0
-        startStep = 0
-        sentBroadcast = firstBroadcast
-        round = StepRound(step: 0, weightsVersion: 1, microBatches: order.microBatches(forStep: 0), grid: grid)
+        writer = CheckpointWriter(store: checkpoints)
+        ledgerFiles = LedgerFiles(runFolder: folder.url)
+        var state = TrainingState(step: 0, broadcast: firstBroadcast, weights: initial,
+                                  optimizer: Optimizer(settings: config.optimizer, parameterCount: layout.totalCount),
+                                  projection: ProjectionState(), ledger: RunLedger(examplesPerEpoch: model.trainingExamples),
+                                  examplesSeen: 0, lastLoss: .nan)
+        if let resume {
+            let saved = MathsFingerprint(text: resume.mathsSettings)
+            let differences = fingerprint.differences(from: saved)
+            if !differences.isEmpty {
+                let list = differences.map { "  " + $0 }.joined(separator: "\n")
+                guard allowChangedSettings else {
+                    throw RunFolderError("cannot resume from step \(resume.step): these settings change the maths and differ from the checkpoint's:\n\(list)\nResume with the checkpoint's settings (drop --config/--set for them), or pass --allow-changed-settings to continue with the new ones anyway (the run is then no longer the one that was interrupted).")
+                }
+                logger.warning("resuming with settings that change the maths (--allow-changed-settings):\n\(list)")
+            }
+            state = try TrainingState.restore(from: resume, layout: layout, optimizer: config.optimizer,
+                                              examplesPerEpoch: model.trainingExamples)
+            do { try projection.restore(state.projection) } catch {
+                throw RunFolderError("the checkpoint's pruning state does not fit pruning.method \(config.pruning.method.rawValue): \(error)")
+            }
+            if config.optimizer.schedule.decay == .cosine,
+               let before = try? RunConfiguration.parse(yaml: resume.configYAML, source: "the checkpoint"), before.steps != config.steps {
+                logger.warning("steps changed from \(before.steps) to \(config.steps): the cosine learning-rate schedule now decays over \(config.steps) steps, so the rates from step \(resume.step + 1) on differ from the original run's")
+            }
+            if config.deterministic, !resume.state.blasCore.isEmpty, resume.state.blasCore != BLASRuntime.coreName {
+                logger.warning("the checkpoint was written with OpenBLAS kernel \(resume.state.blasCore), this machine uses \(BLASRuntime.coreName): results stay deterministic from here on, but may differ in the last bits from a run on the original machine")
+            }
+        }
+        weights = state.weights
+        broadcast = state.broadcast
+        optimizer = state.optimizer
+        ledger = state.ledger
+        examplesSeen = state.examplesSeen
+        if resume != nil { lastLoss = state.lastLoss.isFinite ? state.lastLoss : nil }
+        // The run folder's files start where the state does: the ledger as the checkpoint has it,
+        // metrics and pruning logs without the steps lost after it (a fresh run: empty).
+        for problem in try ledgerFiles.restore(state.ledger) { logger.warning("ledger: \(problem)") }
+        if resume != nil {
+            try truncateJSONLines(folder.metricsFile, afterStep: state.step)
+            try truncateJSONLines(folder.pruningFile, afterStep: state.step)
+        } else {
+            try? FileManager.default.removeItem(at: folder.pruningFile)
+        }
+        let leftovers = checkpoints.removeUnfinishedWrites()
+        if !leftovers.isEmpty {
+            logger.info("removed checkpoint files a crash left half-written", metadata: ["files": "\(leftovers.joined(separator: ", "))"])
+        }
+        metrics = MetricsWriter(url: folder.metricsFile, truncate: resume == nil)
+        step = state.step
+        startStep = state.step
+        lastSubmittedStep = resume == nil ? -1 : state.step
+        sentBroadcast = broadcast
+        round = StepRound(step: step, weightsVersion: UInt64(step + 1), microBatches: order.microBatches(forStep: step), grid: grid)
     }
 
     var memberCount: Int { membership.count }
+
+    /// A resumed run whose checkpoint is already at the run's total of steps has nothing to do.
+    func finishIfAlreadyComplete() {
+        guard step >= config.steps, outcome == nil else { return }
+        logger.notice("the checkpoint is at step \(step), the run's total: nothing left to do")
+        finish(.completed, message: "already complete at step \(step)")
+    }
 
     /// The weights of version `current` for a worker holding `have`: values only where the
     /// support did not change when it holds the previous version, everything otherwise.
@@ -263,7 +339,7 @@ actor CoordinatorCore {
             reply.finished = Csptrain_V1_Finished.with { $0.reason = "the run is over (\(outcome!.status.rawValue))" }
             return reply
         }
-        guard started else { return nil }
+        guard started, !ending else { return nil }
         let deadline = Monotonic.now + config.coordinator.stepDeadlineSeconds
         if evalRound != nil {
             guard let batch = evalRound!.assign(to: session, deadline: deadline) else { return nil }
@@ -321,7 +397,7 @@ actor CoordinatorCore {
     private func receive(_ chunk: Csptrain_V1_GradientChunk, step chunkStep: Int, session: SessionID, peer: String) -> Reply {
         var reply = Reply()
         reply.header = header()
-        guard outcome == nil else {
+        guard outcome == nil, !ending else {
             // The run is over: nothing may change the weights after the final checkpoint.
             staleChunks += 1
             reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .stale }
@@ -342,7 +418,7 @@ actor CoordinatorCore {
         case let .accept(offset, examples, first, completes):
             let ok = chunk.values.withUnsafeBytes { accumulator.fold(littleEndianBytes: $0, at: offset, weight: examples) }
             precondition(ok, "chunk geometry was validated by StepRound")
-            if first { accumulator.addMicroBatch(examples: examples, lossSum: chunk.lossSum) }
+            if first { accumulator.addMicroBatch(Int(chunk.microBatch), examples: examples, lossSum: chunk.lossSum) }
             if completes, round.isComplete { completeStep() }
             reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .accepted }
         case .duplicate:
@@ -393,6 +469,12 @@ actor CoordinatorCore {
     /// All micro-batches are in: update, project, broadcast, advance.
     private func completeStep() {
         let now = Monotonic.now
+        if accumulator.overflows > 0 {
+            let offset = accumulator.firstOverflowOffset ?? 0
+            let tensor = layout.tensors.first { $0.range.contains(offset) }?.name ?? "?"
+            finish(.failed, message: "step \(step + 1) not applied: its gradient sum left the range of deterministic mode's fixed-point accumulator (|Σ examples × gradient| ≥ 2^23 at \(accumulator.overflows) value(s), first in tensor '\(tensor)'): the model is diverging. Resume from the last checkpoint with a lower optimizer.learning_rate (the run folder holds it), or set deterministic: false")
+            return
+        }
         let loss = accumulator.meanLoss
         let examples = accumulator.examples
         var gradient = accumulator.mean()
@@ -420,6 +502,14 @@ actor CoordinatorCore {
         let sparsity = projection.sparsityReport(broadcast, layout: layout)
         reassignedMicroBatches += round.reassignments
         examplesProcessed += examples
+        examplesSeen += examples
+        let recorded = ledger.record(step: step + 1, parts: order.examplesByEpoch(forStep: step))
+        do { try ledgerFiles.append(recorded.entries) } catch {
+            logger.error("cannot append to the ledger in \(ledgerFiles.folder.path): \(error) (the checkpoints still hold it)")
+        }
+        for epoch in recorded.completedEpochs {
+            logger.info("epoch complete", metadata: ["epoch": "\(epoch.epoch)", "steps": "\(epoch.steps)", "examples": "\(epoch.examples)"])
+        }
         if firstLoss == nil { firstLoss = loss }
         lastLoss = loss
         let seconds = now - stepStarted
@@ -433,7 +523,7 @@ actor CoordinatorCore {
         stepStarted = now
         accumulator.reset()
         if config.checkpoint.everySteps > 0, step % config.checkpoint.everySteps == 0, step < config.steps {
-            writeCheckpoint()
+            submitCheckpoint()
         }
         let sets = model.evaluationSets.filter { $0.value > 0 }
         let evalDue = config.coordinator.evalEverySteps > 0 && !sets.isEmpty
@@ -498,7 +588,7 @@ actor CoordinatorCore {
     private func receive(_ result: Csptrain_V1_EvalResult, session: SessionID, peer: String) -> Reply {
         var reply = Reply()
         reply.header = header()
-        guard outcome == nil, evalRound != nil else {
+        guard outcome == nil, !ending, evalRound != nil else {
             reply.ack = Csptrain_V1_ChunkAck.with { $0.status = .stale }
             return reply
         }
@@ -603,15 +693,25 @@ actor CoordinatorCore {
 
     // MARK: Ending
 
-    /// Ends the run (completed, or stopped by a signal); writes the final checkpoint and summary.
+    /// Ends the run (completed, failed, or stopped by a signal): writes the final checkpoint,
+    /// waits until it and any earlier one are on disk, then writes the summary. From here on no
+    /// chunk is accepted and no task handed out.
     func finish(_ status: RunSummary.Status, message: String?) {
-        guard outcome == nil else { return }
-        if step > startStep || status == .completed { writeCheckpoint() }
+        guard outcome == nil, !ending else { return }
+        ending = true
+        if step > lastSubmittedStep { submitCheckpoint() }
+        Task {
+            await writer.flush()
+            conclude(status, message: message)
+        }
+    }
+
+    private func conclude(_ status: RunSummary.Status, message: String?) {
         let sparsity = projection.sparsityReport(broadcast, layout: layout)
         let wall = Monotonic.now - runStarted
         var summary = RunSummary(status: status, runId: runID, steps: step, startStep: startStep, workersSeen: workerNames.count,
                                  workersFailed: membership.failedTotal, firstLoss: firstLoss, finalLoss: lastLoss,
-                                 sparsity: sparsity.prunable, sparsityOverall: sparsity.overall, checkpoint: lastCheckpoint?.path,
+                                 sparsity: sparsity.prunable, sparsityOverall: sparsity.overall, checkpoint: checkpoints.latestPath()?.path,
                                  wallSeconds: wall, examplesPerSecond: wall > 0 ? Double(examplesProcessed) / wall : 0,
                                  duplicateChunks: duplicateChunks, staleChunks: staleChunks,
                                  reassignedMicroBatches: reassignedMicroBatches,
@@ -619,6 +719,8 @@ actor CoordinatorCore {
                                  validWerChannel: lastValidation["valid_channel"]?.wordErrorRate, message: message)
         summary.pruningMethod = projection.name
         summary.projectionSeconds = projectionSecondsTotal
+        summary.deterministic = config.deterministic
+        summary.resumedFrom = resumedFrom
         outcome = summary
         do { try folder.write(summary.json() + "\n", to: folder.summaryFile) } catch {
             logger.error("\(error)")
@@ -640,29 +742,30 @@ actor CoordinatorCore {
         membership.members.keys.allSatisfy { toldFinished.contains($0) }
     }
 
-    private func writeCheckpoint() {
-        let writeStart = Monotonic.now
-        defer { membership.pardon(seconds: Monotonic.now - writeStart, before: writeStart) }
-        // The model is what the workers compute with (for the dual pruning methods, Z); the dense
-        // master weights are kept beside it whenever they differ.
-        var records = layout.tensors.map { spec in
-            Checkpoint.Record(name: spec.name, shape: spec.shape, role: "param", values: Array(broadcast[spec.range]))
-        }
-        for spec in layout.tensors where weights[spec.range] != broadcast[spec.range] {
-            records.append(Checkpoint.Record(name: spec.name, shape: spec.shape, role: "master", values: Array(weights[spec.range])))
-        }
-        for extra in model.checkpointRecords {
-            records.append(Checkpoint.Record(name: extra.name, shape: [extra.values.count], role: "normalization", values: extra.values))
-        }
-        for slot in optimizer.slots {
-            records.append(Checkpoint.Record(name: "all", shape: [slot.values.count], role: "optimizer/\(slot.name)", values: slot.values))
-        }
-        let checkpoint = Checkpoint(step: step, runID: runID, configYAML: configYAML, lastLoss: lastLoss ?? .nan, records: records)
-        do {
-            lastCheckpoint = try checkpoints.write(checkpoint)
-            logger.debug("checkpoint written", metadata: ["path": "\(lastCheckpoint!.path)"])
-        } catch {
-            logger.error("checkpoint not written: \(error)")
+    /// Snapshots the state of step `step` and hands it to the writer thread: the step loop goes
+    /// on while it is encoded and written.
+    private func submitCheckpoint() {
+        let state = TrainingState(step: step, broadcast: broadcast, weights: weights, optimizer: optimizer,
+                                  projection: projection.checkpointState, ledger: ledger, examplesSeen: examplesSeen,
+                                  lastLoss: lastLoss ?? .nan)
+        let context = TrainingState.Context(runID: runID, configYAML: configYAML, fingerprint: fingerprint, layout: layout,
+                                            modelRecords: model.checkpointRecords, config: config, projectionName: projection.name,
+                                            examplesPerEpoch: model.trainingExamples)
+        let checkpoint = state.checkpoint(context)
+        lastSubmittedStep = step
+        let logger = self.logger
+        writer.submit(checkpoint) { step, result, seconds, bytes in
+            switch result {
+            case let .success(url):
+                logger.debug("checkpoint written", metadata: ["step": "\(step)", "path": "\(url.path)", "bytes": "\(bytes)",
+                                                              "seconds": "\(String(format: "%.3f", seconds))"])
+            case let .failure(error):
+                if case let .io(_, what) = error, what.hasPrefix("superseded") {
+                    logger.debug("checkpoint of step \(step) skipped: \(what)")
+                } else {
+                    logger.error("checkpoint of step \(step) not written: \(error)")
+                }
+            }
         }
     }
 }

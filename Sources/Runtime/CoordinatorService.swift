@@ -1,3 +1,4 @@
+import Checkpoints
 import Configuration
 import Foundation
 import Tensors
@@ -15,11 +16,14 @@ public final class CoordinatorService: Sendable {
     let logger: Logger
     let folder: RunFolder
 
+    /// `start`: from step 0, or from a checkpoint (see ``RunStart``).
     public init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger,
-                progress: @escaping @Sendable (ProgressEvent) -> Void = { _ in }) throws {
-        // The coordinator's BLAS work (folding chunks) is memory-bound: one thread, no spinning.
+                start: RunStart = .fresh, progress: @escaping @Sendable (ProgressEvent) -> Void = { _ in }) throws {
+        // The coordinator's BLAS work (folding chunks, the projection) runs on one thread: no
+        // spinning, and results that do not depend on a thread count.
         VectorMath.setThreadCount(1)
-        core = try CoordinatorCore(config: config, runID: runID, token: token, folder: folder, logger: logger, progress: progress)
+        core = try CoordinatorCore(config: config, runID: runID, token: token, folder: folder, logger: logger,
+                                   start: start, progress: progress)
         socket = try Socket(.rep)
         settings = config.transport
         maxRequestBytes = config.coordinator.chunkValues * 4 + (64 << 10)
@@ -52,7 +56,8 @@ public final class CoordinatorService: Sendable {
 
     /// Serves until the run ends; returns its summary.
     public func run() async -> RunSummary {
-        await withTaskGroup(of: Void.self) { group in
+        await core.finishIfAlreadyComplete()
+        return await withTaskGroup(of: Void.self) { group in
             for _ in 0 ..< settings.coordinatorContexts {
                 guard let context = try? socket.openContext() else { break }
                 group.addTask { await self.serve(context) }

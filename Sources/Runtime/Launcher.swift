@@ -16,6 +16,10 @@ public final class Launcher: Sendable {
         /// Where the coordinator listens; port 0 picks a free port.
         public var listen = "tcp://127.0.0.1:0"
         public var showProgress = true
+        /// Continue the run in `folder` from a checkpoint (`--resume`).
+        public var resume = ResumeRequest.no
+        /// Resume even when settings that change the maths differ from the checkpoint's.
+        public var allowChangedSettings = false
         public init(workers: Int, folder: RunFolder, config: RunConfiguration) {
             self.workers = workers
             self.folder = folder
@@ -33,14 +37,16 @@ public final class Launcher: Sendable {
 
     public func run() async throws -> RunSummary {
         let folder = options.folder
-        try CoordinatorSetup.prepare(folder: folder, config: options.config)
+        try folder.create()
         let lock = try folder.lock()
         defer { withExtendedLifetime(lock) {} }
+        let start = try CoordinatorSetup.start(folder: folder, config: options.config, resume: options.resume,
+                                               allowChangedSettings: options.allowChangedSettings, logger: logger)
         let tokenFile = try folder.writeNewToken()
         let token = try RunToken.load(file: tokenFile.path)
         let display = ProgressDisplay(enabled: options.showProgress)
-        let coordinator = try CoordinatorService(config: options.config, runID: CoordinatorSetup.newRunID(), token: token,
-                                                 folder: folder, logger: logger, progress: display.handle)
+        let coordinator = try CoordinatorService(config: options.config, runID: start.runID ?? CoordinatorSetup.newRunID(), token: token,
+                                                 folder: folder, logger: logger, start: start, progress: display.handle)
         let url = try coordinator.listen(options.listen)
 
         let signals = SignalTrap { signal in
@@ -101,15 +107,91 @@ public final class Launcher: Sendable {
     }
 }
 
+/// Where a run starts: step 0, or a checkpoint.
+public enum RunStart: Sendable {
+    case fresh
+    case resume(Checkpoint, url: URL, allowChangedSettings: Bool)
+
+    /// A resumed run keeps its run id.
+    public var runID: String? {
+        if case let .resume(checkpoint, _, _) = self, !checkpoint.runID.isEmpty { return checkpoint.runID }
+        return nil
+    }
+}
+
+/// What `--resume` asked for.
+public enum ResumeRequest: Sendable, Equatable {
+    /// No `--resume`: a new run; a folder holding checkpoints is refused.
+    case no
+    /// `--resume` or `--resume latest`: the newest intact checkpoint; an error when there is none.
+    case latest
+    /// `--resume auto`: resume when there is a checkpoint, start fresh otherwise (a Slurm requeue,
+    /// a restarted pod).
+    case auto
+    /// `--resume PATH`: that checkpoint file.
+    case path(String)
+
+    public init(argument: String?) {
+        switch argument {
+        case nil: self = .no
+        case "", "latest"?: self = .latest
+        case "auto"?: self = .auto
+        case let p?: self = .path(p)
+        }
+    }
+
+    public var isResume: Bool { self != .no }
+}
+
 /// Checks shared by `launch` and `coordinator` before a run starts.
 public enum CoordinatorSetup {
-    public static func prepare(folder: RunFolder, config: RunConfiguration) throws {
-        try folder.create()
+    /// Decides where the run starts (call with the folder created and locked) and writes the
+    /// resolved `config.yaml`. Broken checkpoints are reported and skipped for the previous one.
+    public static func start(folder: RunFolder, config: RunConfiguration, resume: ResumeRequest,
+                             allowChangedSettings: Bool, logger: Logger) throws -> RunStart {
         let store = CheckpointStore(runDirectory: folder.url)
-        if !store.steps().isEmpty {
-            throw RunFolderError("the run folder \(folder.url.path) already holds checkpoints of an earlier run (\(store.directory.path)); choose a new --run-dir, or remove the old one")
+        let start: RunStart
+        switch resume {
+        case .no:
+            if !store.steps().isEmpty {
+                throw RunFolderError("the run folder \(folder.url.path) already holds checkpoints (\(store.directory.path)); pass --resume to continue that run, or choose a new --run-dir")
+            }
+            start = .fresh
+        case .latest, .auto:
+            var broken: [String] = []
+            if let (checkpoint, url) = store.newestIntact(skipped: { error in
+                broken.append("\(error)")
+                logger.warning("checkpoint unusable, falling back to the previous one: \(error)")
+            }) {
+                start = .resume(checkpoint, url: url, allowChangedSettings: allowChangedSettings)
+            } else if !broken.isEmpty {
+                throw RunFolderError("no intact checkpoint in \(store.directory.path):\n  " + broken.joined(separator: "\n  "))
+            } else if resume == .auto {
+                logger.info("--resume auto: no checkpoint in \(store.directory.path); starting a new run")
+                start = .fresh
+            } else {
+                throw RunFolderError("--resume: there is no checkpoint in \(store.directory.path) to resume from; start the run without --resume (or use --resume auto, which starts fresh when there is none)")
+            }
+        case let .path(path):
+            let url = URL(fileURLWithPath: path)
+            start = .resume(try CheckpointStore.load(url), url: url, allowChangedSettings: allowChangedSettings)
+        }
+        if case let .resume(checkpoint, url, _) = start {
+            guard checkpoint.step <= config.steps else {
+                throw RunFolderError("the checkpoint \(url.path) is at step \(checkpoint.step), past this run's total of steps (\(config.steps)); --steps is the run's total, not steps to add")
+            }
+            logger.notice("resuming from \(url.path)", metadata: ["step": "\(checkpoint.step)", "of": "\(config.steps)"])
         }
         try folder.write(config.yamlText(), to: folder.configFile)
+        return start
+    }
+
+    /// The configuration file a start should read: `--config` when given; when resuming without
+    /// it, the run folder's `config.yaml` (the interrupted run's resolved configuration).
+    public static func configFile(explicit: String?, folder: RunFolder, resume: ResumeRequest) -> String? {
+        if let explicit { return explicit }
+        if resume.isResume, FileManager.default.fileExists(atPath: folder.configFile.path) { return folder.configFile.path }
+        return nil
     }
 
     public static func newRunID() -> String {

@@ -21,6 +21,7 @@ public struct RunFolder: Sendable {
     public var lockFile: URL { url.appendingPathComponent("coordinator.lock") }
     public var endpointFile: URL { url.appendingPathComponent("endpoint") }
     public var logsFolder: URL { url.appendingPathComponent("logs", isDirectory: true) }
+    public var ledgerFolder: URL { url.appendingPathComponent("ledger", isDirectory: true) }
 
     public func create() throws {
         do {
@@ -148,6 +149,10 @@ public struct RunSummary: Codable, Sendable {
     /// The pruning method and the coordinator's total time in its projection step.
     public var pruningMethod: String = "none"
     public var projectionSeconds: Double = 0
+    /// `deterministic: true`: the weights do not depend on workers, arrival order or resumes.
+    public var deterministic = false
+    /// The checkpoint this run resumed from (nil: it started at step 0).
+    public var resumedFrom: String?
     public var message: String?
 
     public func json(pretty: Bool = true) -> String {
@@ -159,15 +164,18 @@ public struct RunSummary: Codable, Sendable {
     }
 }
 
-/// Appends one JSON object per line, flushed per line so a crash loses at most the last one.
-/// Appends one JSON object per line (metrics.jsonl, pruning.jsonl).
+/// Appends one JSON object per line (metrics.jsonl, pruning.jsonl), flushed per line so a crash
+/// loses at most the last one.
 final class MetricsWriter {
     // Owned by the coordinator's actor: never shared across threads.
     private let handle: FileHandle?
     private let encoder: JSONEncoder
 
-    init(url: URL) {
-        _ = FileManager.default.createFile(atPath: url.path, contents: nil)
+    /// `truncate`: start the file empty; otherwise append to what it holds (a resumed run).
+    init(url: URL, truncate: Bool = true) {
+        if truncate || !FileManager.default.fileExists(atPath: url.path) {
+            _ = FileManager.default.createFile(atPath: url.path, contents: nil)
+        }
         handle = try? FileHandle(forWritingTo: url)
         _ = try? handle?.seekToEnd()
         encoder = JSONEncoder()

@@ -76,6 +76,8 @@ public struct SpeechTask: TrainableModel {
         (["train=" + train.fingerprint] + validation.keys.sorted().map { "\($0)=" + validation[$0]!.fingerprint }).joined(separator: " ")
     }
 
+    public var trainingDataFingerprint: String { train.fingerprint }
+
     public func initialParameters(seed: UInt64) -> [Float] { model.initialParameters(seed: seed) }
 
     public var checkpointRecords: [(name: String, values: [Float])] {

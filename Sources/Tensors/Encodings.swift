@@ -37,11 +37,12 @@ public enum FloatEncoding {
 
     /// A bitmask (bit i set, LSB first, where value i is non-zero) and the non-zero values in
     /// index order. For a 90%-sparse tensor this is 1/8 + 0.1·4 = 0.525 bytes per value instead of 4.
-    public static func bitmask(_ values: UnsafeBufferPointer<Float>) -> (mask: [UInt8], nonZero: [UInt8]) {
+    /// `keepingNegativeZero`: −0.0 counts as a value to store (checkpoints keep every bit).
+    public static func bitmask(_ values: UnsafeBufferPointer<Float>, keepingNegativeZero: Bool = false) -> (mask: [UInt8], nonZero: [UInt8]) {
         var mask = [UInt8](repeating: 0, count: (values.count + 7) / 8)
         var nonZero: [Float] = []
         nonZero.reserveCapacity(values.count / 4)
-        for (i, v) in values.enumerated() where v != 0 {
+        for (i, v) in values.enumerated() where v != 0 || (keepingNegativeZero && v.bitPattern != 0) {
             mask[i >> 3] |= 1 << UInt8(i & 7)
             nonZero.append(v)
         }
@@ -67,9 +68,9 @@ public enum FloatEncoding {
     }
 
     /// The non-zero values in index order, float32 little-endian.
-    public static func nonZeroBytes(_ values: UnsafeBufferPointer<Float>) -> [UInt8] {
+    public static func nonZeroBytes(_ values: UnsafeBufferPointer<Float>, keepingNegativeZero: Bool = false) -> [UInt8] {
         var nonZero: [Float] = []
-        for v in values where v != 0 { nonZero.append(v) }
+        for v in values where v != 0 || (keepingNegativeZero && v.bitPattern != 0) { nonZero.append(v) }
         return nonZero.withUnsafeBufferPointer { denseBytes($0) }
     }
 

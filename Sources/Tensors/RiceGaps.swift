@@ -11,11 +11,12 @@
 /// The number of non-zero values is not stored: it is the number of values that come with it.
 public enum RiceGaps {
     /// The coded positions of the non-zero entries of `values`, and how many there are.
-    public static func encode(_ values: UnsafeBufferPointer<Float>) -> (code: [UInt8], nonZero: Int) {
+    /// `keepingNegativeZero`: −0.0 counts as a value to store (checkpoints keep every bit).
+    public static func encode(_ values: UnsafeBufferPointer<Float>, keepingNegativeZero: Bool = false) -> (code: [UInt8], nonZero: Int) {
         var gaps: [Int] = []
         var run = 0
         for v in values {
-            if v != 0 { gaps.append(run); run = 0 } else { run += 1 }
+            if v != 0 || (keepingNegativeZero && v.bitPattern != 0) { gaps.append(run); run = 0 } else { run += 1 }
         }
         let k = bestParameter(gaps)
         var writer = BitWriter()

@@ -1,3 +1,4 @@
+import CKernels
 import Tensors
 
 /// The running, example-weighted sum of one step's micro-batch gradients.
@@ -6,27 +7,73 @@ import Tensors
 /// folded as `count × values` at its offset. The step's gradient is the sum divided by the total
 /// example count, which is the mean over all examples of the step whatever the micro-batch sizes.
 /// Memory is one flat buffer, independent of the number of workers.
+///
+/// Two ways to sum:
+/// - `.float`: float32 `axpy` in arrival order. Fast, but float addition is not associative, so
+///   the result depends on which chunk arrived first (on the number of workers, on timing).
+/// - `.fixedPoint`: every term `count × value` is rounded once to a multiple of 2^−40 and summed
+///   in int64. Each term is a pure function of its chunk, and integer addition is associative
+///   and exact, so the sum is the same bit for bit in any arrival order. Resolution 2^−40
+///   ≈ 9.1e−13; range: |sum of count × gradient| < 2^23 ≈ 8.4e6 per value. A term or sum outside
+///   the range is counted in `overflows` and the step must not be applied (a gradient that large
+///   means a diverging model, not a rounding problem).
+///
+/// Loss sums are kept per micro-batch and added in micro-batch order, so the reported loss does
+/// not depend on arrival order either.
 public struct GradientAccumulator: Sendable {
-    public private(set) var sum: [Float]
-    public private(set) var examples = 0
-    public private(set) var lossSum = 0.0
-
-    public init(parameterCount: Int) {
-        sum = [Float](repeating: 0, count: parameterCount)
+    public enum Mode: Sendable, Equatable {
+        case float
+        case fixedPoint
     }
+
+    /// The fixed-point scale: values are multiples of 2^−scaleBits.
+    public static let scaleBits: Int32 = 40
+
+    public let mode: Mode
+    /// `.float`: the sum (empty in `.fixedPoint`).
+    public private(set) var sum: [Float]
+    /// `.fixedPoint`: the sum in units of 2^−scaleBits.
+    private var fixed: [Int64]
+    private var microBatchLoss: [Int: Double] = [:]
+    public private(set) var examples = 0
+    /// `.fixedPoint`: values whose term or sum left the int64 range this step.
+    public private(set) var overflows = 0
+    /// The offset of the first value that overflowed, for the error message.
+    public private(set) var firstOverflowOffset: Int?
+
+    public init(parameterCount: Int, mode: Mode = .float) {
+        self.mode = mode
+        sum = mode == .float ? [Float](repeating: 0, count: parameterCount) : []
+        fixed = mode == .fixedPoint ? [Int64](repeating: 0, count: parameterCount) : []
+    }
+
+    public var parameterCount: Int { mode == .float ? sum.count : fixed.count }
 
     /// sum[offset ..< offset + values.count] += weight × values.
     public mutating func fold(_ values: UnsafeBufferPointer<Float>, at offset: Int, weight: Int) {
-        sum.withUnsafeMutableBufferPointer { s in
-            VectorMath.axpy(Float(weight), values,
-                            UnsafeMutableBufferPointer(rebasing: s[offset ..< offset + values.count]))
+        guard let base = values.baseAddress, !values.isEmpty else { return }
+        switch mode {
+        case .float:
+            sum.withUnsafeMutableBufferPointer { s in
+                VectorMath.axpy(Float(weight), values, UnsafeMutableBufferPointer(rebasing: s[offset ..< offset + values.count]))
+            }
+        case .fixedPoint:
+            let n = fixed.withUnsafeMutableBufferPointer { s in
+                csp_fold_fixed(s.baseAddress! + offset, base, values.count, weight, Self.scaleBits)
+            }
+            if n > 0 {
+                overflows += n
+                if firstOverflowOffset == nil {
+                    firstOverflowOffset = fixed[offset ..< offset + values.count].firstIndex { $0 == .max || $0 == .min } ?? offset
+                }
+            }
         }
     }
 
     /// Decodes little-endian float32 bytes and folds them (no intermediate array on little-endian hosts).
     /// Returns false when the byte count is not a whole number of values or overruns the buffer.
     public mutating func fold(littleEndianBytes bytes: UnsafeRawBufferPointer, at offset: Int, weight: Int) -> Bool {
-        guard bytes.count % 4 == 0, offset >= 0, offset + bytes.count / 4 <= sum.count else { return false }
+        guard bytes.count % 4 == 0, offset >= 0, offset + bytes.count / 4 <= parameterCount else { return false }
         let n = bytes.count / 4
         #if _endian(little)
         if let base = bytes.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
@@ -40,24 +87,45 @@ public struct GradientAccumulator: Sendable {
         return true
     }
 
-    /// Records a micro-batch's example count and loss sum (once per micro-batch).
-    public mutating func addMicroBatch(examples: Int, lossSum: Double) {
+    /// Records micro-batch `index`'s example count and loss sum (once per micro-batch).
+    public mutating func addMicroBatch(_ index: Int, examples: Int, lossSum: Double) {
+        guard microBatchLoss[index] == nil else { return }
         self.examples += examples
-        self.lossSum += lossSum
+        microBatchLoss[index] = lossSum
     }
 
     /// The example-weighted mean gradient.
     public func mean() -> [Float] {
-        var out = sum
-        if examples > 0 { out.withUnsafeMutableBufferPointer { VectorMath.scale(1 / Float(examples), $0) } }
-        return out
+        switch mode {
+        case .float:
+            var out = sum
+            if examples > 0 { out.withUnsafeMutableBufferPointer { VectorMath.scale(1 / Float(examples), $0) } }
+            return out
+        case .fixedPoint:
+            var out = [Float](repeating: 0, count: fixed.count)
+            guard examples > 0, !fixed.isEmpty else { return out }
+            fixed.withUnsafeBufferPointer { s in
+                out.withUnsafeMutableBufferPointer { o in
+                    csp_fixed_mean(s.baseAddress!, o.baseAddress!, s.count, examples, Self.scaleBits)
+                }
+            }
+            return out
+        }
     }
+
+    /// Sum of the micro-batches' loss sums, added in micro-batch order.
+    public var lossSum: Double { microBatchLoss.keys.sorted().reduce(0) { $0 + microBatchLoss[$1]! } }
 
     public var meanLoss: Double { examples > 0 ? lossSum / Double(examples) : .nan }
 
     public mutating func reset() {
-        sum.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        switch mode {
+        case .float: sum.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        case .fixedPoint: fixed.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        }
         examples = 0
-        lossSum = 0
+        microBatchLoss = [:]
+        overflows = 0
+        firstOverflowOffset = nil
     }
 }

@@ -17,8 +17,36 @@ struct CSPTrain: AsyncParsableCommand {
         Start here:  csptrain launch --workers 2 --steps 200 --run-dir runs/first
         """,
         subcommands: [Launch.self, CoordinatorCommand.self, WorkerCommand.self, DataCommand.self, EvalCommand.self,
-                      ConfigCommand.self, ExperimentCommand.self, Bench.self]
+                      CheckpointCommand.self, ConfigCommand.self, ExperimentCommand.self, Bench.self]
     )
+
+    /// `--resume` takes an optional value (`latest`, `auto` or a path); a bare `--resume` means
+    /// `latest`. The argument parser has no optional-value options, so a bare one is completed here.
+    static func main() async {
+        await main(ResumeOptions.completingBareResume(Array(CommandLine.arguments.dropFirst())))
+    }
+}
+
+/// `--resume [latest|auto|PATH]` and `--allow-changed-settings`, for `launch` and `coordinator`.
+struct ResumeOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Continue the run in --run-dir: `latest` (also a bare --resume) = its newest intact checkpoint, `auto` = resume when there is one and start fresh otherwise (Slurm requeue, restarted pod), or a checkpoint file. --steps stays the run's total; the folder's config.yaml is used unless --config is given.",
+        valueName: "latest|auto|path"))
+    var resume: String?
+
+    @Flag(help: "Resume even when settings that change the maths (model, data, seed, batch, optimizer, schedules, pruning, deterministic) differ from the checkpoint's.")
+    var allowChangedSettings = false
+
+    var request: ResumeRequest { ResumeRequest(argument: resume) }
+
+    static func completingBareResume(_ arguments: [String]) -> [String] {
+        var out: [String] = []
+        for (i, a) in arguments.enumerated() {
+            out.append(a)
+            if a == "--resume", i + 1 == arguments.count || arguments[i + 1].hasPrefix("-") { out.append("latest") }
+        }
+        return out
+    }
 }
 
 /// Options that select and adjust the run configuration.
@@ -35,12 +63,13 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "Seed for weights, data order and generated data (overrides `seed`).")
     var seed: UInt64?
 
-    func resolve(extra: [String] = []) throws -> RunConfiguration {
+    /// `file`: the configuration file to start from (default: --config).
+    func resolve(extra: [String] = [], file: String? = nil) throws -> RunConfiguration {
         var sets = overrides
         if let steps { sets.append("steps=\(steps)") }
         if let seed { sets.append("seed=\(seed)") }
         do {
-            var resolved = try RunConfiguration.load(file: config, overrides: sets + extra)
+            var resolved = try RunConfiguration.load(file: file ?? config, overrides: sets + extra)
             // Data folders are given relative to the working directory; workers on other machines
             // receive the configuration, so it carries absolute paths.
             let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
@@ -91,15 +120,17 @@ struct Launch: AsyncParsableCommand {
         abstract: "Run a coordinator and N workers on this machine.",
         discussion: """
         Writes the resolved config.yaml, metrics.jsonl (one line per step), summary.json, a token \
-        (mode 0600), worker logs and checkpoints into the run folder. Ctrl-C stops cleanly with a \
-        final checkpoint. Exits 0 only when the run completed.
+        (mode 0600), worker logs, checkpoints and the ledger (which examples each step used) into \
+        the run folder. Ctrl-C or SIGTERM stops cleanly with a final checkpoint; \
+        `--resume` continues from the newest intact one, with any number of workers. Exits 0 \
+        only when the run completed.
         """
     )
 
     @Option(help: "Worker processes to start.")
     var workers = 2
 
-    @Option(help: ArgumentHelp("Run folder (created; must not hold an earlier run's checkpoints).", valueName: "dir"))
+    @Option(help: ArgumentHelp("Run folder (created; must not hold an earlier run's checkpoints unless --resume).", valueName: "dir"))
     var runDir: String
 
     @Option(help: ArgumentHelp("Address the coordinator listens on (port 0: a free port).", valueName: "url"))
@@ -108,6 +139,7 @@ struct Launch: AsyncParsableCommand {
     @Flag(help: "Print the run summary as one JSON object on stdout (progress and logs go to stderr).")
     var json = false
 
+    @OptionGroup var resumeOptions: ResumeOptions
     @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var logOptions: LogOptions
 
@@ -122,9 +154,13 @@ struct Launch: AsyncParsableCommand {
         // Steps begin once every launched worker has joined, so all of them take part.
         let summary: RunSummary
         do {
-            let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"])
-            var options = Launcher.Options(workers: workers, folder: RunFolder(runDir), config: config)
+            let folder = RunFolder(runDir)
+            let file = CoordinatorSetup.configFile(explicit: configOptions.config, folder: folder, resume: resumeOptions.request)
+            let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"], file: file)
+            var options = Launcher.Options(workers: workers, folder: folder, config: config)
             options.listen = listen
+            options.resume = resumeOptions.request
+            options.allowChangedSettings = resumeOptions.allowChangedSettings
             summary = try await Launcher(options: options, logger: logger).run()
         } catch {
             logger.error("\(error)")
@@ -170,6 +206,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Print the run summary as one JSON object on stdout.")
     var json = false
 
+    @OptionGroup var resumeOptions: ResumeOptions
     @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var logOptions: LogOptions
 
@@ -180,18 +217,27 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let folder = RunFolder(runDir)
         let summary: RunSummary
         do {
-            let config = try configOptions.resolve()
-            try CoordinatorSetup.prepare(folder: folder, config: config)
+            let request = resumeOptions.request
+            let file = CoordinatorSetup.configFile(explicit: configOptions.config, folder: folder, resume: request)
+            let config = try configOptions.resolve(file: file)
+            try folder.create()
             let lock = try folder.lock()
             defer { withExtendedLifetime(lock) {} }
+            let start = try CoordinatorSetup.start(folder: folder, config: config, resume: request,
+                                                   allowChangedSettings: resumeOptions.allowChangedSettings, logger: logger)
             var tokenPath = tokenFile
             if tokenPath == nil, ProcessInfo.processInfo.environment[RunToken.environmentVariable] == nil {
-                tokenPath = try folder.writeNewToken().path
-                logger.notice("wrote a new run token; workers need --token-file \(tokenPath!)")
+                if case .resume = start, FileManager.default.fileExists(atPath: folder.tokenFile.path) {
+                    // Workers that outlived the old coordinator hold this token: they rejoin.
+                    tokenPath = folder.tokenFile.path
+                } else {
+                    tokenPath = try folder.writeNewToken().path
+                    logger.notice("wrote a new run token; workers need --token-file \(tokenPath!)")
+                }
             }
             let token = try RunToken.load(file: tokenPath)
-            let service = try CoordinatorService(config: config, runID: CoordinatorSetup.newRunID(), token: token,
-                                                 folder: folder, logger: logger)
+            let service = try CoordinatorService(config: config, runID: start.runID ?? CoordinatorSetup.newRunID(), token: token,
+                                                 folder: folder, logger: logger, start: start)
             _ = try service.listen(listen)
             let trap = SignalTrap { sig in
                 service.stop(.interrupted, message: "stopped by \(sig == SIGINT ? "SIGINT" : "SIGTERM")")

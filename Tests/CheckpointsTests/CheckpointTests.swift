@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import Tensors
+import Wire
 @testable import Checkpoints
 
 struct CheckpointFormatTests {
@@ -22,11 +24,80 @@ struct CheckpointFormatTests {
     @Test func sparseRecordsAreStoredCompactly() {
         var dense = sample()
         dense.records = [dense.records[1]]
-        dense.records[0].values = (0 ..< 1000).map { Float($0) + 1 }
+        dense.records[0].payload = .floats((0 ..< 1000).map { Float($0) + 1 })
         var sparse = sample()
         sparse.records = [sparse.records[1]]  // 90% zeros
         let ratio = Double(dense.encoded().count) / Double(sparse.encoded().count)
         #expect(ratio > 3, "dense/sparse size ratio \(ratio)")
+    }
+
+    /// Every bit survives: −0.0, NaN payloads, subnormals, in every encoding; bytes records,
+    /// the settings text, its fingerprint and the training state too.
+    @Test func everyBitSurvivesInEveryEncoding() throws {
+        let odd: [Float] = [-0.0, .nan, Float(bitPattern: 0x7FC0_1234), .leastNonzeroMagnitude, -.infinity, 1]
+        func tensor(density: Double) -> [Float] {
+            (0 ..< 4000).map { i in
+                guard Double(i % 1000) / 1000 < density else { return 0 }
+                return i % 6 == 5 ? Float(i) : odd[i % odd.count]
+            }
+        }
+        var state = Csptrain_V1_TrainingState()
+        state.epoch = 3
+        state.optimizerSteps = 77
+        state.projectionIntegers = ["active": 1]
+        var c = Checkpoint(step: 9, runID: "r", configYAML: "seed: 1\n", lastLoss: 0.5, mathsSettings: "seed = 1\nmodel.kind = mlp", state: state, records: [
+            .init(name: "dense", shape: [4000], role: "param", values: tensor(density: 1)),
+            .init(name: "half", shape: [4000], role: "param", values: tensor(density: 0.5)),
+            .init(name: "sparse", shape: [4000], role: "param", values: tensor(density: 0.01)),
+            .init(name: "ledger", role: "ledger", bytes: [1, 2, 3, 0, 255]),
+        ])
+        c.createdUnix = 12
+        let bytes = c.encoded()
+        let decoded = try Checkpoint(decoding: bytes, source: "mem")
+        #expect(decoded == c)
+        #expect(decoded.fingerprint == c.fingerprint && decoded.fingerprint != [UInt8](repeating: 0, count: 32))
+        let (header, layout) = try Checkpoint.layout(of: bytes, source: "mem")
+        #expect(header.fingerprint == c.fingerprint && header.formatVersion == 2)
+        #expect(layout.map(\.encoding) == [.dense, .bitmask, .rice, .bytes])
+    }
+
+    /// A 90%-sparse model is several times smaller than dense, and Rice coding beats the bitmask
+    /// at 99%.
+    @Test func sizesFollowDensity() {
+        func size(_ density: Double) -> Int {
+            var rng = SystemRandomNumberGenerator()
+            let v = (0 ..< 100_000).map { _ in Double.random(in: 0 ..< 1, using: &rng) < density ? Float.random(in: -1 ... 1, using: &rng) : 0 }
+            return Checkpoint(step: 1, runID: "", configYAML: "", records: [.init(name: "w", shape: [v.count], role: "param", values: v)]).encoded().count
+        }
+        let dense = size(1), ninety = size(0.1), ninetyNine = size(0.01)
+        #expect(Double(dense) / Double(ninety) > 7, "\(dense) vs \(ninety)")
+        #expect(Double(ninetyNine) < 0.01 * 4 * 100_000 + 100_000.0 / 8 * 0.7, "rice should beat the bitmask at 1% density: \(ninetyNine)")
+    }
+
+    /// Version 1 files (the foundation's format) still read.
+    @Test func versionOneFilesStillRead() throws {
+        var meta = Csptrain_V1_CheckpointMeta()
+        meta.step = 5
+        meta.runID = "old"
+        meta.records = [Csptrain_V1_RecordInfo.with { $0.name = "w"; $0.shape = [3]; $0.role = "param" }]
+        let metaBytes: [UInt8] = try meta.serializedBytes()
+        var out = ByteWriter()
+        out.append(Array("CSPTCKPT".utf8))
+        out.append(UInt32(1))
+        out.append(UInt32(0))
+        out.append(UInt64(metaBytes.count))
+        out.append(metaBytes)
+        out.append(CRC32C.checksum(metaBytes))
+        let start = out.bytes.count
+        out.append(UInt32(1))
+        out.append(UInt64(3))
+        out.append(UInt64(0))
+        out.append(UInt64(12))
+        out.append(FloatEncoding.denseBytes([Float(1), 2, 3]))
+        out.append(CRC32C.checksum(Array(out.bytes[start...])))
+        out.append(Array("CSPTDONE".utf8))
+        let c = try Checkpoint(decoding: out.bytes, source: "v1")
+        #expect(c.formatVersion == 1 && c.step == 5 && c.records[0].values == [1, 2, 3])
     }
 
     @Test func everyFlippedByteIsDetected() throws {
@@ -77,4 +148,70 @@ struct CheckpointStoreTests {
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: store.directory.path).filter { $0.hasSuffix(".tmp") }
         #expect(leftovers.isEmpty)
     }
+
+    /// A flipped byte or a truncated file at `latest` is reported (file and record named) and the
+    /// previous intact checkpoint is used.
+    @Test(arguments: ["flip", "truncate", "missing-end"])
+    func damagedLatestFallsBackToThePreviousOne(damage: String) throws {
+        let dir = folder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = CheckpointStore(runDirectory: dir, keep: 3)
+        for step in [10, 20, 30] {
+            try store.write(Checkpoint(step: step, runID: "r", configYAML: "", records: [
+                .init(name: "w", shape: [100], role: "param", values: (0 ..< 100).map { Float($0 + step) }),
+            ]))
+        }
+        let latest = try #require(store.latestPath())
+        var bytes = [UInt8](try Data(contentsOf: latest))
+        switch damage {
+        case "flip": bytes[bytes.count - 100] ^= 0x04
+        case "truncate": bytes = Array(bytes[..<(bytes.count / 2)])
+        default: bytes = Array(bytes.dropLast(8))
+        }
+        try Data(bytes).write(to: latest)
+        var reports: [String] = []
+        let found = try #require(store.newestIntact { reports.append("\($0)") })
+        #expect(found.checkpoint.step == 20 && found.url.lastPathComponent == "step-20.ckpt")
+        #expect(reports.count == 1 && reports[0].contains("step-30.ckpt"))
+        if damage == "flip" { #expect(reports[0].contains("param/w") && reports[0].contains("checksum")) }
+    }
+
+    @Test func unfinishedWritesAreRemoved() throws {
+        let dir = folder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = CheckpointStore(runDirectory: dir)
+        try store.write(Checkpoint(step: 1, runID: "r", configYAML: "", records: []))
+        try Data([1, 2, 3]).write(to: store.directory.appendingPathComponent("step-2.ckpt.tmp"))
+        #expect(store.removeUnfinishedWrites() == ["step-2.ckpt.tmp"])
+        #expect(store.steps() == [1])
+    }
+
+    /// The writer thread writes in order; `latest` ends at the last submitted checkpoint, and a
+    /// checkpoint waiting behind a running write is replaced by a newer one.
+    @Test func backgroundWriterEndsAtTheNewest() async throws {
+        let dir = folder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = CheckpointStore(runDirectory: dir, keep: 50)
+        let writer = CheckpointWriter(store: store)
+        let outcomes = Outcomes()
+        for step in 1 ... 20 {
+            writer.submit(Checkpoint(step: step, runID: "r", configYAML: "", records: [
+                .init(name: "w", shape: [50_000], role: "param", values: [Float](repeating: Float(step), count: 50_000)),
+            ])) { step, result, _, _ in outcomes.add(step, (try? result.get()) != nil) }
+        }
+        await writer.flush()
+        let all = outcomes.all
+        #expect(all.count == 20)
+        #expect(all.last(where: { $0.1 })?.0 == 20)
+        #expect(try CheckpointStore.load(#require(store.latestPath())).step == 20)
+        let written = all.filter(\.1).map(\.0)
+        #expect(written == written.sorted(), "written out of order: \(written)")
+    }
+}
+
+final class Outcomes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [(Int, Bool)] = []
+    func add(_ step: Int, _ ok: Bool) { lock.lock(); items.append((step, ok)); lock.unlock() }
+    var all: [(Int, Bool)] { lock.lock(); defer { lock.unlock() }; return items }
 }

@@ -9,11 +9,11 @@ struct AccumulatorTests {
     @Test func weightedMeanIsExact() {
         var acc = GradientAccumulator(parameterCount: 2)
         [Float(1), 2].withUnsafeBufferPointer { acc.fold($0, at: 0, weight: 2) }
-        acc.addMicroBatch(examples: 2, lossSum: 3)
+        acc.addMicroBatch(0, examples: 2, lossSum: 3)
         let bytes = FloatEncoding.denseBytes([Float(4), 8])
         let ok = bytes.withUnsafeBytes { acc.fold(littleEndianBytes: $0, at: 0, weight: 6) }
         #expect(ok)
-        acc.addMicroBatch(examples: 6, lossSum: 5)
+        acc.addMicroBatch(1, examples: 6, lossSum: 5)
         #expect(acc.mean() == [3.25, 6.5])
         #expect(acc.meanLoss == 1.0)
     }
@@ -27,6 +27,73 @@ struct AccumulatorTests {
         #expect(bad.withUnsafeBytes { acc.fold(littleEndianBytes: $0, at: 3, weight: 1) } == false)  // overruns
         acc.reset()
         #expect(acc.sum == [0, 0, 0, 0, 0] && acc.examples == 0)
+    }
+}
+
+struct FixedPointAccumulatorTests {
+    /// Random micro-batch gradients folded in random orders and chunkings: the fixed-point sum
+    /// is the same bit for bit every time, while the float32 sum is not (the reason it exists).
+    @Test func sumDoesNotDependOnArrivalOrder() {
+        let n = 4096, microBatches = 6
+        var rng = SeededRandom(42, 1)
+        let grads = (0 ..< microBatches).map { _ in (0 ..< n).map { _ in Float(rng.nextGaussian()) * powf(10, Float(Int(rng.next() % 9)) - 6) } }
+        let weights = (0 ..< microBatches).map { 3 + $0 % 4 }
+        func run(_ mode: GradientAccumulator.Mode, order: [Int], chunk: Int) -> [Float] {
+            var acc = GradientAccumulator(parameterCount: n, mode: mode)
+            // Chunks of all micro-batches, interleaved as `order` says.
+            var pieces: [(Int, Int)] = []
+            for mb in order { for start in stride(from: 0, to: n, by: chunk) { pieces.append((mb, start)) } }
+            var shuffle = SeededRandom(UInt64(order.first! * 31 + chunk), 9)
+            pieces.shuffle(using: &shuffle)
+            for (mb, start) in pieces {
+                grads[mb].withUnsafeBufferPointer { g in
+                    acc.fold(UnsafeBufferPointer(rebasing: g[start ..< min(n, start + chunk)]), at: start, weight: weights[mb])
+                }
+            }
+            for mb in order { acc.addMicroBatch(mb, examples: weights[mb], lossSum: Double(mb) * 0.1) }
+            return acc.mean()
+        }
+        let reference = run(.fixedPoint, order: Array(0 ..< microBatches), chunk: 1000)
+        var floatResults: Set<[UInt32]> = []
+        for trial in 0 ..< 8 {
+            var order = Array(0 ..< microBatches)
+            var r = SeededRandom(7, UInt64(trial))
+            order.shuffle(using: &r)
+            let chunk = [1, 64, 1000, 4096][trial % 4]
+            #expect(run(.fixedPoint, order: order, chunk: chunk).map(\.bitPattern) == reference.map(\.bitPattern))
+            floatResults.insert(run(.float, order: order, chunk: chunk).map(\.bitPattern))
+        }
+        #expect(floatResults.count > 1, "float32 sums in different orders were all equal: the test data do not exercise rounding")
+        // And the fixed-point mean is the exact mean to within its resolution.
+        for i in stride(from: 0, to: n, by: 97) {
+            var exact = 0.0
+            for mb in 0 ..< microBatches { exact += Double(grads[mb][i]) * Double(weights[mb]) }
+            exact /= Double(weights.reduce(0, +))
+            #expect(abs(Double(reference[i]) - exact) <= abs(exact) * 1.2e-7 + 1e-12)
+        }
+    }
+
+    @Test func lossIsSummedInMicroBatchOrder() {
+        var a = GradientAccumulator(parameterCount: 1, mode: .fixedPoint)
+        var b = GradientAccumulator(parameterCount: 1, mode: .fixedPoint)
+        let losses = [1e16, 1.0, -1e16, 3.0]
+        for i in 0 ..< 4 { a.addMicroBatch(i, examples: 1, lossSum: losses[i]) }
+        for i in [3, 2, 1, 0] { b.addMicroBatch(i, examples: 1, lossSum: losses[i]) }
+        #expect(a.lossSum.bitPattern == b.lossSum.bitPattern)
+        a.addMicroBatch(0, examples: 5, lossSum: 99)   // a micro-batch counts once
+        #expect(a.examples == 4)
+    }
+
+    @Test func overflowIsReportedNotWrapped() {
+        var acc = GradientAccumulator(parameterCount: 3, mode: .fixedPoint)
+        [Float(1), 5e6, 1].withUnsafeBufferPointer { acc.fold($0, at: 0, weight: 1) }
+        #expect(acc.overflows == 0)
+        [Float(1), 5e6, 1].withUnsafeBufferPointer { acc.fold($0, at: 0, weight: 1) }   // 1e7 > 2^23
+        #expect(acc.overflows == 1 && acc.firstOverflowOffset == 1)
+        [Float(0), 0, 1e30].withUnsafeBufferPointer { acc.fold($0, at: 0, weight: 1) }  // the term itself
+        #expect(acc.overflows == 2)
+        acc.reset()
+        #expect(acc.overflows == 0 && acc.firstOverflowOffset == nil)
     }
 }
 

@@ -57,7 +57,17 @@ void csp_rows_times_matrix(const float *x, long rows, long k, const float *m, lo
 /// dst (cols, rows) = srcᵀ for src (rows, cols), row-major.
 void csp_transpose(const float *src, long rows, long cols, float *dst);
 
+/// Deterministic gradient sums: sum[i] += round(weight · x[i] · 2^scale_bits) in int64, exactly.
+/// Each term is a pure function of (x[i], weight), and integer addition is associative, so the
+/// result does not depend on the order the terms arrive in. Returns the number of values whose
+/// term or sum overflowed (those sums saturate and the step must not be applied).
+long csp_fold_fixed(long long *sum, const float *x, long n, long weight, int scale_bits);
+
+/// out[i] = (float)((double)sum[i] · 2^−scale_bits / examples).
+void csp_fixed_mean(const long long *sum, float *out, long n, long examples, int scale_bits);
+
 #ifdef __cplusplus
 }
 #endif
 #endif
+

@@ -22,31 +22,69 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-public nonisolated struct Csptrain_V1_CheckpointMeta: Sendable {
+public nonisolated struct Csptrain_V1_CheckpointMeta: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Steps applied so far; the next step to run is `step`.
-  public var step: UInt64 = 0
+  public var step: UInt64 {
+    get {_storage._step}
+    set {_uniqueStorage()._step = newValue}
+  }
 
-  public var runID: String = String()
+  public var runID: String {
+    get {_storage._runID}
+    set {_uniqueStorage()._runID = newValue}
+  }
 
   /// The resolved run configuration (YAML): everything needed to rebuild model and data.
-  public var configYaml: String = String()
+  public var configYaml: String {
+    get {_storage._configYaml}
+    set {_uniqueStorage()._configYaml = newValue}
+  }
 
   /// Unix time of the write, in seconds.
-  public var createdUnix: Double = 0
+  public var createdUnix: Double {
+    get {_storage._createdUnix}
+    set {_uniqueStorage()._createdUnix = newValue}
+  }
 
   /// The tensor records that follow, in order.
-  public var records: [Csptrain_V1_RecordInfo] = []
+  public var records: [Csptrain_V1_RecordInfo] {
+    get {_storage._records}
+    set {_uniqueStorage()._records = newValue}
+  }
 
   /// Training statistics at this step, for `checkpoint inspect`.
-  public var lastLoss: Double = 0
+  public var lastLoss: Double {
+    get {_storage._lastLoss}
+    set {_uniqueStorage()._lastLoss = newValue}
+  }
+
+  /// Format version 2 and later:
+  /// The settings that change the maths, one "key = value" line each, in key order. The header's
+  /// fingerprint is the SHA-256 of this text; a resume compares it and lists the lines that differ.
+  public var mathsSettings: String {
+    get {_storage._mathsSettings}
+    set {_uniqueStorage()._mathsSettings = newValue}
+  }
+
+  /// Everything besides the tensor records that a resumed run needs to continue exactly.
+  public var state: Csptrain_V1_TrainingState {
+    get {_storage._state ?? Csptrain_V1_TrainingState()}
+    set {_uniqueStorage()._state = newValue}
+  }
+  /// Returns true if `state` has been explicitly set.
+  public var hasState: Bool {_storage._state != nil}
+  /// Clears the value of `state`. Subsequent reads from it will return its default value.
+  public mutating func clearState() {_uniqueStorage()._state = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Csptrain_V1_RecordInfo: Sendable {
@@ -58,8 +96,111 @@ public nonisolated struct Csptrain_V1_RecordInfo: Sendable {
 
   public var shape: [UInt32] = []
 
-  /// What the record is: "param" (model weights), "optimizer/<slot>", ...
+  /// What the record is: "param" (model weights), "master", "optimizer/<slot>", "normalization",
+  /// "pruning/<name>", "pruning-mask/<name>", "ledger".
   public var role: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Csptrain_V1_TrainingState: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The data order (a pure function of the seed, the data set and the batching) at the next step:
+  /// its epoch, and how many examples of that epoch earlier steps have used.
+  public var epoch: UInt64 = 0
+
+  public var positionInEpoch: UInt64 = 0
+
+  public var examplesPerEpoch: UInt64 = 0
+
+  public var globalBatch: UInt64 = 0
+
+  /// Examples applied since step 0.
+  public var examplesSeen: UInt64 = 0
+
+  /// Optimizer updates applied (Adam's bias-correction counter).
+  public var optimizerSteps: UInt64 = 0
+
+  /// The learning-rate schedule's factor at the next step (the schedule is a function of the step).
+  public var learningRateFactor: Double = 0
+
+  public var deterministic: Bool = false
+
+  /// Deterministic mode: gradient sums are int64 multiples of 2^-accumulation_scale_bits.
+  public var accumulationScaleBits: UInt32 = 0
+
+  /// Every random draw (data order, augmentation, SpecAugment, initialisation, measurement
+  /// operators) comes from a counter-based generator keyed by (seed, purpose, epoch, example):
+  /// the seed is the whole RNG state; `rng` names the generator.
+  public var rngSeed: UInt64 = 0
+
+  public var rng: String = String()
+
+  /// The pruning method, its integer state (records "pruning/..." hold the rest), and the
+  /// schedule's sparsity at the next step.
+  public var projection: String = String()
+
+  public var projectionIntegers: Dictionary<String,Int64> = [:]
+
+  public var scheduleSparsity: Double = 0
+
+  /// OpenBLAS's kernel on the coordinator: deterministic results hold for the same kernel.
+  public var blasCore: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The "ledger" record: which examples each applied step used, for the epochs not yet complete
+/// (complete epochs are in <run-dir>/ledger/epoch-<e>.jsonl and summarised here).
+public nonisolated struct Csptrain_V1_Ledger: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var openSteps: [Csptrain_V1_LedgerStep] = []
+
+  public var completed: [Csptrain_V1_LedgerEpoch] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Csptrain_V1_LedgerStep: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The step number, counted from 1 as in metrics.jsonl.
+  public var step: UInt64 = 0
+
+  public var epoch: UInt64 = 0
+
+  /// The examples of `epoch` the step used, in data-order position.
+  public var examples: [UInt32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Csptrain_V1_LedgerEpoch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var epoch: UInt64 = 0
+
+  public var steps: UInt64 = 0
+
+  public var examples: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -72,54 +213,118 @@ fileprivate nonisolated let _protobuf_package = "csptrain.v1"
 
 nonisolated extension Csptrain_V1_CheckpointMeta: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckpointMeta"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}step\0\u{3}run_id\0\u{3}config_yaml\0\u{3}created_unix\0\u{1}records\0\u{3}last_loss\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}step\0\u{3}run_id\0\u{3}config_yaml\0\u{3}created_unix\0\u{1}records\0\u{3}last_loss\0\u{3}maths_settings\0\u{1}state\0")
+
+  fileprivate class _StorageClass {
+    var _step: UInt64 = 0
+    var _runID: String = String()
+    var _configYaml: String = String()
+    var _createdUnix: Double = 0
+    var _records: [Csptrain_V1_RecordInfo] = []
+    var _lastLoss: Double = 0
+    var _mathsSettings: String = String()
+    var _state: Csptrain_V1_TrainingState? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _step = source._step
+      _runID = source._runID
+      _configYaml = source._configYaml
+      _createdUnix = source._createdUnix
+      _records = source._records
+      _lastLoss = source._lastLoss
+      _mathsSettings = source._mathsSettings
+      _state = source._state
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.step) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.runID) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.configYaml) }()
-      case 4: try { try decoder.decodeSingularDoubleField(value: &self.createdUnix) }()
-      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.records) }()
-      case 6: try { try decoder.decodeSingularDoubleField(value: &self.lastLoss) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._step) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._runID) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._configYaml) }()
+        case 4: try { try decoder.decodeSingularDoubleField(value: &_storage._createdUnix) }()
+        case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._records) }()
+        case 6: try { try decoder.decodeSingularDoubleField(value: &_storage._lastLoss) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._mathsSettings) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._state) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.step != 0 {
-      try visitor.visitSingularUInt64Field(value: self.step, fieldNumber: 1)
-    }
-    if !self.runID.isEmpty {
-      try visitor.visitSingularStringField(value: self.runID, fieldNumber: 2)
-    }
-    if !self.configYaml.isEmpty {
-      try visitor.visitSingularStringField(value: self.configYaml, fieldNumber: 3)
-    }
-    if self.createdUnix.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.createdUnix, fieldNumber: 4)
-    }
-    if !self.records.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.records, fieldNumber: 5)
-    }
-    if self.lastLoss.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.lastLoss, fieldNumber: 6)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._step != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._step, fieldNumber: 1)
+      }
+      if !_storage._runID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._runID, fieldNumber: 2)
+      }
+      if !_storage._configYaml.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._configYaml, fieldNumber: 3)
+      }
+      if _storage._createdUnix.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._createdUnix, fieldNumber: 4)
+      }
+      if !_storage._records.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._records, fieldNumber: 5)
+      }
+      if _storage._lastLoss.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._lastLoss, fieldNumber: 6)
+      }
+      if !_storage._mathsSettings.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._mathsSettings, fieldNumber: 7)
+      }
+      try { if let v = _storage._state {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Csptrain_V1_CheckpointMeta, rhs: Csptrain_V1_CheckpointMeta) -> Bool {
-    if lhs.step != rhs.step {return false}
-    if lhs.runID != rhs.runID {return false}
-    if lhs.configYaml != rhs.configYaml {return false}
-    if lhs.createdUnix != rhs.createdUnix {return false}
-    if lhs.records != rhs.records {return false}
-    if lhs.lastLoss != rhs.lastLoss {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._step != rhs_storage._step {return false}
+        if _storage._runID != rhs_storage._runID {return false}
+        if _storage._configYaml != rhs_storage._configYaml {return false}
+        if _storage._createdUnix != rhs_storage._createdUnix {return false}
+        if _storage._records != rhs_storage._records {return false}
+        if _storage._lastLoss != rhs_storage._lastLoss {return false}
+        if _storage._mathsSettings != rhs_storage._mathsSettings {return false}
+        if _storage._state != rhs_storage._state {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -160,6 +365,221 @@ nonisolated extension Csptrain_V1_RecordInfo: SwiftProtobuf.Message, SwiftProtob
     if lhs.name != rhs.name {return false}
     if lhs.shape != rhs.shape {return false}
     if lhs.role != rhs.role {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Csptrain_V1_TrainingState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TrainingState"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}epoch\0\u{3}position_in_epoch\0\u{3}examples_per_epoch\0\u{3}global_batch\0\u{3}examples_seen\0\u{3}optimizer_steps\0\u{3}learning_rate_factor\0\u{1}deterministic\0\u{3}accumulation_scale_bits\0\u{3}rng_seed\0\u{1}rng\0\u{1}projection\0\u{3}projection_integers\0\u{3}schedule_sparsity\0\u{3}blas_core\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.positionInEpoch) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.examplesPerEpoch) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.globalBatch) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.examplesSeen) }()
+      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.optimizerSteps) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.learningRateFactor) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.deterministic) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.accumulationScaleBits) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.rngSeed) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.rng) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.projection) }()
+      case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.projectionIntegers) }()
+      case 14: try { try decoder.decodeSingularDoubleField(value: &self.scheduleSparsity) }()
+      case 15: try { try decoder.decodeSingularStringField(value: &self.blasCore) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 1)
+    }
+    if self.positionInEpoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.positionInEpoch, fieldNumber: 2)
+    }
+    if self.examplesPerEpoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.examplesPerEpoch, fieldNumber: 3)
+    }
+    if self.globalBatch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.globalBatch, fieldNumber: 4)
+    }
+    if self.examplesSeen != 0 {
+      try visitor.visitSingularUInt64Field(value: self.examplesSeen, fieldNumber: 5)
+    }
+    if self.optimizerSteps != 0 {
+      try visitor.visitSingularUInt64Field(value: self.optimizerSteps, fieldNumber: 6)
+    }
+    if self.learningRateFactor.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.learningRateFactor, fieldNumber: 7)
+    }
+    if self.deterministic != false {
+      try visitor.visitSingularBoolField(value: self.deterministic, fieldNumber: 8)
+    }
+    if self.accumulationScaleBits != 0 {
+      try visitor.visitSingularUInt32Field(value: self.accumulationScaleBits, fieldNumber: 9)
+    }
+    if self.rngSeed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rngSeed, fieldNumber: 10)
+    }
+    if !self.rng.isEmpty {
+      try visitor.visitSingularStringField(value: self.rng, fieldNumber: 11)
+    }
+    if !self.projection.isEmpty {
+      try visitor.visitSingularStringField(value: self.projection, fieldNumber: 12)
+    }
+    if !self.projectionIntegers.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: self.projectionIntegers, fieldNumber: 13)
+    }
+    if self.scheduleSparsity.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.scheduleSparsity, fieldNumber: 14)
+    }
+    if !self.blasCore.isEmpty {
+      try visitor.visitSingularStringField(value: self.blasCore, fieldNumber: 15)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Csptrain_V1_TrainingState, rhs: Csptrain_V1_TrainingState) -> Bool {
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.positionInEpoch != rhs.positionInEpoch {return false}
+    if lhs.examplesPerEpoch != rhs.examplesPerEpoch {return false}
+    if lhs.globalBatch != rhs.globalBatch {return false}
+    if lhs.examplesSeen != rhs.examplesSeen {return false}
+    if lhs.optimizerSteps != rhs.optimizerSteps {return false}
+    if lhs.learningRateFactor != rhs.learningRateFactor {return false}
+    if lhs.deterministic != rhs.deterministic {return false}
+    if lhs.accumulationScaleBits != rhs.accumulationScaleBits {return false}
+    if lhs.rngSeed != rhs.rngSeed {return false}
+    if lhs.rng != rhs.rng {return false}
+    if lhs.projection != rhs.projection {return false}
+    if lhs.projectionIntegers != rhs.projectionIntegers {return false}
+    if lhs.scheduleSparsity != rhs.scheduleSparsity {return false}
+    if lhs.blasCore != rhs.blasCore {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Csptrain_V1_Ledger: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Ledger"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}open_steps\0\u{1}completed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.openSteps) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.completed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.openSteps.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.openSteps, fieldNumber: 1)
+    }
+    if !self.completed.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.completed, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Csptrain_V1_Ledger, rhs: Csptrain_V1_Ledger) -> Bool {
+    if lhs.openSteps != rhs.openSteps {return false}
+    if lhs.completed != rhs.completed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Csptrain_V1_LedgerStep: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LedgerStep"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}step\0\u{1}epoch\0\u{1}examples\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.step) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 3: try { try decoder.decodeRepeatedUInt32Field(value: &self.examples) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.step != 0 {
+      try visitor.visitSingularUInt64Field(value: self.step, fieldNumber: 1)
+    }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 2)
+    }
+    if !self.examples.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.examples, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Csptrain_V1_LedgerStep, rhs: Csptrain_V1_LedgerStep) -> Bool {
+    if lhs.step != rhs.step {return false}
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.examples != rhs.examples {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Csptrain_V1_LedgerEpoch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LedgerEpoch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}epoch\0\u{1}steps\0\u{1}examples\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.steps) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.examples) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 1)
+    }
+    if self.steps != 0 {
+      try visitor.visitSingularUInt64Field(value: self.steps, fieldNumber: 2)
+    }
+    if self.examples != 0 {
+      try visitor.visitSingularUInt64Field(value: self.examples, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Csptrain_V1_LedgerEpoch, rhs: Csptrain_V1_LedgerEpoch) -> Bool {
+    if lhs.epoch != rhs.epoch {return false}
+    if lhs.steps != rhs.steps {return false}
+    if lhs.examples != rhs.examples {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

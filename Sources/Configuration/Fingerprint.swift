@@ -1,0 +1,78 @@
+import Crypto
+import Foundation
+import Yams
+
+/// The settings that change the maths of a run, and a fingerprint of them.
+///
+/// A resumed run must compute what the interrupted one would have: same model, data, seed,
+/// batching, optimizer, schedules, pruning and `deterministic`. The number of workers, the step
+/// count, addresses, deadlines, checkpointing and transport limits do not change a step's result
+/// and are left out, as are file paths (the same data may live elsewhere on another machine; the
+/// data's content enters through `dataFingerprint`).
+public struct MathsFingerprint: Sendable, Equatable {
+    /// `key = value` in key order, the text the fingerprint hashes.
+    public let settings: [(key: String, value: String)]
+
+    public static func == (a: MathsFingerprint, b: MathsFingerprint) -> Bool {
+        a.settings.elementsEqual(b.settings) { $0 == $1 }
+    }
+
+    /// Keys and key prefixes (a trailing dot) that change the maths.
+    static let included = ["seed", "deterministic", "model.", "data.", "augmentation.", "optimizer.", "pruning.",
+                           "coordinator.global_batch", "coordinator.micro_batches", "coordinator.length_grouping",
+                           "coordinator.broadcast_values"]
+    /// Paths: where the data are, not what they are.
+    static let excluded = ["data.train", "data.valid", "data.valid_channel"]
+
+    public init(config: RunConfiguration, dataFingerprint: String) {
+        var flat: [(String, String)] = []
+        Self.flatten(config.yaml, prefix: "", into: &flat)
+        var picked = flat.filter { key, _ in
+            !Self.excluded.contains(key) && Self.included.contains { $0.hasSuffix(".") ? key.hasPrefix($0) : key == $0 }
+        }
+        if !dataFingerprint.isEmpty { picked.append(("data.content", dataFingerprint)) }
+        settings = picked.sorted { $0.0 < $1.0 }.map { (key: $0.0, value: $0.1) }
+    }
+
+    /// Parses `text` as written by ``text``.
+    public init(text: String) {
+        settings = text.split(separator: "\n").compactMap { line in
+            guard let eq = line.range(of: " = ") else { return nil }
+            return (key: String(line[..<eq.lowerBound]), value: String(line[eq.upperBound...]))
+        }
+    }
+
+    public var text: String { settings.map { "\($0.key) = \($0.value)" }.joined(separator: "\n") }
+
+    /// SHA-256 of ``text``, 32 bytes.
+    public var digest: [UInt8] { Array(SHA256.hash(data: Data(text.utf8))) }
+
+    public var hex: String { digest.map { String(format: "%02x", $0) }.joined() }
+
+    /// The settings that differ, as "key: value here (value there)" lines; empty when equal.
+    public func differences(from other: MathsFingerprint, ours: String = "now", theirs: String = "checkpoint") -> [String] {
+        let a = Dictionary(settings.map { ($0.key, $0.value) }, uniquingKeysWith: { x, _ in x })
+        let b = Dictionary(other.settings.map { ($0.key, $0.value) }, uniquingKeysWith: { x, _ in x })
+        return Set(a.keys).union(b.keys).sorted().compactMap { key in
+            let x = a[key], y = b[key]
+            guard x != y else { return nil }
+            return "\(key): \(x ?? "(absent)") \(ours), \(y ?? "(absent)") in the \(theirs)"
+        }
+    }
+
+    static func flatten(_ node: Node, prefix: String, into out: inout [(String, String)]) {
+        switch node {
+        case let .mapping(m):
+            for (k, v) in m {
+                let key = k.string ?? ""
+                flatten(v, prefix: prefix.isEmpty ? key : "\(prefix).\(key)", into: &out)
+            }
+        case let .sequence(s):
+            out.append((prefix, "[" + s.map { $0.string ?? "?" }.joined(separator: ", ") + "]"))
+        case let .scalar(s):
+            out.append((prefix, s.string))
+        case .alias:
+            out.append((prefix, "?"))
+        }
+    }
+}

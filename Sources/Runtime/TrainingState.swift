@@ -1,0 +1,245 @@
+import Checkpoints
+import Configuration
+import Coordination
+import Foundation
+import Pruning
+import Tensors
+import Training
+import Wire
+
+/// The coordinator's state at a step boundary, and its mapping to and from checkpoint records.
+///
+/// Everything a step's result depends on is here or is a pure function of the configuration and
+/// the step: the data order and every random draw (keyed by seed, epoch and example), the
+/// learning-rate and sparsity schedules. So a run resumed from this state computes, step for
+/// step, what the interrupted one would have.
+struct TrainingState {
+    /// Steps applied.
+    var step: Int
+    /// What workers compute with (the projection of `weights`).
+    var broadcast: [Float]
+    /// The optimizer's dense master copy.
+    var weights: [Float]
+    var optimizer: Optimizer
+    var projection: ProjectionState
+    var ledger: RunLedger
+    var examplesSeen: Int
+    var lastLoss: Double
+
+    // MARK: To a checkpoint
+
+    struct Context {
+        let runID: String
+        let configYAML: String
+        let fingerprint: MathsFingerprint
+        let layout: ParameterLayout
+        let modelRecords: [(name: String, values: [Float])]
+        let config: RunConfiguration
+        let projectionName: String
+        let examplesPerEpoch: Int
+    }
+
+    func checkpoint(_ c: Context) -> Checkpoint {
+        // The model is what the workers compute with (for the dual methods, Z; with f16
+        // broadcasts, the rounded weights); the master weights go beside it wherever a bit differs.
+        var records = c.layout.tensors.map { spec in
+            Checkpoint.Record(name: spec.name, shape: spec.shape, role: "param", values: Array(broadcast[spec.range]))
+        }
+        for spec in c.layout.tensors where !Self.bitwiseEqual(weights[spec.range], broadcast[spec.range]) {
+            records.append(Checkpoint.Record(name: spec.name, shape: spec.shape, role: "master", values: Array(weights[spec.range])))
+        }
+        for extra in c.modelRecords {
+            records.append(Checkpoint.Record(name: extra.name, shape: [extra.values.count], role: "normalization", values: extra.values))
+        }
+        for slot in optimizer.slots {
+            records.append(Checkpoint.Record(name: "all", shape: [slot.values.count], role: "optimizer/\(slot.name)", values: slot.values))
+        }
+        for key in projection.floats.keys.sorted() {
+            let v = projection.floats[key]!
+            records.append(Checkpoint.Record(name: key, shape: [v.count], role: "pruning", values: v))
+        }
+        for key in projection.masks.keys.sorted() {
+            records.append(Checkpoint.Record(name: key, role: "pruning-mask", bytes: Self.packBits(projection.masks[key]!)))
+        }
+        records.append(Checkpoint.Record(name: "ledger", role: "ledger", bytes: Self.encode(ledger)))
+
+        var state = Csptrain_V1_TrainingState()
+        let g = c.config.coordinator.globalBatch
+        state.epoch = UInt64(step * g / c.examplesPerEpoch)
+        state.positionInEpoch = UInt64((step * g) % c.examplesPerEpoch)
+        state.examplesPerEpoch = UInt64(c.examplesPerEpoch)
+        state.globalBatch = UInt64(g)
+        state.examplesSeen = UInt64(examplesSeen)
+        state.optimizerSteps = UInt64(optimizer.t)
+        state.learningRateFactor = c.config.optimizer.schedule.factor(step: step, totalSteps: c.config.steps)
+        state.deterministic = c.config.deterministic
+        state.accumulationScaleBits = c.config.deterministic ? UInt32(GradientAccumulator.scaleBits) : 0
+        state.rngSeed = c.config.seed
+        state.rng = "SeededRandom: SplitMix64 finaliser of (key, counter), key = mix(seed, purpose, epoch, example)"
+        state.projection = c.projectionName
+        state.projectionIntegers = projection.integers
+        state.scheduleSparsity = c.config.pruning.method == .none ? 0 : c.config.pruning.schedule.sparsity(atStep: step)
+        state.blasCore = BLASRuntime.coreName
+        return Checkpoint(step: step, runID: c.runID, configYAML: c.configYAML, lastLoss: lastLoss,
+                          mathsSettings: c.fingerprint.text, state: state, records: records)
+    }
+
+    // MARK: From a checkpoint
+
+    /// Rebuilds the state saved in `checkpoint` for a model of `layout`; errors say which record
+    /// is missing or does not fit.
+    static func restore(from checkpoint: Checkpoint, layout: ParameterLayout, optimizer settings: OptimizerSettings,
+                        examplesPerEpoch: Int) throws -> TrainingState {
+        guard checkpoint.formatVersion >= 2 else {
+            throw RunFolderError("the checkpoint is in format version \(checkpoint.formatVersion), written before csptrain kept what an exact resume needs (optimizer counter, pruning state, ledger); start a new run from its weights with --set init_from=PATH instead")
+        }
+        let broadcast = try checkpoint.flatValues(role: "param", layout: layout)
+        var weights = broadcast
+        for spec in layout.tensors {
+            guard let master = checkpoint.record(named: spec.name, role: "master") else { continue }
+            guard master.shape == spec.shape else { throw CheckpointError.shapeMismatch(spec.name, expected: spec.shape, found: master.shape) }
+            weights.replaceSubrange(spec.range, with: master.values)
+        }
+        let state = checkpoint.state
+        func slot(_ name: String) throws -> [Float] {
+            guard let r = checkpoint.record(named: "all", role: "optimizer/\(name)") else {
+                throw CheckpointError.missingRecord("all", role: "optimizer/\(name)")
+            }
+            guard r.values.count == layout.totalCount else {
+                throw RunFolderError("optimizer state '\(name)' holds \(r.values.count) values, the model has \(layout.totalCount)")
+            }
+            return r.values
+        }
+        let m = try slot("m")
+        let v = settings.kind == .sgd ? [] : try slot("v")
+        let optimizer = Optimizer(settings: settings, t: Int(state.optimizerSteps), m: m, v: v)
+
+        var projection = ProjectionState()
+        projection.integers = state.projectionIntegers
+        for r in checkpoint.records(role: "pruning") { projection.floats[r.name] = r.values }
+        for r in checkpoint.records(role: "pruning-mask") {
+            projection.masks[r.name] = unpackBits(r.bytes ?? [], count: layout.totalCount)
+        }
+        guard let ledgerBytes = checkpoint.record(named: "ledger", role: "ledger")?.bytes else {
+            throw CheckpointError.missingRecord("ledger", role: "ledger")
+        }
+        let ledger = try decodeLedger(ledgerBytes, examplesPerEpoch: examplesPerEpoch)
+        return TrainingState(step: checkpoint.step, broadcast: broadcast, weights: weights, optimizer: optimizer,
+                             projection: projection, ledger: ledger, examplesSeen: Int(state.examplesSeen),
+                             lastLoss: checkpoint.lastLoss)
+    }
+
+    // MARK: Pieces
+
+    static func bitwiseEqual(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Bool {
+        a.count == b.count && zip(a, b).allSatisfy { $0.bitPattern == $1.bitPattern }
+    }
+
+    /// 0/1 bytes → bits, least significant first.
+    static func packBits(_ mask: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: (mask.count + 7) / 8)
+        for (i, m) in mask.enumerated() where m != 0 { out[i >> 3] |= 1 << UInt8(i & 7) }
+        return out
+    }
+
+    static func unpackBits(_ bits: [UInt8], count: Int) -> [UInt8] {
+        (0 ..< count).map { i in i >> 3 < bits.count ? (bits[i >> 3] >> UInt8(i & 7)) & 1 : 0 }
+    }
+
+    static func encode(_ ledger: RunLedger) -> [UInt8] {
+        var message = Csptrain_V1_Ledger()
+        message.openSteps = ledger.open.map { entry in
+            Csptrain_V1_LedgerStep.with {
+                $0.step = UInt64(entry.step)
+                $0.epoch = UInt64(entry.epoch)
+                $0.examples = entry.examples.map { UInt32($0) }
+            }
+        }
+        message.completed = ledger.completed.map { e in
+            Csptrain_V1_LedgerEpoch.with { $0.epoch = UInt64(e.epoch); $0.steps = UInt64(e.steps); $0.examples = UInt64(e.examples) }
+        }
+        return (try? message.serializedBytes()) ?? []
+    }
+
+    static func decodeLedger(_ bytes: [UInt8], examplesPerEpoch: Int) throws -> RunLedger {
+        let message: Csptrain_V1_Ledger
+        do { message = try Csptrain_V1_Ledger(serializedBytes: bytes) } catch {
+            throw RunFolderError("the checkpoint's ledger record does not parse: \(error)")
+        }
+        return RunLedger(examplesPerEpoch: examplesPerEpoch,
+                         open: message.openSteps.map { .init(step: Int($0.step), epoch: Int($0.epoch), examples: $0.examples.map { Int($0) }) },
+                         completed: message.completed.map { .init(epoch: Int($0.epoch), steps: Int($0.steps), examples: Int($0.examples)) })
+    }
+}
+
+/// `<run-dir>/ledger/epoch-<e>.jsonl`: one line per applied step of the epoch,
+/// `{"step": 12, "epoch": 0, "examples": [...]}`.
+///
+/// Appended as steps are applied; the checkpoint's ledger is the authority. On resume the files
+/// of the epochs still open are rewritten from it (lines of steps applied after the checkpoint
+/// and lost with the crash disappear) and files of later epochs are removed.
+final class LedgerFiles {
+    let folder: URL
+
+    init(runFolder: URL) { folder = runFolder.appendingPathComponent("ledger", isDirectory: true) }
+
+    func file(epoch: Int) -> URL { folder.appendingPathComponent("epoch-\(epoch).jsonl") }
+
+    static func line(_ entry: RunLedger.Step) -> String {
+        "{\"step\":\(entry.step),\"epoch\":\(entry.epoch),\"examples\":[" + entry.examples.map(String.init).joined(separator: ",") + "]}\n"
+    }
+
+    func append(_ entries: [RunLedger.Step]) throws {
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        for entry in entries {
+            let url = file(epoch: entry.epoch)
+            if !FileManager.default.fileExists(atPath: url.path) { FileManager.default.createFile(atPath: url.path, contents: nil) }
+            let handle = try FileHandle(forWritingTo: url)
+            defer { try? handle.close() }
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data(Self.line(entry).utf8))
+        }
+    }
+
+    /// Makes the files agree with `ledger` (a fresh run: no files). Returns problems found in the
+    /// files of completed epochs (missing or miscounted), for a warning.
+    func restore(_ ledger: RunLedger) throws -> [String] {
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let openEpochs = Set(ledger.open.map(\.epoch))
+        let completed = Dictionary(ledger.completed.map { ($0.epoch, $0) }, uniquingKeysWith: { a, _ in a })
+        var problems: [String] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] {
+            guard name.hasPrefix("epoch-"), name.hasSuffix(".jsonl"), let e = Int(name.dropFirst(6).dropLast(6)) else { continue }
+            if completed[e] == nil, !openEpochs.contains(e) { try FileManager.default.removeItem(at: folder.appendingPathComponent(name)) }
+        }
+        for e in openEpochs.sorted() {
+            let text = ledger.open.filter { $0.epoch == e }.map(Self.line).joined()
+            try Data(text.utf8).write(to: file(epoch: e), options: .atomic)
+        }
+        for (e, summary) in completed.sorted(by: { $0.key < $1.key }) {
+            guard let text = try? String(contentsOf: file(epoch: e), encoding: .utf8) else {
+                problems.append("\(file(epoch: e).path) is missing (epoch \(e) was completed with \(summary.steps) steps)")
+                continue
+            }
+            let lines = text.split(separator: "\n")
+            if lines.count != summary.steps {
+                problems.append("\(file(epoch: e).path) has \(lines.count) lines, the checkpoint says epoch \(e) took \(summary.steps) steps")
+            }
+        }
+        return problems
+    }
+}
+
+/// Drops the lines of a JSON-lines file (metrics.jsonl, pruning.jsonl) whose "step" is past
+/// `step`: on resume, the steps after the checkpoint were lost and are run again.
+func truncateJSONLines(_ url: URL, afterStep step: Int) throws {
+    guard let data = FileManager.default.contents(atPath: url.path) else { return }
+    var kept: [Substring] = []
+    let text = String(decoding: data, as: UTF8.self)
+    for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let s = object["step"] as? Int else { continue }  // a torn last line goes too
+        if s <= step { kept.append(line) }
+    }
+    try Data((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8).write(to: url, options: .atomic)
+}
