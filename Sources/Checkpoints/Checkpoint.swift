@@ -330,6 +330,8 @@ public struct RecordLayout: Sendable {
     public var count: Int
     /// Bytes in the file, framing and checksum included.
     public var storedBytes: Int
+    /// The record's CRC32C as stored (equal values give equal checksums: compare two checkpoints).
+    public var checksum: UInt32
 }
 
 extension Checkpoint {
@@ -341,10 +343,12 @@ extension Checkpoint {
         for info in header.meta.records {
             let start = r.offset
             let record = try readRecord(info, from: &r, bytes: bytes, version: header.formatVersion)
-            let raw = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: start, as: UInt32.self) }
+            let (raw, crc) = bytes.withUnsafeBytes {
+                ($0.loadUnaligned(fromByteOffset: start, as: UInt32.self), $0.loadUnaligned(fromByteOffset: r.offset - 4, as: UInt32.self))
+            }
             out.append(RecordLayout(name: record.name, role: record.role, shape: record.shape,
                                     encoding: Encoding(rawValue: UInt32(littleEndian: raw)) ?? .dense,
-                                    count: record.count, storedBytes: r.offset - start))
+                                    count: record.count, storedBytes: r.offset - start, checksum: UInt32(littleEndian: crc)))
         }
         guard try r.read(8, what: "end marker") == endMagic else {
             throw .corrupt(source, "end marker missing: the file is incomplete")

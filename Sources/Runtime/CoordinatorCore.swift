@@ -187,6 +187,7 @@ actor CoordinatorCore {
             logger.info("removed checkpoint files a crash left half-written", metadata: ["files": "\(leftovers.joined(separator: ", "))"])
         }
         metrics = MetricsWriter(url: folder.metricsFile, truncate: resume == nil)
+        try folder.write(configYAML, to: folder.configFile)
         step = state.step
         startStep = state.step
         lastSubmittedStep = resume == nil ? -1 : state.step

@@ -145,8 +145,9 @@ public enum ResumeRequest: Sendable, Equatable {
 
 /// Checks shared by `launch` and `coordinator` before a run starts.
 public enum CoordinatorSetup {
-    /// Decides where the run starts (call with the folder created and locked) and writes the
-    /// resolved `config.yaml`. Broken checkpoints are reported and skipped for the previous one.
+    /// Decides where the run starts (call with the folder created and locked). Broken checkpoints
+    /// are reported and skipped for the previous one. The coordinator writes the resolved
+    /// `config.yaml` once it has accepted the start (a refused resume leaves the folder as it was).
     public static func start(folder: RunFolder, config: RunConfiguration, resume: ResumeRequest,
                              allowChangedSettings: Bool, logger: Logger) throws -> RunStart {
         let store = CheckpointStore(runDirectory: folder.url)
@@ -182,7 +183,6 @@ public enum CoordinatorSetup {
             }
             logger.notice("resuming from \(url.path)", metadata: ["step": "\(checkpoint.step)", "of": "\(config.steps)"])
         }
-        try folder.write(config.yamlText(), to: folder.configFile)
         return start
     }
 

@@ -61,7 +61,8 @@ struct CheckpointCommand: ParsableCommand {
                 checkpoint = try Checkpoint(decoding: bytes, source: url.path)
             } catch {
                 if json { printJSON(jsonObject(["status": "corrupt", "path": url.path, "error": "\(error)"])) }
-                throw ValidationError("\(error)")
+                FileHandle.standardError.write(Data("csptrain checkpoint inspect: \(error)\n".utf8))
+                throw ExitCode.failure
             }
             let report = Report(url: url, fileBytes: bytes.count, header: header, records: records, checkpoint: checkpoint)
             if json { printJSON(report.json()) } else { print(report.text(), terminator: "") }
@@ -144,7 +145,8 @@ struct CheckpointCommand: ParsableCommand {
                      "encoding": l.encoding, "stored_bytes": l.storedBytes]
                 },
                 "records": records.map { r -> [String: Any] in
-                    ["name": r.name, "role": r.role, "encoding": r.encoding.name, "count": r.count, "stored_bytes": r.storedBytes]
+                    ["name": r.name, "role": r.role, "encoding": r.encoding.name, "count": r.count, "stored_bytes": r.storedBytes,
+                     "crc32c": String(format: "%08x", r.checksum)]
                 },
             ]
             if checkpoint.lastLoss.isFinite { object["last_loss"] = checkpoint.lastLoss }
