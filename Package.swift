@@ -72,7 +72,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Throughput benchmarks (`csptrain bench`), kept apart from the tests.
-        .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning"]),
+        .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning", "Checkpoints"]),
         // Experiments made of many runs: their plans, statistics and reports (pure; the
         // executable's `experiment` command is the shell that launches and scores the runs).
         .target(name: "Experiments", dependencies: ["Tensors", .product(name: "Yams", package: "Yams")]),

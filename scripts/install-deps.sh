@@ -10,6 +10,7 @@ packages=(
   libsoxr-dev       # band-limited resampling
   libfftw3-dev      # FFTs for log-mel features
   espeak-ng         # the built-in spoken corpus
+  python3-venv      # the tests' Python environment (numpy, safetensors: scripts/python-env.sh)
 )
 
 missing=()

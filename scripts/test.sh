@@ -4,5 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# numpy and safetensors, for the test that loads an exported model in Python.
+CSPTRAIN_PYTHON=$(scripts/python-env.sh)
+export CSPTRAIN_PYTHON
 swift build --build-tests
 swift test --skip-build "$@"

@@ -97,12 +97,13 @@ public enum Benchmarks {
         return Double(messages << 20) / seconds / 1e9
     }
 
-    /// Folding 1 MiB chunks into the accumulator (decode + axpy), against copying the same bytes.
-    public static func aggregation(megabytes: Int) -> Result {
+    /// Folding 1 MiB chunks into the accumulator (decode + axpy, or in deterministic mode the
+    /// exact int64 fixed-point sum), against copying the same bytes.
+    public static func aggregation(megabytes: Int, mode: GradientAccumulator.Mode = .float) -> Result {
         let chunkValues = 1 << 18
         let chunks = max(1, megabytes)
-        var accumulator = GradientAccumulator(parameterCount: chunkValues * 16)
-        let source = [Float](repeating: 0.5, count: chunkValues)
+        var accumulator = GradientAccumulator(parameterCount: chunkValues * 16, mode: mode)
+        let source = (0 ..< chunkValues).map { Float($0 % 1000) * 1e-4 - 0.05 }
         let bytes = FloatEncoding.denseBytes(source)
         let foldStart = ContinuousClock.now
         bytes.withUnsafeBytes { raw in
@@ -121,9 +122,12 @@ public enum Benchmarks {
             }
         }
         let copySeconds = (ContinuousClock.now - copyStart).seconds
-        precondition(target[5] == bytes[5] && accumulator.sum[0] > 0)
+        accumulator.addMicroBatch(0, examples: 1, lossSum: 0)
+        precondition(target[5] == bytes[5] && accumulator.mean()[1] != 0)
         let total = Double(chunks * chunkValues * 4)
-        return Result(name: "aggregation (fold 1 MiB chunks into the step sum)", ours: total / foldSeconds / 1e9,
+        let name = mode == .float ? "aggregation (fold 1 MiB chunks into the step sum)"
+                                  : "aggregation, deterministic (exact int64 fixed-point sum of 1 MiB chunks)"
+        return Result(name: name, ours: total / foldSeconds / 1e9,
                       baseline: total / copySeconds / 1e9, unit: "GB/s", baselineName: "memcpy of the same bytes into a buffer of the same size")
     }
 }

@@ -199,25 +199,64 @@ void csp_transpose(const float *restrict src, long rows, long cols, float *restr
 
 #include <math.h>
 
+/* One value the careful way: any magnitude, NaN and overflow saturate and are counted. */
+static long fold_fixed_one(long long *sum, float x, double scale) {
+    const double limit = 9.2233720368547758e18; /* 2^63 */
+    double term = rint((double)x * scale);
+    if (!(term > -limit && term < limit)) {
+        *sum = term < 0 ? INT64_MIN : INT64_MAX;
+        return 1;
+    }
+    long long t = (long long)term, s;
+    if (__builtin_add_overflow(*sum, t, &s)) {
+        *sum = t < 0 ? INT64_MIN : INT64_MAX;
+        return 1;
+    }
+    *sum = s;
+    return 0;
+}
+
 long csp_fold_fixed(long long *sum, const float *x, long n, long weight, int scale_bits) {
-    /* x · weight is exact in double (24 + at most 29 significant bits); the power of two is
-       exact; rint rounds to nearest, ties to even, independent of any other term. */
+    /* x · weight is exact in double (24 + at most 29 significant bits) and so is the power of
+       two. Rounding to nearest, ties to even, happens once per term, independent of any other
+       term. The fast path rounds with the 1.5·2^52 trick (exact for |t| < 2^51, where it gives
+       what rint gives) and adds in wrapping unsigned arithmetic, which vectorises; a block with
+       a term out of that range, a NaN, or a wrapped sum is undone and redone value by value. */
     const double scale = ldexp((double)weight, scale_bits);
-    const double limit = 9.2233720368547748e18; /* 2^63 */
+    const double magic = 6755399441055744.0; /* 1.5 · 2^52 */
+    const double fast_limit = 2251799813685248.0; /* 2^51 */
+    long long magic_bits;
+    memcpy(&magic_bits, &magic, sizeof magic_bits);
+    enum { BLOCK = 512 };
     long overflowed = 0;
-    for (long i = 0; i < n; i++) {
-        double term = rint((double)x[i] * scale);
-        if (!(term > -limit && term < limit)) {
-            overflowed++;
-            sum[i] = term < 0 ? INT64_MIN : INT64_MAX;
-            continue;
+    for (long start = 0; start < n; start += BLOCK) {
+        const long end = start + BLOCK < n ? start + BLOCK : n;
+        int out_of_range = 0;
+        for (long i = start; i < end; i++) {
+            double t = (double)x[i] * scale;
+            out_of_range |= !(t < fast_limit && t > -fast_limit);
         }
-        long long t = (long long)term, s;
-        if (__builtin_add_overflow(sum[i], t, &s)) {
-            overflowed++;
-            s = t < 0 ? INT64_MIN : INT64_MAX;
+        unsigned long long wrapped = 0;
+        if (!out_of_range) {
+            for (long i = start; i < end; i++) {
+                double t = (double)x[i] * scale + magic;
+                long long bits;
+                memcpy(&bits, &t, sizeof bits);
+                unsigned long long term = (unsigned long long)(bits - magic_bits);
+                unsigned long long before = (unsigned long long)sum[i];
+                unsigned long long after = before + term;
+                wrapped |= (before ^ after) & (term ^ after);
+                sum[i] = (long long)after;
+            }
+            if (!(wrapped >> 63)) continue;
+            for (long i = start; i < end; i++) { /* undo: the same terms, subtracted */
+                double t = (double)x[i] * scale + magic;
+                long long bits;
+                memcpy(&bits, &t, sizeof bits);
+                sum[i] = (long long)((unsigned long long)sum[i] - (unsigned long long)(bits - magic_bits));
+            }
         }
-        sum[i] = s;
+        for (long i = start; i < end; i++) overflowed += fold_fixed_one(&sum[i], x[i], scale);
     }
     return overflowed;
 }

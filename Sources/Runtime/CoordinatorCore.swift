@@ -128,7 +128,8 @@ actor CoordinatorCore {
                           globalBatch: config.coordinator.globalBatch, microBatches: config.coordinator.microBatches,
                           costs: model.exampleCosts, groupingWindow: config.coordinator.lengthGrouping)
         grid = ChunkGrid(tensors: layout.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
-        let initial = try Self.initialWeights(config: config, model: model)
+        // A resumed run takes its weights from the checkpoint (init_from may not even exist here).
+        let initial = resume == nil ? try Self.initialWeights(config: config, model: model) : []
         // Pruning starts after the first update (the schedule's start step); step 0 is dense.
         var firstBroadcast = initial
         if config.coordinator.broadcastValues == .f16 { firstBroadcast.withUnsafeMutableBufferPointer { FloatEncoding.roundToHalf($0) } }

@@ -188,9 +188,19 @@ public enum CoordinatorSetup {
 
     /// The configuration file a start should read: `--config` when given; when resuming without
     /// it, the run folder's `config.yaml` (the interrupted run's resolved configuration).
-    public static func configFile(explicit: String?, folder: RunFolder, resume: ResumeRequest) -> String? {
+    /// Resuming from a checkpoint file into a folder without one: the checkpoint's own
+    /// configuration (copied to a temporary file).
+    public static func configFile(explicit: String?, folder: RunFolder, resume: ResumeRequest) throws -> String? {
         if let explicit { return explicit }
         if resume.isResume, FileManager.default.fileExists(atPath: folder.configFile.path) { return folder.configFile.path }
+        if case let .path(path) = resume {
+            let checkpoint = try CheckpointStore.load(URL(fileURLWithPath: path))
+            let copy = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-resume-\(getpid()).yaml")
+            do { try checkpoint.configYAML.write(to: copy, atomically: true, encoding: .utf8) } catch {
+                throw RunFolderError("cannot write \(copy.path): \(error.localizedDescription)")
+            }
+            return copy.path
+        }
         return nil
     }
 

@@ -14,18 +14,23 @@ struct Bench: AsyncParsableCommand {
             Prints each benchmark with its baseline and their ratio. Not a test: numbers depend on the machine.
 
             ingest       the coordinator's gradient path against raw nng PUSH/PULL
-            aggregation  folding gradient chunks against memcpy
+            aggregation  folding gradient chunks against memcpy, in float32 and in deterministic
+                         mode's exact fixed point
             speech       the speech model's training step on one core against the sgemm peak and,
                          when scripts/bench-pytorch.sh --install has been run, against PyTorch on
                          the same batches
             project      the pruning projection's cost (support update and plain step) as the
                          parameter count grows, next to one Adam step over the same weights
                          (not run unless asked for with --only project)
+            checkpoint   writing and reading a checkpoint (10 M parameters at 0, 50 and 90%
+                         sparsity; the weights, then the weights with Adam's state) against
+                         writing and reading the dense float32 values raw in the same folder
+                         (not run unless asked for with --only checkpoint)
             """
     )
 
     enum Name: String, ExpressibleByArgument, CaseIterable {
-        case ingest, aggregation, speech, project
+        case ingest, aggregation, speech, project, checkpoint
     }
 
     @Option(name: .customLong("only"), help: "Run only these benchmarks (repeatable): \(Name.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -67,6 +72,12 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "project: the target sparsity.")
     var target = 0.8
 
+    @Option(help: "checkpoint: parameters of the model.")
+    var checkpointParameters = 10_000_000
+
+    @Option(help: ArgumentHelp("checkpoint: the folder to write in (its disk is what is measured).", valueName: "dir"))
+    var checkpointFolder = "runs/bench-checkpoint"
+
     @Flag(help: "Print one JSON object on stdout.")
     var json = false
 
@@ -94,7 +105,18 @@ struct Bench: AsyncParsableCommand {
         if selected.contains(.ingest) {
             results.append(try await Benchmarks.ingest(parameters: parameters, microBatches: microBatches, steps: steps, workers: workers, logger: logger))
         }
-        if selected.contains(.aggregation) { results.append(Benchmarks.aggregation(megabytes: megabytes)) }
+        if selected.contains(.aggregation) {
+            results.append(Benchmarks.aggregation(megabytes: megabytes))
+            results.append(Benchmarks.aggregation(megabytes: megabytes, mode: .fixedPoint))
+        }
+        var checkpointRows: [CheckpointBenchmark.Row] = []
+        if selected.contains(.checkpoint) {
+            let folder = URL(fileURLWithPath: checkpointFolder)
+            for withOptimizer in [false, true] {
+                checkpointRows += try CheckpointBenchmark.run(parameters: checkpointParameters, sparsities: [0, 0.5, 0.9],
+                                                              withOptimizer: withOptimizer, folder: folder)
+            }
+        }
         if selected.contains(.speech) {
             var lengths: [Int]?
             if let folder = lengthsFrom {
@@ -114,7 +136,13 @@ struct Bench: AsyncParsableCommand {
                 ["parameters": r.parameters, "method": r.method, "support_update_seconds": r.supportUpdateSeconds,
                  "step_seconds": r.stepSeconds, "optimizer_seconds": r.optimizerSeconds] as [String: Any]
             }
-            let data = try JSONSerialization.data(withJSONObject: ["benchmarks": objects, "projection": projection, "notes": notes], options: [.sortedKeys])
+            let checkpoint = checkpointRows.map { r in
+                ["what": r.what, "sparsity": r.sparsity, "parameters": r.parameters, "file_bytes": r.fileBytes,
+                 "write_seconds": r.writeSeconds, "read_seconds": r.readSeconds, "raw_bytes": r.rawBytes,
+                 "raw_write_seconds": r.rawWriteSeconds, "raw_read_seconds": r.rawReadSeconds] as [String: Any]
+            }
+            let data = try JSONSerialization.data(withJSONObject: ["benchmarks": objects, "projection": projection, "checkpoint": checkpoint,
+                                                                   "notes": notes], options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             for r in results {
@@ -128,6 +156,15 @@ struct Bench: AsyncParsableCommand {
                 print("  parameters  support update  plain step  one Adam step")
                 for r in projectionRows {
                     print(String(format: "  %10d  %14.3f  %10.4f  %13.4f", r.parameters, r.supportUpdateSeconds, r.stepSeconds, r.optimizerSeconds))
+                }
+            }
+            if !checkpointRows.isEmpty {
+                print("checkpoint write/read (\(checkpointFolder)), median of 3; raw = the dense float32 values, write+fsync / read")
+                print("  contents              sparsity  file MB  raw MB  size/raw  write s  raw write s  read s  raw read s")
+                for r in checkpointRows {
+                    print(String(format: "  %-20@  %7.0f%%  %7.1f  %6.1f  %8.3f  %7.3f  %11.3f  %6.3f  %10.3f", r.what as NSString, 100 * r.sparsity,
+                                 Double(r.fileBytes) / 1e6, Double(r.rawBytes) / 1e6, Double(r.fileBytes) / Double(r.rawBytes),
+                                 r.writeSeconds, r.rawWriteSeconds, r.readSeconds, r.rawReadSeconds))
                 }
             }
             for note in notes { print(note) }

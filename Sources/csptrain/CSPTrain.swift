@@ -155,7 +155,7 @@ struct Launch: AsyncParsableCommand {
         let summary: RunSummary
         do {
             let folder = RunFolder(runDir)
-            let file = CoordinatorSetup.configFile(explicit: configOptions.config, folder: folder, resume: resumeOptions.request)
+            let file = try CoordinatorSetup.configFile(explicit: configOptions.config, folder: folder, resume: resumeOptions.request)
             let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"], file: file)
             var options = Launcher.Options(workers: workers, folder: folder, config: config)
             options.listen = listen
@@ -218,7 +218,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let summary: RunSummary
         do {
             let request = resumeOptions.request
-            let file = CoordinatorSetup.configFile(explicit: configOptions.config, folder: folder, resume: request)
+            let file = try CoordinatorSetup.configFile(explicit: configOptions.config, folder: folder, resume: request)
             let config = try configOptions.resolve(file: file)
             try folder.create()
             let lock = try folder.lock()

@@ -101,3 +101,32 @@ struct ConfigurationTests {
         #expect((json?["seed"] as? Int) == 77)
     }
 }
+
+struct FingerprintTests {
+    @Test func coversTheMathsAndNothingElse() throws {
+        let base = try RunConfiguration.load(file: nil)
+        let print = MathsFingerprint(config: base, dataFingerprint: "abc")
+        // Not the maths: workers, steps, deadlines, checkpoints, transport, data paths.
+        for harmless in ["steps=999", "coordinator.min_workers=5", "coordinator.step_deadline_seconds=3", "checkpoint.every_steps=1",
+                         "checkpoint.keep=9", "transport.send_window=2", "coordinator.eval_every_steps=7", "data.train=/elsewhere",
+                         "init_from=/some/run"] {
+            var c = base
+            try c.apply(override: harmless)
+            #expect(MathsFingerprint(config: c, dataFingerprint: "abc") == print, "\(harmless) changed the fingerprint")
+        }
+        // The maths.
+        for change in ["seed=2", "deterministic=true", "optimizer.learning_rate=0.5", "optimizer.schedule.warmup_steps=3",
+                       "coordinator.global_batch=128", "coordinator.micro_batches=4", "pruning.method=csp",
+                       "pruning.schedule.target=0.5", "model.hidden_dim=7", "augmentation.time_masks=1", "coordinator.broadcast_values=f16"] {
+            var c = base
+            try c.apply(override: change)
+            let other = MathsFingerprint(config: c, dataFingerprint: "abc")
+            #expect(other.hex != print.hex, "\(change) did not change the fingerprint")
+            let key = String(change.split(separator: "=")[0])
+            #expect(other.differences(from: print).contains { $0.hasPrefix(key + ":") }, "\(change): \(other.differences(from: print))")
+        }
+        #expect(MathsFingerprint(config: base, dataFingerprint: "other data").hex != print.hex)
+        // The text round-trips, as checkpoints store it.
+        #expect(MathsFingerprint(text: print.text) == print && print.digest.count == 32)
+    }
+}

@@ -325,3 +325,30 @@ struct EvalRoundTests {
         #expect(r.assign(to: b, deadline: 100) == 0)
     }
 }
+
+struct LedgerTests {
+    /// The ledger's entries are the step's examples by epoch; every epoch, once complete, has
+    /// used each example exactly once, and its entries leave the open list for a summary.
+    @Test func epochsCompleteWithEveryExampleOnce() {
+        var order = DataOrder(seed: 3, examples: 50, globalBatch: 16, microBatches: 3, costs: (0 ..< 50).map { $0 % 7 }, groupingWindow: 2)
+        var ledger = RunLedger(examplesPerEpoch: 50)
+        var perEpoch: [Int: [Int]] = [:]
+        var completed: [Int] = []
+        for step in 0 ..< 20 {
+            let parts = order.examplesByEpoch(forStep: step)
+            // The same examples as the micro-batches, only in data order.
+            #expect(parts.flatMap(\.examples).sorted() == order.microBatches(forStep: step).flatMap { $0 }.sorted())
+            let (entries, done) = ledger.record(step: step + 1, parts: parts)
+            #expect(entries.map(\.step).allSatisfy { $0 == step + 1 })
+            for e in entries { perEpoch[e.epoch, default: []] += e.examples }
+            completed += done.map(\.epoch)
+        }
+        // 20 steps × 16 = 320 examples: epochs 0 … 5 complete, epoch 6 holds 20.
+        #expect(completed == [0, 1, 2, 3, 4, 5])
+        for e in 0 ... 5 { #expect(perEpoch[e]!.sorted() == Array(0 ..< 50), "epoch \(e)") }
+        #expect(ledger.open.allSatisfy { $0.epoch == 6 } && ledger.appliedCount(epoch: 6) == 20)
+        #expect(ledger.completed.map(\.examples) == [50, 50, 50, 50, 50, 50])
+        // A step straddling a boundary finishes one epoch and starts the next.
+        #expect(order.examplesByEpoch(forStep: 3).map(\.epoch) == [0, 1])
+    }
+}

@@ -84,6 +84,29 @@ struct FixedPointAccumulatorTests {
         #expect(a.examples == 4)
     }
 
+    /// The kernel rounds a block whose terms all stay below 2^51 with a fast trick, and any other
+    /// block value by value with rint: both must give the same terms.
+    @Test func fastAndCarefulRoundingAgree() {
+        var rng = SeededRandom(5, 5)
+        var values = (0 ..< 3000).map { _ in rng.nextGaussian() * powf(10, Float(Int(rng.next() % 12)) - 9) }
+        values[1234] = 5000   // × 7 × 2^40 > 2^51: this block takes the careful path
+        var whole = GradientAccumulator(parameterCount: values.count, mode: .fixedPoint)
+        var single = GradientAccumulator(parameterCount: values.count, mode: .fixedPoint)
+        values.withUnsafeBufferPointer { v in
+            whole.fold(v, at: 0, weight: 7)
+            for i in 0 ..< v.count { single.fold(UnsafeBufferPointer(rebasing: v[i ..< i + 1]), at: i, weight: 7) }
+        }
+        whole.addMicroBatch(0, examples: 7, lossSum: 0)
+        single.addMicroBatch(0, examples: 7, lossSum: 0)
+        #expect(whole.mean().map(\.bitPattern) == single.mean().map(\.bitPattern))
+        #expect(whole.overflows == 0)
+        // A sum that wraps in the fast path is undone and counted, never left wrapped.
+        var acc = GradientAccumulator(parameterCount: 600, mode: .fixedPoint)
+        let big = [Float](repeating: 2000, count: 600)   // 2000 × 1 × 2^40 < 2^51: fast path
+        for _ in 0 ..< 4200 { big.withUnsafeBufferPointer { acc.fold($0, at: 0, weight: 1) } }   // 8.4e6 > 2^23
+        #expect(acc.overflows > 0 && acc.firstOverflowOffset == 0)
+    }
+
     @Test func overflowIsReportedNotWrapped() {
         var acc = GradientAccumulator(parameterCount: 3, mode: .fixedPoint)
         [Float(1), 5e6, 1].withUnsafeBufferPointer { acc.fold($0, at: 0, weight: 1) }
