@@ -76,6 +76,28 @@ public struct CheckpointStore: Sendable {
         return nil
     }
 
+    /// Moves the checkpoints of steps after `step` to `abandoned/` (a resume from `step` leaves
+    /// that history); returns their names.
+    public func setAsideSteps(after step: Int) -> [String] {
+        let later = steps().filter { $0 > step }
+        guard !later.isEmpty else { return [] }
+        let aside = directory.appendingPathComponent("abandoned", isDirectory: true)
+        try? FileManager.default.createDirectory(at: aside, withIntermediateDirectories: true)
+        var moved: [String] = []
+        for s in later {
+            let name = path(forStep: s).lastPathComponent
+            try? FileManager.default.removeItem(at: aside.appendingPathComponent(name))
+            if (try? FileManager.default.moveItem(at: path(forStep: s), to: aside.appendingPathComponent(name))) != nil { moved.append(name) }
+        }
+        return moved
+    }
+
+    /// Points `latest` at the checkpoint of `step` (a resume from an older file makes it the
+    /// newest of this run).
+    public func pointLatest(toStep step: Int) throws(CheckpointError) {
+        try Self.atomicWrite(Array((path(forStep: step).lastPathComponent + "\n").utf8), to: latestPointer)
+    }
+
     /// Removes `*.tmp` files a crash left behind mid-write (they were never renamed into place).
     @discardableResult
     public func removeUnfinishedWrites() -> [String] {

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Training
 import Yams
 
 /// The settings that change the maths of a run, and a fingerprint of them.
@@ -31,6 +32,9 @@ public struct MathsFingerprint: Sendable, Equatable {
             !Self.excluded.contains(key) && Self.included.contains { $0.hasSuffix(".") ? key.hasPrefix($0) : key == $0 }
         }
         if !dataFingerprint.isEmpty { picked.append(("data.content", dataFingerprint)) }
+        // The fixed-point unit is part of deterministic mode's maths: a build with another
+        // unit must not continue a run bit for bit as if nothing changed.
+        if config.deterministic { picked.append(("deterministic.scale_bits", String(GradientAccumulator.scaleBits))) }
         settings = picked.sorted { $0.0 < $1.0 }.map { (key: $0.0, value: $0.1) }
     }
 

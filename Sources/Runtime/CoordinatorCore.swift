@@ -92,6 +92,7 @@ actor CoordinatorCore {
     private var evalRound: EvalRound?
     private var evalCounts: [String: EvaluationCounts] = [:]
     private var pendingMetrics: StepMetrics?
+    private var checkpointAfterEvaluation = false
     private var finishAfterEval = false
     private var lastValidation: [String: EvaluationCounts] = [:]
 
@@ -107,13 +108,13 @@ actor CoordinatorCore {
          start: RunStart = .fresh, progress: @escaping @Sendable (ProgressEvent) -> Void) throws {
         var resume: Checkpoint?
         var allowChangedSettings = false
+        var resumePath: String?
         if case let .resume(checkpoint, url, allow) = start {
             resume = checkpoint
             allowChangedSettings = allow
-            resumedFrom = url.path
-        } else {
-            resumedFrom = nil
+            resumePath = url.path
         }
+        resumedFrom = resumePath
         self.config = config
         configYAML = config.yamlText()
         self.runID = runID
@@ -138,14 +139,19 @@ actor CoordinatorCore {
         }
         fingerprint = MathsFingerprint(config: config, dataFingerprint: model.trainingDataFingerprint)
         accumulator = GradientAccumulator(parameterCount: layout.totalCount, mode: config.deterministic ? .fixedPoint : .float)
-        checkpoints = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
-        writer = CheckpointWriter(store: checkpoints)
+        let store = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
+        checkpoints = store
+        writer = CheckpointWriter(store: store)
         ledgerFiles = LedgerFiles(runFolder: folder.url)
         var state = TrainingState(step: 0, broadcast: firstBroadcast, weights: initial,
                                   optimizer: Optimizer(settings: config.optimizer, parameterCount: layout.totalCount),
                                   projection: ProjectionState(), ledger: RunLedger(examplesPerEpoch: model.trainingExamples),
                                   examplesSeen: 0, lastLoss: .nan)
         if let resume {
+            let source = resumePath ?? "the checkpoint"
+            guard resume.formatVersion >= 2 else {
+                throw RunFolderError("\(source) is in checkpoint format version \(resume.formatVersion), written before csptrain kept what an exact resume needs (optimizer counter, pruning state, ledger); start a new run from its weights with --set init_from=\(source) instead")
+            }
             let saved = MathsFingerprint(text: resume.mathsSettings)
             let differences = fingerprint.differences(from: saved)
             if !differences.isEmpty {
@@ -155,10 +161,25 @@ actor CoordinatorCore {
                 }
                 logger.warning("resuming with settings that change the maths (--allow-changed-settings):\n\(list)")
             }
-            state = try TrainingState.restore(from: resume, layout: layout, optimizer: config.optimizer,
-                                              examplesPerEpoch: model.trainingExamples)
+            do {
+                state = try TrainingState.restore(from: resume, layout: layout, optimizer: config.optimizer,
+                                                  examplesPerEpoch: model.trainingExamples)
+            } catch {
+                throw RunFolderError("cannot resume from \(source): \(error)")
+            }
             do { try projection.restore(state.projection) } catch {
-                throw RunFolderError("the checkpoint's pruning state does not fit pruning.method \(config.pruning.method.rawValue): \(error)")
+                throw RunFolderError("cannot resume from \(source): its pruning state does not fit pruning.method \(config.pruning.method.rawValue): \(error)")
+            }
+            // Checkpoints past the resume point belong to a history this run abandons (a resume
+            // from an older file, or a kill between writing a file and moving `latest`): they
+            // must not be picked by a later fallback or outlive this run's own.
+            let abandoned = store.setAsideSteps(after: resume.step)
+            if let from = resumePath, URL(fileURLWithPath: from).standardizedFileURL == store.path(forStep: resume.step).standardizedFileURL {
+                try? store.pointLatest(toStep: resume.step)
+            }
+            if !abandoned.isEmpty {
+                logger.notice("moved checkpoints past step \(resume.step) aside: this run continues from step \(resume.step)",
+                              metadata: ["files": "\(abandoned.joined(separator: ", "))", "to": "\(store.directory.path)/abandoned"])
             }
             if config.optimizer.schedule.decay == .cosine,
                let before = try? RunConfiguration.parse(yaml: resume.configYAML, source: "the checkpoint"), before.steps != config.steps {
@@ -183,7 +204,7 @@ actor CoordinatorCore {
         } else {
             try? FileManager.default.removeItem(at: folder.pruningFile)
         }
-        let leftovers = checkpoints.removeUnfinishedWrites()
+        let leftovers = store.removeUnfinishedWrites()
         if !leftovers.isEmpty {
             logger.info("removed checkpoint files a crash left half-written", metadata: ["files": "\(leftovers.joined(separator: ", "))"])
         }
@@ -474,7 +495,7 @@ actor CoordinatorCore {
         if accumulator.overflows > 0 {
             let offset = accumulator.firstOverflowOffset ?? 0
             let tensor = layout.tensors.first { $0.range.contains(offset) }?.name ?? "?"
-            finish(.failed, message: "step \(step + 1) not applied: its gradient sum left the range of deterministic mode's fixed-point accumulator (|Σ examples × gradient| ≥ 2^23 at \(accumulator.overflows) value(s), first in tensor '\(tensor)'): the model is diverging. Resume from the last checkpoint with a lower optimizer.learning_rate (the run folder holds it), or set deterministic: false")
+            finish(.failed, message: "step \(step + 1) not applied: its gradient sum left the range of deterministic mode's fixed-point accumulator (|Σ examples × gradient| ≥ 2^23 at \(accumulator.overflows) value(s), first in tensor '\(tensor)'): the model is diverging. The run folder's last checkpoint is intact: resume from it with a lower optimizer.learning_rate or a smaller optimizer.clip_norm, with --allow-changed-settings (both change the maths)")
             return
         }
         let loss = accumulator.meanLoss
@@ -510,6 +531,8 @@ actor CoordinatorCore {
             logger.error("cannot append to the ledger in \(ledgerFiles.folder.path): \(error) (the checkpoints still hold it)")
         }
         for epoch in recorded.completedEpochs {
+            // The next checkpoint keeps only a summary of this epoch: its file must be on disk first.
+            ledgerFiles.sync(epoch: epoch.epoch)
             logger.info("epoch complete", metadata: ["epoch": "\(epoch.epoch)", "steps": "\(epoch.steps)", "examples": "\(epoch.examples)"])
         }
         if firstLoss == nil { firstLoss = loss }
@@ -524,12 +547,15 @@ actor CoordinatorCore {
         step += 1
         stepStarted = now
         accumulator.reset()
-        if config.checkpoint.everySteps > 0, step % config.checkpoint.everySteps == 0, step < config.steps {
-            submitCheckpoint()
-        }
         let sets = model.evaluationSets.filter { $0.value > 0 }
         let evalDue = config.coordinator.evalEverySteps > 0 && !sets.isEmpty
             && (step % config.coordinator.evalEverySteps == 0 || step >= config.steps)
+        if config.checkpoint.everySteps > 0, step % config.checkpoint.everySteps == 0, step < config.steps {
+            // After a validation, the checkpoint waits for it (nothing changes meanwhile): a kill
+            // during the validation then resumes before the step and scores it again, so
+            // metrics.jsonl never lacks the step's line.
+            if evalDue { checkpointAfterEvaluation = true } else { submitCheckpoint() }
+        }
         if step >= config.steps && !evalDue {
             var record = record
             record.wallSeconds = Monotonic.now - runStarted
@@ -628,6 +654,10 @@ actor CoordinatorCore {
         })
         evalRound = nil
         pendingMetrics = nil
+        if checkpointAfterEvaluation {
+            checkpointAfterEvaluation = false
+            submitCheckpoint()
+        }
         // The time spent scoring is not the next step's.
         stepStarted = Monotonic.now
         if finishAfterEval {
@@ -641,6 +671,8 @@ actor CoordinatorCore {
 
     /// Called periodically: drops members past their deadline and answers held requests.
     func tick() {
+        // Ending: the final checkpoint is being written; nobody is late for anything any more.
+        guard !ending else { return }
         let now = Monotonic.now
         // Members that hold no work and have not asked for any for much longer than a held
         // request lasts are gone without a goodbye (a proof answered on a closed connection, a
@@ -701,7 +733,15 @@ actor CoordinatorCore {
     func finish(_ status: RunSummary.Status, message: String?) {
         guard outcome == nil, !ending else { return }
         ending = true
-        if step > lastSubmittedStep { submitCheckpoint() }
+        if var record = pendingMetrics {
+            // Stopped during a validation: the step's line goes out without it.
+            record.wallSeconds = Monotonic.now - runStarted
+            metrics.append(record)
+            pendingMetrics = nil
+        }
+        // Nothing applied yet (a run that fails before its first step): no checkpoint, so the
+        // same command can simply be run again.
+        if step > lastSubmittedStep, step > 0 { submitCheckpoint() }
         Task {
             await writer.flush()
             conclude(status, message: message)
@@ -709,11 +749,17 @@ actor CoordinatorCore {
     }
 
     private func conclude(_ status: RunSummary.Status, message: String?) {
+        var message = message
+        let latest = checkpoints.latestPath()
+        if step > 0, latest?.lastPathComponent != checkpoints.path(forStep: step).lastPathComponent {
+            let note = "the checkpoint of step \(step) could not be written (see the log); the newest one is \(latest?.path ?? "none")"
+            message = message.map { $0 + "; " + note } ?? note
+        }
         let sparsity = projection.sparsityReport(broadcast, layout: layout)
         let wall = Monotonic.now - runStarted
         var summary = RunSummary(status: status, runId: runID, steps: step, startStep: startStep, workersSeen: workerNames.count,
                                  workersFailed: membership.failedTotal, firstLoss: firstLoss, finalLoss: lastLoss,
-                                 sparsity: sparsity.prunable, sparsityOverall: sparsity.overall, checkpoint: checkpoints.latestPath()?.path,
+                                 sparsity: sparsity.prunable, sparsityOverall: sparsity.overall, checkpoint: latest?.path,
                                  wallSeconds: wall, examplesPerSecond: wall > 0 ? Double(examplesProcessed) / wall : 0,
                                  duplicateChunks: duplicateChunks, staleChunks: staleChunks,
                                  reassignedMicroBatches: reassignedMicroBatches,

@@ -57,7 +57,7 @@ public final class CoordinatorService: Sendable {
     /// Serves until the run ends; returns its summary.
     public func run() async -> RunSummary {
         await core.finishIfAlreadyComplete()
-        return await withTaskGroup(of: Void.self) { group in
+        let summary = await withTaskGroup(of: Void.self) { group in
             for _ in 0 ..< settings.coordinatorContexts {
                 guard let context = try? socket.openContext() else { break }
                 group.addTask { await self.serve(context) }
@@ -80,10 +80,14 @@ public final class CoordinatorService: Sendable {
             while Monotonic.now < lingerUntil, await !core.everyoneToldFinished {
                 try? await Task.sleep(for: .milliseconds(50))
             }
-            socket.close()
+            // Stop serving first, close after: every exchange in flight finishes or is cancelled
+            // before the socket (and with it its contexts) goes away. Closing under a context
+            // that is still sending made nng panic (pthread_mutex_lock on a freed context).
             group.cancelAll()
             return summary
         }
+        socket.close()
+        return summary
     }
 
     private func serve(_ context: Context) async {

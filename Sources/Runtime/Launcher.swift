@@ -160,10 +160,12 @@ public enum CoordinatorSetup {
             start = .fresh
         case .latest, .auto:
             var broken: [String] = []
-            if let (checkpoint, url) = store.newestIntact(skipped: { error in
+            let found = store.newestIntact { error in
                 broken.append("\(error)")
-                logger.warning("checkpoint unusable, falling back to the previous one: \(error)")
-            }) {
+                logger.warning("checkpoint unusable, trying an older one: \(error)")
+            }
+            if let (checkpoint, url) = found {
+                if !broken.isEmpty { logger.warning("resuming from \(url.lastPathComponent), the newest intact checkpoint") }
                 start = .resume(checkpoint, url: url, allowChangedSettings: allowChangedSettings)
             } else if !broken.isEmpty {
                 throw RunFolderError("no intact checkpoint in \(store.directory.path):\n  " + broken.joined(separator: "\n  "))
@@ -174,7 +176,7 @@ public enum CoordinatorSetup {
                 throw RunFolderError("--resume: there is no checkpoint in \(store.directory.path) to resume from; start the run without --resume (or use --resume auto, which starts fresh when there is none)")
             }
         case let .path(path):
-            let url = URL(fileURLWithPath: path)
+            let url = try resolveCheckpoint(path)
             start = .resume(try CheckpointStore.load(url), url: url, allowChangedSettings: allowChangedSettings)
         }
         if case let .resume(checkpoint, url, _) = start {
@@ -186,15 +188,40 @@ public enum CoordinatorSetup {
         return start
     }
 
+    /// `--resume PATH`: a checkpoint file, a `latest` pointer, or a run folder (its `latest`).
+    public static func resolveCheckpoint(_ path: String) throws -> URL {
+        let url = URL(fileURLWithPath: path)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw RunFolderError("--resume \(path): no such file or folder")
+        }
+        if isDirectory.boolValue {
+            let store = CheckpointStore(runDirectory: url.lastPathComponent == "checkpoints" ? url.deletingLastPathComponent() : url)
+            guard let latest = store.latestPath() else { throw RunFolderError("--resume \(path): the folder has no checkpoints/latest") }
+            return latest
+        }
+        if url.lastPathComponent == "latest" {
+            let store = CheckpointStore(runDirectory: url.deletingLastPathComponent().deletingLastPathComponent())
+            guard let latest = store.latestPath() else { throw RunFolderError("--resume \(path): the pointer is empty") }
+            return latest
+        }
+        return url
+    }
+
     /// The configuration file a start should read: `--config` when given; when resuming without
-    /// it, the run folder's `config.yaml` (the interrupted run's resolved configuration).
-    /// Resuming from a checkpoint file into a folder without one: the checkpoint's own
-    /// configuration (copied to a temporary file).
+    /// it, the run folder's `config.yaml` (the interrupted run's resolved configuration), else
+    /// the configuration inside the checkpoint to resume from (copied to a temporary file).
     public static func configFile(explicit: String?, folder: RunFolder, resume: ResumeRequest) throws -> String? {
         if let explicit { return explicit }
         if resume.isResume, FileManager.default.fileExists(atPath: folder.configFile.path) { return folder.configFile.path }
-        if case let .path(path) = resume {
-            let checkpoint = try CheckpointStore.load(URL(fileURLWithPath: path))
+        var source: URL?
+        switch resume {
+        case .no: return nil
+        case let .path(path): source = try resolveCheckpoint(path)
+        case .latest, .auto: source = CheckpointStore(runDirectory: folder.url).newestIntact()?.url
+        }
+        if let source {
+            let checkpoint = try CheckpointStore.load(source)
             let copy = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-resume-\(getpid()).yaml")
             do { try checkpoint.configYAML.write(to: copy, atomically: true, encoding: .utf8) } catch {
                 throw RunFolderError("cannot write \(copy.path): \(error.localizedDescription)")

@@ -7,6 +7,10 @@ import Tensors
 import Training
 import Wire
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The coordinator's state at a step boundary, and its mapping to and from checkpoint records.
 ///
 /// Everything a step's result depends on is here or is a pure function of the configuration and
@@ -90,9 +94,6 @@ struct TrainingState {
     /// is missing or does not fit.
     static func restore(from checkpoint: Checkpoint, layout: ParameterLayout, optimizer settings: OptimizerSettings,
                         examplesPerEpoch: Int) throws -> TrainingState {
-        guard checkpoint.formatVersion >= 2 else {
-            throw RunFolderError("the checkpoint is in format version \(checkpoint.formatVersion), written before csptrain kept what an exact resume needs (optimizer counter, pruning state, ledger); start a new run from its weights with --set init_from=PATH instead")
-        }
         let broadcast = try checkpoint.flatValues(role: "param", layout: layout)
         var weights = broadcast
         for spec in layout.tensors {
@@ -103,7 +104,7 @@ struct TrainingState {
         let state = checkpoint.state
         func slot(_ name: String) throws -> [Float] {
             guard let r = checkpoint.record(named: "all", role: "optimizer/\(name)") else {
-                throw CheckpointError.missingRecord("all", role: "optimizer/\(name)")
+                throw RunFolderError("it has no optimizer state '\(name)' (was it written with another optimizer.kind?)")
             }
             guard r.values.count == layout.totalCount else {
                 throw RunFolderError("optimizer state '\(name)' holds \(r.values.count) values, the model has \(layout.totalCount)")
@@ -118,10 +119,13 @@ struct TrainingState {
         projection.integers = state.projectionIntegers
         for r in checkpoint.records(role: "pruning") { projection.floats[r.name] = r.values }
         for r in checkpoint.records(role: "pruning-mask") {
-            projection.masks[r.name] = unpackBits(r.bytes ?? [], count: layout.totalCount)
+            guard let bits = r.bytes, bits.count == (layout.totalCount + 7) / 8 else {
+                throw RunFolderError("record 'pruning-mask/\(r.name)' holds \(r.bytes.map { "\($0.count) bytes" } ?? "floats"), a mask of \(layout.totalCount) parameters needs \((layout.totalCount + 7) / 8) bytes")
+            }
+            projection.masks[r.name] = unpackBits(bits, count: layout.totalCount)
         }
         guard let ledgerBytes = checkpoint.record(named: "ledger", role: "ledger")?.bytes else {
-            throw CheckpointError.missingRecord("ledger", role: "ledger")
+            throw RunFolderError("it has no ledger record")
         }
         let ledger = try decodeLedger(ledgerBytes, examplesPerEpoch: examplesPerEpoch)
         return TrainingState(step: checkpoint.step, broadcast: broadcast, weights: weights, optimizer: optimizer,
@@ -187,6 +191,15 @@ final class LedgerFiles {
 
     static func line(_ entry: RunLedger.Step) -> String {
         "{\"step\":\(entry.step),\"epoch\":\(entry.epoch),\"examples\":[" + entry.examples.map(String.init).joined(separator: ",") + "]}\n"
+    }
+
+    /// Flushes an epoch's file to disk (once, when the epoch completes).
+    func sync(epoch: Int) {
+        guard let handle = try? FileHandle(forWritingTo: file(epoch: epoch)) else { return }
+        try? handle.synchronize()
+        try? handle.close()
+        let dir = open(folder.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 { fsync(dir); close(dir) }
     }
 
     func append(_ entries: [RunLedger.Step]) throws {

@@ -65,8 +65,8 @@ struct CheckpointFormatTests {
     /// at 99%.
     @Test func sizesFollowDensity() {
         func size(_ density: Double) -> Int {
-            var rng = SystemRandomNumberGenerator()
-            let v = (0 ..< 100_000).map { _ in Double.random(in: 0 ..< 1, using: &rng) < density ? Float.random(in: -1 ... 1, using: &rng) : 0 }
+            var rng = SeededRandom(11, UInt64(density * 1000))
+            let v = (0 ..< 100_000).map { _ in Double(rng.nextUnitFloat()) < density ? rng.nextGaussian() : 0 }
             return Checkpoint(step: 1, runID: "", configYAML: "", records: [.init(name: "w", shape: [v.count], role: "param", values: v)]).encoded().count
         }
         let dense = size(1), ninety = size(0.1), ninetyNine = size(0.01)
