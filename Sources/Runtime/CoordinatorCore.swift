@@ -793,6 +793,7 @@ actor CoordinatorCore {
     /// Snapshots the state of step `step` and hands it to the writer thread: the step loop goes
     /// on while it is encoded and written.
     private func submitCheckpoint() {
+        let snapshotStart = Monotonic.now
         let state = TrainingState(step: step, broadcast: broadcast, weights: weights, optimizer: optimizer,
                                   projection: projection.checkpointState, ledger: ledger, examplesSeen: examplesSeen,
                                   lastLoss: lastLoss ?? .nan)
@@ -802,11 +803,13 @@ actor CoordinatorCore {
         let checkpoint = state.checkpoint(context)
         lastSubmittedStep = step
         let logger = self.logger
+        let snapshotSeconds = String(format: "%.4f", Monotonic.now - snapshotStart)
         writer.submit(checkpoint) { step, result, seconds, bytes in
             switch result {
             case let .success(url):
                 logger.debug("checkpoint written", metadata: ["step": "\(step)", "path": "\(url.path)", "bytes": "\(bytes)",
-                                                              "seconds": "\(String(format: "%.3f", seconds))"])
+                                                              "snapshot_seconds": "\(snapshotSeconds)",
+                                                              "write_seconds": "\(String(format: "%.3f", seconds))"])
             case let .failure(error):
                 if case let .io(_, what) = error, what.hasPrefix("superseded") {
                     logger.debug("checkpoint of step \(step) skipped: \(what)")

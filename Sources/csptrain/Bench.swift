@@ -162,7 +162,7 @@ struct Bench: AsyncParsableCommand {
                 print("checkpoint write/read (\(checkpointFolder)), median of 3; raw = the dense float32 values, write+fsync / read")
                 print("  contents              sparsity  file MB  raw MB  size/raw  write s  raw write s  read s  raw read s")
                 for r in checkpointRows {
-                    print(String(format: "  %-20@  %7.0f%%  %7.1f  %6.1f  %8.3f  %7.3f  %11.3f  %6.3f  %10.3f", r.what as NSString, 100 * r.sparsity,
+                    print("  " + r.what.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "  %7.0f%%  %7.1f  %6.1f  %8.3f  %7.3f  %11.3f  %6.3f  %10.3f", 100 * r.sparsity,
                                  Double(r.fileBytes) / 1e6, Double(r.rawBytes) / 1e6, Double(r.fileBytes) / Double(r.rawBytes),
                                  r.writeSeconds, r.rawWriteSeconds, r.readSeconds, r.rawReadSeconds))
                 }
