@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "Wire", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["Generated/PROTO_SHA256"]),
         // Flat parameter buffers, named views, sparse encodings, checksums, BLAS calls.
-        .target(name: "Tensors", dependencies: ["CBLAS"]),
+        .target(name: "Tensors", dependencies: ["CBLAS", "CKernels"]),
         // Models with their backward passes, behind the GradientModel protocol; built-in tasks.
         .target(name: "Models", dependencies: ["Tensors", "CKernels"]),
         // Speech data: audio files, resampling, features, transcripts, decoding and scoring.

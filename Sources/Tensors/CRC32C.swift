@@ -1,5 +1,8 @@
+import CKernels
+
 /// CRC-32C (Castagnoli, polynomial 0x1EDC6F41, reflected), as used by iSCSI, ext4 and
-/// TFRecord. Table-driven, slicing by 8 bytes.
+/// TFRecord. The CPU's crc32 instruction where there is one (x86-64 with SSE 4.2), else
+/// table-driven, slicing by 8 bytes; both give the same value (tested).
 public struct CRC32C: Sendable {
     public private(set) var value: UInt32 = 0
 
@@ -16,6 +19,19 @@ public struct CRC32C: Sendable {
     }
 
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        if let base = bytes.baseAddress {
+            var done: Int32 = 0
+            let crc = csp_crc32c_hw(~value, base, bytes.count, &done)
+            if done != 0 {
+                value = ~crc
+                return
+            }
+        }
+        updateWithTables(bytes)
+    }
+
+    /// The portable path (also what tests compare the instruction with).
+    mutating func updateWithTables(_ bytes: UnsafeRawBufferPointer) {
         var crc = ~value
         let table = Self.tables
         var i = 0

@@ -66,9 +66,12 @@ struct SpeechResumeTests {
         let relative = try #require(try String(contentsOfFile: "\(corpus)/train.jsonl", encoding: .utf8).split(separator: "\n").first
             .flatMap { try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }?["audio_filepath"] as? String)
         let audio = relative.hasPrefix("/") ? relative : "\(corpus)/\(relative)"
-        let python = ProcessInfo.processInfo.environment["CSPTRAIN_PYTHON"] ?? "python3"
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("scripts/check-export.py").path
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let script = root.appendingPathComponent("scripts/check-export.py").path
+        // scripts/test.sh sets CSPTRAIN_PYTHON; `swift test` alone finds the environment it made.
+        let made = root.appendingPathComponent(".build/pyenv/bin/python").path
+        let python = ProcessInfo.processInfo.environment["CSPTRAIN_PYTHON"]
+            ?? (FileManager.default.isExecutableFile(atPath: made) ? made : "python3")
         for layout in ["dense", "bitmask"] {
             let out = dir.appendingPathComponent("model-\(layout).safetensors").path
             let export = try Child(["checkpoint", "export", reference, "--format", "safetensors", "--out", out, "--layout", layout,

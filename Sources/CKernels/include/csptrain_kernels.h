@@ -66,6 +66,11 @@ long csp_fold_fixed(long long *sum, const float *x, long n, long weight, int sca
 /// out[i] = (float)((double)sum[i] · 2^−scale_bits / examples).
 void csp_fixed_mean(const long long *sum, float *out, long n, long examples, int scale_bits);
 
+/// CRC-32C (Castagnoli) update without the initial and final inversion: the hardware crc32
+/// instruction (SSE 4.2) when the CPU has it, else 0 is returned in `*done` and nothing is
+/// computed (the caller's table-driven version takes over).
+unsigned int csp_crc32c_hw(unsigned int crc, const void *data, long n, int *done);
+
 #ifdef __cplusplus
 }
 #endif
