@@ -186,6 +186,15 @@ void csp_rows_times_matrix(const float *x, long rows, long k, const float *m, lo
     }
 }
 
+const char *csp_rows_kernel_name(void) {
+#if defined(__x86_64__) && defined(__clang__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return "avx512f+fma";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2+fma";
+#endif
+    return "generic";
+}
+
 void csp_transpose(const float *restrict src, long rows, long cols, float *restrict dst) {
     // Tiles of 32 × 32 keep both sides in cache lines.
     for (long r0 = 0; r0 < rows; r0 += 32) {

@@ -59,6 +59,9 @@ actor CoordinatorCore {
     private var examplesSeen = 0
     /// The last step a checkpoint was submitted for (the resume point's step after a resume).
     private var lastSubmittedStep = -1
+    /// Deterministic runs: the compute signature all workers share (set by the first to join, or
+    /// by the checkpoint resumed from).
+    private var computeSignature: String?
     /// Set when the run is ending: the final checkpoint is being written; nothing changes any more.
     private var ending = false
     private let metrics: MetricsWriter
@@ -185,9 +188,6 @@ actor CoordinatorCore {
                let before = try? RunConfiguration.parse(yaml: resume.configYAML, source: "the checkpoint"), before.steps != config.steps {
                 logger.warning("steps changed from \(before.steps) to \(config.steps): the cosine learning-rate schedule now decays over \(config.steps) steps, so the rates from step \(resume.step + 1) on differ from the original run's")
             }
-            if config.deterministic, !resume.state.blasCore.isEmpty, resume.state.blasCore != BLASRuntime.coreName {
-                logger.warning("the checkpoint was written with OpenBLAS kernel \(resume.state.blasCore), this machine uses \(BLASRuntime.coreName): results stay deterministic from here on, but may differ in the last bits from a run on the original machine")
-            }
         }
         weights = state.weights
         broadcast = state.broadcast
@@ -195,6 +195,7 @@ actor CoordinatorCore {
         ledger = state.ledger
         examplesSeen = state.examplesSeen
         if resume != nil { lastLoss = state.lastLoss.isFinite ? state.lastLoss : nil }
+        if let signature = resume?.state.computeSignature, !signature.isEmpty, config.deterministic { computeSignature = signature }
         // The run folder's files start where the state does: the ledger as the checkpoint has it,
         // metrics and pruning logs without the steps lost after it (a fresh run: empty).
         for problem in try ledgerFiles.restore(state.ledger) { logger.warning("ledger: \(problem)") }
@@ -312,6 +313,20 @@ actor CoordinatorCore {
             return refusal(.badProof, "the proof does not verify: this worker's token is not the run's token")
         case .accepted:
             break
+        }
+        // A deterministic run needs the same bits from every worker for the same micro-batch: the
+        // first worker fixes the run's compute signature (kept in checkpoints), others must match.
+        if config.deterministic {
+            let theirs = proof.computeSignature.isEmpty ? "(not reported)" : proof.computeSignature
+            if let required = computeSignature, required != proof.computeSignature {
+                logger.warning("refused a worker: deterministic runs need every worker to compute the same bits",
+                               metadata: ["peer": "\(peer)", "worker": "\(proof.workerName)", "theirs": "\(theirs)", "run": "\(required)"])
+                return refusal(.incompatible, "deterministic: true needs every worker to compute the same bits: this worker has \(theirs), the run's workers \(required). Run it on a machine of the same CPU type, or set OPENBLAS_CORETYPE on every machine to one kernel they all support")
+            }
+            if computeSignature == nil {
+                computeSignature = proof.computeSignature
+                logger.info("deterministic run: every worker must compute with \(theirs)")
+            }
         }
         let session = SessionID(randomBytes(JoinHandshake.sessionBytes))
         let member = membership.join(name: proof.workerName, session: session, pipe: pipe, now: Monotonic.now)
@@ -800,7 +815,8 @@ actor CoordinatorCore {
         let context = TrainingState.Context(runID: runID, configYAML: configYAML, fingerprint: fingerprint, layout: layout,
                                             modelRecords: model.checkpointRecords, config: config, projectionName: projection.name,
                                             examplesPerEpoch: model.trainingExamples)
-        let checkpoint = state.checkpoint(context)
+        var checkpoint = state.checkpoint(context)
+        checkpoint.state.computeSignature = computeSignature ?? ""
         lastSubmittedStep = step
         let logger = self.logger
         let snapshotSeconds = String(format: "%.4f", Monotonic.now - snapshotStart)

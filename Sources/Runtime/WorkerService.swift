@@ -119,6 +119,7 @@ public final class WorkerService: Sendable {
             $0.serverNonce = challenge.serverNonce
             $0.mac = JoinHandshake.joinMAC(token: options.token, runID: runID, serverNonce: challenge.serverNonce,
                                            clientNonce: clientNonce, workerName: options.name)
+            $0.computeSignature = BLASRuntime.computeSignature
         }
         let welcomeReply = try await call(proof, context: context)
         try checkRefusal(welcomeReply)
@@ -166,6 +167,8 @@ public final class WorkerService: Sendable {
             throw Rejoin()
         case .badProof:
             throw WorkerError("the coordinator refused this worker's proof: the token is not the run's token (\(refusal.reason))")
+        case .incompatible:
+            throw WorkerError("the coordinator cannot use this worker: \(refusal.reason)")
         case .versionMismatch:
             throw WorkerError("protocol version mismatch: this worker speaks \(protocolVersion), the coordinator \(reply.header.protocolVersion) (\(refusal.reason))")
         default:

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Foundation
 
 #if canImport(Glibc)
@@ -16,6 +17,11 @@ import Glibc
 public enum BLASRuntime {
     /// The kernel family OpenBLAS chose ("Haswell", "SkylakeX", "Prescott", ...).
     public static var coreName: String { String(cString: openblas_get_corename()) }
+
+    /// What a gradient's last bits depend on besides the inputs: OpenBLAS's kernel and the
+    /// variant of csptrain's own matrix kernel. Processes with the same signature compute the
+    /// same bits; deterministic runs require one signature for all workers.
+    public static var computeSignature: String { "openblas \(coreName), kernels \(String(cString: csp_rows_kernel_name()))" }
 
     /// The core type this CPU supports, from /proc/cpuinfo flags.
     public static func bestCoreType() -> String? {

@@ -295,6 +295,38 @@ struct CoordinatorTests {
         return try #require(try probe.listen("tcp://127.0.0.1:0", maxMessageSize: 1024).boundPort)
     }
 
+    /// Deterministic runs: the first worker fixes the run's compute signature (OpenBLAS kernel,
+    /// kernel variant); a worker that would compute other bits is refused with what to change.
+    @Test func deterministicRunsRefuseWorkersThatComputeDifferently() async throws {
+        let run = try await startCoordinator(["--steps", "100000", "--set", "deterministic=true"])
+        defer { run.coordinator.signal(SIGKILL); try? FileManager.default.removeItem(at: run.dir) }
+        let first = try worker(run, name: "first")
+        defer { first.signal(SIGKILL) }
+        let deadline = Date().addingTimeInterval(30)
+        while !run.coordinator.stderr.contains("deterministic run: every worker must compute with"), Date() < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(run.coordinator.stderr.contains("deterministic run: every worker must compute with openblas"))
+        let token = try String(contentsOf: run.token, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = try RawClient(url: run.url)
+        defer { client.close() }
+        let nonce = Data((0 ..< 32).map { _ in UInt8.random(in: 0 ... 255) })
+        let challenge = try await client.send { $0.hello = .with { $0.workerName = "odd"; $0.clientNonce = nonce } }
+        client.runID = challenge.header.runID
+        let reply = try await client.send { r in
+            r.proof = .with {
+                $0.workerName = "odd"
+                $0.clientNonce = nonce
+                $0.serverNonce = challenge.challenge.serverNonce
+                $0.mac = hmac(token: token, parts: [Data("csptrain.v1/join".utf8), Data([0]), Data(client.runID.utf8), Data([0]),
+                                                    challenge.challenge.serverNonce, nonce, Data("odd".utf8)])
+                $0.computeSignature = "openblas Prescott, kernels generic"
+            }
+        }
+        #expect(reply.refusal.code == .incompatible, "\(reply)")
+        #expect(reply.refusal.reason.contains("openblas Prescott, kernels generic") && reply.refusal.reason.contains("OPENBLAS_CORETYPE"))
+    }
+
     // MARK: Helpers
 
     func join(_ url: String, token: String) async throws -> RawClient {

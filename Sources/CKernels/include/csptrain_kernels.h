@@ -54,6 +54,10 @@ void csp_adam(float *p, const float *grad, float *m, float *v, long n, float lr,
 /// as the product). Uses fused multiply-adds where the CPU has them.
 void csp_rows_times_matrix(const float *x, long rows, long k, const float *m, long n, float *out);
 
+/// The variant csp_rows_times_matrix runs on this CPU ("avx512f+fma", "avx2+fma", "generic"):
+/// results differ in the last bits between variants (fused multiply-adds round once).
+const char *csp_rows_kernel_name(void);
+
 /// dst (cols, rows) = srcᵀ for src (rows, cols), row-major.
 void csp_transpose(const float *src, long rows, long cols, float *dst);
 

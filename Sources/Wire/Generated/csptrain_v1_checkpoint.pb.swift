@@ -149,8 +149,12 @@ public nonisolated struct Csptrain_V1_TrainingState: Sendable {
 
   public var scheduleSparsity: Double = 0
 
-  /// OpenBLAS's kernel on the coordinator: deterministic results hold for the same kernel.
+  /// OpenBLAS's kernel on the coordinator.
   public var blasCore: String = String()
+
+  /// Deterministic runs: the compute signature (OpenBLAS kernel, csptrain kernel variant) every
+  /// worker of the run has had; workers that differ are refused, before and after a resume.
+  public var computeSignature: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -372,7 +376,7 @@ nonisolated extension Csptrain_V1_RecordInfo: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Csptrain_V1_TrainingState: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainingState"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}epoch\0\u{3}position_in_epoch\0\u{3}examples_per_epoch\0\u{3}global_batch\0\u{3}examples_seen\0\u{3}optimizer_steps\0\u{3}learning_rate_factor\0\u{1}deterministic\0\u{3}accumulation_scale_bits\0\u{3}rng_seed\0\u{1}rng\0\u{1}projection\0\u{3}projection_integers\0\u{3}schedule_sparsity\0\u{3}blas_core\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}epoch\0\u{3}position_in_epoch\0\u{3}examples_per_epoch\0\u{3}global_batch\0\u{3}examples_seen\0\u{3}optimizer_steps\0\u{3}learning_rate_factor\0\u{1}deterministic\0\u{3}accumulation_scale_bits\0\u{3}rng_seed\0\u{1}rng\0\u{1}projection\0\u{3}projection_integers\0\u{3}schedule_sparsity\0\u{3}blas_core\0\u{3}compute_signature\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -395,6 +399,7 @@ nonisolated extension Csptrain_V1_TrainingState: SwiftProtobuf.Message, SwiftPro
       case 13: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufInt64>.self, value: &self.projectionIntegers) }()
       case 14: try { try decoder.decodeSingularDoubleField(value: &self.scheduleSparsity) }()
       case 15: try { try decoder.decodeSingularStringField(value: &self.blasCore) }()
+      case 16: try { try decoder.decodeSingularStringField(value: &self.computeSignature) }()
       default: break
       }
     }
@@ -446,6 +451,9 @@ nonisolated extension Csptrain_V1_TrainingState: SwiftProtobuf.Message, SwiftPro
     if !self.blasCore.isEmpty {
       try visitor.visitSingularStringField(value: self.blasCore, fieldNumber: 15)
     }
+    if !self.computeSignature.isEmpty {
+      try visitor.visitSingularStringField(value: self.computeSignature, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -465,6 +473,7 @@ nonisolated extension Csptrain_V1_TrainingState: SwiftProtobuf.Message, SwiftPro
     if lhs.projectionIntegers != rhs.projectionIntegers {return false}
     if lhs.scheduleSparsity != rhs.scheduleSparsity {return false}
     if lhs.blasCore != rhs.blasCore {return false}
+    if lhs.computeSignature != rhs.computeSignature {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -368,6 +368,10 @@ public nonisolated struct Csptrain_V1_Proof: Sendable {
   ///             client_nonce worker_name); see Proto/README.md.
   public var mac: Data = Data()
 
+  /// What the worker's arithmetic depends on (OpenBLAS kernel, csptrain's kernel variant). With
+  /// `deterministic: true` every worker of a run must have the same (CODE_INCOMPATIBLE otherwise).
+  public var computeSignature: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -715,6 +719,10 @@ public nonisolated struct Csptrain_V1_Refusal: Sendable {
 
     /// The challenge expired or was already used: start again with Hello.
     case challengeExpired // = 6
+
+    /// The worker cannot take part as it is (deterministic runs: its compute signature differs
+    /// from the run's); `reason` says what to change. Do not retry unchanged.
+    case incompatible // = 7
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -730,6 +738,7 @@ public nonisolated struct Csptrain_V1_Refusal: Sendable {
       case 4: self = .malformed
       case 5: self = .wrongRun
       case 6: self = .challengeExpired
+      case 7: self = .incompatible
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -743,6 +752,7 @@ public nonisolated struct Csptrain_V1_Refusal: Sendable {
       case .malformed: return 4
       case .wrongRun: return 5
       case .challengeExpired: return 6
+      case .incompatible: return 7
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -756,6 +766,7 @@ public nonisolated struct Csptrain_V1_Refusal: Sendable {
       .malformed,
       .wrongRun,
       .challengeExpired,
+      .incompatible,
     ]
 
   }
@@ -1184,7 +1195,7 @@ nonisolated extension Csptrain_V1_Challenge: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Csptrain_V1_Proof: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Proof"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}worker_name\0\u{3}client_nonce\0\u{3}server_nonce\0\u{1}mac\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}worker_name\0\u{3}client_nonce\0\u{3}server_nonce\0\u{1}mac\0\u{3}compute_signature\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1196,6 +1207,7 @@ nonisolated extension Csptrain_V1_Proof: SwiftProtobuf.Message, SwiftProtobuf._M
       case 2: try { try decoder.decodeSingularBytesField(value: &self.clientNonce) }()
       case 3: try { try decoder.decodeSingularBytesField(value: &self.serverNonce) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.mac) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.computeSignature) }()
       default: break
       }
     }
@@ -1214,6 +1226,9 @@ nonisolated extension Csptrain_V1_Proof: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.mac.isEmpty {
       try visitor.visitSingularBytesField(value: self.mac, fieldNumber: 4)
     }
+    if !self.computeSignature.isEmpty {
+      try visitor.visitSingularStringField(value: self.computeSignature, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1222,6 +1237,7 @@ nonisolated extension Csptrain_V1_Proof: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.clientNonce != rhs.clientNonce {return false}
     if lhs.serverNonce != rhs.serverNonce {return false}
     if lhs.mac != rhs.mac {return false}
+    if lhs.computeSignature != rhs.computeSignature {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1806,5 +1822,5 @@ nonisolated extension Csptrain_V1_Refusal: SwiftProtobuf.Message, SwiftProtobuf.
 }
 
 nonisolated extension Csptrain_V1_Refusal.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_BAD_PROOF\0\u{1}CODE_VERSION_MISMATCH\0\u{1}CODE_UNKNOWN_SESSION\0\u{1}CODE_MALFORMED\0\u{1}CODE_WRONG_RUN\0\u{1}CODE_CHALLENGE_EXPIRED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_BAD_PROOF\0\u{1}CODE_VERSION_MISMATCH\0\u{1}CODE_UNKNOWN_SESSION\0\u{1}CODE_MALFORMED\0\u{1}CODE_WRONG_RUN\0\u{1}CODE_CHALLENGE_EXPIRED\0\u{1}CODE_INCOMPATIBLE\0")
 }
