@@ -207,13 +207,10 @@ struct CheckpointCommand: ParsableCommand {
             let url = try CheckpointCommand.resolve(path)
             let checkpoint = try CheckpointStore.load(url)
             let config = try RunConfiguration.parse(yaml: checkpoint.configYAML, source: "\(url.path) (its configuration)")
-            guard config.model.kind == .ctc else {
-                throw ValidationError("\(url.path) holds a \(config.model.kind.rawValue) model; export supports the speech model (model.kind ctc)")
-            }
-            var settings = config.model.acoustic
-            settings.classes = Vocabulary.characters.classes
-            let model = AcousticModel(settings: settings)
-            let parameters = try checkpoint.flatValues(role: "param", layout: model.layout)
+            // The same model, weights and feature statistics `eval` scores.
+            let evaluator = try EvalCommand.evaluator(checkpoint, config: config, url: url)
+            let model = evaluator.model, settings = model.settings, parameters = evaluator.parameters
+            let mean = evaluator.normalization.mean, std = evaluator.normalization.std
             var writer = SafeTensorsWriter()
             let prunable = Set(PrunedLayers(layout: model.layout, exclude: []).tensors.map(\.name))
             for spec in model.layout.tensors {
@@ -228,10 +225,6 @@ struct CheckpointCommand: ParsableCommand {
                 } else {
                     writer.add(spec.name, floats: values, shape: spec.shape)
                 }
-            }
-            guard let mean = checkpoint.record(named: "feature_mean", role: "normalization")?.values,
-                  let std = checkpoint.record(named: "feature_std", role: "normalization")?.values else {
-                throw ValidationError("\(url.path) has no feature normalisation statistics (role normalization)")
             }
             writer.add("feature_normalization.mean", floats: mean, shape: [mean.count])
             writer.add("feature_normalization.std", floats: std, shape: [std.count])

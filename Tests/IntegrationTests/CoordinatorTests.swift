@@ -308,21 +308,8 @@ struct CoordinatorTests {
         }
         #expect(run.coordinator.stderr.contains("deterministic run: every worker must compute with openblas"))
         let token = try String(contentsOf: run.token, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let client = try RawClient(url: run.url)
+        let (client, reply) = try await handshake(run.url, token: token, signature: "openblas Prescott, kernels generic")
         defer { client.close() }
-        let nonce = Data((0 ..< 32).map { _ in UInt8.random(in: 0 ... 255) })
-        let challenge = try await client.send { $0.hello = .with { $0.workerName = "odd"; $0.clientNonce = nonce } }
-        client.runID = challenge.header.runID
-        let reply = try await client.send { r in
-            r.proof = .with {
-                $0.workerName = "odd"
-                $0.clientNonce = nonce
-                $0.serverNonce = challenge.challenge.serverNonce
-                $0.mac = hmac(token: token, parts: [Data("csptrain.v1/join".utf8), Data([0]), Data(client.runID.utf8), Data([0]),
-                                                    challenge.challenge.serverNonce, nonce, Data("odd".utf8)])
-                $0.computeSignature = "openblas Prescott, kernels generic"
-            }
-        }
         #expect(reply.refusal.code == .incompatible, "\(reply)")
         #expect(reply.refusal.reason.contains("openblas Prescott, kernels generic") && reply.refusal.reason.contains("OPENBLAS_CORETYPE"))
     }
@@ -335,22 +322,29 @@ struct CoordinatorTests {
 
     /// The join handshake by hand, as Proto/README.md describes it.
     func joinWithConfig(_ url: String, token: String) async throws -> (RawClient, RunConfiguration) {
+        let (client, welcome) = try await handshake(url, token: token)
+        guard case .welcome? = welcome.body else { throw TestFailure("join refused: \(welcome.refusal.reason)") }
+        client.session = welcome.header.session
+        return (client, try RunConfiguration.parse(yaml: welcome.welcome.configYaml, source: "welcome"))
+    }
+
+    /// Hello, then Proof; returns the client and the coordinator's answer to the proof.
+    func handshake(_ url: String, token: String, signature: String = "") async throws -> (RawClient, Csptrain_V1_Reply) {
         let client = try RawClient(url: url)
         let nonce = Data((0 ..< 32).map { _ in UInt8.random(in: 0 ... 255) })
         let challenge = try await client.send { $0.hello = .with { $0.workerName = "raw"; $0.clientNonce = nonce } }
         client.runID = challenge.header.runID
-        let welcome = try await client.send { r in
+        let reply = try await client.send { r in
             r.proof = .with {
                 $0.workerName = "raw"
                 $0.clientNonce = nonce
                 $0.serverNonce = challenge.challenge.serverNonce
                 $0.mac = hmac(token: token, parts: [Data("csptrain.v1/join".utf8), Data([0]), Data(client.runID.utf8), Data([0]),
                                                     challenge.challenge.serverNonce, nonce, Data("raw".utf8)])
+                $0.computeSignature = signature
             }
         }
-        guard case .welcome? = welcome.body else { throw TestFailure("join refused: \(welcome.refusal.reason)") }
-        client.session = welcome.header.session
-        return (client, try RunConfiguration.parse(yaml: welcome.welcome.configYaml, source: "welcome"))
+        return (client, reply)
     }
 
     func finalWeights(_ dir: URL) throws -> [Float] {
