@@ -95,6 +95,7 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors", "Tasks", "Speech",
