@@ -20,12 +20,13 @@ public enum RiceGaps {
         }
         let k = bestParameter(gaps)
         var writer = BitWriter()
+        writer.bytes.reserveCapacity(1 + (gaps.count * (k + 2) + 7) / 8)
         writer.bytes.append(UInt8(k))
         for g in gaps {
             writer.writeUnary(g >> k)
             writer.write(UInt64(g & ((1 << k) - 1)), bits: k)
         }
-        return (writer.bytes, gaps.count)
+        return (writer.finish(), gaps.count)
     }
 
     /// Decodes `code` into a mask over `count` entries with exactly `nonZero` set; nil when the
@@ -69,23 +70,43 @@ public enum RiceGaps {
     public static func size(_ values: UnsafeBufferPointer<Float>) -> Int { encode(values).code.count }
 }
 
+/// Bits, least significant first, gathered 64 at a time (whole bytes go out as they fill).
 struct BitWriter {
     var bytes: [UInt8] = []
-    private var bitCount = 0
+    private var accumulator: UInt64 = 0
+    /// Bits in `accumulator` not yet written out (below 8 between calls).
+    private var pending = 0
 
-    mutating func writeBit(_ bit: Bool) {
-        if bitCount % 8 == 0 { bytes.append(0) }
-        if bit { bytes[bytes.count - 1] |= 1 << UInt8(bitCount % 8) }
-        bitCount += 1
-    }
-
-    mutating func writeUnary(_ n: Int) {
-        for _ in 0 ..< n { writeBit(true) }
-        writeBit(false)
-    }
-
+    /// The low `bits` bits of `value` (at most 32).
     mutating func write(_ value: UInt64, bits: Int) {
-        for i in 0 ..< bits { writeBit(value >> UInt64(i) & 1 == 1) }
+        guard bits > 0 else { return }
+        accumulator |= (value & (UInt64.max >> UInt64(64 - bits))) << UInt64(pending)
+        pending += bits
+        while pending >= 8 {
+            bytes.append(UInt8(truncatingIfNeeded: accumulator))
+            accumulator >>= 8
+            pending -= 8
+        }
+    }
+
+    /// n one bits, then a zero.
+    mutating func writeUnary(_ n: Int) {
+        var n = n
+        while n >= 32 {
+            write(0xFFFF_FFFF, bits: 32)
+            n -= 32
+        }
+        write((1 << UInt64(n)) - 1, bits: n + 1)
+    }
+
+    /// The bytes, the last one padded with zero bits.
+    mutating func finish() -> [UInt8] {
+        if pending > 0 {
+            bytes.append(UInt8(truncatingIfNeeded: accumulator))
+            accumulator = 0
+            pending = 0
+        }
+        return bytes
     }
 }
 
