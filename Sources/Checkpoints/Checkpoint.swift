@@ -257,6 +257,11 @@ public struct Checkpoint: Sendable, Equatable {
         guard try r.read(8, what: "end marker") == Self.endMagic else {
             throw .corrupt(source, "end marker missing: the file is incomplete")
         }
+        self.init(header: header, records: records)
+    }
+
+    init(header: Header, records: [Record]) {
+        let meta = header.meta
         self.init(step: Int(meta.step), runID: meta.runID, configYAML: meta.configYaml,
                   createdUnix: meta.createdUnix, lastLoss: meta.lastLoss, mathsSettings: meta.mathsSettings,
                   state: meta.state, records: records)
@@ -345,14 +350,17 @@ public struct RecordLayout: Sendable {
 }
 
 extension Checkpoint {
-    /// Reads the header and each record's encoding and size, verifying every checksum.
-    public static func layout(of bytes: [UInt8], source: String) throws(CheckpointError) -> (Header, [RecordLayout]) {
+    /// Reads a checkpoint with its header and each record's encoding, size and checksum as stored
+    /// (for `checkpoint inspect`), verifying every checksum.
+    public static func layout(of bytes: [UInt8], source: String) throws(CheckpointError) -> (Header, [RecordLayout], Checkpoint) {
         var r = ByteReader(bytes: bytes, source: source)
         let header = try readHeader(&r)
         var out: [RecordLayout] = []
+        var records: [Record] = []
         for info in header.meta.records {
             let start = r.offset
             let record = try readRecord(info, from: &r, bytes: bytes, version: header.formatVersion)
+            records.append(record)
             let (raw, crc) = bytes.withUnsafeBytes {
                 ($0.loadUnaligned(fromByteOffset: start, as: UInt32.self), $0.loadUnaligned(fromByteOffset: r.offset - 4, as: UInt32.self))
             }
@@ -363,7 +371,7 @@ extension Checkpoint {
         guard try r.read(8, what: "end marker") == endMagic else {
             throw .corrupt(source, "end marker missing: the file is incomplete")
         }
-        return (header, out)
+        return (header, out, Checkpoint(header: header, records: records))
     }
 }
 
@@ -386,7 +394,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case let .missingRecord(name, role): "checkpoint has no \(role) record for tensor '\(name)': it was written for a different model"
         case let .shapeMismatch(name, e, f): "tensor '\(name)' has shape \(f) in the checkpoint but the model expects \(e)"
         case let .io(f, what): "\(f): \(what)"
-        case let .noCheckpoint(dir): "no checkpoint in \(dir)"
+        case let .noCheckpoint(dir): "\(dir) holds no checkpoint (no checkpoints/latest, or it is empty)"
         }
     }
 }

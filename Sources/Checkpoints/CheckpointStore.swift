@@ -53,11 +53,34 @@ public struct CheckpointStore: Sendable {
     }
 
     public static func load(_ url: URL) throws(CheckpointError) -> Checkpoint {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
+        try Checkpoint(decoding: readBytes(url), source: url.path)
+    }
+
+    /// The file's bytes; the error names it.
+    public static func readBytes(_ url: URL) throws(CheckpointError) -> [UInt8] {
+        do { return [UInt8](try Data(contentsOf: url)) } catch {
             throw .io(url.path, "cannot read: \(error.localizedDescription)")
         }
-        return try Checkpoint(decoding: [UInt8](data), source: url.path)
+    }
+
+    /// What a user may name to mean a checkpoint: the file itself, a `latest` pointer, a run
+    /// folder or its `checkpoints/` folder (their newest checkpoint).
+    public static func resolve(_ path: String) throws(CheckpointError) -> URL {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw .io(url.path, "no such file or folder")
+        }
+        let folder: URL
+        if isDirectory.boolValue {
+            folder = url.lastPathComponent == "checkpoints" ? url.deletingLastPathComponent() : url
+        } else if url.lastPathComponent == "latest" {
+            folder = url.deletingLastPathComponent().deletingLastPathComponent()
+        } else {
+            return url
+        }
+        guard let latest = CheckpointStore(runDirectory: folder).latestPath() else { throw .noCheckpoint(url.path) }
+        return latest.standardizedFileURL
     }
 
     /// The newest checkpoint that reads back intact: the one `latest` names, else the step files

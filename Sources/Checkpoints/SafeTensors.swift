@@ -1,4 +1,5 @@
 import Foundation
+import Tensors
 
 /// Writes the safetensors format (Hugging Face): an 8-byte little-endian header length N, N bytes
 /// of JSON (`{"name": {"dtype", "shape", "data_offsets": [begin, end]}, ..., "__metadata__":
@@ -6,7 +7,7 @@ import Foundation
 /// little-endian and row-major, in offset order.
 public struct SafeTensorsWriter {
     public enum DType: String, Sendable {
-        case f32 = "F32", u8 = "U8", i32 = "I32", i64 = "I64"
+        case f32 = "F32", u8 = "U8", i64 = "I64"
     }
 
     struct Entry {
@@ -25,17 +26,12 @@ public struct SafeTensorsWriter {
 
     public mutating func add(_ name: String, floats: [Float], shape: [Int]) {
         precondition(shape.reduce(1, *) == floats.count, "\(name): shape \(shape) does not hold \(floats.count) values")
-        entries.append(Entry(name: name, dtype: .f32, shape: shape, bytes: floats.withUnsafeBufferPointer { Self.littleEndian($0) }))
+        entries.append(Entry(name: name, dtype: .f32, shape: shape, bytes: FloatEncoding.denseBytes(floats)))
     }
 
     public mutating func add(_ name: String, bytes: [UInt8], shape: [Int]) {
         precondition(shape.reduce(1, *) == bytes.count)
         entries.append(Entry(name: name, dtype: .u8, shape: shape, bytes: bytes))
-    }
-
-    public mutating func add(_ name: String, int32 values: [Int32], shape: [Int]) {
-        precondition(shape.reduce(1, *) == values.count)
-        entries.append(Entry(name: name, dtype: .i32, shape: shape, bytes: values.withUnsafeBufferPointer { Self.littleEndian($0) }))
     }
 
     public mutating func add(_ name: String, int64 values: [Int64], shape: [Int]) {
@@ -67,16 +63,6 @@ public struct SafeTensorsWriter {
         #else
         var out: [UInt8] = []
         for v in values { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        return out
-        #endif
-    }
-
-    static func littleEndian(_ values: UnsafeBufferPointer<Float>) -> [UInt8] {
-        #if _endian(little)
-        return Array(UnsafeRawBufferPointer(values))
-        #else
-        var out: [UInt8] = []
-        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
         return out
         #endif
     }

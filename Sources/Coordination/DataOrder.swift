@@ -39,13 +39,7 @@ public struct DataOrder: Sendable {
     public func epoch(ofStep step: Int) -> Int { step * globalBatch / examples }
 
     public mutating func microBatches(forStep step: Int) -> [[Int]] {
-        var batch: [Int] = []
-        batch.reserveCapacity(globalBatch)
-        for position in step * globalBatch ..< (step + 1) * globalBatch {
-            let epoch = position / examples
-            if epoch != cachedEpoch { permutation = epochOrder(epoch); cachedEpoch = epoch }
-            batch.append(permutation[position % examples])
-        }
+        var batch = examplesByEpoch(forStep: step).flatMap(\.examples)
         var out: [[Int]] = []
         if let costs {
             // Dealt in turn from the longest down: micro-batch loads differ by at most one example's cost.
@@ -68,6 +62,7 @@ public struct DataOrder: Sendable {
     /// deals them out by cost, this keeps the order the epoch visits them in.
     public mutating func examplesByEpoch(forStep step: Int) -> [(epoch: Int, examples: [Int])] {
         var parts: [(epoch: Int, examples: [Int])] = []
+        parts.reserveCapacity(2)
         for position in step * globalBatch ..< (step + 1) * globalBatch {
             let epoch = position / examples
             if epoch != cachedEpoch { permutation = epochOrder(epoch); cachedEpoch = epoch }

@@ -145,7 +145,7 @@ actor CoordinatorCore {
         let store = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
         checkpoints = store
         writer = CheckpointWriter(store: store)
-        ledgerFiles = LedgerFiles(runFolder: folder.url)
+        ledgerFiles = LedgerFiles(folder: folder.ledgerFolder)
         var state = TrainingState(step: 0, broadcast: firstBroadcast, weights: initial,
                                   optimizer: Optimizer(settings: config.optimizer, parameterCount: layout.totalCount),
                                   projection: ProjectionState(), ledger: RunLedger(examplesPerEpoch: model.trainingExamples),
@@ -476,14 +476,8 @@ actor CoordinatorCore {
     /// not fit), else the model's seeded initialisation.
     static func initialWeights(config: RunConfiguration, model: any TrainableModel) throws -> [Float] {
         guard !config.initFrom.isEmpty else { return model.initialParameters(seed: config.seed) }
-        var url = URL(fileURLWithPath: config.initFrom)
-        var isFolder: ObjCBool = false
-        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder), isFolder.boolValue {
-            guard let latest = CheckpointStore(runDirectory: url).latestPath() else {
-                throw RunFolderError("init_from: \(url.path) is a folder without checkpoints/latest")
-            }
-            url = latest
-        }
+        let url: URL
+        do { url = try CheckpointStore.resolve(config.initFrom) } catch { throw RunFolderError("init_from: \(error)") }
         do {
             let checkpoint = try CheckpointStore.load(url)
             return try checkpoint.flatValues(role: "param", layout: model.layout)

@@ -190,22 +190,7 @@ public enum CoordinatorSetup {
 
     /// `--resume PATH`: a checkpoint file, a `latest` pointer, or a run folder (its `latest`).
     public static func resolveCheckpoint(_ path: String) throws -> URL {
-        let url = URL(fileURLWithPath: path)
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw RunFolderError("--resume \(path): no such file or folder")
-        }
-        if isDirectory.boolValue {
-            let store = CheckpointStore(runDirectory: url.lastPathComponent == "checkpoints" ? url.deletingLastPathComponent() : url)
-            guard let latest = store.latestPath() else { throw RunFolderError("--resume \(path): the folder has no checkpoints/latest") }
-            return latest
-        }
-        if url.lastPathComponent == "latest" {
-            let store = CheckpointStore(runDirectory: url.deletingLastPathComponent().deletingLastPathComponent())
-            guard let latest = store.latestPath() else { throw RunFolderError("--resume \(path): the pointer is empty") }
-            return latest
-        }
-        return url
+        do { return try CheckpointStore.resolve(path) } catch { throw RunFolderError("--resume \(path): \(error)") }
     }
 
     /// The configuration file a start should read: `--config` when given; when resuming without

@@ -185,7 +185,7 @@ struct TrainingState {
 final class LedgerFiles {
     let folder: URL
 
-    init(runFolder: URL) { folder = runFolder.appendingPathComponent("ledger", isDirectory: true) }
+    init(folder: URL) { self.folder = folder }
 
     func file(epoch: Int) -> URL { folder.appendingPathComponent("epoch-\(epoch).jsonl") }
 
@@ -217,6 +217,12 @@ final class LedgerFiles {
     /// Makes the files agree with `ledger` (a fresh run: no files). Returns problems found in the
     /// files of completed epochs (missing or miscounted), for a warning.
     func restore(_ ledger: RunLedger) throws -> [String] {
+        do { return try restoreFiles(ledger) } catch {
+            throw RunFolderError("cannot bring the ledger in \(folder.path) in line with the checkpoint: \(error.localizedDescription)")
+        }
+    }
+
+    private func restoreFiles(_ ledger: RunLedger) throws -> [String] {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let openEpochs = Set(ledger.open.map(\.epoch))
         let completed = Dictionary(ledger.completed.map { ($0.epoch, $0) }, uniquingKeysWith: { a, _ in a })
@@ -254,5 +260,7 @@ func truncateJSONLines(_ url: URL, afterStep step: Int) throws {
               let s = object["step"] as? Int else { continue }  // a torn last line goes too
         if s <= step { kept.append(line) }
     }
-    try Data((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8).write(to: url, options: .atomic)
+    do { try Data((kept.joined(separator: "\n") + (kept.isEmpty ? "" : "\n")).utf8).write(to: url, options: .atomic) } catch {
+        throw RunFolderError("cannot rewrite \(url.path) from the resumed step: \(error.localizedDescription)")
+    }
 }

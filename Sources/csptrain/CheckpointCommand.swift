@@ -19,21 +19,7 @@ struct CheckpointCommand: ParsableCommand {
 
     /// A checkpoint file, or a run folder (its latest checkpoint).
     static func resolve(_ path: String) throws -> URL {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ValidationError("\(path): no such file or folder")
-        }
-        guard isDirectory.boolValue else { return URL(fileURLWithPath: path) }
-        guard let latest = CheckpointStore(runDirectory: URL(fileURLWithPath: path)).latestPath() else {
-            throw ValidationError("\(path) is a folder without checkpoints/latest: give a checkpoint file")
-        }
-        return latest
-    }
-
-    static func read(_ url: URL) throws -> [UInt8] {
-        do { return [UInt8](try Data(contentsOf: url)) } catch {
-            throw ValidationError("\(url.path): cannot read: \(error.localizedDescription)")
-        }
+        do { return try CheckpointStore.resolve(path) } catch { throw ValidationError("\(error)") }
     }
 
     // MARK: inspect
@@ -52,13 +38,13 @@ struct CheckpointCommand: ParsableCommand {
 
         func run() throws {
             let url = try CheckpointCommand.resolve(path)
-            let bytes = try CheckpointCommand.read(url)
+            let bytes: [UInt8]
+            do { bytes = try CheckpointStore.readBytes(url) } catch { throw ValidationError("\(error)") }
             let header: Checkpoint.Header
             let records: [RecordLayout]
             let checkpoint: Checkpoint
             do {
-                (header, records) = try Checkpoint.layout(of: bytes, source: url.path)
-                checkpoint = try Checkpoint(decoding: bytes, source: url.path)
+                (header, records, checkpoint) = try Checkpoint.layout(of: bytes, source: url.path)
             } catch {
                 if json { printJSON(jsonObject(["status": "corrupt", "path": url.path, "error": "\(error)"])) }
                 FileHandle.standardError.write(Data("csptrain checkpoint inspect: \(error)\n".utf8))

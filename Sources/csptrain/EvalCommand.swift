@@ -49,14 +49,8 @@ struct EvalCommand: ParsableCommand {
 
     /// Builds an evaluator from everything the checkpoint carries.
     static func loadEvaluator(_ path: String) throws -> SpeechEvaluator {
-        var url = URL(fileURLWithPath: path)
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-            guard let latest = CheckpointStore(runDirectory: url).latestPath() else {
-                throw ValidationError("\(path) holds no checkpoint (no checkpoints/latest)")
-            }
-            url = latest
-        }
+        let url: URL
+        do { url = try CheckpointStore.resolve(path) } catch { throw ValidationError("\(error)") }
         let checkpoint = try CheckpointStore.load(url)
         let config = try RunConfiguration.parse(yaml: checkpoint.configYAML, source: "\(url.path) (its configuration)")
         return try evaluator(checkpoint, config: config, url: url)

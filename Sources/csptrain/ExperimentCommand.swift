@@ -153,17 +153,7 @@ struct Sweep {
     }
 
     func resolveCheckpoint(_ path: String) throws -> URL {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ValidationError("dense checkpoint \(path) not found")
-        }
-        if isDirectory.boolValue {
-            guard let latest = CheckpointStore(runDirectory: URL(fileURLWithPath: path)).latestPath() else {
-                throw ValidationError("\(path) holds no checkpoint (no checkpoints/latest)")
-            }
-            return latest.standardizedFileURL
-        }
-        return URL(fileURLWithPath: path).standardizedFileURL
+        do { return try CheckpointStore.resolve(path) } catch { throw ValidationError("dense checkpoint: \(error)") }
     }
 
     /// Runs `csptrain launch` as a child; its output goes to OUT/runs/<name>.log.

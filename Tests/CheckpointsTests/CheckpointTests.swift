@@ -56,7 +56,7 @@ struct CheckpointFormatTests {
         let decoded = try Checkpoint(decoding: bytes, source: "mem")
         #expect(decoded == c)
         #expect(decoded.fingerprint == c.fingerprint && decoded.fingerprint != [UInt8](repeating: 0, count: 32))
-        let (header, layout) = try Checkpoint.layout(of: bytes, source: "mem")
+        let (header, layout, _) = try Checkpoint.layout(of: bytes, source: "mem")
         #expect(header.fingerprint == c.fingerprint && header.formatVersion == 2)
         #expect(layout.map(\.encoding) == [.dense, .bitmask, .rice, .bytes])
     }

@@ -81,7 +81,7 @@ struct TrainingStateTests {
     @Test func ledgerFilesFollowTheCheckpoint() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-ledger-\(UInt64.random(in: 0 ... .max))")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let files = LedgerFiles(runFolder: dir)
+        let files = LedgerFiles(folder: RunFolder(dir.path).ledgerFolder)
         var ledger = RunLedger(examplesPerEpoch: 4)
         let first = ledger.record(step: 1, parts: [(0, [2, 0, 3, 1])])
         let second = ledger.record(step: 2, parts: [(1, [1, 3])])
