@@ -2,7 +2,8 @@
 // csptrain: a distributed training coordinator for sparse speech-recognition models.
 //
 // Dependencies point one way, down towards the numeric core:
-//   csptrain (CLI) → Runtime → Coordination, Checkpoints, Pruning, Training, Models, Wire, Transport
+//   csptrain (CLI) → Runtime → Coordination, ParameterServer, Checkpoints, Pruning, Training, Models, Wire, Transport
+//   Wire → Coordination (the domain messages it converts), Tensors
 //   Transport knows nothing of training; Tensors knows nothing of networking.
 import PackageDescription
 
@@ -35,8 +36,10 @@ let package = Package(
 
         // nng wrapped for Swift: sockets, AIO as async/await, errors.
         .target(name: "Transport", dependencies: ["CNNG"]),
-        // The wire schema: generated protobuf (Generated/, never edited by hand).
-        .target(name: "Wire", dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+        // The wire: generated protobuf (Generated/, never edited by hand) and every conversion
+        // between it and the domain types (X+Wire.swift): requests in, replies out, gradient
+        // chunks written and read in place, weights framed once per version.
+        .target(name: "Wire", dependencies: ["Coordination", "Tensors", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 exclude: ["Generated/PROTO_SHA256"]),
         // Flat parameter buffers, named views, sparse encodings, checksums, BLAS calls.
         .target(name: "Tensors", dependencies: ["CBLAS", "CKernels"]),
@@ -56,7 +59,12 @@ let package = Package(
         .target(name: "Pruning", dependencies: ["Tensors", "CompressedSensing"], exclude: ["README.md"]),
         // The checkpoint format and its store.
         .target(name: "Checkpoints", dependencies: ["Tensors", "Wire", .product(name: "Crypto", package: "swift-crypto")], exclude: ["README.md"]),
-        // Pure state machines: membership, join handshakes, step rounds, chunk accounting. No I/O.
+        // The numbers of a run for a range of the parameters: accumulation, mean, clipping, the
+        // optimizer, the projection and the encoding of the weights workers receive. No members,
+        // no wire.
+        .target(name: "ParameterServer", dependencies: ["Tensors", "Training", "Pruning"]),
+        // Pure state machines: the run (events in, directives out), membership, join handshakes,
+        // step rounds, chunk accounting. No sockets, no clock, no files.
         .target(name: "Coordination", dependencies: ["Tensors", .product(name: "Crypto", package: "swift-crypto")]),
         // The YAML run configuration: composes the modules' settings structs.
         .target(name: "Configuration", dependencies: [
@@ -66,7 +74,7 @@ let package = Package(
         ]),
         // The shells: coordinator and worker services, launcher, metrics files.
         .target(name: "Runtime", dependencies: [
-            "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints",
+            "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints", "ParameterServer",
             "Coordination", "Configuration", "Tasks", "Speech", "CMalloc",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
@@ -79,13 +87,13 @@ let package = Package(
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
             "Tensors",
-            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Experiments",
+            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Experiments", "Wire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
-        .testTarget(name: "WireTests", dependencies: ["Wire", "Runtime", "Tensors", "Coordination"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Tensors"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors", "CKernels"]),
         .testTarget(name: "SpeechTests", dependencies: ["Speech", "Tensors"], resources: [.copy("Fixtures")]),
@@ -93,7 +101,8 @@ let package = Package(
         .testTarget(name: "CompressedSensingTests", dependencies: ["CompressedSensing", "Tensors"]),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "CompressedSensing", "Tensors"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
-        .testTarget(name: "CoordinationTests", dependencies: ["Coordination"]),
+        .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "Tensors"]),
+        .testTarget(name: "ParameterServerTests", dependencies: ["ParameterServer", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),

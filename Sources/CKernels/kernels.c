@@ -275,6 +275,22 @@ void csp_fixed_mean(const long long *sum, float *out, long n, long examples, int
     for (long i = 0; i < n; i++) out[i] = (float)((double)sum[i] * factor);
 }
 
+double csp_sum_squares(const float *x, long n) {
+    /* Four lanes hide the add latency and let the compiler vectorise without reassociating:
+       lane j sums x[i] for i = j mod 4, and the lanes are added in order at the end. */
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    long i = 0;
+    for (; i + 4 <= n; i += 4) {
+        double a = x[i], b = x[i + 1], c = x[i + 2], d = x[i + 3];
+        s0 += a * a;
+        s1 += b * b;
+        s2 += c * c;
+        s3 += d * d;
+    }
+    for (; i < n; i++) s0 += (double)x[i] * (double)x[i];
+    return ((s0 + s1) + (s2 + s3));
+}
+
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 

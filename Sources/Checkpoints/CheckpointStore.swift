@@ -197,23 +197,29 @@ public final class CheckpointWriter: @unchecked Sendable {
     private let queue = DispatchQueue(label: "csptrain.checkpoint-writer", qos: .utility)
     private let lock = NSLock()
     // Guarded by `lock`.
-    private var waiting: (Checkpoint, Completion)?
+    private var waiting: [(checkpoint: Checkpoint, completion: Completion, final: Bool)] = []
     private var running = false
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
 
     public init(store: CheckpointStore) { self.store = store }
 
     /// Queues `checkpoint`; `completion` runs on the writer's thread when it is written, failed,
-    /// or superseded (failure `.io(..., "superseded ...")`).
-    public func submit(_ checkpoint: Checkpoint, completion: @escaping Completion) {
+    /// or superseded (failure `.io(..., "superseded ...")`). A periodic checkpoint still waiting
+    /// when the next periodic one comes is superseded by it (at most one snapshot waits); a
+    /// `final` one (the end of a run) supersedes nothing and is written after what waits.
+    public func submit(_ checkpoint: Checkpoint, final: Bool = false, completion: @escaping Completion) {
         lock.lock()
-        let superseded = waiting
-        waiting = (checkpoint, completion)
+        var superseded: [(checkpoint: Checkpoint, completion: Completion, final: Bool)] = []
+        if !final {
+            superseded = waiting.filter { !$0.final }
+            waiting.removeAll { !$0.final }
+        }
+        waiting.append((checkpoint, completion, final))
         let start = !running
         running = true
         lock.unlock()
-        if let (old, done) = superseded {
-            done(old.step, .failure(.io(store.path(forStep: old.step).path, "superseded by the checkpoint of step \(checkpoint.step) before it was written")), 0, 0)
+        for old in superseded {
+            old.completion(old.checkpoint.step, .failure(.io(store.path(forStep: old.checkpoint.step).path, "superseded by the checkpoint of step \(checkpoint.step) before it was written")), 0, 0)
         }
         if start { queue.async { self.drain() } }
     }
@@ -221,7 +227,7 @@ public final class CheckpointWriter: @unchecked Sendable {
     private func drain() {
         while true {
             lock.lock()
-            guard let (checkpoint, completion) = waiting else {
+            guard let (checkpoint, completion, _) = waiting.first else {
                 running = false
                 let waiters = idleWaiters
                 idleWaiters = []
@@ -229,7 +235,7 @@ public final class CheckpointWriter: @unchecked Sendable {
                 for w in waiters { w.resume() }
                 return
             }
-            waiting = nil
+            waiting.removeFirst()
             lock.unlock()
             let start = DispatchTime.now().uptimeNanoseconds
             let bytes = checkpoint.encoded()

@@ -158,6 +158,8 @@ extension CoordinatorSettings: ConfigSection {
             .init("eval_examples", \.evalExamples, "validation examples scored per set (0: all)", check: nonNegative),
             .init("eval_batch", \.evalBatch, "validation examples per evaluation task", check: positive),
             .init("broadcast_values", \.broadcastValues, "precision of broadcast weight values: f32, or f16 (half the bytes; the model is rounded to it)"),
+            .init("wait_for_workers_seconds", \.waitForWorkersSeconds, "with no worker at all, end the run as failed after this long (0: wait forever)", check: nonNegative),
+            .init("max_requests_in_flight", \.maxRequestsInFlight, "requests one worker may have unanswered at once; more are refused", check: positive),
         ]
     }
 }

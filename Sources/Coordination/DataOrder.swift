@@ -145,5 +145,10 @@ public struct CoordinatorSettings: Sendable, Equatable {
         case f16
     }
     public var broadcastValues = ValuePrecision.f32
+    /// With no worker at all, end the run as failed after this many seconds (0: wait forever).
+    public var waitForWorkersSeconds = 0.0
+    /// Requests one worker may have unanswered at once; more are refused (a flood from one
+    /// member cannot make the coordinator hold replies without bound).
+    public var maxRequestsInFlight = 8
     public init() {}
 }

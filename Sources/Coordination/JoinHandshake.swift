@@ -24,6 +24,8 @@ public struct JoinHandshake: Sendable {
 
     public static let nonceBytes = 32
     public static let sessionBytes = 16
+    /// Client nonces shorter than this are refused: a nonce must be fresh and unguessable.
+    public static let minimumNonceBytes = 16
 
     private let token: [UInt8]
     private var key: SymmetricKey { SymmetricKey(data: token) }

@@ -59,14 +59,19 @@ public struct StepRound: Sendable {
         case duplicate
         /// For another step or weights version than this round's.
         case stale
+        /// From a member the micro-batch is not assigned to; says who holds it ("assigned to
+        /// another worker", "waiting to be handed out again").
+        case notAssigned(String)
         /// Breaks the protocol; the reason names what is wrong.
         case invalid(String)
     }
 
     /// Classifies a chunk and, when accepted, records it. `valueCount` is the number of float32
-    /// values the chunk carries.
+    /// values the chunk carries. With `from`, only the member the micro-batch is assigned to may
+    /// deliver it (a late worker's chunks for a reassigned micro-batch are refused).
     public mutating func receive(step: Int, weightsVersion: UInt64, microBatch: Int, tensor: Int,
-                                 chunkIndex: Int, chunkCount: Int, exampleCount: Int, valueCount: Int) -> ChunkVerdict {
+                                 chunkIndex: Int, chunkCount: Int, exampleCount: Int, valueCount: Int,
+                                 from sender: SessionID? = nil) -> ChunkVerdict {
         if step < self.step || (step == self.step && weightsVersion != self.weightsVersion) { return .stale }
         if step > self.step { return .invalid("chunk for step \(step), but the coordinator is at step \(self.step)") }
         guard microBatches.indices.contains(microBatch) else {
@@ -95,6 +100,13 @@ public struct StepRound: Sendable {
             duplicates += 1
             return .duplicate
         }
+        if let sender {
+            switch mb.status {
+            case .pending: return .notAssigned("waiting to be handed out again")
+            case let .assigned(to: holder, _) where holder != sender: return .notAssigned("assigned to another worker")
+            default: break
+            }
+        }
         microBatches[microBatch].received[key] = true
         microBatches[microBatch].receivedCount += 1
         let first = mb.receivedCount == 0
@@ -111,6 +123,20 @@ public struct StepRound: Sendable {
     @discardableResult
     public mutating func release(_ session: SessionID) -> [Int] {
         microBatches.release(session)
+    }
+
+    /// Takes back the micro-batches assigned to `session` that have received no chunk yet (a
+    /// task whose reply was lost); those on their way stay.
+    @discardableResult
+    public mutating func releaseUnstarted(_ session: SessionID) -> [Int] {
+        var released: [Int] = []
+        for i in microBatches.indices where microBatches[i].receivedCount == 0 {
+            if case .assigned(to: session, _) = microBatches[i].status {
+                microBatches[i].status = .pending
+                released.append(i)
+            }
+        }
+        return released
     }
 
     /// Members whose assignment is past its deadline; their micro-batches become pending again.

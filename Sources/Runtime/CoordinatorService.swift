@@ -1,32 +1,36 @@
 import Checkpoints
 import Configuration
 import Foundation
-import Tensors
 import Logging
+import Tensors
 import Transport
 import Wire
 
-/// The coordinator's I/O shell: a REP socket served through many contexts, pipe notifications,
-/// and a timer. Every decision is the CoordinatorCore's.
+/// The coordinator's I/O: a REP socket served through many contexts, pipe notifications and the
+/// clock's tick. Every decision is the run state machine's (through ``CoordinatorShell``).
 public final class CoordinatorService: Sendable {
-    let core: CoordinatorCore
+    let shell: CoordinatorShell
     let socket: Socket
     let settings: TransportSettings
+    /// Requests larger than this are refused with a reply naming the limit.
     let maxRequestBytes: Int
+    let lingerSeconds: Double
     let logger: Logger
     let folder: RunFolder
 
     /// `start`: from step 0, or from a checkpoint (see ``RunStart``).
     public init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger,
                 start: RunStart = .fresh, progress: @escaping @Sendable (ProgressEvent) -> Void = { _ in }) throws {
-        // The coordinator's BLAS work (folding chunks, the projection) runs on one thread: no
-        // spinning, and results that do not depend on a thread count.
+        // The coordinator's BLAS work (the projection) runs on one thread: no spinning, and
+        // results that do not depend on a thread count. Block-wise work spreads over cores itself.
         VectorMath.setThreadCount(1)
-        core = try CoordinatorCore(config: config, runID: runID, token: token, folder: folder, logger: logger,
-                                   start: start, progress: progress)
+        shell = try CoordinatorShell(config: config, runID: runID, token: token, folder: folder, logger: logger,
+                                     start: start, progress: progress)
         socket = try Socket(.rep)
         settings = config.transport
-        maxRequestBytes = config.coordinator.chunkValues * 4 + (64 << 10)
+        // A gradient chunk plus its envelope, or what the configuration allows if less.
+        maxRequestBytes = min(config.transport.maxMessageBytes, config.coordinator.chunkValues * 4 + (64 << 10))
+        lingerSeconds = min(30, max(3, config.coordinator.stepDeadlineSeconds + 1))
         self.logger = logger
         self.folder = folder
     }
@@ -36,8 +40,9 @@ public final class CoordinatorService: Sendable {
     public func listen(_ url: String) throws -> String {
         let listener: Listener
         do {
-            // Requests are never larger than a gradient chunk plus its envelope.
-            listener = try socket.listen(url, maxMessageSize: min(settings.maxMessageBytes, maxRequestBytes))
+            // nng itself cuts messages past twice the limit (closing the connection); up to
+            // that, the coordinator reads them and answers with a refusal that names the limit.
+            listener = try socket.listen(url, maxMessageSize: 2 * maxRequestBytes)
         } catch where error.isAddressInUse {
             throw RunFolderError("cannot listen on \(url): the address is in use by another process (pick another port, or port 0 for a free one)")
         } catch {
@@ -45,18 +50,18 @@ public final class CoordinatorService: Sendable {
         }
         let bound = listener.url
         try? folder.write(bound + "\n", to: folder.endpointFile)
-        logger.info("listening", metadata: ["url": "\(bound)"])
+        logger.info("listening", metadata: ["url": "\(bound)", "max_request_bytes": "\(maxRequestBytes)"])
         return bound
     }
 
     /// Ends the run early (Ctrl-C, SIGTERM): a final checkpoint and summary are written.
     public func stop(_ status: RunSummary.Status, message: String) {
-        Task { await core.finish(status, message: message) }
+        Task { await shell.stop(status, message: message) }
     }
 
     /// Serves until the run ends; returns its summary.
     public func run() async -> RunSummary {
-        await core.finishIfAlreadyComplete()
+        await shell.start()
         let summary = await withTaskGroup(of: Void.self) { group in
             for _ in 0 ..< settings.coordinatorContexts {
                 guard let context = try? socket.openContext() else { break }
@@ -64,20 +69,21 @@ public final class CoordinatorService: Sendable {
             }
             group.addTask {
                 for await event in self.socket.pipeEvents where event.kind == .removed {
-                    await self.core.pipeClosed(event.pipe.rawValue)
+                    await self.shell.pipeClosed(event.pipe.rawValue)
                 }
             }
             group.addTask {
+                // The clock's only reader for decisions: deadlines, held requests, silence.
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(100))
-                    await self.core.tick()
+                    await self.shell.tick()
                 }
             }
-            let summary = await core.waitUntilFinished()
+            let summary = await shell.waitUntilFinished()
             // Let members hear that the run is over: idle ones at their next request, busy ones
             // when they finish their micro-batch (at most a step deadline away).
-            let lingerUntil = Monotonic.now + min(30, max(3, core.config.coordinator.stepDeadlineSeconds + 1))
-            while Monotonic.now < lingerUntil, await !core.everyoneToldFinished {
+            let lingerUntil = Monotonic.now + lingerSeconds
+            while Monotonic.now < lingerUntil, await !shell.everyoneToldFinished {
                 try? await Task.sleep(for: .milliseconds(50))
             }
             // Stop serving first, close after: every exchange in flight finishes or is cancelled
@@ -87,6 +93,7 @@ public final class CoordinatorService: Sendable {
             return summary
         }
         socket.close()
+        await shell.flushCheckpoints()
         return summary
     }
 
@@ -98,27 +105,21 @@ public final class CoordinatorService: Sendable {
                 logger.warning("receive failed: \(error)")
                 continue
             }
-            let reply = await answer(message)
+            let peer = socket.peerAddress(message.pipe)
+            let frame: ReplyFrame
+            if message.count > maxRequestBytes {
+                logger.warning("refused a request of \(message.count) bytes: the limit is \(maxRequestBytes)", metadata: ["peer": "\(peer)"])
+                frame = await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of coordinator.chunk_values values plus 64 KiB, capped by transport.max_message_bytes)")
+            } else {
+                frame = await shell.answer(message, peer: peer)
+            }
             do {
-                try await context.send(WireCodec.message(reply))
+                try await context.send(Message(count: frame.count) { frame.write(into: $0) })
             } catch let error as NNGError where error.isClosed {
                 return
             } catch {
-                logger.warning("could not send a reply: \(error)", metadata: ["peer": "\(socket.peerAddress(message.pipe))"])
+                logger.warning("could not send a reply: \(error)", metadata: ["peer": "\(peer)"])
             }
         }
-    }
-
-    private func answer(_ message: Message) async -> Reply {
-        let request: Request
-        do {
-            request = try message.withUnsafeBytes { try Request(serializedBytes: WireCodec.borrowedData($0)) }
-        } catch {
-            let peer = socket.peerAddress(message.pipe)
-            logger.warning("refused a malformed request (\(message.count) bytes): \(error)", metadata: ["peer": "\(peer)"])
-            return WireCodec.refusal(.malformed, "the request is not a valid csptrain.v1.Request (\(message.count) bytes): \(error)",
-                                     runID: core.runID, step: 0)
-        }
-        return await core.handle(request, pipe: message.pipe.rawValue, peer: socket.peerAddress(message.pipe))
     }
 }

@@ -48,3 +48,9 @@ public final class ProgressDisplay: Sendable {
         }
     }
 }
+
+/// What the coordinator reports to a progress display.
+public enum ProgressEvent: Sendable {
+    case step(StepMetrics, total: Int)
+    case membership(workers: Int)
+}

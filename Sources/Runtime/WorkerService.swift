@@ -90,9 +90,13 @@ public final class WorkerService: Sendable {
     }
 
     private func call(_ request: Request, context: Context) async throws -> Reply {
-        let message = try await context.request(WireCodec.message(request), timeout: .seconds(options.requestTimeoutSeconds))
+        let message = try await context.request(Message(request.serializedBytes() as [UInt8]), timeout: .seconds(options.requestTimeoutSeconds))
+        return try parse(message)
+    }
+
+    private func parse(_ message: Message) throws -> Reply {
         do {
-            return try message.withUnsafeBytes { try Reply(serializedBytes: WireCodec.borrowedData($0)) }
+            return try Reply(serializedBytes: message.bytes)
         } catch {
             throw WorkerError("the coordinator at \(options.connect) sent a reply that does not parse (\(message.count) bytes): \(error)")
         }
@@ -103,7 +107,7 @@ public final class WorkerService: Sendable {
         try context.setResendTime(.seconds(options.requestTimeoutSeconds))
         let clientNonce = randomBytes(JoinHandshake.nonceBytes)
         var hello = Request()
-        hello.header = WireCodec.header(runID: "", step: 0)
+        hello.header = Csptrain_V1_Header.make(runID: "")
         hello.hello = Csptrain_V1_Hello.with { $0.workerName = options.name; $0.clientNonce = clientNonce }
         let challengeReply = try await call(hello, context: context)
         try checkRefusal(challengeReply)
@@ -112,7 +116,7 @@ public final class WorkerService: Sendable {
         }
         let runID = challengeReply.header.runID
         var proof = Request()
-        proof.header = WireCodec.header(runID: runID, step: 0)
+        proof.header = Csptrain_V1_Header.make(runID: runID)
         proof.proof = Csptrain_V1_Proof.with {
             $0.workerName = options.name
             $0.clientNonce = clientNonce
@@ -141,14 +145,14 @@ public final class WorkerService: Sendable {
         if let folder = options.dataFolders["valid_channel"] { config.data.validChannel = folder }
         VectorMath.setThreadCount(1)
         let model = try ModelFactory.make(model: config.model, data: config.data, augmentation: config.augmentation, seed: config.seed)
-        let ours = WireCodec.tensorInfos(model.layout)
+        let ours = model.layout.wireTensors
         guard ours == welcome.tensors else {
             throw WorkerError("this worker builds a model whose tensors differ from the coordinator's (\(ours.map(\.name)) vs \(welcome.tensors.map(\.name))): are both the same csptrain version?")
         }
         guard model.dataFingerprint == welcome.dataFingerprint else {
             let reason = "this worker's data differ from the coordinator's (fingerprints \(model.dataFingerprint) here, \(welcome.dataFingerprint) there): the same example indices would train on other utterances. Point data.train/valid/valid_channel at the same prepared shards (a copy made with cp/rsync matches)"
             var leave = Request()
-            leave.header = WireCodec.header(runID: runID, step: 0, session: session)
+            leave.header = Csptrain_V1_Header.make(runID: runID, session: session)
             leave.leave = Csptrain_V1_Leave.with { $0.reason = "data fingerprint mismatch" }
             _ = try? await call(leave, context: context)
             throw WorkerError(reason)
@@ -169,6 +173,11 @@ public final class WorkerService: Sendable {
             throw WorkerError("the coordinator refused this worker's proof: the token is not the run's token (\(refusal.reason))")
         case .incompatible:
             throw WorkerError("the coordinator cannot use this worker: \(refusal.reason)")
+        case .overloaded:
+            // Too many requests in flight: wait a little and go on (the work poll comes again).
+            throw Rejoin()
+        case .tooLarge:
+            throw WorkerError("the coordinator refused a message as too large: \(refusal.reason)")
         case .versionMismatch:
             throw WorkerError("protocol version mismatch: this worker speaks \(protocolVersion), the coordinator \(reply.header.protocolVersion) (\(refusal.reason))")
         default:
@@ -191,7 +200,7 @@ public final class WorkerService: Sendable {
         while true {
             try Task.checkCancellation()
             var poll = Request()
-            poll.header = WireCodec.header(runID: session.runID, step: 0, session: session.id)
+            poll.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id)
             poll.work = Csptrain_V1_WorkRequest.with { $0.weightsVersion = haveVersion }
             let reply = try await call(poll, context: control)
             lastContact = Monotonic.now
@@ -204,7 +213,7 @@ public final class WorkerService: Sendable {
                 continue
             case let .task(task)?:
                 if task.hasWeights {
-                    try WireCodec.decode(task.weights, layout: layout, into: &parameters, current: haveVersion)
+                    try task.weights.decode(layout: layout, into: &parameters, current: haveVersion)
                     haveVersion = task.weights.version
                 }
                 guard haveVersion == task.weightsVersion else {
@@ -241,7 +250,7 @@ public final class WorkerService: Sendable {
             try session.model.evaluate(parameters: $0, set: task.evalSet, examples: examples)
         }
         var request = Request()
-        request.header = WireCodec.header(runID: session.runID, step: 0, session: session.id)
+        request.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id)
         request.evalResult = Csptrain_V1_EvalResult.with {
             $0.microBatch = task.microBatch
             $0.evalSet = task.evalSet
@@ -255,54 +264,55 @@ public final class WorkerService: Sendable {
         try checkRefusal(try await call(request, context: control))
     }
 
-    /// Sends a micro-batch's gradient in chunks, `senders.count` in flight at once.
+    /// Sends a micro-batch's gradient in chunks, `senders.count` in flight at once. Each chunk's
+    /// request is written straight from the gradient into its message.
     private func send(gradient: [Float], lossSum: Double, task: Csptrain_V1_Task, step: UInt64,
                       session: Session, senders: [Context]) async throws {
-        var requests: [Request] = []
+        let encoder = ChunkEncoder(runID: session.runID, session: session.id, step: step, microBatch: Int(task.microBatch),
+                                   exampleCount: task.exampleIndices.count, lossSum: lossSum, weightsVersion: task.weightsVersion)
+        var pieces: [(tensor: Int, chunk: Int, count: Int, range: Range<Int>)] = []
         for (index, spec) in session.model.layout.tensors.enumerated() {
             let count = max(1, (spec.count + session.chunkValues - 1) / session.chunkValues)
             for c in 0 ..< count {
                 let lo = spec.offset + c * session.chunkValues
-                let hi = min(spec.offset + spec.count, lo + session.chunkValues)
-                var request = Request()
-                request.header = WireCodec.header(runID: session.runID, step: 0, session: session.id)
-                request.header.step = step
-                request.chunk = Csptrain_V1_GradientChunk.with {
-                    $0.microBatch = task.microBatch
-                    $0.tensor = UInt32(index)
-                    $0.chunkIndex = UInt32(c)
-                    $0.chunkCount = UInt32(count)
-                    $0.exampleCount = UInt32(task.exampleIndices.count)
-                    $0.lossSum = lossSum
-                    $0.weightsVersion = task.weightsVersion
-                    $0.values = gradient.withUnsafeBufferPointer { g in
-                        WireCodec.littleEndianData(UnsafeBufferPointer(rebasing: g[lo ..< hi]))
-                    }
+                pieces.append((index, c, count, lo ..< min(spec.offset + spec.count, lo + session.chunkValues)))
+            }
+        }
+        func message(_ i: Int) throws -> Message {
+            let p = pieces[i]
+            return try gradient.withUnsafeBufferPointer { g in
+                let values = UnsafeBufferPointer(rebasing: g[p.range])
+                return try Message(count: encoder.size(tensor: p.tensor, chunk: p.chunk, chunkCount: p.count, values: values.count)) {
+                    encoder.write(tensor: p.tensor, chunk: p.chunk, chunkCount: p.count, values: values, into: $0)
                 }
-                requests.append(request)
             }
         }
         // Each context carries one exchange at a time: a finished exchange hands its context on.
         var next = 0
         var stale = false
+        let timeout = Duration.seconds(options.requestTimeoutSeconds)
         try await withThrowingTaskGroup(of: (Reply, Int).self) { group in
-            for (slot, sender) in senders.enumerated() where next < requests.count {
-                let request = requests[next]
+            for (slot, sender) in senders.enumerated() where next < pieces.count {
+                let m = try message(next)
                 next += 1
-                group.addTask { try await (self.call(request, context: sender), slot) }
+                group.addTask { try await (self.parse(sender.request(m, timeout: timeout)), slot) }
             }
             while let (reply, slot) = try await group.next() {
-                try checkRefusal(reply)
+                if case let .refusal(refusal)? = reply.body, refusal.code == .notAssigned {
+                    stale = true
+                } else {
+                    try checkRefusal(reply)
+                }
                 if case let .ack(ack)? = reply.body, ack.status == .stale { stale = true }
-                if !stale, next < requests.count {
-                    let request = requests[next]
+                if !stale, next < pieces.count {
+                    let m = try message(next)
                     let sender = senders[slot]
                     next += 1
-                    group.addTask { try await (self.call(request, context: sender), slot) }
+                    group.addTask { try await (self.parse(sender.request(m, timeout: timeout)), slot) }
                 }
             }
         }
-        if stale { logger.debug("the step moved on while sending; dropping the rest of micro-batch \(task.microBatch)") }
+        if stale { logger.debug("the step moved on while sending (or the micro-batch went to another worker); dropping the rest of micro-batch \(task.microBatch)") }
     }
 }
 

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 
 /// BLAS-backed operations on flat Float buffers. Shapes are stated on each function.
 public enum VectorMath {
@@ -22,6 +23,29 @@ public enum VectorMath {
         var sum = 0.0
         for v in x { sum += Double(v) * Double(v) }
         return sum.squareRoot()
+    }
+
+    /// Σ x², accumulated in double precision in a fixed order; not finite when a value is not.
+    public static func sumOfSquares(_ x: UnsafeBufferPointer<Float>) -> Double {
+        guard let base = x.baseAddress, !x.isEmpty else { return 0 }
+        return csp_sum_squares(base, x.count)
+    }
+
+    /// Σ x² of little-endian float32 bytes (a received chunk), read in place when aligned.
+    public static func sumOfSquares(littleEndianBytes bytes: UnsafeRawBufferPointer) -> Double {
+        let n = bytes.count / 4
+        guard n > 0, let base = bytes.baseAddress else { return 0 }
+        #if _endian(little)
+        if Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
+            return csp_sum_squares(base.assumingMemoryBound(to: Float.self), n)
+        }
+        #endif
+        var sum = 0.0
+        for i in 0 ..< n {
+            let v = Double(Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))))
+            sum += v * v
+        }
+        return sum
     }
 
     /// C (m×n) = alpha · op(A) · op(B) + beta · C, row-major.

@@ -113,6 +113,30 @@ public struct GradientAccumulator: Sendable {
         }
     }
 
+    /// The example-weighted mean gradient, written into `out` (no allocation).
+    public func mean(into out: inout [Float]) {
+        precondition(out.count == parameterCount)
+        switch mode {
+        case .float:
+            let scale = examples > 0 ? 1 / Float(examples) : 1
+            sum.withUnsafeBufferPointer { s in
+                out.withUnsafeMutableBufferPointer { o in
+                    for i in 0 ..< o.count { o[i] = s[i] * scale }
+                }
+            }
+        case .fixedPoint:
+            guard examples > 0, !fixed.isEmpty else {
+                out.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+                return
+            }
+            fixed.withUnsafeBufferPointer { s in
+                out.withUnsafeMutableBufferPointer { o in
+                    csp_fixed_mean(s.baseAddress!, o.baseAddress!, s.count, examples, Self.scaleBits)
+                }
+            }
+        }
+    }
+
     /// Sum of the micro-batches' loss sums, added in micro-batch order.
     public var lossSum: Double { microBatchLoss.keys.sorted().reduce(0) { $0 + microBatchLoss[$1]! } }
 

@@ -1,3 +1,4 @@
+
 import CKernels
 import Tensors
 
@@ -84,31 +85,51 @@ public struct Optimizer: Sendable {
     /// params ← params − lr · update(grad). `learningRate` is the scheduled rate for this step.
     public mutating func apply(gradient: UnsafeBufferPointer<Float>, to params: UnsafeMutableBufferPointer<Float>,
                                learningRate: Double) {
+        apply(gradient: gradient, to: params, learningRate: learningRate, blocks: [0 ..< params.count])
+    }
+
+    /// The same, block by block, concurrently: every value's update depends only on its own
+    /// state, so the result is the same bits as in one pass.
+    public mutating func apply(gradient: UnsafeBufferPointer<Float>, to params: UnsafeMutableBufferPointer<Float>,
+                               learningRate: Double, blocks: Blocks) {
+        apply(gradient: gradient, to: params, learningRate: learningRate, blocks: blocks.ranges)
+    }
+
+    private mutating func apply(gradient: UnsafeBufferPointer<Float>, to params: UnsafeMutableBufferPointer<Float>,
+                                learningRate: Double, blocks: [Range<Int>]) {
         precondition(gradient.count == params.count && params.count == m.count)
         t += 1
+        guard !params.isEmpty else { return }
         let lr = Float(learningRate), wd = Float(settings.weightDecay)
+        let p = params.baseAddress!, g = gradient.baseAddress!
         switch settings.kind {
         case .sgd:
             let mu = Float(settings.momentum), nesterov = settings.nesterov
             m.withUnsafeMutableBufferPointer { vel in
-                for i in 0 ..< params.count {
-                    let g = gradient[i] + wd * params[i]
-                    vel[i] = mu * vel[i] + g
-                    params[i] -= lr * (nesterov ? g + mu * vel[i] : vel[i])
+                let velocity = vel.baseAddress!
+                Parallel.forEach(blocks.count) { b in
+                    for i in blocks[b] {
+                        let gi = g[i] + wd * p[i]
+                        velocity[i] = mu * velocity[i] + gi
+                        p[i] -= lr * (nesterov ? gi + mu * velocity[i] : velocity[i])
+                    }
                 }
             }
         case .adam, .adamw:
             let b1 = Float(settings.beta1), b2 = Float(settings.beta2), eps = Float(settings.epsilon)
             let c1 = 1 - Float(pow(settings.beta1, Double(t))), c2 = 1 - Float(pow(settings.beta2, Double(t)))
-            let decoupled = settings.kind == .adamw
+            let decoupled: Int32 = settings.kind == .adamw ? 1 : 0
             // The definition, vectorised (csp_adam computes exactly this, element by element):
             //   g = grad + wd·p (Adam) | grad (AdamW);  m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g²
             //   p −= lr · ((m / c1) / (√(v / c2) + eps) + (AdamW: wd·p))
-            guard !params.isEmpty else { return }
             m.withUnsafeMutableBufferPointer { m1 in
                 v.withUnsafeMutableBufferPointer { m2 in
-                    csp_adam(params.baseAddress!, gradient.baseAddress!, m1.baseAddress!, m2.baseAddress!, params.count,
-                             lr, b1, b2, eps, c1, c2, wd, decoupled ? 1 : 0)
+                    let first = m1.baseAddress!, second = m2.baseAddress!
+                    Parallel.forEach(blocks.count) { b in
+                        let r = blocks[b]
+                        csp_adam(p + r.lowerBound, g + r.lowerBound, first + r.lowerBound, second + r.lowerBound, r.count,
+                                 lr, b1, b2, eps, c1, c2, wd, decoupled)
+                    }
                 }
             }
         }

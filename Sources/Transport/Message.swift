@@ -34,6 +34,15 @@ public final class Message: @unchecked Sendable {
         self.init(adopting: msg!)
     }
 
+    /// A message of `count` bytes that `fill` writes in place: the body is the only copy (a
+    /// gradient chunk serialised straight from the gradient, a reply around shared weights).
+    public init(count: Int, fill: (UnsafeMutableRawBufferPointer) -> Void) throws(NNGError) {
+        var msg: OpaquePointer?
+        try nngCall("allocate a message of \(count) bytes", nng_msg_alloc(&msg, count))
+        fill(UnsafeMutableRawBufferPointer(start: nng_msg_body(msg), count: count))
+        handle = msg
+    }
+
     /// Wraps a message that nng handed to us (a completed receive).
     init(adopting handle: OpaquePointer) {
         self.handle = handle

@@ -5,6 +5,7 @@ import Experiments
 import Foundation
 import Pruning
 import Runtime
+import Wire
 import Speech
 import Tasks
 import Tensors

@@ -75,6 +75,10 @@ void csp_fixed_mean(const long long *sum, float *out, long n, long examples, int
 /// computed (the caller's table-driven version takes over).
 unsigned int csp_crc32c_hw(unsigned int crc, const void *data, long n, int *done);
 
+/// Σ x[i]² in double precision, four independent sums added in a fixed order (the same bits on
+/// every machine). NaN or infinity when any value is not finite.
+double csp_sum_squares(const float *x, long n);
+
 #ifdef __cplusplus
 }
 #endif

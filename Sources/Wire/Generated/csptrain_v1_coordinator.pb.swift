@@ -723,6 +723,18 @@ public nonisolated struct Csptrain_V1_Refusal: Sendable {
     /// The worker cannot take part as it is (deterministic runs: its compute signature differs
     /// from the run's); `reason` says what to change. Do not retry unchanged.
     case incompatible // = 7
+
+    /// More requests of this session are in flight than the coordinator allows
+    /// (coordinator.max_requests_in_flight): wait for answers, then send again.
+    case overloaded // = 8
+
+    /// The message is larger than the coordinator accepts; `reason` names the limit. Do not
+    /// resend it unchanged.
+    case tooLarge // = 9
+
+    /// A gradient chunk for a micro-batch this session does not hold (it was reassigned after a
+    /// deadline, or given back): drop the micro-batch's remaining chunks and ask for work.
+    case notAssigned // = 10
     case UNRECOGNIZED(Int)
 
     public init() {
@@ -739,6 +751,9 @@ public nonisolated struct Csptrain_V1_Refusal: Sendable {
       case 5: self = .wrongRun
       case 6: self = .challengeExpired
       case 7: self = .incompatible
+      case 8: self = .overloaded
+      case 9: self = .tooLarge
+      case 10: self = .notAssigned
       default: self = .UNRECOGNIZED(rawValue)
       }
     }
@@ -753,6 +768,9 @@ public nonisolated struct Csptrain_V1_Refusal: Sendable {
       case .wrongRun: return 5
       case .challengeExpired: return 6
       case .incompatible: return 7
+      case .overloaded: return 8
+      case .tooLarge: return 9
+      case .notAssigned: return 10
       case .UNRECOGNIZED(let i): return i
       }
     }
@@ -767,6 +785,9 @@ public nonisolated struct Csptrain_V1_Refusal: Sendable {
       .wrongRun,
       .challengeExpired,
       .incompatible,
+      .overloaded,
+      .tooLarge,
+      .notAssigned,
     ]
 
   }
@@ -1822,5 +1843,5 @@ nonisolated extension Csptrain_V1_Refusal: SwiftProtobuf.Message, SwiftProtobuf.
 }
 
 nonisolated extension Csptrain_V1_Refusal.Code: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_BAD_PROOF\0\u{1}CODE_VERSION_MISMATCH\0\u{1}CODE_UNKNOWN_SESSION\0\u{1}CODE_MALFORMED\0\u{1}CODE_WRONG_RUN\0\u{1}CODE_CHALLENGE_EXPIRED\0\u{1}CODE_INCOMPATIBLE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0CODE_UNSPECIFIED\0\u{1}CODE_BAD_PROOF\0\u{1}CODE_VERSION_MISMATCH\0\u{1}CODE_UNKNOWN_SESSION\0\u{1}CODE_MALFORMED\0\u{1}CODE_WRONG_RUN\0\u{1}CODE_CHALLENGE_EXPIRED\0\u{1}CODE_INCOMPATIBLE\0\u{1}CODE_OVERLOADED\0\u{1}CODE_TOO_LARGE\0\u{1}CODE_NOT_ASSIGNED\0")
 }

@@ -1,0 +1,280 @@
+import Checkpoints
+import Configuration
+import Coordination
+import Foundation
+import Logging
+import Models
+import ParameterServer
+import Pruning
+import Tensors
+import Transport
+import Wire
+
+/// The coordinator's shell: feeds the run state machine its events (requests, ticks, closed
+/// connections, applied steps, written checkpoints), performs its directives (replies, folds,
+/// steps, checkpoints, records) and owns the clock. The decisions are the machine's, the numbers
+/// the parameter server's, the conversions Wire's.
+actor CoordinatorShell {
+    let config: RunConfiguration
+    let configYAML: String
+    let folder: RunFolder
+    let logger: Logger
+    let progress: @Sendable (ProgressEvent) -> Void
+    private var parts: CoordinatorParts
+    private var machine: RunStateMachine {
+        get { parts.machine }
+        _modify { yield &parts.machine }
+    }
+    private var server: ParameterServer { parts.server }
+    private let recorder: RunRecorder
+    private let run: RunDescription
+    private let checkpoints: CheckpointStore
+    private let writer: CheckpointWriter
+
+    private var replies: [RequestID: CheckedContinuation<ReplyFrame, Never>] = [:]
+    private var nextRequest: RequestID = 1
+    /// The parameter server's numbers of steps whose metrics line is not written yet.
+    private var numbers: [Int: ParameterServer.StepNumbers] = [:]
+    private var frames: (full: WeightsFrame?, delta: WeightsFrame?)
+    private var firstLoss: Double?
+    private var examplesProcessed = 0
+    private var projectionSecondsTotal = 0.0
+    private var outcome: RunSummary?
+    private var finishedWaiters: [CheckedContinuation<RunSummary, Never>] = []
+
+    nonisolated static func now() -> Double { Monotonic.now }
+
+    init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger, start: RunStart,
+         progress: @escaping @Sendable (ProgressEvent) -> Void) throws {
+        let now = Self.now()
+        self.config = config
+        configYAML = config.yamlText()
+        self.folder = folder
+        self.logger = logger
+        self.progress = progress
+        let parts = try CoordinatorParts(config: config, runID: runID, token: token, folder: folder, logger: logger,
+                                         start: start, now: now, clock: { Monotonic.now })
+        self.parts = parts
+        run = RunDescription(configYAML: configYAML, layout: parts.model.layout, chunkValues: config.coordinator.chunkValues,
+                             dataFingerprint: parts.model.dataFingerprint)
+        let store = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
+        checkpoints = store
+        writer = CheckpointWriter(store: store)
+        // The run folder's files start where the state does.
+        if case let .resume(checkpoint, url, _) = start {
+            // Checkpoints past the resume point belong to a history this run abandons.
+            let abandoned = store.setAsideSteps(after: checkpoint.step)
+            if url.standardizedFileURL == store.path(forStep: checkpoint.step).standardizedFileURL {
+                try? store.pointLatest(toStep: checkpoint.step)
+            }
+            if !abandoned.isEmpty {
+                logger.notice("moved checkpoints past step \(checkpoint.step) aside: this run continues from step \(checkpoint.step)",
+                              metadata: ["files": "\(abandoned.joined(separator: ", "))", "to": "\(store.directory.path)/abandoned"])
+            }
+        }
+        recorder = try RunRecorder(folder: folder, logger: logger, resumeStep: parts.resumedFrom == nil ? nil : parts.machine.step,
+                                   ledger: parts.ledger, now: now)
+        let leftovers = store.removeUnfinishedWrites()
+        if !leftovers.isEmpty {
+            logger.info("removed checkpoint files a crash left half-written", metadata: ["files": "\(leftovers.joined(separator: ", "))"])
+        }
+        try folder.write(configYAML, to: folder.configFile)
+    }
+
+    var runID: String { machine.runID }
+    var everyoneToldFinished: Bool { machine.everyoneToldFinished }
+
+    /// A resumed run already at its total finishes at once.
+    func start() {
+        perform(machine.start(now: Self.now()))
+    }
+
+    // MARK: Events
+
+    /// Answers one request; a gradient chunk's values are folded from the received message.
+    func answer(_ message: Message, peer: String) async -> ReplyFrame {
+        let pipe = message.pipe.rawValue
+        let now = Self.now()
+        return await withCheckedContinuation { continuation in
+            message.withUnsafeBytes { bytes in
+                let decoded: DecodedRequest
+                do { decoded = try RequestDecoding.decode(bytes) } catch {
+                    logger.warning("refused a malformed request: \(error)", metadata: ["peer": "\(peer)"])
+                    continuation.resume(returning: frame(.refusal(.malformed, "\(error)")))
+                    return
+                }
+                let id = nextRequest
+                nextRequest += 1
+                var entropy = Data()
+                switch decoded.inbound {
+                case .hello, .proof: entropy = randomBytes(JoinHandshake.nonceBytes + JoinHandshake.sessionBytes)
+                default: break
+                }
+                // Registered before the machine runs: a reply among its directives resumes it at
+                // once; a held request is resumed by a later event.
+                replies[id] = continuation
+                let event = RunStateMachine.Event.request(id, decoded.inbound, decoded.origin(pipe: pipe, peer: peer), entropy: entropy, now: now)
+                perform(machine.handle(event), chunk: decoded.values.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) })
+            }
+        }
+    }
+
+    /// A refusal that never reached the machine (a message over the size limit).
+    func refuse(_ code: RefusalCode, _ reason: String) -> ReplyFrame { frame(.refusal(code, reason)) }
+
+    func tick() { perform(machine.handle(.tick(now: Self.now()))) }
+
+    func pipeClosed(_ pipe: UInt32) { perform(machine.handle(.pipeClosed(pipe, now: Self.now()))) }
+
+    func stop(_ status: RunSummary.Status, message: String) {
+        perform(machine.handle(.shutdown(RunStateMachine.Status(rawValue: status.rawValue) ?? .failed, message: message, now: Self.now())))
+    }
+
+    func waitUntilFinished() async -> RunSummary {
+        if let outcome { return outcome }
+        return await withCheckedContinuation { finishedWaiters.append($0) }
+    }
+
+    // MARK: Directives
+
+    private func perform(_ directives: [RunStateMachine.Directive], chunk: UnsafeRawBufferPointer? = nil) {
+        for directive in directives {
+            switch directive {
+            case let .reply(id, response):
+                replies.removeValue(forKey: id)?.resume(returning: frame(response))
+            case let .fold(_, offset, examples, microBatch, lossSum):
+                guard let chunk, server.fold(chunk, at: offset, examples: examples) else {
+                    logger.error("internal: a chunk accepted by the state machine does not fit at offset \(offset)")
+                    continue
+                }
+                if let lossSum { server.addMicroBatch(microBatch, examples: examples, lossSum: lossSum) }
+            case let .applyStep(step):
+                applyStep(step)
+            case let .writeCheckpoint(step, final):
+                writeCheckpoint(step: step, final: final)
+            case let .recordStep(record):
+                let line = recorder.recordStep(record, numbers: numbers.removeValue(forKey: record.step), now: Self.now())
+                progress(.step(line, total: config.steps))
+            case let .memberJoined(member, peer):
+                logger.info("worker joined", metadata: ["worker": "\(member.name)", "id": "\(member.id)", "peer": "\(peer)",
+                                                        "session": "\(member.session)", "members": "\(machine.membership.count)"])
+                progress(.membership(workers: machine.membership.count))
+            case let .memberRemoved(member, reason, detail, reassigned):
+                let level: Logger.Level = reason == .left || machine.isFinished ? .info : .warning
+                logger.log(level: level, "worker removed: \(reason.rawValue)", metadata: [
+                    "worker": "\(member.name)", "id": "\(member.id)", "detail": "\(detail)",
+                    "reassigned_micro_batches": "\(reassigned.count)", "members": "\(machine.membership.count)"])
+                progress(.membership(workers: machine.membership.count))
+            case let .warn(message, peer):
+                logger.warning("\(message)", metadata: peer.map { ["peer": "\($0)"] } ?? [:])
+            case let .note(message):
+                logger.info("\(message)")
+            case let .startedTraining(step, workers):
+                logger.info("starting: \(workers) worker(s) present", metadata: ["step": "\(step)"])
+            case let .finish(status, message):
+                conclude(RunSummary.Status(rawValue: status.rawValue) ?? .failed, message: message)
+            }
+        }
+    }
+
+    /// Replies are framed here: the weights a task names come from the frames of this version.
+    private func frame(_ response: Response) -> ReplyFrame {
+        ReplyEncoding.frame(response, runID: machine.runID, step: machine.step, run: run) { attachment in
+            switch attachment {
+            case .none: return nil
+            case .delta: return self.frames.delta
+            case .full: return self.fullFrame()
+            }
+        }
+    }
+
+    private func fullFrame() -> WeightsFrame {
+        if let full = frames.full, full.version == server.version { return full }
+        let full = WeightsFrame(server.full)
+        frames.full = full
+        return full
+    }
+
+    private func applyStep(_ step: Int) {
+        let started = Self.now()
+        var failure: String?
+        do {
+            let n = try server.apply(step: step)
+            numbers[step + 1] = n
+            if firstLoss == nil { firstLoss = n.loss }
+            parts.lastLoss = n.loss
+            examplesProcessed += n.examples
+            parts.examplesSeen += n.examples
+            projectionSecondsTotal += n.projectionSeconds
+            if let update = n.supportUpdate { recorder.recordSupportUpdate(update, method: server.projection.name, seconds: n.projectionSeconds) }
+            // The weights of the next version, framed once for every reply that carries them.
+            frames = (nil, server.delta.map { WeightsFrame($0) })
+            let recorded = parts.ledger.record(step: step + 1, parts: machine.examplesByEpoch(forStep: step))
+            recorder.recordLedger(recorded.entries, completed: recorded.completedEpochs)
+        } catch {
+            failure = "step \(step + 1) not applied: \(error). The run folder's last checkpoint is intact: resume from it with a lower optimizer.learning_rate or a smaller optimizer.clip_norm, with --allow-changed-settings (both change the maths)"
+        }
+        let now = Self.now()
+        perform(machine.handle(.stepApplied(.init(step: step, failure: failure, busySeconds: now - started), now: now)))
+    }
+
+    /// Snapshots the state after `step` steps and hands it to the writer thread: the step loop
+    /// goes on while it is encoded and written.
+    private func writeCheckpoint(step: Int, final: Bool) {
+        let snapshotStart = Self.now()
+        let state = TrainingState(step: step, broadcast: server.broadcast, weights: server.weights, optimizer: server.optimizer,
+                                  projection: server.projection.checkpointState, ledger: parts.ledger,
+                                  examplesSeen: parts.examplesSeen, lastLoss: parts.lastLoss ?? .nan)
+        let context = TrainingState.Context(runID: machine.runID, configYAML: configYAML, fingerprint: parts.fingerprint,
+                                            layout: server.layout, modelRecords: parts.model.checkpointRecords, config: config,
+                                            projectionName: server.projection.name, examplesPerEpoch: parts.model.trainingExamples)
+        var checkpoint = state.checkpoint(context)
+        checkpoint.state.computeSignature = machine.computeSignature ?? ""
+        let logger = self.logger
+        let snapshotSeconds = String(format: "%.4f", Self.now() - snapshotStart)
+        writer.submit(checkpoint, final: final) { written, result, seconds, bytes in
+            switch result {
+            case let .success(url):
+                logger.debug("checkpoint written", metadata: ["step": "\(written)", "path": "\(url.path)", "bytes": "\(bytes)",
+                                                              "snapshot_seconds": "\(snapshotSeconds)", "final": "\(final)",
+                                                              "write_seconds": "\(String(format: "%.3f", seconds))"])
+                Task { await self.checkpointReport(.checkpointWritten(step: written, now: Self.now())) }
+            case let .failure(error):
+                if case let .io(_, what) = error, what.hasPrefix("superseded") {
+                    logger.debug("checkpoint of step \(written) skipped: \(what)")
+                    return
+                }
+                Task { await self.checkpointReport(.checkpointFailed(step: written, message: "\(error)", now: Self.now())) }
+            }
+        }
+    }
+
+    private func checkpointReport(_ event: RunStateMachine.Event) { perform(machine.handle(event)) }
+
+    private func conclude(_ status: RunSummary.Status, message: String?) {
+        let latest = checkpoints.latestPath()
+        let sparsity = server.projection.sparsityReport(server.broadcast, layout: server.layout)
+        let wall = Self.now() - recorder.runStarted
+        let m = machine
+        var summary = RunSummary(status: status, runId: m.runID, steps: m.step, startStep: m.startStep, workersSeen: m.workerNames.count,
+                                 workersFailed: m.membership.failedTotal, firstLoss: firstLoss, finalLoss: parts.lastLoss,
+                                 sparsity: sparsity.prunable, sparsityOverall: sparsity.overall, checkpoint: latest?.path,
+                                 wallSeconds: wall, examplesPerSecond: wall > 0 ? Double(examplesProcessed) / wall : 0,
+                                 duplicateChunks: m.duplicateChunks, staleChunks: m.staleChunks,
+                                 reassignedMicroBatches: m.reassignedMicroBatches,
+                                 validWer: m.lastValidation["valid"]?.wordErrorRate,
+                                 validWerChannel: m.lastValidation["valid_channel"]?.wordErrorRate, message: message)
+        summary.pruningMethod = server.projection.name
+        summary.projectionSeconds = projectionSecondsTotal
+        summary.deterministic = config.deterministic
+        summary.resumedFrom = parts.resumedFrom
+        outcome = summary
+        recorder.writeSummary(summary)
+        logger.info("run \(status.rawValue)", metadata: ["steps": "\(m.step)", "final_loss": "\(parts.lastLoss ?? .nan)"])
+        for waiter in finishedWaiters { waiter.resume(returning: summary) }
+        finishedWaiters = []
+    }
+
+    /// Every checkpoint handed to the writer is on disk (or failed).
+    func flushCheckpoints() async { await writer.flush() }
+}

@@ -1,0 +1,187 @@
+import Coordination
+import Foundation
+import SwiftProtobuf
+import Tensors
+
+public typealias Request = Csptrain_V1_Request
+public typealias Reply = Csptrain_V1_Reply
+
+/// The protocol version this build speaks (Proto/csptrain/v1).
+public let protocolVersion: UInt32 = 1
+
+/// A received request as the coordinator needs it: its envelope and what it asks. A gradient
+/// chunk's values are not copied: `values` is their range in the received bytes.
+public struct DecodedRequest: Sendable {
+    public var protocolVersion: UInt32
+    public var runID: String
+    public var session: SessionID
+    public var step: UInt64
+    public var inbound: Inbound
+    public var values: Range<Int>?
+
+    public func origin(pipe: UInt32, peer: String) -> Origin {
+        Origin(pipe: pipe, peer: peer, protocolVersion: protocolVersion, runID: runID, session: session, step: step)
+    }
+}
+
+public enum RequestDecoding {
+    /// Decodes a `csptrain.v1.Request`; a gradient chunk is read in place (its values checked
+    /// for finiteness and summed in squares as they are read, once). The error says what is wrong.
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(ProtocolViolation) -> DecodedRequest {
+        var reader = ProtoBytes.Reader(bytes)
+        var headerRange: Range<Int>?
+        var chunkRange: Range<Int>?
+        var otherBody = false
+        while !reader.atEnd {
+            guard let (number, value) = reader.field() else {
+                throw ProtocolViolation("the request is not a valid csptrain.v1.Request (\(bytes.count) bytes): malformed field at byte \(reader.position)")
+            }
+            switch (number, value) {
+            case let (1, .bytes(r)): headerRange = r
+            case let (13, .bytes(r)): chunkRange = r
+            default: otherBody = true
+            }
+        }
+        guard let chunkRange, !otherBody else { return try decodeGeneric(bytes) }
+        var header = Csptrain_V1_Header()
+        if let headerRange {
+            do { header = try Csptrain_V1_Header(serializedBytes: borrowedData(UnsafeRawBufferPointer(rebasing: bytes[headerRange]))) } catch {
+                throw ProtocolViolation("the request's header does not parse: \(error)")
+            }
+        }
+        var c = ProtoBytes.Reader(bytes, range: chunkRange)
+        var chunk = ChunkHeader(microBatch: 0, tensor: 0, chunkIndex: 0, chunkCount: 0, exampleCount: 0, lossSum: 0,
+                                weightsVersion: 0, valueCount: 0, sumOfSquares: 0)
+        var values = chunkRange.lowerBound ..< chunkRange.lowerBound
+        func small(_ v: UInt64, _ what: String) throws(ProtocolViolation) -> Int {
+            guard v <= UInt64(UInt32.max) else { throw ProtocolViolation("gradient chunk: \(what) \(v) is out of range") }
+            return Int(v)
+        }
+        while !c.atEnd {
+            guard let (number, value) = c.field() else { throw ProtocolViolation("gradient chunk: malformed field at byte \(c.position)") }
+            switch (number, value) {
+            case let (1, .varint(v)): chunk.microBatch = try small(v, "micro_batch")
+            case let (2, .varint(v)): chunk.tensor = try small(v, "tensor")
+            case let (3, .varint(v)): chunk.chunkIndex = try small(v, "chunk_index")
+            case let (4, .varint(v)): chunk.chunkCount = try small(v, "chunk_count")
+            case let (5, .varint(v)): chunk.exampleCount = try small(v, "example_count")
+            case let (6, .fixed64(v)): chunk.lossSum = Double(bitPattern: v)
+            case let (7, .bytes(r)): values = r
+            case let (8, .varint(v)): chunk.weightsVersion = v
+            default: throw ProtocolViolation("gradient chunk: unexpected field \(number) or wire type")
+            }
+        }
+        guard values.count % 4 == 0 else {
+            throw ProtocolViolation("gradient chunk values hold \(values.count) bytes, not a whole number of float32 values")
+        }
+        chunk.valueCount = values.count / 4
+        chunk.sumOfSquares = VectorMath.sumOfSquares(littleEndianBytes: UnsafeRawBufferPointer(rebasing: bytes[values]))
+        return DecodedRequest(protocolVersion: header.protocolVersion, runID: header.runID, session: SessionID(header.session),
+                              step: header.step, inbound: .chunk(chunk), values: values)
+    }
+
+    /// Every other request is small: SwiftProtobuf parses it.
+    static func decodeGeneric(_ bytes: UnsafeRawBufferPointer) throws(ProtocolViolation) -> DecodedRequest {
+        let request: Request
+        do { request = try Request(serializedBytes: borrowedData(bytes)) } catch {
+            throw ProtocolViolation("the request is not a valid csptrain.v1.Request (\(bytes.count) bytes): \(error)")
+        }
+        let h = request.header
+        let inbound: Inbound
+        switch request.body {
+        case let .hello(m)?: inbound = .hello(workerName: m.workerName, clientNonce: m.clientNonce)
+        case let .proof(m)?:
+            inbound = .proof(workerName: m.workerName, clientNonce: m.clientNonce, serverNonce: m.serverNonce, mac: m.mac,
+                             computeSignature: m.computeSignature)
+        case let .work(m)?: inbound = .work(haveVersion: m.weightsVersion)
+        case let .evalResult(m)?:
+            func n(_ v: UInt64) -> Int { Int(clamping: v) }
+            inbound = .evalResult(batch: Int(m.microBatch), set: m.evalSet, weightsVersion: m.weightsVersion,
+                                  counts: EvaluationCounts(wordEdits: n(m.wordEdits), words: n(m.words), characterEdits: n(m.charEdits),
+                                                           characters: n(m.chars), utterances: Int(m.utterances)))
+        case let .leave(m)?: inbound = .leave(reason: m.reason)
+        case .chunk?: throw ProtocolViolation("a gradient chunk with other bodies in the same request")
+        case nil: throw ProtocolViolation("the request has no body (expected hello, proof, work, chunk, eval_result or leave)")
+        }
+        return DecodedRequest(protocolVersion: h.protocolVersion, runID: h.runID, session: SessionID(h.session), step: h.step,
+                              inbound: inbound, values: nil)
+    }
+
+    /// A Data view of bytes, without copying them, for parsing within their scope (SwiftProtobuf
+    /// copies what it keeps).
+    static func borrowedData(_ bytes: UnsafeRawBufferPointer) -> Data {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return Data() }
+        return Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: bytes.count, deallocator: .none)
+    }
+}
+
+/// A micro-batch's gradient chunks, serialised straight from the gradient into message bodies.
+public struct ChunkEncoder: Sendable {
+    let header: [UInt8]
+    let microBatch: Int
+    let exampleCount: Int
+    let lossSum: Double
+    let weightsVersion: UInt64
+
+    public init(runID: String, session: Data, step: UInt64, microBatch: Int, exampleCount: Int, lossSum: Double, weightsVersion: UInt64) {
+        var h = Csptrain_V1_Header()
+        h.protocolVersion = protocolVersion
+        h.runID = runID
+        h.session = session
+        h.step = step
+        header = (try? h.serializedBytes()) ?? []
+        self.microBatch = microBatch
+        self.exampleCount = exampleCount
+        self.lossSum = lossSum
+        self.weightsVersion = weightsVersion
+    }
+
+    func chunkBodySize(tensor: Int, chunk: Int, chunkCount: Int, values: Int) -> Int {
+        func field(_ n: Int, _ v: UInt64) -> Int { v == 0 ? 0 : ProtoBytes.tagSize(n) + ProtoBytes.varintSize(v) }
+        return field(1, UInt64(microBatch)) + field(2, UInt64(tensor)) + field(3, UInt64(chunk)) + field(4, UInt64(chunkCount))
+            + field(5, UInt64(exampleCount)) + (lossSum.bitPattern == 0 ? 0 : ProtoBytes.tagSize(6) + 8)
+            + (values == 0 ? 0 : ProtoBytes.fieldSize(7, length: values * 4)) + field(8, weightsVersion)
+    }
+
+    /// Bytes of the request for one chunk of `values` values.
+    public func size(tensor: Int, chunk: Int, chunkCount: Int, values: Int) -> Int {
+        (header.isEmpty ? 0 : ProtoBytes.fieldSize(1, length: header.count))
+            + ProtoBytes.fieldSize(13, length: chunkBodySize(tensor: tensor, chunk: chunk, chunkCount: chunkCount, values: values))
+    }
+
+    /// Writes the request into `out` (exactly `size(...)` bytes): the values are copied once,
+    /// from the gradient into the message.
+    public func write(tensor: Int, chunk: Int, chunkCount: Int, values: UnsafeBufferPointer<Float>, into out: UnsafeMutableRawBufferPointer) {
+        var w = ProtoBytes.Writer(out)
+        if !header.isEmpty { header.withUnsafeBytes { w.bytes(1, $0) } }
+        w.lengthDelimited(13, length: chunkBodySize(tensor: tensor, chunk: chunk, chunkCount: chunkCount, values: values.count))
+        w.uint(1, UInt64(microBatch))
+        w.uint(2, UInt64(tensor))
+        w.uint(3, UInt64(chunk))
+        w.uint(4, UInt64(chunkCount))
+        w.uint(5, UInt64(exampleCount))
+        w.double(6, lossSum)
+        if !values.isEmpty {
+            w.lengthDelimited(7, length: values.count * 4)
+            #if _endian(little)
+            w.bytes(UnsafeRawBufferPointer(values))
+            #else
+            FloatEncoding.denseBytes(values).withUnsafeBytes { w.bytes($0) }
+            #endif
+        }
+        w.uint(8, weightsVersion)
+        precondition(w.position == out.count, "chunk request: wrote \(w.position) of \(out.count) bytes")
+    }
+}
+
+extension Csptrain_V1_Header {
+    /// A request's or reply's envelope in this build's protocol version.
+    public static func make(runID: String, step: UInt64 = 0, session: Data = Data()) -> Csptrain_V1_Header {
+        var h = Csptrain_V1_Header()
+        h.protocolVersion = Wire.protocolVersion
+        h.runID = runID
+        h.step = step
+        h.session = session
+        return h
+    }
+}
