@@ -90,6 +90,9 @@ public final class ParameterServer {
         accumulator.fold(littleEndianBytes: bytes, at: offset, weight: examples)
     }
 
+    /// Chunks folded from a copy rather than in place (see `GradientAccumulator.copiedFolds`).
+    public var copiedFolds: Int { accumulator.copiedFolds }
+
     public func addMicroBatch(_ index: Int, examples: Int, lossSum: Double) {
         accumulator.addMicroBatch(index, examples: examples, lossSum: lossSum)
     }

@@ -41,6 +41,10 @@ public struct GradientAccumulator: Sendable {
     /// The offset of the first value that overflowed, for the error message.
     public private(set) var firstOverflowOffset: Int?
 
+    /// Chunks that had to be copied before folding because their bytes were not aligned to 4
+    /// (the tests check that csptrain's own chunks never are).
+    public private(set) var copiedFolds = 0
+
     public init(parameterCount: Int, mode: Mode = .float) {
         self.mode = mode
         sum = mode == .float ? [Float](repeating: 0, count: parameterCount) : []
@@ -81,6 +85,8 @@ public struct GradientAccumulator: Sendable {
             return true
         }
         #endif
+        // Misaligned bytes (a peer that does not pad its chunks): one copy, counted.
+        copiedFolds += 1
         var tmp = [Float](repeating: 0, count: n)
         _ = tmp.withUnsafeMutableBufferPointer { FloatEncoding.decodeDense(bytes, into: $0) }
         tmp.withUnsafeBufferPointer { fold($0, at: offset, weight: weight) }

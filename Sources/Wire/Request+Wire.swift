@@ -68,6 +68,7 @@ public enum RequestDecoding {
             case let (6, .fixed64(v)): chunk.lossSum = Double(bitPattern: v)
             case let (7, .bytes(r)): values = r
             case let (8, .varint(v)): chunk.weightsVersion = v
+            case (9, .bytes): break  // padding
             default: throw ProtocolViolation("gradient chunk: unexpected field \(number) or wire type")
             }
         }
@@ -136,31 +137,53 @@ public struct ChunkEncoder: Sendable {
         self.weightsVersion = weightsVersion
     }
 
-    func chunkBodySize(tensor: Int, chunk: Int, chunkCount: Int, values: Int) -> Int {
+    /// Where the chunk's fields go: the padding (nil: none) puts the values at a multiple of 4
+    /// bytes from the start of the message.
+    struct Layout {
+        let body: Int
+        let padding: Int?
+        let total: Int
+    }
+
+    func layout(tensor: Int, chunk: Int, chunkCount: Int, values: Int) -> Layout {
         func field(_ n: Int, _ v: UInt64) -> Int { v == 0 ? 0 : ProtoBytes.tagSize(n) + ProtoBytes.varintSize(v) }
-        return field(1, UInt64(microBatch)) + field(2, UInt64(tensor)) + field(3, UInt64(chunk)) + field(4, UInt64(chunkCount))
+        let scalars = field(1, UInt64(microBatch)) + field(2, UInt64(tensor)) + field(3, UInt64(chunk)) + field(4, UInt64(chunkCount))
             + field(5, UInt64(exampleCount)) + (lossSum.bitPattern == 0 ? 0 : ProtoBytes.tagSize(6) + 8)
-            + (values == 0 ? 0 : ProtoBytes.fieldSize(7, length: values * 4)) + field(8, weightsVersion)
+        let valuesField = values == 0 ? 0 : ProtoBytes.fieldSize(7, length: values * 4)
+        let headerField = header.isEmpty ? 0 : ProtoBytes.fieldSize(1, length: header.count)
+        let trailer = field(8, weightsVersion)
+        for padding in [nil, 0, 1, 2, 3] as [Int?] {
+            let pad = padding.map { ProtoBytes.fieldSize(9, length: $0) } ?? 0
+            let body = scalars + pad + valuesField + trailer
+            let beforeBody = headerField + ProtoBytes.tagSize(13) + ProtoBytes.varintSize(UInt64(body))
+            let valuesAt = beforeBody + scalars + pad + (values == 0 ? 0 : ProtoBytes.tagSize(7) + ProtoBytes.varintSize(UInt64(values * 4)))
+            if valuesAt % 4 == 0 || padding == 3 { return Layout(body: body, padding: padding, total: beforeBody + body) }
+        }
+        fatalError("unreachable: one of five paddings aligns the values")
     }
 
     /// Bytes of the request for one chunk of `values` values.
     public func size(tensor: Int, chunk: Int, chunkCount: Int, values: Int) -> Int {
-        (header.isEmpty ? 0 : ProtoBytes.fieldSize(1, length: header.count))
-            + ProtoBytes.fieldSize(13, length: chunkBodySize(tensor: tensor, chunk: chunk, chunkCount: chunkCount, values: values))
+        layout(tensor: tensor, chunk: chunk, chunkCount: chunkCount, values: values).total
     }
 
     /// Writes the request into `out` (exactly `size(...)` bytes): the values are copied once,
-    /// from the gradient into the message.
+    /// from the gradient into the message, and start at a multiple of 4 bytes into it.
     public func write(tensor: Int, chunk: Int, chunkCount: Int, values: UnsafeBufferPointer<Float>, into out: UnsafeMutableRawBufferPointer) {
+        let l = layout(tensor: tensor, chunk: chunk, chunkCount: chunkCount, values: values.count)
         var w = ProtoBytes.Writer(out)
         if !header.isEmpty { header.withUnsafeBytes { w.bytes(1, $0) } }
-        w.lengthDelimited(13, length: chunkBodySize(tensor: tensor, chunk: chunk, chunkCount: chunkCount, values: values.count))
+        w.lengthDelimited(13, length: l.body)
         w.uint(1, UInt64(microBatch))
         w.uint(2, UInt64(tensor))
         w.uint(3, UInt64(chunk))
         w.uint(4, UInt64(chunkCount))
         w.uint(5, UInt64(exampleCount))
         w.double(6, lossSum)
+        if let padding = l.padding {
+            w.lengthDelimited(9, length: padding)
+            for _ in 0 ..< padding { w.buffer[w.position] = 0; w.position += 1 }
+        }
         if !values.isEmpty {
             w.lengthDelimited(7, length: values.count * 4)
             #if _endian(little)

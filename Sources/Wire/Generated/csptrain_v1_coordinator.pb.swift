@@ -583,6 +583,10 @@ public nonisolated struct Csptrain_V1_GradientChunk: Sendable {
   /// The weights version the gradient was computed at (must equal the task's).
   public var weightsVersion: UInt64 = 0
 
+  /// Ignored. csptrain's workers write 0-3 bytes here, before `values`, so that the values start
+  /// at a multiple of 4 bytes into the message and the coordinator folds them where they arrived.
+  public var padding: Data = Data()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1620,7 +1624,7 @@ nonisolated extension Csptrain_V1_TensorData: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Csptrain_V1_GradientChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GradientChunk"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{1}tensor\0\u{3}chunk_index\0\u{3}chunk_count\0\u{3}example_count\0\u{3}loss_sum\0\u{1}values\0\u{3}weights_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{1}tensor\0\u{3}chunk_index\0\u{3}chunk_count\0\u{3}example_count\0\u{3}loss_sum\0\u{1}values\0\u{3}weights_version\0\u{1}padding\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1636,6 +1640,7 @@ nonisolated extension Csptrain_V1_GradientChunk: SwiftProtobuf.Message, SwiftPro
       case 6: try { try decoder.decodeSingularDoubleField(value: &self.lossSum) }()
       case 7: try { try decoder.decodeSingularBytesField(value: &self.values) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.weightsVersion) }()
+      case 9: try { try decoder.decodeSingularBytesField(value: &self.padding) }()
       default: break
       }
     }
@@ -1666,6 +1671,9 @@ nonisolated extension Csptrain_V1_GradientChunk: SwiftProtobuf.Message, SwiftPro
     if self.weightsVersion != 0 {
       try visitor.visitSingularUInt64Field(value: self.weightsVersion, fieldNumber: 8)
     }
+    if !self.padding.isEmpty {
+      try visitor.visitSingularBytesField(value: self.padding, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1678,6 +1686,7 @@ nonisolated extension Csptrain_V1_GradientChunk: SwiftProtobuf.Message, SwiftPro
     if lhs.lossSum != rhs.lossSum {return false}
     if lhs.values != rhs.values {return false}
     if lhs.weightsVersion != rhs.weightsVersion {return false}
+    if lhs.padding != rhs.padding {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
