@@ -38,7 +38,8 @@ public struct RunFolder: Sendable {
         guard fd >= 0 else {
             // errno first: anything else (even building a message) may overwrite it.
             let code = errno
-            throw RunFolderError(FileError("open the lock file", path: path, code: code, disk: Disk(containing: path)))
+            let error = FileError("open the lock file", path: path, code: code)
+            throw code == EACCES || code == EPERM ? RunFolderError(error, nil, hint: ownerHint()) : RunFolderError(error)
         }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
@@ -59,6 +60,15 @@ public struct RunFolder: Sendable {
             throw RunFolderError(error, "cannot write the token file")
         }
         return tokenFile
+    }
+
+    /// Who owns the folder, for a permission error: "the folder is owned by alice (uid 1001),
+    /// mode 0755; this process runs as uid 1002".
+    func ownerHint() -> String? {
+        var stats = stat()
+        guard stat(url.path, &stats) == 0 else { return nil }
+        let name = getpwuid(stats.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "?"
+        return "the folder is owned by \(name) (uid \(stats.st_uid)), mode 0\(String(stats.st_mode & 0o7777, radix: 8)); this process runs as uid \(geteuid()): run as its owner or choose another --run-dir"
     }
 
     /// Creates (or empties) `logs/<name>` and returns it open for writing, to hand to a child
@@ -99,8 +109,9 @@ public struct RunFolderError: Error, CustomStringConvertible {
 
     /// `context` goes before the file error's own text ("cannot write the token file: cannot
     /// create /r/token.tmp: Read-only file system (errno 30)").
-    public init(_ error: FileError, _ context: String? = nil) {
-        description = context.map { "\($0): \(error)" } ?? error.description
+    /// `hint` goes after it (what to do).
+    public init(_ error: FileError, _ context: String? = nil, hint: String? = nil) {
+        description = (context.map { "\($0): \(error)" } ?? error.description) + (hint.map { "; \($0)" } ?? "")
         file = error
     }
 }
