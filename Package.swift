@@ -4,6 +4,7 @@
 // Dependencies point one way, down towards the numeric core:
 //   csptrain (CLI) → Runtime → Coordination, ParameterServer, Checkpoints, Pruning, Training, Models, Wire, Transport
 //   Wire → Coordination (the domain messages it converts), Tensors
+//   Runtime, Checkpoints → FileIO (POSIX files whose errors carry errno, path and disk)
 //   Transport knows nothing of training; Tensors knows nothing of networking.
 import PackageDescription
 
@@ -34,6 +35,10 @@ let package = Package(
         // multiply-adds); the products use FMA where the CPU has it, as OpenBLAS does.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
 
+        // POSIX files for the run folder: appends, atomic writes, a bounded backlog for lines a
+        // full disk refuses, standard output that reports a closed pipe. Errors carry the errno,
+        // its text, the path and the file system. Knows nothing of training.
+        .target(name: "FileIO"),
         // nng wrapped for Swift: sockets, AIO as async/await, errors.
         .target(name: "Transport", dependencies: ["CNNG"]),
         // The wire: generated protobuf (Generated/, never edited by hand) and every conversion
@@ -58,7 +63,7 @@ let package = Package(
         // The projection step that makes weights sparse (identity until CSP lands).
         .target(name: "Pruning", dependencies: ["Tensors", "CompressedSensing"], exclude: ["README.md"]),
         // The checkpoint format and its store.
-        .target(name: "Checkpoints", dependencies: ["Tensors", "Wire", .product(name: "Crypto", package: "swift-crypto")], exclude: ["README.md"]),
+        .target(name: "Checkpoints", dependencies: ["FileIO", "Tensors", "Wire", .product(name: "Crypto", package: "swift-crypto")], exclude: ["README.md"]),
         // The numbers of a run for a range of the parameters: accumulation, mean, clipping, the
         // optimizer, the projection and the encoding of the weights workers receive. No members,
         // no wire.
@@ -74,24 +79,25 @@ let package = Package(
         ]),
         // The shells: coordinator and worker services, launcher, metrics files.
         .target(name: "Runtime", dependencies: [
-            "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints", "ParameterServer",
+            "FileIO", "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints", "ParameterServer",
             "Coordination", "Configuration", "Tasks", "Speech", "CMalloc",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Throughput benchmarks (`csptrain bench`), kept apart from the tests.
-        .target(name: "Benchmarks", dependencies: ["Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning", "Checkpoints"]),
+        .target(name: "Benchmarks", dependencies: ["FileIO", "Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning", "Checkpoints"]),
         // Experiments made of many runs: their plans, statistics and reports (pure; the
         // executable's `experiment` command is the shell that launches and scores the runs).
         .target(name: "Experiments", dependencies: ["Tensors", .product(name: "Yams", package: "Yams")]),
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
-            "Tensors",
+            "FileIO", "Tensors",
             "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Experiments", "Wire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        .testTarget(name: "FileIOTests", dependencies: ["FileIO"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Tensors"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
@@ -104,7 +110,7 @@ let package = Package(
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "Tensors"]),
         .testTarget(name: "ParameterServerTests", dependencies: ["ParameterServer", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "FileIO", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors", "Tasks", "Speech",

@@ -1,4 +1,5 @@
 import Checkpoints
+import FileIO
 import Foundation
 import Tensors
 
@@ -82,18 +83,9 @@ public enum CheckpointBenchmark {
     }
 
     static func writeRaw(_ values: [Float], to url: URL) throws {
-        let fd = open(url.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CheckpointError.io(url.path, "cannot create") }
-        defer { close(fd) }
-        try values.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = write(fd, raw.baseAddress! + done, raw.count - done)
-                guard n > 0 else { throw CheckpointError.io(url.path, "write failed") }
-                done += n
-            }
-        }
-        guard fsync(fd) == 0 else { throw CheckpointError.io(url.path, "fsync failed") }
+        let file = try FileAppender(path: url.path, truncate: true)
+        try values.withUnsafeBytes { try file.append($0) }
+        try file.sync()
     }
 
     static func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }

@@ -151,7 +151,11 @@ public enum SpeechBenchmark {
         do { try process.run() } catch {
             return .failure(PyTorchSkipped(description: "PyTorch comparison skipped: cannot run \(command[0]): \(error)"))
         }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let data: Data
+        do { data = try out.fileHandleForReading.readToEnd() ?? Data() } catch {
+            process.waitUntilExit()
+            return .failure(PyTorchSkipped(description: "PyTorch comparison failed: cannot read the output of \(command[0]): \(error)"))
+        }
         process.waitUntilExit()
         if process.terminationStatus == 3 {
             return .failure(PyTorchSkipped(description: "PyTorch comparison skipped: torch is not installed (scripts/bench-pytorch.sh --install puts it in .venv-torch)"))

@@ -1,4 +1,5 @@
 import Crypto
+import FileIO
 import Foundation
 import Tensors
 import Wire
@@ -383,6 +384,8 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case missingRecord(String, role: String)
     case shapeMismatch(String, expected: [Int], found: [Int])
     case io(String, String)
+    /// A file operation failed: the errno, its text, the path and, for a full or failing disk, the file system.
+    case file(FileError)
     case noCheckpoint(String)
 
     public var description: String {
@@ -394,6 +397,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case let .missingRecord(name, role): "checkpoint has no \(role) record for tensor '\(name)': it was written for a different model"
         case let .shapeMismatch(name, e, f): "tensor '\(name)' has shape \(f) in the checkpoint but the model expects \(e)"
         case let .io(f, what): "\(f): \(what)"
+        case let .file(error): "\(error)"
         case let .noCheckpoint(dir): "\(dir) holds no checkpoint (no checkpoints/latest, or it is empty)"
         }
     }

@@ -1,8 +1,5 @@
+import FileIO
 import Foundation
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The checkpoints of one run: `<run-dir>/checkpoints/step-<n>.ckpt` and a `latest` pointer.
 ///
@@ -33,11 +30,7 @@ public struct CheckpointStore: Sendable {
     /// Writes an encoded checkpoint of `step`, moves `latest` to it, prunes old ones.
     @discardableResult
     public func write(encoded bytes: [UInt8], step: Int) throws(CheckpointError) -> URL {
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
-            throw .io(directory.path, "cannot create the checkpoint folder: \(error.localizedDescription)")
-        }
+        do { try Folder.create(directory.path) } catch { throw .file(error) }
         let target = path(forStep: step)
         try Self.atomicWrite(bytes, to: target)
         try Self.atomicWrite(Array((target.lastPathComponent + "\n").utf8), to: latestPointer)
@@ -58,9 +51,7 @@ public struct CheckpointStore: Sendable {
 
     /// The file's bytes; the error names it.
     public static func readBytes(_ url: URL) throws(CheckpointError) -> [UInt8] {
-        do { return [UInt8](try Data(contentsOf: url)) } catch {
-            throw .io(url.path, "cannot read: \(error.localizedDescription)")
-        }
+        do { return try FileReader.read(url.path) } catch { throw .file(error) }
     }
 
     /// What a user may name to mean a checkpoint: the file itself, a `latest` pointer, a run
@@ -149,113 +140,6 @@ public struct CheckpointStore: Sendable {
 
     /// temp file → write → fsync → rename → fsync(folder).
     static func atomicWrite(_ bytes: [UInt8], to url: URL) throws(CheckpointError) {
-        let temp = url.path + ".tmp"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .io(temp, "cannot create: \(String(cString: strerror(errno)))") }
-        var written = 0
-        let ok: Bool = bytes.withUnsafeBytes { raw in
-            while written < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + written, raw.count - written)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                written += n
-            }
-            return fsync(fd) == 0
-        }
-        let err = errno
-        close(fd)
-        guard ok else {
-            unlink(temp)
-            throw .io(temp, "write failed: \(String(cString: strerror(err)))")
-        }
-        guard rename(temp, url.path) == 0 else {
-            throw .io(url.path, "cannot rename \(temp) into place: \(String(cString: strerror(errno)))")
-        }
-        let dir = open(url.deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 { fsync(dir); close(dir) }
-    }
-}
-
-/// Checkpoint settings, composed into the run configuration.
-public struct CheckpointSettings: Sendable, Equatable {
-    /// Write a checkpoint every this many steps (0: only at the end of the run).
-    public var everySteps = 50
-    /// Checkpoints kept in the run folder.
-    public var keep = 3
-    public init() {}
-}
-
-/// Writes checkpoints on a thread of its own, so encoding and fsync stay off the step loop.
-///
-/// At most one write runs at a time, in submission order, and `latest` moves only when a file is
-/// complete. When a write is still running as the next checkpoint comes, that one waits; if yet
-/// another comes meanwhile, it replaces the waiting one (the newer state supersedes it), so
-/// memory holds at most two snapshots however slow the disk is.
-public final class CheckpointWriter: @unchecked Sendable {
-    public typealias Completion = @Sendable (_ step: Int, _ result: Result<URL, CheckpointError>, _ seconds: Double, _ bytes: Int) -> Void
-
-    private let store: CheckpointStore
-    private let queue = DispatchQueue(label: "csptrain.checkpoint-writer", qos: .utility)
-    private let lock = NSLock()
-    // Guarded by `lock`.
-    private var waiting: [(checkpoint: Checkpoint, completion: Completion, final: Bool)] = []
-    private var running = false
-    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
-
-    public init(store: CheckpointStore) { self.store = store }
-
-    /// Queues `checkpoint`; `completion` runs on the writer's thread when it is written, failed,
-    /// or superseded (failure `.io(..., "superseded ...")`). A periodic checkpoint still waiting
-    /// when the next periodic one comes is superseded by it (at most one snapshot waits); a
-    /// `final` one (the end of a run) supersedes nothing and is written after what waits.
-    public func submit(_ checkpoint: Checkpoint, final: Bool = false, completion: @escaping Completion) {
-        lock.lock()
-        var superseded: [(checkpoint: Checkpoint, completion: Completion, final: Bool)] = []
-        if !final {
-            superseded = waiting.filter { !$0.final }
-            waiting.removeAll { !$0.final }
-        }
-        waiting.append((checkpoint, completion, final))
-        let start = !running
-        running = true
-        lock.unlock()
-        for old in superseded {
-            old.completion(old.checkpoint.step, .failure(.io(store.path(forStep: old.checkpoint.step).path, "superseded by the checkpoint of step \(checkpoint.step) before it was written")), 0, 0)
-        }
-        if start { queue.async { self.drain() } }
-    }
-
-    private func drain() {
-        while true {
-            lock.lock()
-            guard let (checkpoint, completion, _) = waiting.first else {
-                running = false
-                let waiters = idleWaiters
-                idleWaiters = []
-                lock.unlock()
-                for w in waiters { w.resume() }
-                return
-            }
-            waiting.removeFirst()
-            lock.unlock()
-            let start = DispatchTime.now().uptimeNanoseconds
-            let bytes = checkpoint.encoded()
-            let result: Result<URL, CheckpointError>
-            do { result = .success(try store.write(encoded: bytes, step: checkpoint.step)) } catch { result = .failure(error) }
-            completion(checkpoint.step, result, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, bytes.count)
-        }
-    }
-
-    /// Returns when every submitted checkpoint has been written (or has failed).
-    public func flush() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            lock.lock()
-            if running {
-                idleWaiters.append(c)
-                lock.unlock()
-            } else {
-                lock.unlock()
-                c.resume()
-            }
-        }
+        do { try AtomicFile.write(bytes, to: url.path) } catch { throw .file(error) }
     }
 }

@@ -23,7 +23,7 @@ extension RunConfiguration: ConfigSection {
             .init("optimizer", \.optimizer, "optimizer and learning-rate schedule"),
             .init("pruning", \.pruning, "the projection step that sparsifies the weights"),
             .init("coordinator", \.coordinator, "batching, deadlines and chunking"),
-            .init("checkpoint", \.checkpoint, "how often to checkpoint and how many to keep"),
+            .init("checkpoint", \.checkpoint, "how often to checkpoint, how many to keep, what a failed write does"),
             .init("transport", \.transport, "nng socket limits"),
         ]
     }
@@ -164,11 +164,13 @@ extension CoordinatorSettings: ConfigSection {
     }
 }
 
+extension CheckpointSettings.WriteFailurePolicy: ConfigEnum {}
 extension CheckpointSettings: ConfigSection {
     static var fields: [ConfigField<CheckpointSettings>] {
         [
             .init("every_steps", \.everySteps, "checkpoint interval in steps (0: at the end only)", check: nonNegative),
             .init("keep", \.keep, "checkpoints kept", check: positive),
+            .init("on_write_failure", \.onWriteFailure, "stop: end the run (non-zero exit) after \(CheckpointSettings.failedWritesBeforeStop) failed checkpoint writes in a row; continue: train on, holding metrics and ledger lines in memory (bounded) until the disk takes them"),
         ]
     }
 }

@@ -162,7 +162,8 @@ extension RunStateMachine {
             return out + conclude(.failed, message: ending.message.map { $0 + "; " + note } ?? note, now: now)
         }
         if let limit = settings.checkpointFailuresToStop, checkpointFailuresInRow >= limit {
-            out += beginFinishing(.failed, message: "\(checkpointFailuresInRow) checkpoint writes failed in a row (checkpoint.on_write_failure: stop); the last: \(message)", now: now)
+            let newest = lastCheckpointWritten.map { "the newest checkpoint on disk is step \($0)" } ?? "no checkpoint of this run is on disk"
+            out += beginFinishing(.failed, message: "stopping: \(checkpointFailuresInRow) checkpoint writes in a row failed (checkpoint.on_write_failure: stop); the last: \(message). \(newest); free space or fix the cause and continue with --resume (or set checkpoint.on_write_failure: continue to train on without checkpoints)", now: now)
         }
         return out
     }

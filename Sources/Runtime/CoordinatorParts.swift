@@ -107,7 +107,7 @@ struct CoordinatorParts {
         s.evalSets = evaluationSets.filter { $0.value > 0 }.mapValues { c.evalExamples > 0 ? min(c.evalExamples, $0) : $0 }
         s.evalBatch = c.evalBatch
         s.checkpointEverySteps = config.checkpoint.everySteps
-        s.checkpointFailuresToStop = 3
+        s.checkpointFailuresToStop = config.checkpoint.onWriteFailure == .stop ? CheckpointSettings.failedWritesBeforeStop : nil
         s.requireComputeSignature = config.deterministic
         s.protocolVersion = Wire.protocolVersion
         return s

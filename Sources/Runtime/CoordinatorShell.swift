@@ -232,19 +232,17 @@ actor CoordinatorShell {
         checkpoint.state.computeSignature = machine.computeSignature ?? ""
         let logger = self.logger
         let snapshotSeconds = String(format: "%.4f", Self.now() - snapshotStart)
-        writer.submit(checkpoint, final: final) { written, result, seconds, bytes in
-            switch result {
-            case let .success(url):
-                logger.debug("checkpoint written", metadata: ["step": "\(written)", "path": "\(url.path)", "bytes": "\(bytes)",
+        writer.submit(checkpoint, final: final) { report in
+            switch report.outcome {
+            case let .written(url):
+                logger.debug("checkpoint written", metadata: ["step": "\(report.step)", "path": "\(url.path)", "bytes": "\(report.bytes)",
                                                               "snapshot_seconds": "\(snapshotSeconds)", "final": "\(final)",
-                                                              "write_seconds": "\(String(format: "%.3f", seconds))"])
-                Task { await self.checkpointReport(.checkpointWritten(step: written, now: Self.now())) }
-            case let .failure(error):
-                if case let .io(_, what) = error, what.hasPrefix("superseded") {
-                    logger.debug("checkpoint of step \(written) skipped: \(what)")
-                    return
-                }
-                Task { await self.checkpointReport(.checkpointFailed(step: written, message: "\(error)", now: Self.now())) }
+                                                              "write_seconds": "\(String(format: "%.3f", report.seconds))"])
+                Task { await self.checkpointReport(.checkpointWritten(step: report.step, now: Self.now())) }
+            case let .superseded(newer):
+                logger.debug("checkpoint of step \(report.step) skipped: superseded by step \(newer) before it was written")
+            case let .failed(failure):
+                Task { await self.checkpointReport(.checkpointFailed(step: report.step, message: failure.description, now: Self.now())) }
             }
         }
     }
@@ -252,6 +250,13 @@ actor CoordinatorShell {
     private func checkpointReport(_ event: RunStateMachine.Event) { perform(machine.handle(event)) }
 
     private func conclude(_ status: RunSummary.Status, message: String?) {
+        var status = status, message = message
+        // Records a full disk held back: written now, or the run did not save all it did.
+        if let unsaved = recorder.flushAll() {
+            logger.error("\(unsaved)")
+            if status == .completed { status = .failed }
+            message = message.map { $0 + "; " + unsaved } ?? unsaved
+        }
         let latest = checkpoints.latestPath()
         let sparsity = server.projection.sparsityReport(server.broadcast, layout: server.layout)
         let wall = Self.now() - recorder.runStarted
@@ -268,8 +273,11 @@ actor CoordinatorShell {
         summary.projectionSeconds = projectionSecondsTotal
         summary.deterministic = config.deterministic
         summary.resumedFrom = parts.resumedFrom
+        if !recorder.writeSummary(summary), summary.status == .completed {
+            summary.status = .failed
+            summary.message = "summary.json could not be written (see the log)"
+        }
         outcome = summary
-        recorder.writeSummary(summary)
         logger.info("run \(status.rawValue)", metadata: ["steps": "\(m.step)", "final_loss": "\(parts.lastLoss ?? .nan)"])
         for waiter in finishedWaiters { waiter.resume(returning: summary) }
         finishedWaiters = []

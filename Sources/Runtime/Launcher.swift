@@ -1,5 +1,6 @@
 import Checkpoints
 import Configuration
+import FileIO
 import Foundation
 import Logging
 
@@ -88,9 +89,7 @@ public final class Launcher: Sendable {
         var environment = ProcessInfo.processInfo.environment
         environment[ParentWatch.environmentVariable] = String(getpid())
         process.environment = environment
-        let log = options.folder.logsFolder.appendingPathComponent("worker-\(index).log")
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let handle = try FileHandle(forWritingTo: log)
+        let handle = try options.folder.openLog("worker-\(index).log")
         process.standardOutput = handle
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice
@@ -237,7 +236,7 @@ public enum ParentWatch {
         signal(SIGINT, SIG_IGN)
         let watchdog = Thread {
             while getppid() == parent { usleep(200_000) }
-            FileHandle.standardError.write(Data("csptrain worker: the launcher (pid \(parent)) is gone; exiting\n".utf8))
+            StandardError.write("csptrain worker: the launcher (pid \(parent)) is gone; exiting\n")
             exit(1)
         }
         watchdog.name = "parent-watch"

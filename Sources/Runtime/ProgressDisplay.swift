@@ -1,3 +1,4 @@
+import FileIO
 import Foundation
 import Synchronization
 
@@ -31,10 +32,10 @@ public final class ProgressDisplay: Sendable {
             if let wer = m.validWerChannel { line += String(format: " (channel %.2f%%)", 100 * wer) }
             state.withLock { s in
                 if tty {
-                    FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
+                    StandardError.write("\r\u{1B}[K" + line)
                     s.lineOpen = true
                 } else if m.step == total || m.step == 1 || m.validWer != nil || m.step - s.lastPrinted >= max(1, total / 20) {
-                    FileHandle.standardError.write(Data((line + "\n").utf8))
+                    StandardError.write(line + "\n")
                     s.lastPrinted = m.step
                 }
             }
@@ -44,7 +45,7 @@ public final class ProgressDisplay: Sendable {
     /// Ends an open progress line so that the next message starts on its own line.
     public func finishLine() {
         state.withLock { s in
-            if s.lineOpen { FileHandle.standardError.write(Data("\n".utf8)); s.lineOpen = false }
+            if s.lineOpen { StandardError.write("\n"); s.lineOpen = false }
         }
     }
 }

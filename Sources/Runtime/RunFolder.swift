@@ -1,3 +1,4 @@
+import FileIO
 import Foundation
 
 #if canImport(Glibc)
@@ -23,45 +24,69 @@ public struct RunFolder: Sendable {
     public var logsFolder: URL { url.appendingPathComponent("logs", isDirectory: true) }
     public var ledgerFolder: URL { url.appendingPathComponent("ledger", isDirectory: true) }
 
-    public func create() throws {
-        do {
-            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        } catch {
-            throw RunFolderError("cannot create the run folder \(url.path): \(error.localizedDescription)")
-        }
+    /// Creates the folder (and missing parents); returns the folders it made, outermost first.
+    @discardableResult
+    public func create() throws -> [String] {
+        do { return try Folder.create(url.path) } catch { throw RunFolderError(error) }
     }
 
     /// Takes the run's lock (flock, released by the kernel if this process dies). A second
     /// coordinator on the same folder is refused with the holder's pid.
     public func lock() throws -> RunLock {
-        let fd = open(lockFile.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw RunFolderError("cannot open the lock file \(lockFile.path): \(String(cString: strerror(errno)))") }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            let holder = (try? String(contentsOf: lockFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
-            close(fd)
-            throw RunFolderError("the run folder \(url.path) is in use by another coordinator (pid \(holder), lock \(lockFile.path)); stop it or choose another --run-dir")
+        let path = lockFile.path
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            // errno first: anything else (even building a message) may overwrite it.
+            let code = errno
+            let error = FileError("open the lock file", path: path, code: code)
+            throw code == EACCES || code == EPERM ? RunFolderError(error, nil, hint: ownerHint()) : RunFolderError(error)
         }
-        ftruncate(fd, 0)
-        let pid = "\(getpid())\n"
-        _ = pid.withCString { Glibc.write(fd, $0, strlen($0)) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            let holder = (try? FileReader.readText(path))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+            close(fd)
+            guard code == EWOULDBLOCK else { throw RunFolderError(FileError("lock", path: path, code: code)) }
+            throw RunFolderError("the run folder \(url.path) is in use by another coordinator (pid \(holder.isEmpty ? "?" : holder), lock \(path)); stop it or choose another --run-dir")
+        }
+        // The pid is for the message above: a lock taken without it still protects the run.
+        if ftruncate(fd, 0) == 0 { try? Descriptor.write(fd, Array("\(getpid())\n".utf8), path: path) }
         return RunLock(fd: fd)
     }
 
-    /// Writes a fresh random token readable by this user only (mode 0600).
+    /// Writes a fresh random token readable by this user only (mode 0600), atomically.
     public func writeNewToken() throws -> URL {
         let token = randomBytes(32).map { String(format: "%02x", $0) }.joined()
-        let fd = open(tokenFile.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw RunFolderError("cannot write the token file \(tokenFile.path): \(String(cString: strerror(errno)))") }
-        fchmod(fd, 0o600)
-        _ = (token + "\n").withCString { Glibc.write(fd, $0, strlen($0)) }
-        close(fd)
+        do { try AtomicFile.write(token + "\n", to: tokenFile.path, mode: 0o600) } catch {
+            throw RunFolderError(error, "cannot write the token file")
+        }
         return tokenFile
     }
 
-    public func write(_ text: String, to file: URL) throws {
-        do { try Data(text.utf8).write(to: file, options: .atomic) } catch {
-            throw RunFolderError("cannot write \(file.path): \(error.localizedDescription)")
+    /// Who owns the folder, for a permission error: "the folder is owned by alice (uid 1001),
+    /// mode 0755; this process runs as uid 1002".
+    func ownerHint() -> String? {
+        var stats = stat()
+        guard stat(url.path, &stats) == 0 else { return nil }
+        let name = getpwuid(stats.st_uid).map { String(cString: $0.pointee.pw_name) } ?? "?"
+        return "the folder is owned by \(name) (uid \(stats.st_uid)), mode 0\(String(stats.st_mode & 0o7777, radix: 8)); this process runs as uid \(geteuid()): run as its owner or choose another --run-dir"
+    }
+
+    /// Creates (or empties) `logs/<name>` and returns it open for writing, to hand to a child
+    /// process as its stdout and stderr.
+    public func openLog(_ name: String) throws -> FileHandle {
+        do { try Folder.create(logsFolder.path) } catch { throw RunFolderError(error) }
+        let path = logsFolder.appendingPathComponent(name).path
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            let code = errno
+            throw RunFolderError(FileError("create the log", path: path, code: code))
         }
+        return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    }
+
+    /// Replaces `file` atomically (temporary file, fsync, rename).
+    public func write(_ text: String, to file: URL) throws {
+        do { try AtomicFile.write(text, to: file.path) } catch { throw RunFolderError(error) }
     }
 }
 
@@ -74,7 +99,21 @@ public final class RunLock: Sendable {
 
 public struct RunFolderError: Error, CustomStringConvertible {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// The failed file operation behind it, with its errno.
+    public let file: FileError?
+
+    public init(_ description: String) {
+        self.description = description
+        file = nil
+    }
+
+    /// `context` goes before the file error's own text ("cannot write the token file: cannot
+    /// create /r/token.tmp: Read-only file system (errno 30)").
+    /// `hint` goes after it (what to do).
+    public init(_ error: FileError, _ context: String? = nil, hint: String? = nil) {
+        description = (context.map { "\($0): \(error)" } ?? error.description) + (hint.map { "; \($0)" } ?? "")
+        file = error
+    }
 }
 
 /// Reads the run token: from `file`, else from the environment variable CSPTRAIN_TOKEN.
@@ -84,9 +123,8 @@ public enum RunToken {
 
     public static func load(file: String?) throws -> [UInt8] {
         if let file {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                throw RunFolderError("cannot read the token file \(file)")
-            }
+            let text: String
+            do { text = try FileReader.readText(file) } catch { throw RunFolderError(error, "cannot read the run token") }
             let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
             guard !token.isEmpty else { throw RunFolderError("the token file \(file) is empty") }
             return Array(token.utf8)
@@ -155,39 +193,9 @@ public struct RunSummary: Codable, Sendable {
     public var resumedFrom: String?
     public var message: String?
 
+    /// Non-finite numbers are null, named in `non_finite` (see ``JSONRecord``).
     public func json(pretty: Bool = true) -> String {
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+        // Encoding a struct of numbers and strings cannot fail.
+        String(decoding: (try? JSONRecord.encode(self, pretty: pretty)) ?? [], as: UTF8.self)
     }
-}
-
-/// Appends one JSON object per line (metrics.jsonl, pruning.jsonl), flushed per line so a crash
-/// loses at most the last one.
-final class MetricsWriter {
-    // Owned by the coordinator's actor: never shared across threads.
-    private let handle: FileHandle?
-    private let encoder: JSONEncoder
-
-    /// `truncate`: start the file empty; otherwise append to what it holds (a resumed run).
-    init(url: URL, truncate: Bool = true) {
-        if truncate || !FileManager.default.fileExists(atPath: url.path) {
-            _ = FileManager.default.createFile(atPath: url.path, contents: nil)
-        }
-        handle = try? FileHandle(forWritingTo: url)
-        _ = try? handle?.seekToEnd()
-        encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        encoder.outputFormatting = [.sortedKeys]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-    }
-
-    func append(_ record: some Encodable) {
-        guard let data = try? encoder.encode(record) else { return }
-        handle?.write(data + Data("\n".utf8))
-    }
-
-    deinit { try? handle?.close() }
 }

@@ -1,5 +1,6 @@
 import Checkpoints
 import Coordination
+import FileIO
 import Foundation
 import Logging
 import ParameterServer
@@ -27,8 +28,8 @@ final class RunRecorder {
         } else {
             try? FileManager.default.removeItem(at: folder.pruningFile)
         }
-        metrics = MetricsWriter(url: folder.metricsFile, truncate: resumeStep == nil)
-        pruningLog = MetricsWriter(url: folder.pruningFile, truncate: false)
+        metrics = try MetricsWriter(file: folder.metricsFile, truncate: resumeStep == nil)
+        pruningLog = try MetricsWriter(file: folder.pruningFile, truncate: false)
         runStarted = now
     }
 
@@ -39,7 +40,9 @@ final class RunRecorder {
             logger.error("cannot append to the ledger in \(ledgerFiles.folder.path): \(error) (the checkpoints still hold it)")
         }
         for epoch in completed {
-            ledgerFiles.sync(epoch: epoch.epoch)
+            do { try ledgerFiles.syncFile(epoch: epoch.epoch) } catch {
+                logger.error("the ledger of epoch \(epoch.epoch) is not yet on disk: \(error)")
+            }
             logger.info("epoch complete", metadata: ["epoch": "\(epoch.epoch)", "steps": "\(epoch.steps)", "examples": "\(epoch.examples)"])
         }
     }
@@ -60,7 +63,7 @@ final class RunRecorder {
             line.validCerChannel = v["valid_channel"]?.characterErrorRate
         }
         line.wallSeconds = now - runStarted
-        metrics.append(line)
+        write(line, to: metrics, file: folder.metricsFile)
         return line
     }
 
@@ -80,12 +83,37 @@ final class RunRecorder {
             if let o = layer.overlapWithTopK { metadata["overlap_with_top_k"] = "\(String(format: "%.3f", o))" }
             logger.debug("pruning: layer support", metadata: metadata)
         }
-        pruningLog.append(update)
+        write(update, to: pruningLog, file: folder.pruningFile)
     }
 
-    func writeSummary(_ summary: RunSummary) {
+    /// A line the disk refuses is held (bounded) and written with a later one; say so once per
+    /// failure, not silently.
+    private func write(_ record: some Encodable, to writer: MetricsWriter, file: URL) {
+        do { try writer.write(record) } catch {
+            logger.error("cannot append to \(file.path): \(error)")
+        }
+    }
+
+    /// At the end of a run: everything held is written now, or the reason it is not (the run
+    /// then did not save all it did, and must not report success).
+    func flushAll() -> String? {
+        var problems: [String] = []
+        for (name, flush) in [("metrics.jsonl", { try self.metrics.flushBacklog() }), ("pruning.jsonl", { try self.pruningLog.flushBacklog() }),
+                              ("the ledger", { try self.ledgerFiles.flushBacklog() })] as [(String, () throws -> Void)] {
+            do { try flush() } catch { problems.append("\(name): \(error)") }
+        }
+        for (name, backlog) in [("metrics.jsonl", metrics.backlog), ("pruning.jsonl", pruningLog.backlog), ("the ledger", ledgerFiles.backlog)]
+        where backlog.droppedLines > 0 {
+            problems.append("\(name): \(backlog.droppedLines) lines were dropped when the in-memory backlog was full")
+        }
+        return problems.isEmpty ? nil : "not every record reached the disk: " + problems.joined(separator: "; ")
+    }
+
+    func writeSummary(_ summary: RunSummary) -> Bool {
         do { try folder.write(summary.json() + "\n", to: folder.summaryFile) } catch {
             logger.error("cannot write \(folder.summaryFile.path): \(error)")
+            return false
         }
+        return true
     }
 }

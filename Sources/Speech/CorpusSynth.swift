@@ -297,9 +297,17 @@ public struct CorpusSynth: Sendable {
         }
         // Drain stderr concurrently, so a chatty child cannot block on a full pipe.
         let errBox = ResultBox()
-        let drain = Thread { errBox.add(String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)) }
+        let drain = Thread {
+            do { errBox.add(String(decoding: try errors.fileHandleForReading.readToEnd() ?? Data(), as: UTF8.self)) } catch {
+                errBox.add("(cannot read its standard error: \(error))")
+            }
+        }
         drain.start()
-        let out = pipe.fileHandleForReading.readDataToEndOfFile()
+        let out: Data
+        do { out = try pipe.fileHandleForReading.readToEnd() ?? Data() } catch {
+            process.waitUntilExit()
+            throw DatasetError(file: arguments[0], line: nil, message: "cannot read the output of \(arguments.joined(separator: " ")): \(error)")
+        }
         process.waitUntilExit()
         while errBox.first == nil { usleep(1000) }
         let err = Data((errBox.first ?? "").utf8)

@@ -143,31 +143,31 @@ struct Bench: AsyncParsableCommand {
             }
             let data = try JSONSerialization.data(withJSONObject: ["benchmarks": objects, "projection": projection, "checkpoint": checkpoint,
                                                                    "notes": notes], options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            try output(String(decoding: data, as: UTF8.self))
         } else {
             for r in results {
-                print(r.name)
-                print(String(format: "  ours     %8.3f %@", r.ours, r.unit))
-                print(String(format: "  baseline %8.3f %@  (%@)", r.baseline, r.unit, r.baselineName))
-                print(String(format: "  ratio    %8.3f", r.ratio))
+                try output(r.name)
+                try output(String(format: "  ours     %8.3f %@", r.ours, r.unit))
+                try output(String(format: "  baseline %8.3f %@  (%@)", r.baseline, r.unit, r.baselineName))
+                try output(String(format: "  ratio    %8.3f", r.ratio))
             }
             if !projectionRows.isEmpty {
-                print("projection (\(method), target sparsity \(target)): seconds on the coordinator")
-                print("  parameters  support update  plain step  one Adam step")
+                try output("projection (\(method), target sparsity \(target)): seconds on the coordinator")
+                try output("  parameters  support update  plain step  one Adam step")
                 for r in projectionRows {
-                    print(String(format: "  %10d  %14.3f  %10.4f  %13.4f", r.parameters, r.supportUpdateSeconds, r.stepSeconds, r.optimizerSeconds))
+                    try output(String(format: "  %10d  %14.3f  %10.4f  %13.4f", r.parameters, r.supportUpdateSeconds, r.stepSeconds, r.optimizerSeconds))
                 }
             }
             if !checkpointRows.isEmpty {
-                print("checkpoint write/read (\(checkpointFolder)), median of 3; raw = the dense float32 values, write+fsync / read")
-                print("  contents              sparsity  file MB  raw MB  size/raw  write s  raw write s  read s  raw read s")
+                try output("checkpoint write/read (\(checkpointFolder)), median of 3; raw = the dense float32 values, write+fsync / read")
+                try output("  contents              sparsity  file MB  raw MB  size/raw  write s  raw write s  read s  raw read s")
                 for r in checkpointRows {
-                    print("  " + r.what.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "  %7.0f%%  %7.1f  %6.1f  %8.3f  %7.3f  %11.3f  %6.3f  %10.3f", 100 * r.sparsity,
+                    try output("  " + r.what.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "  %7.0f%%  %7.1f  %6.1f  %8.3f  %7.3f  %11.3f  %6.3f  %10.3f", 100 * r.sparsity,
                                  Double(r.fileBytes) / 1e6, Double(r.rawBytes) / 1e6, Double(r.fileBytes) / Double(r.rawBytes),
                                  r.writeSeconds, r.rawWriteSeconds, r.readSeconds, r.rawReadSeconds))
                 }
             }
-            for note in notes { print(note) }
+            for note in notes { try output(note) }
         }
     }
 }

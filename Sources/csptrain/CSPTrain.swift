@@ -1,5 +1,6 @@
 import ArgumentParser
 import Configuration
+import FileIO
 import Foundation
 import Logging
 import Runtime
@@ -23,6 +24,7 @@ struct CSPTrain: AsyncParsableCommand {
     /// `--resume` takes an optional value (`latest`, `auto` or a path); a bare `--resume` means
     /// `latest`. The argument parser has no optional-value options, so a bare one is completed here.
     static func main() async {
+        StandardOutput.ignoreBrokenPipeSignal()
         await main(ResumeOptions.completingBareResume(Array(CommandLine.arguments.dropFirst())))
     }
 }
@@ -101,8 +103,14 @@ struct LogOptions: ParsableArguments {
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// Prints exactly one JSON object on stdout.
-func printJSON(_ text: String) {
-    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+func printJSON(_ text: String) throws {
+    try output(text)
+}
+
+/// Writes to stdout. A closed pipe (`csptrain ... | head -1`) is an error, reported on stderr
+/// with exit status 1, never a signal (SIGPIPE is ignored from the start) or a trap.
+func output(_ text: String, terminator: String = "\n") throws {
+    try StandardOutput.write(text + terminator)
 }
 
 func runExitCode(_ summary: RunSummary) -> ExitCode {
@@ -164,10 +172,10 @@ struct Launch: AsyncParsableCommand {
             summary = try await Launcher(options: options, logger: logger).run()
         } catch {
             logger.error("\(error)")
-            if json { printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
+            if json { try? printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
             throw ExitCode.failure
         }
-        if json { printJSON(summary.json(pretty: false)) } else { report(summary) }
+        if json { try printJSON(summary.json(pretty: false)) } else { report(summary) }
         throw runExitCode(summary)
     }
 
@@ -177,7 +185,7 @@ struct Launch: AsyncParsableCommand {
         if let c = s.checkpoint { lines.append("checkpoint: \(c)") }
         if let m = s.message { lines.append(m) }
         lines.append("summary: \(RunFolder(runDir).summaryFile.path)")
-        FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        StandardError.write(lines.joined(separator: "\n") + "\n")
     }
 }
 
@@ -246,10 +254,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
             trap.cancel()
         } catch {
             logger.error("\(error)")
-            if json { printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
+            if json { try? printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
             throw ExitCode.failure
         }
-        if json { printJSON(summary.json(pretty: false)) }
+        if json { try printJSON(summary.json(pretty: false)) }
         throw runExitCode(summary)
     }
 }
@@ -312,11 +320,11 @@ struct WorkerCommand: AsyncParsableCommand {
             let exit = try await worker.run()
             worker.close()
             if json, case let .finished(reason) = exit {
-                printJSON(jsonObject(["status": "finished", "reason": reason]))
+                try printJSON(jsonObject(["status": "finished", "reason": reason]))
             }
         } catch {
             logger.error("\(error)")
-            if json { printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
+            if json { try? printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
             throw ExitCode.failure
         }
     }
@@ -348,13 +356,13 @@ struct ConfigCommand: ParsableCommand {
         func run() throws {
             let config: RunConfiguration
             do { config = try configOptions.resolve() } catch {
-                if json { printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
+                if json { try? printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
                 throw error
             }
             if json {
-                printJSON(config.jsonText())
+                try printJSON(config.jsonText())
             } else {
-                print(config.yamlText(), terminator: "")
+                try output(config.yamlText(), terminator: "")
             }
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Checkpoints
 import Configuration
+import FileIO
 import Foundation
 import Models
 import Pruning
@@ -46,12 +47,12 @@ struct CheckpointCommand: ParsableCommand {
             do {
                 (header, records, checkpoint) = try Checkpoint.layout(of: bytes, source: url.path)
             } catch {
-                if json { printJSON(jsonObject(["status": "corrupt", "path": url.path, "error": "\(error)"])) }
-                FileHandle.standardError.write(Data("csptrain checkpoint inspect: \(error)\n".utf8))
+                if json { try? printJSON(jsonObject(["status": "corrupt", "path": url.path, "error": "\(error)"])) }
+                StandardError.write("csptrain checkpoint inspect: \(error)\n")
                 throw ExitCode.failure
             }
             let report = Report(url: url, fileBytes: bytes.count, header: header, records: records, checkpoint: checkpoint)
-            if json { printJSON(report.json()) } else { print(report.text(), terminator: "") }
+            if json { try printJSON(report.json()) } else { try output(report.text(), terminator: "") }
         }
     }
 
@@ -232,7 +233,7 @@ struct CheckpointCommand: ParsableCommand {
                 throw ValidationError("cannot write \(out): \(error.localizedDescription)")
             }
             let zeros = parameters.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
-            FileHandle.standardError.write(Data("wrote \(out): \(bytes.count) bytes, \(writer.names.count) tensors, step \(checkpoint.step), \(String(format: "%.2f", 100 * Double(zeros) / Double(max(1, parameters.count))))% zeros, layout \(layout.rawValue)\n".utf8))
+            StandardError.write("wrote \(out): \(bytes.count) bytes, \(writer.names.count) tensors, step \(checkpoint.step), \(String(format: "%.2f", 100 * Double(zeros) / Double(max(1, parameters.count))))% zeros, layout \(layout.rawValue)\n")
             if let reference {
                 try writeReference(audio: reference, model: model, parameters: parameters, mean: mean, std: std)
             }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FileIO
 import Foundation
 import Logging
 import Speech
@@ -44,15 +45,15 @@ struct DataCommand: ParsableCommand {
                 let encoder = JSONEncoder()
                 encoder.keyEncodingStrategy = .convertToSnakeCase
                 encoder.outputFormatting = [.sortedKeys]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                try output(String(decoding: try encoder.encode(report), as: UTF8.self))
             } else {
-                print("""
+                try output("""
                 \(report.train) training, \(report.valid) validation and \(report.test) test utterances (+ channel-degraded copies of validation and test) in \(out)
                 \(report.trainSentences) training / \(report.validSentences) validation / \(report.testSentences) test sentences; \(report.voices.count) voices × \(report.variants.count + 1) variants
                 training audio: \(String(format: "%.0f", report.trainSeconds)) s
                 """)
                 if !report.rejectedVariants.isEmpty {
-                    print("variants that do not change the voice (left out): \(report.rejectedVariants.joined(separator: ", "))")
+                    try output("variants that do not change the voice (left out): \(report.rejectedVariants.joined(separator: ", "))")
                 }
             }
         }
@@ -89,11 +90,11 @@ struct DataCommand: ParsableCommand {
             if json {
                 let object: [String: Any] = ["prepared": report.prepared, "skipped": report.skipped.count, "seconds": report.seconds,
                                              "skipped_files": report.skipped.map { ["file": $0.file, "reason": $0.reason] }]
-                print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+                try output(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
             } else {
-                print("prepared \(report.prepared) utterances (\(String(format: "%.0f", report.seconds)) s of audio) into \(out); skipped \(report.skipped.count)")
-                for s in report.skipped.prefix(20) { print("  skipped \(s.file): \(s.reason)") }
-                if report.skipped.count > 20 { print("  ... and \(report.skipped.count - 20) more (see \(out)/shards.json)") }
+                try output("prepared \(report.prepared) utterances (\(String(format: "%.0f", report.seconds)) s of audio) into \(out); skipped \(report.skipped.count)")
+                for s in report.skipped.prefix(20) { try output("  skipped \(s.file): \(s.reason)") }
+                if report.skipped.count > 20 { try output("  ... and \(report.skipped.count - 20) more (see \(out)/shards.json)") }
             }
         }
     }
@@ -117,14 +118,14 @@ final class CountProgress: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if tty {
-            if i % 50 == 0 { FileHandle.standardError.write(Data("\r\(label) \(i)/\(n)".utf8)) }
+            if i % 50 == 0 { StandardError.write("\r\(label) \(i)/\(n)") }
         } else if i * 10 / n > lastTenth {
             lastTenth = i * 10 / n
-            FileHandle.standardError.write(Data("\(label) \(i)/\(n)\n".utf8))
+            StandardError.write("\(label) \(i)/\(n)\n")
         }
     }
 
     func done() {
-        if enabled, tty { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        if enabled, tty { StandardError.write("\r\u{1B}[K") }
     }
 }

@@ -39,11 +39,11 @@ struct EvalCommand: ParsableCommand {
             let object: [String: Any] = ["wer": result.rates.wer, "cer": result.rates.cer, "utterances": result.rates.utterances,
                                          "real_time_factor": result.realTimeFactor, "skipped": result.skipped.count,
                                          "audio_seconds": result.audioSeconds]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+            try output(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         } else {
-            print(String(format: "WER %.2f%%  CER %.2f%%  utterances %d  real-time factor %.4f", 100 * result.rates.wer, 100 * result.rates.cer,
+            try output(String(format: "WER %.2f%%  CER %.2f%%  utterances %d  real-time factor %.4f", 100 * result.rates.wer, 100 * result.rates.cer,
                          result.rates.utterances, result.realTimeFactor))
-            for s in result.skipped.prefix(10) { print("skipped \(s.file): \(s.reason)") }
+            for s in result.skipped.prefix(10) { try output("skipped \(s.file): \(s.reason)") }
         }
     }
 

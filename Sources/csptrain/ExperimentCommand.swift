@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoints
 import Configuration
 import Experiments
+import FileIO
 import Foundation
 import Pruning
 import Runtime
@@ -98,7 +99,7 @@ struct PruningSweep: ParsableCommand {
 
 private func log(_ message: String) {
     let time = ISO8601DateFormatter().string(from: Date())
-    FileHandle.standardError.write(Data("\(time) experiment: \(message)\n".utf8))
+    StandardError.write("\(time) experiment: \(message)\n")
 }
 
 struct SweepInterrupted: Error, CustomStringConvertible {

@@ -197,7 +197,9 @@ struct CheckpointStoreTests {
         for step in 1 ... 20 {
             writer.submit(Checkpoint(step: step, runID: "r", configYAML: "", records: [
                 .init(name: "w", shape: [50_000], role: "param", values: [Float](repeating: Float(step), count: 50_000)),
-            ])) { step, result, _, _ in outcomes.add(step, (try? result.get()) != nil) }
+            ]), final: step == 20) { report in
+                if case .written = report.outcome { outcomes.add(report.step, true) } else { outcomes.add(report.step, false) }
+            }
         }
         await writer.flush()
         let all = outcomes.all
@@ -206,6 +208,27 @@ struct CheckpointStoreTests {
         #expect(try CheckpointStore.load(#require(store.latestPath())).step == 20)
         let written = all.filter(\.1).map(\.0)
         #expect(written == written.sorted(), "written out of order: \(written)")
+    }
+
+    /// A run's final checkpoint supersedes nothing: the periodic one waiting behind a running
+    /// write is written too, then the final one.
+    @Test func aFinalCheckpointSupersedesNothing() async throws {
+        let dir = folder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = CheckpointStore(runDirectory: dir, keep: 50)
+        let writer = CheckpointWriter(store: store)
+        let outcomes = Outcomes()
+        for step in 1 ... 3 {
+            writer.submit(Checkpoint(step: step, runID: "r", configYAML: "", records: [
+                .init(name: "w", shape: [400_000], role: "param", values: [Float](repeating: Float(step), count: 400_000)),
+            ]), final: step == 3) { report in
+                if case .written = report.outcome { outcomes.add(report.step, true) } else { outcomes.add(report.step, false) }
+            }
+        }
+        await writer.flush()
+        // Step 1 starts at once; step 2 waits behind it and is not replaced by the final step 3.
+        #expect(outcomes.all.map(\.0) == [1, 2, 3] && outcomes.all.allSatisfy(\.1), "\(outcomes.all)")
+        #expect(store.steps() == [1, 2, 3])
     }
 }
 

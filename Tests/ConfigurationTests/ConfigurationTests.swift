@@ -90,6 +90,20 @@ struct ConfigurationTests {
         #expect(method?.description.contains("gradual-magnitude") == true)
     }
 
+    @Test func checkpointWriteFailurePolicyIsReadDumpedAndChecked() throws {
+        #expect(RunConfiguration().checkpoint.onWriteFailure == .stop)
+        let c = try RunConfiguration.load(file: try file("checkpoint: {every_steps: 5, on_write_failure: continue}\n"))
+        #expect(c.checkpoint.onWriteFailure == .continue && c.checkpoint.everySteps == 5)
+        #expect(c.yamlText().contains("on_write_failure: continue"))
+        #expect(try RunConfiguration.parse(yaml: c.yamlText(), source: "dump") == c)
+        let json = try JSONSerialization.jsonObject(with: Data(RunConfiguration().jsonText().utf8)) as? [String: Any]
+        #expect((json?["checkpoint"] as? [String: Any])?["on_write_failure"] as? String == "stop")
+        let bad = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: nil, overrides: ["checkpoint.on_write_failure=retry"]) }
+        #expect(bad?.key == "checkpoint.on_write_failure" && bad?.description.contains("one of stop, continue") == true)
+        let typo = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: try file("checkpoint:\n  on_write_fail: stop\n")) }
+        #expect(typo?.line == 2 && typo?.description.contains("on_write_failure") == true)
+    }
+
     @Test func dumpedYAMLReadsBackToTheSameConfiguration() throws {
         var c = RunConfiguration()
         c.seed = 77
@@ -108,7 +122,7 @@ struct FingerprintTests {
         let print = MathsFingerprint(config: base, dataFingerprint: "abc")
         // Not the maths: workers, steps, deadlines, checkpoints, transport, data paths.
         for harmless in ["steps=999", "coordinator.min_workers=5", "coordinator.step_deadline_seconds=3", "checkpoint.every_steps=1",
-                         "checkpoint.keep=9", "transport.send_window=2", "coordinator.eval_every_steps=7", "data.train=/elsewhere",
+                         "checkpoint.keep=9", "checkpoint.on_write_failure=continue", "transport.send_window=2", "coordinator.eval_every_steps=7", "data.train=/elsewhere",
                          "init_from=/some/run"] {
             var c = base
             try c.apply(override: harmless)
