@@ -36,18 +36,22 @@ public struct RunConfiguration: Sendable, Equatable {
     /// Reads a YAML file (or the defaults when `file` is nil), then applies `overrides`, each
     /// `dotted.key=value` as given to `--set`.
     public static func load(file: String?, overrides: [String] = []) throws -> RunConfiguration {
+        guard let file else { return try load(text: nil, source: "defaults", overrides: overrides) }
+        let text: String
+        do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
+            throw ConfigError(source: file, line: nil, key: "", message: "cannot read the configuration file: \(error.localizedDescription)")
+        }
+        return try load(text: text, source: file, overrides: overrides)
+    }
+
+    /// The same from YAML text (a checkpoint's configuration); errors name `source`.
+    public static func load(text: String?, source: String, overrides: [String] = []) throws -> RunConfiguration {
         var root: Node = Node([(Node, Node)]())
-        var source = "defaults"
-        if let file {
-            source = file
-            let text: String
-            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
-                throw ConfigError(source: file, line: nil, key: "", message: "cannot read the configuration file: \(error.localizedDescription)")
-            }
+        if let text {
             do {
                 if let node = try Yams.compose(yaml: text) { root = node }
             } catch {
-                throw ConfigError(source: file, line: nil, key: "", message: "not valid YAML: \(error)")
+                throw ConfigError(source: source, line: nil, key: "", message: "not valid YAML: \(error)")
             }
         }
         var config = try RunConfiguration.parse(root, at: "", source: source)

@@ -54,6 +54,9 @@ public final class CoordinatorService: Sendable {
         return bound
     }
 
+    /// Closes the socket of a service that never ran (a start abandoned after listening).
+    public func close() { socket.close() }
+
     /// Ends the run early (Ctrl-C, SIGTERM): a final checkpoint and summary are written.
     public func stop(_ status: RunSummary.Status, message: String) {
         Task { await shell.stop(status, message: message) }

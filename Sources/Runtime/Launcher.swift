@@ -38,17 +38,23 @@ public final class Launcher: Sendable {
 
     public func run() async throws -> RunSummary {
         let folder = options.folder
-        try folder.create()
-        let lock = try folder.lock()
-        defer { withExtendedLifetime(lock) {} }
-        let start = try CoordinatorSetup.start(folder: folder, config: options.config, resume: options.resume,
-                                               allowChangedSettings: options.allowChangedSettings, logger: logger)
-        let tokenFile = try folder.writeNewToken()
-        let token = try RunToken.load(file: tokenFile.path)
         let display = ProgressDisplay(enabled: options.showProgress)
-        let coordinator = try CoordinatorService(config: options.config, runID: start.runID ?? CoordinatorSetup.newRunID(), token: token,
-                                                 folder: folder, logger: logger, start: start, progress: display.handle)
-        let url = try coordinator.listen(options.listen)
+        var request = CoordinatorStartup.Request(folder: folder, config: options.config, listen: options.listen)
+        request.resume = options.resume
+        request.allowChangedSettings = options.allowChangedSettings
+        request.progress = display.handle
+        let started = try CoordinatorStartup.start(request, logger: logger)
+        defer { started.hold() }
+        let coordinator = started.service
+        let url = started.url
+        // Workers on this machine read the token from a file: the run folder's, or the one given.
+        let tokenFile: String
+        if let file = started.tokenFile { tokenFile = file } else {
+            do { tokenFile = try folder.writeNewToken().path } catch {
+                started.abandon()
+                throw error
+            }
+        }
 
         let signals = SignalTrap { signal in
             display.finishLine()
@@ -57,10 +63,14 @@ public final class Launcher: Sendable {
         }
         defer { signals.cancel() }
 
-        try FileManager.default.createDirectory(at: folder.logsFolder, withIntermediateDirectories: true)
-        let children = try (0 ..< options.workers).map { i in
-            try spawnWorker(index: i, url: url, tokenFile: tokenFile.path)
+        let children: [Process]
+        do {
+            children = try (0 ..< options.workers).map { i in try spawnWorker(index: i, url: url, tokenFile: tokenFile) }
+        } catch {
+            started.abandon()
+            throw error
         }
+        started.commit()
         let watcher = Task {
             // If every worker process died, nobody is left to finish the run.
             while !Task.isCancelled {
@@ -142,6 +152,21 @@ public enum ResumeRequest: Sendable, Equatable {
     public var isResume: Bool { self != .no }
 }
 
+/// A run configuration's origin: a file, text carried by a checkpoint, or the defaults.
+public enum ConfigOrigin: Sendable, Equatable {
+    case defaults
+    case file(String)
+    case text(String, source: String)
+
+    public func load(overrides: [String]) throws -> RunConfiguration {
+        switch self {
+        case .defaults: try RunConfiguration.load(file: nil, overrides: overrides)
+        case let .file(path): try RunConfiguration.load(file: path, overrides: overrides)
+        case let .text(text, source): try RunConfiguration.load(text: text, source: source, overrides: overrides)
+        }
+    }
+}
+
 /// Checks shared by `launch` and `coordinator` before a run starts.
 public enum CoordinatorSetup {
     /// Decides where the run starts (call with the folder created and locked). Broken checkpoints
@@ -192,27 +217,21 @@ public enum CoordinatorSetup {
         do { return try CheckpointStore.resolve(path) } catch { throw RunFolderError("--resume \(path): \(error)") }
     }
 
-    /// The configuration file a start should read: `--config` when given; when resuming without
+    /// Where a start's configuration comes from: `--config` when given; when resuming without
     /// it, the run folder's `config.yaml` (the interrupted run's resolved configuration), else
-    /// the configuration inside the checkpoint to resume from (copied to a temporary file).
-    public static func configFile(explicit: String?, folder: RunFolder, resume: ResumeRequest) throws -> String? {
-        if let explicit { return explicit }
-        if resume.isResume, FileManager.default.fileExists(atPath: folder.configFile.path) { return folder.configFile.path }
+    /// the configuration inside the checkpoint to resume from (as text: errors name the checkpoint).
+    public static func configSource(explicit: String?, folder: RunFolder, resume: ResumeRequest) throws -> ConfigOrigin {
+        if let explicit { return .file(explicit) }
+        if resume.isResume, FileManager.default.fileExists(atPath: folder.configFile.path) { return .file(folder.configFile.path) }
         var source: URL?
         switch resume {
-        case .no: return nil
+        case .no: return .defaults
         case let .path(path): source = try resolveCheckpoint(path)
         case .latest, .auto: source = CheckpointStore(runDirectory: folder.url).newestIntact()?.url
         }
-        if let source {
-            let checkpoint = try CheckpointStore.load(source)
-            let copy = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-resume-\(getpid()).yaml")
-            do { try checkpoint.configYAML.write(to: copy, atomically: true, encoding: .utf8) } catch {
-                throw RunFolderError("cannot write \(copy.path): \(error.localizedDescription)")
-            }
-            return copy.path
-        }
-        return nil
+        guard let source else { return .defaults }
+        let checkpoint = try CheckpointStore.load(source)
+        return .text(checkpoint.configYAML, source: "the configuration in \(source.path)")
     }
 
     public static func newRunID() -> String {

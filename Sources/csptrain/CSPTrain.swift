@@ -65,13 +65,13 @@ struct ConfigOptions: ParsableArguments {
     @Option(help: "Seed for weights, data order and generated data (overrides `seed`).")
     var seed: UInt64?
 
-    /// `file`: the configuration file to start from (default: --config).
-    func resolve(extra: [String] = [], file: String? = nil) throws -> RunConfiguration {
+    /// `source`: where the configuration comes from (default: --config, or the defaults).
+    func resolve(extra: [String] = [], source: ConfigOrigin? = nil) throws -> RunConfiguration {
         var sets = overrides
         if let steps { sets.append("steps=\(steps)") }
         if let seed { sets.append("seed=\(seed)") }
         do {
-            var resolved = try RunConfiguration.load(file: file ?? config, overrides: sets + extra)
+            var resolved = try (source ?? config.map { .file($0) } ?? .defaults).load(overrides: sets + extra)
             // Data folders are given relative to the working directory; workers on other machines
             // receive the configuration, so it carries absolute paths.
             let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
@@ -163,8 +163,8 @@ struct Launch: AsyncParsableCommand {
         let summary: RunSummary
         do {
             let folder = RunFolder(runDir)
-            let file = try CoordinatorSetup.configFile(explicit: configOptions.config, folder: folder, resume: resumeOptions.request)
-            let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"], file: file)
+            let source = try CoordinatorSetup.configSource(explicit: configOptions.config, folder: folder, resume: resumeOptions.request)
+            let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"], source: source)
             var options = Launcher.Options(workers: workers, folder: folder, config: config)
             options.listen = listen
             options.resume = resumeOptions.request
@@ -226,27 +226,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let summary: RunSummary
         do {
             let request = resumeOptions.request
-            let file = try CoordinatorSetup.configFile(explicit: configOptions.config, folder: folder, resume: request)
-            let config = try configOptions.resolve(file: file)
-            try folder.create()
-            let lock = try folder.lock()
-            defer { withExtendedLifetime(lock) {} }
-            let start = try CoordinatorSetup.start(folder: folder, config: config, resume: request,
-                                                   allowChangedSettings: resumeOptions.allowChangedSettings, logger: logger)
-            var tokenPath = tokenFile
-            if tokenPath == nil, ProcessInfo.processInfo.environment[RunToken.environmentVariable] == nil {
-                if case .resume = start, FileManager.default.fileExists(atPath: folder.tokenFile.path) {
-                    // Workers that outlived the old coordinator hold this token: they rejoin.
-                    tokenPath = folder.tokenFile.path
-                } else {
-                    tokenPath = try folder.writeNewToken().path
-                    logger.notice("wrote a new run token; workers need --token-file \(tokenPath!)")
-                }
-            }
-            let token = try RunToken.load(file: tokenPath)
-            let service = try CoordinatorService(config: config, runID: start.runID ?? CoordinatorSetup.newRunID(), token: token,
-                                                 folder: folder, logger: logger, start: start)
-            _ = try service.listen(listen)
+            let source = try CoordinatorSetup.configSource(explicit: configOptions.config, folder: folder, resume: request)
+            let config = try configOptions.resolve(source: source)
+            var startup = CoordinatorStartup.Request(folder: folder, config: config, listen: listen)
+            startup.resume = request
+            startup.allowChangedSettings = resumeOptions.allowChangedSettings
+            startup.tokenFile = tokenFile
+            let started = try CoordinatorStartup.start(startup, logger: logger)
+            defer { started.hold() }
+            started.commit()
+            let service = started.service
             let trap = SignalTrap { sig in
                 service.stop(.interrupted, message: "stopped by \(sig == SIGINT ? "SIGINT" : "SIGTERM")")
             }
