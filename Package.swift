@@ -108,7 +108,7 @@ let package = Package(
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "CompressedSensing", "Tensors"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "Tensors"]),
-        .testTarget(name: "ParameterServerTests", dependencies: ["ParameterServer", "Pruning", "Training", "Tensors"]),
+        .testTarget(name: "ParameterServerTests", dependencies: ["ParameterServer", "Pruning", "Training", "Tensors", "Wire"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "FileIO", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),
