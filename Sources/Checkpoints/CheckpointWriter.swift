@@ -139,7 +139,11 @@ public struct CheckpointWriteFailure: Error, Sendable, CustomStringConvertible {
 
     /// "checkpoint of step 120 not written: cannot write /runs/a/checkpoints/step-120.ckpt.tmp:
     /// No space left on device (errno 28); the disk: /runs (ext4 from /dev/sdb1, 0 B free of 20 GiB)"
-    public var description: String {
+    public var description: String { "checkpoint of step \(step) not written: \(cause)" }
+
+    /// The description without its "checkpoint of step N not written: " (for a caller that
+    /// says that itself).
+    public var cause: String {
         var cause: String
         if case let .file(e) = error {
             cause = "cannot \(e.operation) \(e.path): \(e.reason) (errno \(e.code))"
@@ -147,7 +151,7 @@ public struct CheckpointWriteFailure: Error, Sendable, CustomStringConvertible {
             cause = error.description
         }
         if let disk { cause += "; the disk: \(disk)" }
-        return "checkpoint of step \(step) not written: \(cause)"
+        return cause
     }
 
     /// Why the run stops (`checkpoint.on_write_failure: stop`), naming the file, the disk and

@@ -87,6 +87,7 @@ public struct RunStateMachine: Sendable {
         case pipeClosed(UInt32, now: Double)
         case stepApplied(AppliedStep, now: Double)
         case checkpointWritten(step: Int, now: Double)
+        /// `message`: why (the file, the errno, the disk), for "checkpoint of step N not written: …".
         case checkpointFailed(step: Int, message: String, now: Double)
         /// Ctrl-C, SIGTERM, or the shell's own failure (all workers' processes gone, say).
         case shutdown(Status, message: String, now: Double)

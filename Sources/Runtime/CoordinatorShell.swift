@@ -242,7 +242,7 @@ actor CoordinatorShell {
             case let .superseded(newer):
                 logger.debug("checkpoint of step \(report.step) skipped: superseded by step \(newer) before it was written")
             case let .failed(failure):
-                Task { await self.checkpointReport(.checkpointFailed(step: report.step, message: failure.description, now: Self.now())) }
+                Task { await self.checkpointReport(.checkpointFailed(step: report.step, message: failure.cause, now: Self.now())) }
             }
         }
     }
