@@ -199,29 +199,24 @@ public struct Checkpoint: Sendable, Equatable {
         return out.bytes
     }
 
-    /// Writes the smallest encoding of `v`: dense, bitmask or Rice-coded positions.
+    /// Writes the smallest encoding of `v` (the broadcast's chooser, keeping every bit: −0.0 is a
+    /// stored value here): dense, bitmask or Rice-coded positions.
     static func appendFloats(_ v: UnsafeBufferPointer<Float>, to out: inout ByteWriter) {
-        var stored = 0
-        for x in v where x.bitPattern != 0 { stored += 1 }
-        let denseSize = v.count * 4
-        let bitmaskSize = FloatEncoding.bitmaskSize(count: v.count, nonZero: stored)
-        // The Rice code costs a pass over the gaps; try it only where it can beat the bitmask: its
-        // positions take about H(d) bits per value against the bitmask's 1, and H(d) > 0.88 for
-        // densities from 0.3 to 0.7 (where coding overhead makes it lose).
-        let rice = stored * 10 < v.count * 3 ? RiceGaps.encode(v, keepingNegativeZero: true) : nil
-        let riceSize = rice.map { $0.code.count + stored * 4 } ?? .max
-        if let rice, riceSize < min(denseSize, bitmaskSize) {
+        let plan = EncodedTensor.plan(v, keepingNegativeZero: true)
+        switch plan.kind {
+        case .rice:
+            let code = plan.rice ?? []
             let values = FloatEncoding.nonZeroBytes(v, keepingNegativeZero: true)
-            out.appendRecordHeader(.rice, count: v.count, indexLength: rice.code.count, valuesLength: values.count)
-            out.append(rice.code)
+            out.appendRecordHeader(.rice, count: v.count, indexLength: code.count, valuesLength: values.count)
+            out.append(code)
             out.append(values)
-        } else if bitmaskSize < denseSize {
+        case .bitmask:
             let (mask, values) = FloatEncoding.bitmask(v, keepingNegativeZero: true)
             out.appendRecordHeader(.bitmask, count: v.count, indexLength: mask.count, valuesLength: values.count)
             out.append(mask)
             out.append(values)
-        } else {
-            out.appendRecordHeader(.dense, count: v.count, indexLength: 0, valuesLength: denseSize)
+        case .dense, .valuesOnly:
+            out.appendRecordHeader(.dense, count: v.count, indexLength: 0, valuesLength: v.count * 4)
             #if _endian(little)
             out.bytes.append(contentsOf: UnsafeRawBufferPointer(v))  // the memory layout is the file's
             #else

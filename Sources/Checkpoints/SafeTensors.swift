@@ -102,7 +102,7 @@ public enum SparseBitmask {
             for c in 0 ..< columns {
                 let v = values[r * columns + c]
                 guard v != 0 else { continue }
-                parts.bitmask[r * rowBytes + c >> 3] |= 1 << UInt8(c & 7)
+                Bits.set(&parts.bitmask, c, offset: r * rowBytes)
                 parts.compressed.append(v)
             }
         }

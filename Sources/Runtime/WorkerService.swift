@@ -96,7 +96,7 @@ public final class WorkerService: Sendable {
 
     private func parse(_ message: Message) throws -> Reply {
         do {
-            return try Reply(serializedBytes: message.bytes)
+            return try message.withUnsafeBytes { try Reply.parse($0) }
         } catch {
             throw WorkerError("the coordinator at \(options.connect) sent a reply that does not parse (\(message.count) bytes): \(error)")
         }

@@ -39,11 +39,11 @@ public enum FloatEncoding {
     /// index order. For a 90%-sparse tensor this is 1/8 + 0.1·4 = 0.525 bytes per value instead of 4.
     /// `keepingNegativeZero`: −0.0 counts as a value to store (checkpoints keep every bit).
     public static func bitmask(_ values: UnsafeBufferPointer<Float>, keepingNegativeZero: Bool = false) -> (mask: [UInt8], nonZero: [UInt8]) {
-        var mask = [UInt8](repeating: 0, count: (values.count + 7) / 8)
+        var mask = [UInt8](repeating: 0, count: Bits.byteCount(values.count))
         var nonZero: [Float] = []
         nonZero.reserveCapacity(values.count / 4)
         for (i, v) in values.enumerated() where v != 0 || (keepingNegativeZero && v.bitPattern != 0) {
-            mask[i >> 3] |= 1 << UInt8(i & 7)
+            Bits.set(&mask, i)
             nonZero.append(v)
         }
         return (mask, nonZero.withUnsafeBufferPointer { denseBytes($0) })
@@ -56,7 +56,7 @@ public enum FloatEncoding {
         let available = nonZero.count / 4
         var next = 0
         for i in 0 ..< out.count {
-            if mask[i >> 3] & (1 << UInt8(i & 7)) != 0 {
+            if Bits.isSet(mask, i) {
                 guard next < available else { return false }
                 out[i] = Float(bitPattern: UInt32(littleEndian: nonZero.loadUnaligned(fromByteOffset: next * 4, as: UInt32.self)))
                 next += 1

@@ -27,39 +27,64 @@ public struct EncodedTensor: Sendable, Equatable {
     /// Bytes on the wire or on disk, without framing.
     public var byteCount: Int { positions.count + values.count }
 
-    /// The one chooser.
-    /// - `half`: values as binary16 (the caller has rounded them to it).
+    /// Which encoding `v` takes, with the Rice code when that is the one (values not built).
+    public struct Plan: Sendable {
+        public var kind: Kind
+        /// Values stored (non-zero, and −0.0 when kept).
+        public var stored: Int
+        public var rice: [UInt8]?
+    }
+
+    /// The one chooser, for broadcasts and checkpoints alike: the smallest of dense, bitmask and
+    /// Rice-coded positions, or values only when the receiver holds the previous version and
+    /// the support did not change.
+    /// - `valueWidth`: bytes per stored value (4, or 2 for binary16).
     /// - `keepingNegativeZero`: −0.0 counts as a value to store. Checkpoints keep every bit; a
     ///   broadcast may let −0.0 become 0.
-    /// - `previous`: the tensor as the receiver holds it (version − 1): when its non-zero
-    ///   positions are the same, only the values are sent.
-    /// - `riceBelowDensity`: Rice-coded positions are tried only below this density (they win
-    ///   only on sparse tensors, and trying costs a pass).
-    public static func encode(_ v: UnsafeBufferPointer<Float>, half: Bool = false, keepingNegativeZero: Bool = false,
-                              previous: UnsafeBufferPointer<Float>? = nil, riceBelowDensity: Double = 0.5) -> EncodedTensor {
-        let valueWidth = half ? 2 : 4
-        func stored(_ x: Float) -> Bool { x != 0 || (keepingNegativeZero && x.bitPattern != 0) }
-        var nonZero = 0
-        for x in v where stored(x) { nonZero += 1 }
-        func values(_ float32: [UInt8]) -> [UInt8] { half ? FloatEncoding.narrowToHalf(float32) : float32 }
-        if nonZero < v.count, let previous, !keepingNegativeZero, FloatEncoding.sameSupport(previous, v) {
-            return EncodedTensor(kind: .valuesOnly, positions: [],
-                                 values: values(FloatEncoding.nonZeroBytes(v)), half: half)
+    /// - `previous`: the tensor as the receiver holds it (version − 1).
+    /// - Rice-coded positions are tried only below 30% density: they take about H(d) bits per
+    ///   value against the bitmask's 1, and H(d) > 0.88 from 0.3 to 0.7, where coding overhead
+    ///   makes them lose; trying costs a pass over the gaps.
+    public static func plan(_ v: UnsafeBufferPointer<Float>, valueWidth: Int = 4, keepingNegativeZero: Bool = false,
+                            previous: UnsafeBufferPointer<Float>? = nil) -> Plan {
+        var stored = 0
+        if keepingNegativeZero {
+            for x in v where x.bitPattern != 0 { stored += 1 }
+        } else {
+            for x in v where x != 0 { stored += 1 }
         }
-        let maskBytes = (v.count + 7) / 8
+        if stored < v.count, let previous, !keepingNegativeZero, FloatEncoding.sameSupport(previous, v) {
+            return Plan(kind: .valuesOnly, stored: stored)
+        }
+        let maskBytes = Bits.byteCount(v.count)
         let denseBytes = v.count * valueWidth
-        if Double(nonZero) < riceBelowDensity * Double(v.count) {
+        if stored * 10 < v.count * 3 {
             let rice = RiceGaps.encode(v, keepingNegativeZero: keepingNegativeZero).code
-            if rice.count < maskBytes, rice.count + nonZero * valueWidth < denseBytes {
-                return EncodedTensor(kind: .rice, positions: rice,
-                                     values: values(FloatEncoding.nonZeroBytes(v, keepingNegativeZero: keepingNegativeZero)), half: half)
+            if rice.count < maskBytes, rice.count + stored * valueWidth < denseBytes {
+                return Plan(kind: .rice, stored: stored, rice: rice)
             }
         }
-        if maskBytes + nonZero * valueWidth < denseBytes {
+        if maskBytes + stored * valueWidth < denseBytes { return Plan(kind: .bitmask, stored: stored) }
+        return Plan(kind: .dense, stored: stored)
+    }
+
+    /// `v` encoded as ``plan`` chooses. `half`: values as binary16 (the caller has rounded them).
+    public static func encode(_ v: UnsafeBufferPointer<Float>, half: Bool = false, keepingNegativeZero: Bool = false,
+                              previous: UnsafeBufferPointer<Float>? = nil) -> EncodedTensor {
+        let p = plan(v, valueWidth: half ? 2 : 4, keepingNegativeZero: keepingNegativeZero, previous: previous)
+        func values(_ float32: [UInt8]) -> [UInt8] { half ? FloatEncoding.narrowToHalf(float32) : float32 }
+        switch p.kind {
+        case .valuesOnly:
+            return EncodedTensor(kind: .valuesOnly, positions: [], values: values(FloatEncoding.nonZeroBytes(v)), half: half)
+        case .rice:
+            return EncodedTensor(kind: .rice, positions: p.rice ?? [],
+                                 values: values(FloatEncoding.nonZeroBytes(v, keepingNegativeZero: keepingNegativeZero)), half: half)
+        case .bitmask:
             let (mask, nz) = FloatEncoding.bitmask(v, keepingNegativeZero: keepingNegativeZero)
             return EncodedTensor(kind: .bitmask, positions: mask, values: values(nz), half: half)
+        case .dense:
+            return EncodedTensor(kind: .dense, positions: [], values: values(FloatEncoding.denseBytes(v)), half: half)
         }
-        return EncodedTensor(kind: .dense, positions: [], values: values(FloatEncoding.denseBytes(v)), half: half)
     }
 }
 

@@ -137,3 +137,10 @@ public enum ReplyEncoding {
         }
     }
 }
+
+extension Csptrain_V1_Reply {
+    /// Parses a received reply where it lies (SwiftProtobuf copies only what it keeps).
+    public static func parse(_ bytes: UnsafeRawBufferPointer) throws -> Csptrain_V1_Reply {
+        try Csptrain_V1_Reply(serializedBytes: RequestDecoding.borrowedData(bytes))
+    }
+}
