@@ -291,6 +291,18 @@ double csp_sum_squares(const float *x, long n) {
     return ((s0 + s1) + (s2 + s3));
 }
 
+long csp_count_stored(const float *x, long n, int keep_negative_zero) {
+    /* On the bit patterns: +0.0 is all zeros, −0.0 only the sign bit; the loop vectorises. */
+    const unsigned int ignore = keep_negative_zero ? 0xFFFFFFFFu : 0x7FFFFFFFu;
+    long count = 0;
+    for (long i = 0; i < n; i++) {
+        unsigned int bits;
+        memcpy(&bits, &x[i], sizeof bits);
+        count += (bits & ignore) != 0;
+    }
+    return count;
+}
+
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 

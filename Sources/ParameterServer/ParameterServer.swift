@@ -168,6 +168,8 @@ public final class ParameterServer {
 
     // MARK: The weights workers receive
 
+    // Dense tensors are encoded without their values: frame them with `broadcast` as the source.
+
     /// The current weights for a receiver holding the previous version (values only where the
     /// support did not change), if this version came from a step.
     public var delta: EncodedWeights? { encodedDelta?.version == version ? encodedDelta : nil }
@@ -194,10 +196,10 @@ public final class ParameterServer {
                     let encoded: EncodedTensor
                     if let prev {
                         encoded = prev.withUnsafeBufferPointer { p in
-                            EncodedTensor.encode(v, half: half, previous: UnsafeBufferPointer(rebasing: p[r]))
+                            EncodedTensor.encode(v, half: half, previous: UnsafeBufferPointer(rebasing: p[r]), denseValues: false)
                         }
                     } else {
-                        encoded = EncodedTensor.encode(v, half: half)
+                        encoded = EncodedTensor.encode(v, half: half, denseValues: false)
                     }
                     outBase[i] = encoded
                 }

@@ -190,7 +190,7 @@ actor CoordinatorShell {
 
     private func fullFrame() -> WeightsFrame {
         if let full = frames.full, full.version == server.version { return full }
-        let full = WeightsFrame(server.full)
+        let full = server.broadcast.withUnsafeBufferPointer { WeightsFrame(server.full, layout: server.layout, source: $0) }
         frames.full = full
         return full
     }
@@ -208,7 +208,9 @@ actor CoordinatorShell {
             projectionSecondsTotal += n.projectionSeconds
             if let update = n.supportUpdate { recorder.recordSupportUpdate(update, method: server.projection.name, seconds: n.projectionSeconds) }
             // The weights of the next version, framed once for every reply that carries them.
-            frames = (nil, server.delta.map { WeightsFrame($0) })
+            frames = (nil, server.delta.map { delta in
+                server.broadcast.withUnsafeBufferPointer { WeightsFrame(delta, layout: server.layout, source: $0) }
+            })
             let recorded = parts.ledger.record(step: step + 1, parts: machine.examplesByEpoch(forStep: step))
             recorder.recordLedger(recorded.entries, completed: recorded.completedEpochs)
         } catch {

@@ -202,7 +202,14 @@ public final class WorkerService: Sendable {
             var poll = Request()
             poll.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id)
             poll.work = Csptrain_V1_WorkRequest.with { $0.weightsVersion = haveVersion }
-            let reply = try await call(poll, context: control)
+            // The weights a task carries are decoded from the reply where it arrived.
+            let message = try await control.request(Message(poll.serializedBytes() as [UInt8]),
+                                                    timeout: .seconds(options.requestTimeoutSeconds))
+            let (reply, weights) = try message.withUnsafeBytes { raw in
+                do { return try Reply.parseLeavingWeights(raw) } catch {
+                    throw WorkerError("the coordinator at \(options.connect) sent a reply that does not parse (\(raw.count) bytes): \(error)")
+                }
+            }
             lastContact = Monotonic.now
             try checkRefusal(reply)
             switch reply.body {
@@ -212,9 +219,10 @@ public final class WorkerService: Sendable {
             case .wait?:
                 continue
             case let .task(task)?:
-                if task.hasWeights {
-                    try task.weights.decode(layout: layout, into: &parameters, current: haveVersion)
-                    haveVersion = task.weights.version
+                if let weights {
+                    haveVersion = try message.withUnsafeBytes { raw in
+                        try WeightsDecoding.decode(raw, range: weights, layout: layout, into: &parameters, current: haveVersion)
+                    }
                 }
                 guard haveVersion == task.weightsVersion else {
                     haveVersion = 0  // ask for the weights again with the next poll

@@ -1,3 +1,5 @@
+import CKernels
+
 /// One tensor's values in the smallest of the sparse encodings, for broadcasts and checkpoints
 /// alike: dense, a bitmask of non-zero positions, Rice-coded gaps between them, or (for a receiver
 /// holding the previous version, when the support did not change) the non-zero values only.
@@ -47,12 +49,7 @@ public struct EncodedTensor: Sendable, Equatable {
     ///   makes them lose; trying costs a pass over the gaps.
     public static func plan(_ v: UnsafeBufferPointer<Float>, valueWidth: Int = 4, keepingNegativeZero: Bool = false,
                             previous: UnsafeBufferPointer<Float>? = nil) -> Plan {
-        var stored = 0
-        if keepingNegativeZero {
-            for x in v where x.bitPattern != 0 { stored += 1 }
-        } else {
-            for x in v where x != 0 { stored += 1 }
-        }
+        let stored = v.isEmpty ? 0 : csp_count_stored(v.baseAddress!, v.count, keepingNegativeZero ? 1 : 0)
         if stored < v.count, let previous, !keepingNegativeZero, FloatEncoding.sameSupport(previous, v) {
             return Plan(kind: .valuesOnly, stored: stored)
         }
@@ -69,8 +66,10 @@ public struct EncodedTensor: Sendable, Equatable {
     }
 
     /// `v` encoded as ``plan`` chooses. `half`: values as binary16 (the caller has rounded them).
+    /// `denseValues: false` leaves a dense tensor's values out (empty `values`): the framing
+    /// copies them from the weights themselves, once.
     public static func encode(_ v: UnsafeBufferPointer<Float>, half: Bool = false, keepingNegativeZero: Bool = false,
-                              previous: UnsafeBufferPointer<Float>? = nil) -> EncodedTensor {
+                              previous: UnsafeBufferPointer<Float>? = nil, denseValues: Bool = true) -> EncodedTensor {
         let p = plan(v, valueWidth: half ? 2 : 4, keepingNegativeZero: keepingNegativeZero, previous: previous)
         func values(_ float32: [UInt8]) -> [UInt8] { half ? FloatEncoding.narrowToHalf(float32) : float32 }
         switch p.kind {
@@ -83,6 +82,7 @@ public struct EncodedTensor: Sendable, Equatable {
             let (mask, nz) = FloatEncoding.bitmask(v, keepingNegativeZero: keepingNegativeZero)
             return EncodedTensor(kind: .bitmask, positions: mask, values: values(nz), half: half)
         case .dense:
+            guard denseValues || half else { return EncodedTensor(kind: .dense, positions: [], values: [], half: false) }
             return EncodedTensor(kind: .dense, positions: [], values: values(FloatEncoding.denseBytes(v)), half: half)
         }
     }

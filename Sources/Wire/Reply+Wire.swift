@@ -143,4 +143,39 @@ extension Csptrain_V1_Reply {
     public static func parse(_ bytes: UnsafeRawBufferPointer) throws -> Csptrain_V1_Reply {
         try Csptrain_V1_Reply(serializedBytes: RequestDecoding.borrowedData(bytes))
     }
+
+    /// Parses a received reply, leaving a task's weights where they lie: the reply comes back
+    /// without them, and `weights` is their range in `bytes`, for ``WeightsDecoding``.
+    public static func parseLeavingWeights(_ bytes: UnsafeRawBufferPointer) throws -> (reply: Csptrain_V1_Reply, weights: Range<Int>?) {
+        var reader = ProtoBytes.Reader(bytes)
+        var task: (field: Range<Int>, body: Range<Int>)?
+        while !reader.atEnd {
+            let start = reader.position
+            guard let (number, value) = reader.field() else { return (try parse(bytes), nil) }
+            if number == 12, case let .bytes(body) = value { task = (start ..< reader.position, body) }
+        }
+        guard let task else { return (try parse(bytes), nil) }
+        var inner = ProtoBytes.Reader(bytes, range: task.body)
+        var weights: (field: Range<Int>, body: Range<Int>)?
+        while !inner.atEnd {
+            let start = inner.position
+            guard let (number, value) = inner.field() else { return (try parse(bytes), nil) }
+            if number == 3, case let .bytes(body) = value { weights = (start ..< inner.position, body) }
+        }
+        guard let weights else { return (try parse(bytes), nil) }
+        // The reply again without the weights field: the task's length shrinks by its size.
+        let taskLength = task.body.count - weights.field.count
+        var stripped: [UInt8] = []
+        stripped.reserveCapacity(bytes.count - weights.field.count)
+        stripped += bytes[0 ..< task.field.lowerBound]
+        stripped += [UInt8](repeating: 0, count: ProtoBytes.tagSize(12) + ProtoBytes.varintSize(UInt64(taskLength)))
+        stripped.withUnsafeMutableBytes { raw in
+            var w = ProtoBytes.Writer(UnsafeMutableRawBufferPointer(rebasing: raw[task.field.lowerBound...]))
+            w.lengthDelimited(12, length: taskLength)
+        }
+        stripped += bytes[task.body.lowerBound ..< weights.field.lowerBound]
+        stripped += bytes[weights.field.upperBound ..< task.body.upperBound]
+        stripped += bytes[task.field.upperBound...]
+        return (try Csptrain_V1_Reply(serializedBytes: stripped), weights.body)
+    }
 }

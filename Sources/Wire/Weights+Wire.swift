@@ -7,33 +7,56 @@ public final class WeightsFrame: Sendable {
     public let version: UInt64
     public let bytes: [UInt8]
 
-    public init(_ weights: EncodedWeights) {
+    public convenience init(_ weights: EncodedWeights) {
+        self.init(weights, layout: nil, source: nil)
+    }
+
+    /// With `source` (the weights the version was encoded from, laid out by `layout`), dense
+    /// tensors encoded without their values are copied from it straight into the frame: the
+    /// only copy of a dense model's values on the coordinator before the replies.
+    public init(_ weights: EncodedWeights, layout: ParameterLayout?, source: UnsafeBufferPointer<Float>?) {
         version = weights.version
-        let bodies = weights.tensors.enumerated().map { Self.tensorBytes($1, index: $0) }
+        func denseFromSource(_ i: Int, _ t: EncodedTensor) -> Range<Int>? {
+            guard t.kind == .dense, t.values.isEmpty, let layout, source != nil, layout.tensors[i].count > 0 else { return nil }
+            return layout.tensors[i].range
+        }
+        let sourced = weights.tensors.enumerated().map { denseFromSource($0, $1) }
+        let bodies = weights.tensors.enumerated().map { i, t in
+            Self.tensorBytes(t, index: i, valueBytes: sourced[i].map { $0.count * 4 } ?? t.values.count)
+        }
         let total = (weights.version == 0 ? 0 : ProtoBytes.tagSize(1) + ProtoBytes.varintSize(weights.version))
             + bodies.reduce(0) { $0 + ProtoBytes.fieldSize(2, length: $1) }
-        var out = [UInt8](repeating: 0, count: total)
-        out.withUnsafeMutableBytes { raw in
-            var w = ProtoBytes.Writer(raw)
+        // Every byte is written below: no need to zero the buffer first.
+        bytes = [UInt8](unsafeUninitializedCapacity: total) { raw, count in
+            var w = ProtoBytes.Writer(UnsafeMutableRawBufferPointer(raw))
             w.uint(1, weights.version)
             for (i, t) in weights.tensors.enumerated() {
                 w.lengthDelimited(2, length: bodies[i])
                 w.uint(1, UInt64(i))
                 w.uint(2, Self.code(t.kind))
-                t.values.withUnsafeBytes { if !$0.isEmpty { w.bytes(3, $0) } }
+                if let range = sourced[i], let source {
+                    #if _endian(little)
+                    w.bytes(3, UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: source[range])))
+                    #else
+                    FloatEncoding.denseBytes(UnsafeBufferPointer(rebasing: source[range])).withUnsafeBytes { w.bytes(3, $0) }
+                    #endif
+                } else {
+                    t.values.withUnsafeBytes { if !$0.isEmpty { w.bytes(3, $0) } }
+                }
                 t.positions.withUnsafeBytes { if !$0.isEmpty { w.bytes(4, $0) } }
                 if t.half { w.uint(5, 1) }
             }
             precondition(w.position == total, "weights frame: wrote \(w.position) of \(total) bytes")
+            count = total
         }
-        bytes = out
     }
 
     /// Bytes of one `TensorData` message (without its field tag and length in `Weights`).
-    static func tensorBytes(_ t: EncodedTensor, index: Int) -> Int {
-        (index == 0 ? 0 : ProtoBytes.tagSize(1) + ProtoBytes.varintSize(UInt64(index)))
+    static func tensorBytes(_ t: EncodedTensor, index: Int, valueBytes: Int? = nil) -> Int {
+        let values = valueBytes ?? t.values.count
+        return (index == 0 ? 0 : ProtoBytes.tagSize(1) + ProtoBytes.varintSize(UInt64(index)))
             + ProtoBytes.tagSize(2) + ProtoBytes.varintSize(code(t.kind))
-            + (t.values.isEmpty ? 0 : ProtoBytes.fieldSize(3, length: t.values.count))
+            + (values == 0 ? 0 : ProtoBytes.fieldSize(3, length: values))
             + (t.positions.isEmpty ? 0 : ProtoBytes.fieldSize(4, length: t.positions.count))
             + (t.half ? ProtoBytes.tagSize(5) + 1 : 0)
     }
@@ -58,40 +81,96 @@ extension Csptrain_V1_Weights {
     /// Decodes into `out` (laid out by `layout`), which holds version `current` (values-only
     /// tensors need version − 1 there); the error names the tensor.
     public func decode(layout: ParameterLayout, into out: inout [Float], current: UInt64?) throws(ProtocolViolation) {
-        guard tensors.count == layout.tensors.count else {
-            throw ProtocolViolation("weights carry \(tensors.count) tensors, the model has \(layout.tensors.count)")
+        let bytes: [UInt8]
+        do { bytes = try serializedBytes() } catch { throw ProtocolViolation("weights do not serialise: \(error)") }
+        var failure: ProtocolViolation?
+        bytes.withUnsafeBytes { raw in
+            do { try WeightsDecoding.decode(raw, layout: layout, into: &out, current: current) } catch let error as ProtocolViolation { failure = error } catch { failure = ProtocolViolation("\(error)") }
         }
-        if let t = tensors.first(where: { $0.encoding == .values }), current != version &- 1 {
-            let name = Int(t.tensor) < layout.tensors.count ? layout.tensors[Int(t.tensor)].name : "#\(t.tensor)"
+        if let failure { throw failure }
+    }
+}
+
+/// The one weights decoder: reads a `csptrain.v1.Weights` message where it lies (a received
+/// reply) and writes the values into the model's flat buffer.
+public enum WeightsDecoding {
+    struct Part {
+        var tensor = 0
+        var encoding = 0
+        var values: Range<Int> = 0 ..< 0
+        var mask: Range<Int> = 0 ..< 0
+        var half = false
+    }
+
+    /// Decodes the message in `bytes[range]` into `out`; returns its version.
+    @discardableResult
+    public static func decode(_ bytes: UnsafeRawBufferPointer, range: Range<Int>? = nil, layout: ParameterLayout,
+                              into out: inout [Float], current: UInt64?) throws(ProtocolViolation) -> UInt64 {
+        var version: UInt64 = 0
+        var parts: [Part] = []
+        var reader = ProtoBytes.Reader(bytes, range: range)
+        while !reader.atEnd {
+            guard let (number, value) = reader.field() else { throw ProtocolViolation("weights: malformed field at byte \(reader.position)") }
+            switch (number, value) {
+            case let (1, .varint(v)): version = v
+            case let (2, .bytes(r)):
+                var part = Part()
+                var t = ProtoBytes.Reader(bytes, range: r)
+                while !t.atEnd {
+                    guard let (n, v) = t.field() else { throw ProtocolViolation("weights: malformed tensor at byte \(t.position)") }
+                    switch (n, v) {
+                    case let (1, .varint(x)): part.tensor = Int(clamping: x)
+                    case let (2, .varint(x)): part.encoding = Int(clamping: x)
+                    case let (3, .bytes(x)): part.values = x
+                    case let (4, .bytes(x)): part.mask = x
+                    case let (5, .varint(x)): part.half = x != 0
+                    default: break  // unknown fields are skipped, as protobuf readers do
+                    }
+                }
+                parts.append(part)
+            default: break
+            }
+        }
+        guard parts.count == layout.tensors.count else {
+            throw ProtocolViolation("weights carry \(parts.count) tensors, the model has \(layout.tensors.count)")
+        }
+        let valuesOnly = Int(Csptrain_V1_Encoding.values.rawValue)
+        if let p = parts.first(where: { $0.encoding == valuesOnly }), current != version &- 1 {
+            let name = p.tensor < layout.tensors.count ? layout.tensors[p.tensor].name : "#\(p.tensor)"
             throw ProtocolViolation("weights version \(version) send values only for tensor '\(name)', but this copy is at version \(current.map(String.init) ?? "none"), not \(version &- 1)")
         }
-        var seen = Set<UInt32>()
+        var seen = Set<Int>()
         var failure: ProtocolViolation?
         out.withUnsafeMutableBufferPointer { all in
-            for t in tensors {
-                guard Int(t.tensor) < layout.tensors.count else { failure = ProtocolViolation("weights name tensor \(t.tensor), which does not exist"); return }
-                guard seen.insert(t.tensor).inserted else { failure = ProtocolViolation("weights carry tensor \(t.tensor) twice"); return }
-                let spec = layout.tensors[Int(t.tensor)]
+            for p in parts {
+                guard p.tensor < layout.tensors.count else { failure = ProtocolViolation("weights name tensor \(p.tensor), which does not exist"); return }
+                guard seen.insert(p.tensor).inserted else { failure = ProtocolViolation("weights carry tensor \(p.tensor) twice"); return }
+                let spec = layout.tensors[p.tensor]
                 let target = UnsafeMutableBufferPointer(rebasing: all[spec.range])
+                let mask = UnsafeRawBufferPointer(rebasing: bytes[p.mask])
                 var widened: [UInt8]?
-                if t.valuesF16 {
-                    widened = t.values.withUnsafeBytes { FloatEncoding.widenHalf($0) }
+                if p.half {
+                    widened = FloatEncoding.widenHalf(UnsafeRawBufferPointer(rebasing: bytes[p.values]))
                     guard widened != nil else { failure = ProtocolViolation("weights for tensor '\(spec.name)': an odd number of binary16 value bytes"); return }
                 }
                 let decodeValues = { (v: UnsafeRawBufferPointer) -> Bool in
-                    switch t.encoding {
-                    case .denseF32: return FloatEncoding.decodeDense(v, into: target)
-                    case .bitmaskF32: return t.mask.withUnsafeBytes { m in FloatEncoding.decodeBitmask(mask: m, nonZero: v, into: target) }
-                    case .riceF32: return t.mask.withUnsafeBytes { m in FloatEncoding.decodeRice(code: m, nonZero: v, into: target) }
-                    case .values: return FloatEncoding.decodeValuesOnly(v, into: target)
+                    switch Csptrain_V1_Encoding(rawValue: p.encoding) {
+                    case .denseF32?: return FloatEncoding.decodeDense(v, into: target)
+                    case .bitmaskF32?: return FloatEncoding.decodeBitmask(mask: mask, nonZero: v, into: target)
+                    case .riceF32?: return FloatEncoding.decodeRice(code: mask, nonZero: v, into: target)
+                    case .values?: return FloatEncoding.decodeValuesOnly(v, into: target)
                     default: return false
                     }
                 }
-                let ok = widened.map { $0.withUnsafeBytes(decodeValues) } ?? t.values.withUnsafeBytes(decodeValues)
-                guard ok else { failure = ProtocolViolation("weights for tensor '\(spec.name)' do not decode (\(t.encoding), \(t.values.count) value bytes)"); return }
+                let ok = widened.map { $0.withUnsafeBytes(decodeValues) } ?? decodeValues(UnsafeRawBufferPointer(rebasing: bytes[p.values]))
+                guard ok else {
+                    failure = ProtocolViolation("weights for tensor '\(spec.name)' do not decode (encoding \(p.encoding), \(p.values.count) value bytes)")
+                    return
+                }
             }
         }
         if let failure { throw failure }
+        return version
     }
 }
 

@@ -180,7 +180,8 @@ struct ParameterServerTests {
                 // The support no longer changes: pruned tensors travel as values only.
                 #expect(delta.tensors[0].kind == EncodedTensor.Kind.valuesOnly && delta.tensors[1].kind == EncodedTensor.Kind.valuesOnly)
             }
-            let parsed = try Csptrain_V1_Weights(serializedBytes: WeightsFrame(delta).bytes)
+            let frame = s.broadcast.withUnsafeBufferPointer { WeightsFrame(delta, layout: layout, source: $0) }
+            let parsed = try Csptrain_V1_Weights(serializedBytes: frame.bytes)
             try parsed.decode(layout: layout, into: &held, current: UInt64(step + 1))
             #expect(held == s.broadcast)
         }

@@ -79,6 +79,9 @@ unsigned int csp_crc32c_hw(unsigned int crc, const void *data, long n, int *done
 /// every machine). NaN or infinity when any value is not finite.
 double csp_sum_squares(const float *x, long n);
 
+/// Values of x that are not +0.0 (keep_negative_zero) or not ±0.0 (otherwise).
+long csp_count_stored(const float *x, long n, int keep_negative_zero);
+
 #ifdef __cplusplus
 }
 #endif
