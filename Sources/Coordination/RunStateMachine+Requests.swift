@@ -28,6 +28,11 @@ extension RunStateMachine {
         }
         let session = origin.session
         guard membership.touch(session, pipe: origin.pipe, now: now) != nil else {
+            // Once the run is over, a worker dropped near its end learns it at once, rather than
+            // joining again only to be told.
+            if case let .finished(status) = phase, case .work = inbound {
+                return [.reply(id, .finished(reason: "the run is over (\(status.rawValue))"))]
+            }
             return [.reply(id, .refusal(.unknownSession, "session \(session) is not a member (the coordinator restarted or dropped it): join again"))]
         }
         let count = inFlight[session, default: 0]

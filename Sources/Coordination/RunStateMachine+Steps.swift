@@ -26,8 +26,15 @@ extension RunStateMachine {
             for (session, _) in evaluation?.expire(now: now) ?? [] {
                 out += drop(session, reason: .missedDeadline, detail: "an evaluation batch was not scored within \(settings.stepDeadlineSeconds) s", now: now)
             }
-            for (session, mb) in round.expire(now: now) {
-                out += drop(session, reason: .missedDeadline, detail: "micro-batch \(mb) of step \(step + 1) was not in within \(settings.stepDeadlineSeconds) s", now: now)
+            // Expiry already put the late micro-batches back in the pool: name them among the
+            // member's reassigned ones (release at the drop finds only those not yet late).
+            let late = round.expire(now: now)
+            var seen = Set<SessionID>()
+            for session in late.map(\.session) where seen.insert(session).inserted {
+                let mbs = late.filter { $0.session == session }.map(\.microBatch)
+                out += drop(session, reason: .missedDeadline,
+                            detail: "micro-batch \(mbs.map(String.init).joined(separator: ", ")) of step \(step + 1) was not in within \(settings.stepDeadlineSeconds) s",
+                            expired: mbs, now: now)
             }
         }
         if membership.count == 0 {
@@ -55,10 +62,11 @@ extension RunStateMachine {
     }
 
     /// Removes a member; its work goes back to the pool.
-    mutating func drop(_ session: SessionID, reason: Membership.Reason, detail: String, now: Double) -> [Directive] {
+    /// `expired`: its micro-batches a deadline has already taken back.
+    mutating func drop(_ session: SessionID, reason: Membership.Reason, detail: String, expired: [Int] = [], now: Double) -> [Directive] {
         guard let member = membership.remove(session, reason: reason) else { return [] }
         evaluation?.release(session)
-        let released = round.release(session)
+        let released = (expired + round.release(session)).sorted()
         inFlight[session] = nil
         if membership.count == 0 { emptySince = now }
         return [.memberRemoved(member, reason: reason, detail: detail, reassigned: released)]
