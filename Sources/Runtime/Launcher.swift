@@ -111,7 +111,7 @@ public final class Launcher: Sendable {
     }
 
     /// This executable, to start workers from.
-    static var executablePath: String {
+    public static var executablePath: String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 }

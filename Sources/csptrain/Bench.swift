@@ -26,11 +26,19 @@ struct Bench: AsyncParsableCommand {
                          sparsity; the weights, then the weights with Adam's state) against
                          writing and reading the dense float32 values raw in the same folder
                          (not run unless asked for with --only checkpoint)
+            step         a training step of a 10 M-parameter loadtest model on 2 workers (csptrain
+                         launch), dense and with a 90%-sparse broadcast, against MPI_Allreduce +
+                         SGD over TCP loopback and against a raw nng star in C (the C peers are
+                         built by scripts/bench/build.sh; MPI is skipped where mpicc is absent;
+                         not run unless asked for with --only step)
+            memory       the coordinator's resident set with 1 worker and with 8 on a 1 M-parameter
+                         loadtest model, against the bound RSS(8) ≤ RSS(1) + 2 × model bytes
+                         (not run unless asked for with --only memory)
             """
     )
 
     enum Name: String, ExpressibleByArgument, CaseIterable {
-        case ingest, aggregation, speech, project, checkpoint
+        case ingest, aggregation, speech, project, checkpoint, step, memory
     }
 
     @Option(name: .customLong("only"), help: "Run only these benchmarks (repeatable): \(Name.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -78,6 +86,18 @@ struct Bench: AsyncParsableCommand {
     @Option(help: ArgumentHelp("checkpoint: the folder to write in (its disk is what is measured).", valueName: "dir"))
     var checkpointFolder = "runs/bench-checkpoint"
 
+    @Option(help: "step: parameters of the loadtest model (the peers move as many float32 values).")
+    var stepParameters = 10_000_000
+
+    @Option(help: "step: steps of each csptrain run (the first 8 are not timed).")
+    var stepSteps = 40
+
+    @Option(help: "step: workers, and MPI ranks.")
+    var stepWorkers = 2
+
+    @Option(help: "memory: parameters of the loadtest model.")
+    var memoryParameters = 1_000_000
+
     @Flag(help: "Print one JSON object on stdout.")
     var json = false
 
@@ -117,6 +137,21 @@ struct Bench: AsyncParsableCommand {
                                                               withOptimizer: withOptimizer, folder: folder)
             }
         }
+        var step: StepBenchmark.Report?
+        if selected.contains(.step) {
+            var settings = StepBenchmark.Settings()
+            settings.parameters = stepParameters
+            settings.steps = stepSteps
+            settings.warmupSteps = min(8, stepSteps / 4)
+            settings.workers = stepWorkers
+            step = try StepBenchmark.run(settings)
+        }
+        var memory: MemoryBenchmark.Report?
+        if selected.contains(.memory) {
+            var settings = MemoryBenchmark.Settings()
+            settings.parameters = memoryParameters
+            memory = try MemoryBenchmark.run(settings)
+        }
         if selected.contains(.speech) {
             var lengths: [Int]?
             if let folder = lengthsFrom {
@@ -141,8 +176,11 @@ struct Bench: AsyncParsableCommand {
                  "write_seconds": r.writeSeconds, "read_seconds": r.readSeconds, "raw_bytes": r.rawBytes,
                  "raw_write_seconds": r.rawWriteSeconds, "raw_read_seconds": r.rawReadSeconds] as [String: Any]
             }
-            let data = try JSONSerialization.data(withJSONObject: ["benchmarks": objects, "projection": projection, "checkpoint": checkpoint,
-                                                                   "notes": notes], options: [.sortedKeys])
+            var object: [String: Any] = ["benchmarks": objects, "projection": projection, "checkpoint": checkpoint,
+                                         "notes": notes + (step?.notes ?? [])]
+            if let step { object["step"] = step.json }
+            if let memory { object["memory"] = memory.json }
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             try output(String(decoding: data, as: UTF8.self))
         } else {
             for r in results {
@@ -167,6 +205,8 @@ struct Bench: AsyncParsableCommand {
                                  r.writeSeconds, r.rawWriteSeconds, r.readSeconds, r.rawReadSeconds))
                 }
             }
+            for line in step?.lines ?? [] { try output(line) }
+            for line in memory?.lines ?? [] { try output(line) }
             for note in notes { try output(note) }
         }
     }
