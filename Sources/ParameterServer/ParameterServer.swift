@@ -126,9 +126,19 @@ public final class ParameterServer {
         }
         let loss = accumulator.meanLoss
         let examples = accumulator.examples
-        accumulator.mean(into: &gradient)
-        // The clip norm: per-block partial sums of squares in float64, added in block order.
-        let partials = blocks.map(gradient) { g in VectorMath.sumOfSquares(g) }
+        // The mean, and the clip norm's per-block partial sums of squares in float64 while each
+        // block is in cache; the partial sums are added in block order.
+        var partials = [Double](repeating: 0, count: blocks.ranges.count)
+        let accumulator = self.accumulator
+        let ranges = blocks.ranges
+        gradient.withUnsafeMutableBufferPointer { g in
+            partials.withUnsafeMutableBufferPointer { sums in
+                Parallel.forEach(ranges.count) { b in
+                    accumulator.mean(range: ranges[b], into: g)
+                    sums[b] = VectorMath.sumOfSquares(UnsafeBufferPointer(rebasing: g[ranges[b]]))
+                }
+            }
+        }
         let norm = partials.reduce(0, +).squareRoot()
         guard norm.isFinite else {
             let bad = gradient.firstIndex { !$0.isFinite } ?? 0

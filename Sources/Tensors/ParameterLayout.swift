@@ -1,3 +1,4 @@
+import CKernels
 /// One named tensor inside a flat parameter buffer.
 public struct TensorSpec: Sendable, Equatable, Hashable {
     public let name: String
@@ -68,9 +69,8 @@ public struct SparsityReport: Sendable, Equatable {
         var zeros = 0
         var prunableZeros = 0
         values.withUnsafeBufferPointer { v in
-            for spec in layout.tensors {
-                var z = 0
-                for i in spec.range where v[i] == 0 { z += 1 }
+            for spec in layout.tensors where spec.count > 0 {
+                let z = spec.count - csp_count_stored(v.baseAddress! + spec.offset, spec.count, 0)
                 zeros += z
                 if spec.prunable { prunableZeros += z }
             }

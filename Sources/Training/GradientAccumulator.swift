@@ -122,23 +122,26 @@ public struct GradientAccumulator: Sendable {
     /// The example-weighted mean gradient, written into `out` (no allocation).
     public func mean(into out: inout [Float]) {
         precondition(out.count == parameterCount)
+        out.withUnsafeMutableBufferPointer { o in mean(range: 0 ..< o.count, into: o) }
+    }
+
+    /// The mean of the values in `range`, written to the same positions of `out` (a block of the
+    /// parameters: blocks can be averaged concurrently).
+    public func mean(range: Range<Int>, into out: UnsafeMutableBufferPointer<Float>) {
+        guard !range.isEmpty else { return }
         switch mode {
         case .float:
             let scale = examples > 0 ? 1 / Float(examples) : 1
             sum.withUnsafeBufferPointer { s in
-                out.withUnsafeMutableBufferPointer { o in
-                    for i in 0 ..< o.count { o[i] = s[i] * scale }
-                }
+                for i in range { out[i] = s[i] * scale }
             }
         case .fixedPoint:
-            guard examples > 0, !fixed.isEmpty else {
-                out.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+            guard examples > 0 else {
+                UnsafeMutableBufferPointer(rebasing: out[range]).update(repeating: 0)
                 return
             }
             fixed.withUnsafeBufferPointer { s in
-                out.withUnsafeMutableBufferPointer { o in
-                    csp_fixed_mean(s.baseAddress!, o.baseAddress!, s.count, examples, Self.scaleBits)
-                }
+                csp_fixed_mean(s.baseAddress! + range.lowerBound, out.baseAddress! + range.lowerBound, range.count, examples, Self.scaleBits)
             }
         }
     }
