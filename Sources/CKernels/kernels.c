@@ -291,6 +291,54 @@ double csp_sum_squares(const float *x, long n) {
     return ((s0 + s1) + (s2 + s3));
 }
 
+static inline unsigned short bf16_round(float f) {
+    unsigned int bits;
+    memcpy(&bits, &f, sizeof bits);
+    if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu)) return (unsigned short)((bits >> 16) | 0x0040u); /* quiet NaN */
+    bits += 0x7FFFu + ((bits >> 16) & 1u); /* round to nearest, ties to even */
+    return (unsigned short)(bits >> 16);
+}
+
+static inline float bf16_load(const unsigned char *p) {
+    unsigned short h;
+    memcpy(&h, p, sizeof h);
+    unsigned int bits = (unsigned int)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+void csp_to_bf16(const float *x, void *out, long n) {
+    unsigned char *o = out;
+    for (long i = 0; i < n; i++) {
+        unsigned short h = bf16_round(x[i]);
+        memcpy(o + 2 * i, &h, sizeof h);
+    }
+}
+
+void csp_axpy_bf16(float *y, const void *x, long n, float a) {
+    const unsigned char *p = x;
+    for (long i = 0; i < n; i++) y[i] += a * bf16_load(p + 2 * i);
+}
+
+void csp_from_bf16(const void *x, float *out, long n) {
+    const unsigned char *p = x;
+    for (long i = 0; i < n; i++) out[i] = bf16_load(p + 2 * i);
+}
+
+double csp_sum_squares_bf16(const void *x, long n) {
+    const unsigned char *p = x;
+    double s0 = 0, s1 = 0;
+    long i = 0;
+    for (; i + 2 <= n; i += 2) {
+        double a = bf16_load(p + 2 * i), b = bf16_load(p + 2 * i + 2);
+        s0 += a * a;
+        s1 += b * b;
+    }
+    for (; i < n; i++) { double a = bf16_load(p + 2 * i); s0 += a * a; }
+    return s0 + s1;
+}
+
 long csp_count_stored(const float *x, long n, int keep_negative_zero) {
     /* On the bit patterns: +0.0 is all zeros, −0.0 only the sign bit; the loop vectorises. */
     const unsigned int ignore = keep_negative_zero ? 0xFFFFFFFFu : 0x7FFFFFFFu;

@@ -21,7 +21,10 @@ public struct MathsFingerprint: Sendable, Equatable {
     /// Keys and key prefixes (a trailing dot) that change the maths.
     static let included = ["seed", "deterministic", "model.", "data.", "augmentation.", "optimizer.", "pruning.",
                            "coordinator.global_batch", "coordinator.micro_batches", "coordinator.length_grouping",
-                           "coordinator.broadcast_values"]
+                           "coordinator.broadcast_values", "coordinator.gradient_values"]
+    /// Keys added after checkpoints were first written, with the value a checkpoint without them
+    /// was computed with: absent there means this value.
+    static let addedLater = ["coordinator.gradient_values": "f32"]
     /// Paths: where the data are, not what they are.
     static let excluded = ["data.train", "data.valid", "data.valid_channel"]
 
@@ -58,7 +61,7 @@ public struct MathsFingerprint: Sendable, Equatable {
         let a = Dictionary(settings.map { ($0.key, $0.value) }, uniquingKeysWith: { x, _ in x })
         let b = Dictionary(other.settings.map { ($0.key, $0.value) }, uniquingKeysWith: { x, _ in x })
         return Set(a.keys).union(b.keys).sorted().compactMap { key in
-            let x = a[key], y = b[key]
+            let x = a[key] ?? Self.addedLater[key], y = b[key] ?? Self.addedLater[key]
             guard x != y else { return nil }
             return "\(key): \(x ?? "(absent)") \(ours), \(y ?? "(absent)") in the \(theirs)"
         }

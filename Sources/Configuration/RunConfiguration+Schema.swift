@@ -88,6 +88,7 @@ extension LearningRateSchedule: ConfigSection {
 
 extension PruningSettings.Method: ConfigEnum {}
 extension CoordinatorSettings.ValuePrecision: ConfigEnum {}
+extension CoordinatorSettings.GradientPrecision: ConfigEnum {}
 extension PruningSettings.Scope: ConfigEnum {}
 extension SparsitySchedule.Kind: ConfigEnum {}
 extension MeasurementOperator.Kind: ConfigEnum {}
@@ -158,6 +159,7 @@ extension CoordinatorSettings: ConfigSection {
             .init("eval_examples", \.evalExamples, "validation examples scored per set (0: all)", check: nonNegative),
             .init("eval_batch", \.evalBatch, "validation examples per evaluation task", check: positive),
             .init("broadcast_values", \.broadcastValues, "precision of broadcast weight values: f32, or f16 (half the bytes; the model is rounded to it)"),
+            .init("gradient_values", \.gradientValues, "precision of gradient chunk values on the wire: f32, or bf16 (half the upload bytes; workers round to it)"),
             .init("wait_for_workers_seconds", \.waitForWorkersSeconds, "with no worker at all, end the run as failed after this long (0: wait forever)", check: nonNegative),
             .init("max_requests_in_flight", \.maxRequestsInFlight, "requests one worker may have unanswered at once; more are refused", check: positive),
         ]

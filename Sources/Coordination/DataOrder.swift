@@ -145,6 +145,14 @@ public struct CoordinatorSettings: Sendable, Equatable {
         case f16
     }
     public var broadcastValues = ValuePrecision.f32
+    /// Precision of gradient chunk values on the wire.
+    public enum GradientPrecision: String, Sendable, CaseIterable {
+        case f32
+        /// bfloat16: half the upload bytes. Workers round each value to nearest (ties to even);
+        /// the coordinator folds the rounded values in float32 (or exactly, in deterministic mode).
+        case bf16
+    }
+    public var gradientValues = GradientPrecision.f32
     /// With no worker at all, end the run as failed after this many seconds (0: wait forever).
     public var waitForWorkersSeconds = 0.0
     /// Requests one worker may have unanswered at once; more are refused (a flood from one

@@ -86,8 +86,9 @@ public final class ParameterServer {
 
     /// Folds little-endian float32 `bytes` (a chunk, read where it was received) at `offset`,
     /// weighted by the micro-batch's examples. False when they do not fit.
-    public func fold(_ bytes: UnsafeRawBufferPointer, at offset: Int, examples: Int) -> Bool {
-        accumulator.fold(littleEndianBytes: bytes, at: offset, weight: examples)
+    public func fold(_ bytes: UnsafeRawBufferPointer, at offset: Int, examples: Int, bf16: Bool = false) -> Bool {
+        bf16 ? accumulator.fold(bf16Bytes: bytes, at: offset, weight: examples)
+            : accumulator.fold(littleEndianBytes: bytes, at: offset, weight: examples)
     }
 
     /// Chunks folded from a copy rather than in place (see `GradientAccumulator.copiedFolds`).

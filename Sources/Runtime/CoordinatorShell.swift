@@ -114,7 +114,8 @@ actor CoordinatorShell {
                 // once; a held request is resumed by a later event.
                 replies[id] = continuation
                 let event = RunStateMachine.Event.request(id, decoded.inbound, decoded.origin(pipe: pipe, peer: peer), entropy: entropy, now: now)
-                perform(machine.handle(event), chunk: decoded.values.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) })
+                perform(machine.handle(event), chunk: decoded.values.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
+                        bf16: decoded.valuesBF16)
             }
         }
     }
@@ -137,13 +138,13 @@ actor CoordinatorShell {
 
     // MARK: Directives
 
-    private func perform(_ directives: [RunStateMachine.Directive], chunk: UnsafeRawBufferPointer? = nil) {
+    private func perform(_ directives: [RunStateMachine.Directive], chunk: UnsafeRawBufferPointer? = nil, bf16: Bool = false) {
         for directive in directives {
             switch directive {
             case let .reply(id, response):
                 replies.removeValue(forKey: id)?.resume(returning: frame(response))
             case let .fold(_, offset, examples, microBatch, lossSum):
-                guard let chunk, server.fold(chunk, at: offset, examples: examples) else {
+                guard let chunk, server.fold(chunk, at: offset, examples: examples, bf16: bf16) else {
                     logger.error("internal: a chunk accepted by the state machine does not fit at offset \(offset)")
                     continue
                 }

@@ -87,6 +87,8 @@ public final class WorkerService: Sendable {
         let chunkValues: Int
         let sendWindow: Int
         let resendSeconds: Double
+        /// coordinator.gradient_values: bf16.
+        let gradientBF16: Bool
     }
 
     private func call(_ request: Request, context: Context) async throws -> Reply {
@@ -160,7 +162,8 @@ public final class WorkerService: Sendable {
         logger.info("joined", metadata: ["run": "\(runID)", "worker_id": "\(welcome.workerID)", "parameters": "\(model.layout.totalCount)"])
         return Session(id: session, runID: runID, workerID: welcome.workerID, model: model,
                        chunkValues: Int(welcome.chunkValues), sendWindow: config.transport.sendWindow,
-                       resendSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.resendSeconds))
+                       resendSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.resendSeconds),
+                       gradientBF16: config.coordinator.gradientValues == .bf16)
     }
 
     private func checkRefusal(_ reply: Reply) throws {
@@ -277,7 +280,8 @@ public final class WorkerService: Sendable {
     private func send(gradient: [Float], lossSum: Double, task: Csptrain_V1_Task, step: UInt64,
                       session: Session, senders: [Context]) async throws {
         let encoder = ChunkEncoder(runID: session.runID, session: session.id, step: step, microBatch: Int(task.microBatch),
-                                   exampleCount: task.exampleIndices.count, lossSum: lossSum, weightsVersion: task.weightsVersion)
+                                   exampleCount: task.exampleIndices.count, lossSum: lossSum, weightsVersion: task.weightsVersion,
+                                   bf16: session.gradientBF16)
         var pieces: [(tensor: Int, chunk: Int, count: Int, range: Range<Int>)] = []
         for (index, spec) in session.model.layout.tensors.enumerated() {
             let count = max(1, (spec.count + session.chunkValues - 1) / session.chunkValues)

@@ -31,6 +31,12 @@ public enum VectorMath {
         return csp_sum_squares(base, x.count)
     }
 
+    /// Σ x² of little-endian bfloat16 bytes (a chunk sent as bf16).
+    public static func sumOfSquares(bf16Bytes bytes: UnsafeRawBufferPointer) -> Double {
+        guard bytes.count >= 2, let base = bytes.baseAddress else { return 0 }
+        return csp_sum_squares_bf16(base, bytes.count / 2)
+    }
+
     /// Σ x² of little-endian float32 bytes (a received chunk), read in place when aligned.
     public static func sumOfSquares(littleEndianBytes bytes: UnsafeRawBufferPointer) -> Double {
         let n = bytes.count / 4

@@ -93,6 +93,24 @@ public struct GradientAccumulator: Sendable {
         return true
     }
 
+    /// Folds little-endian bfloat16 `bytes` (widened exactly to float32) at `offset`, weighted.
+    /// False when they do not fit.
+    public mutating func fold(bf16Bytes bytes: UnsafeRawBufferPointer, at offset: Int, weight: Int) -> Bool {
+        guard bytes.count % 2 == 0, offset >= 0, offset + bytes.count / 2 <= parameterCount else { return false }
+        let n = bytes.count / 2
+        guard n > 0, let base = bytes.baseAddress else { return true }
+        switch mode {
+        case .float:
+            sum.withUnsafeMutableBufferPointer { s in csp_axpy_bf16(s.baseAddress! + offset, base, n, Float(weight)) }
+        case .fixedPoint:
+            // Widened once into a scratch buffer, then summed exactly like float32 values.
+            var widened = [Float](repeating: 0, count: n)
+            widened.withUnsafeMutableBufferPointer { csp_from_bf16(base, $0.baseAddress!, n) }
+            widened.withUnsafeBufferPointer { fold($0, at: offset, weight: weight) }
+        }
+        return true
+    }
+
     /// Records micro-batch `index`'s example count and loss sum (once per micro-batch).
     public mutating func addMicroBatch(_ index: Int, examples: Int, lossSum: Double) {
         guard microBatchLoss[index] == nil else { return }

@@ -1,3 +1,4 @@
+import CKernels
 import Coordination
 import Foundation
 import SwiftProtobuf
@@ -18,6 +19,8 @@ public struct DecodedRequest: Sendable {
     public var step: UInt64
     public var inbound: Inbound
     public var values: Range<Int>?
+    /// The chunk's values are bfloat16 (2 bytes each) rather than float32.
+    public var valuesBF16 = false
 
     public func origin(pipe: UInt32, peer: String) -> Origin {
         Origin(pipe: pipe, peer: peer, protocolVersion: protocolVersion, runID: runID, session: session, step: step)
@@ -53,6 +56,7 @@ public enum RequestDecoding {
         var chunk = ChunkHeader(microBatch: 0, tensor: 0, chunkIndex: 0, chunkCount: 0, exampleCount: 0, lossSum: 0,
                                 weightsVersion: 0, valueCount: 0, sumOfSquares: 0)
         var values = chunkRange.lowerBound ..< chunkRange.lowerBound
+        var bf16 = false
         func small(_ v: UInt64, _ what: String) throws(ProtocolViolation) -> Int {
             guard v <= UInt64(UInt32.max) else { throw ProtocolViolation("gradient chunk: \(what) \(v) is out of range") }
             return Int(v)
@@ -69,16 +73,19 @@ public enum RequestDecoding {
             case let (7, .bytes(r)): values = r
             case let (8, .varint(v)): chunk.weightsVersion = v
             case (9, .bytes): break  // padding
+            case let (10, .varint(v)): bf16 = v != 0
             default: throw ProtocolViolation("gradient chunk: unexpected field \(number) or wire type")
             }
         }
-        guard values.count % 4 == 0 else {
-            throw ProtocolViolation("gradient chunk values hold \(values.count) bytes, not a whole number of float32 values")
+        let width = bf16 ? 2 : 4
+        guard values.count % width == 0 else {
+            throw ProtocolViolation("gradient chunk values hold \(values.count) bytes, not a whole number of \(bf16 ? "bfloat16" : "float32") values")
         }
-        chunk.valueCount = values.count / 4
-        chunk.sumOfSquares = VectorMath.sumOfSquares(littleEndianBytes: UnsafeRawBufferPointer(rebasing: bytes[values]))
+        chunk.valueCount = values.count / width
+        let raw = UnsafeRawBufferPointer(rebasing: bytes[values])
+        chunk.sumOfSquares = bf16 ? VectorMath.sumOfSquares(bf16Bytes: raw) : VectorMath.sumOfSquares(littleEndianBytes: raw)
         return DecodedRequest(protocolVersion: header.protocolVersion, runID: header.runID, session: SessionID(header.session),
-                              step: header.step, inbound: .chunk(chunk), values: values)
+                              step: header.step, inbound: .chunk(chunk), values: values, valuesBF16: bf16)
     }
 
     /// Every other request is small: SwiftProtobuf parses it.
@@ -123,8 +130,12 @@ public struct ChunkEncoder: Sendable {
     let exampleCount: Int
     let lossSum: Double
     let weightsVersion: UInt64
+    /// Values as bfloat16, rounded to nearest (coordinator.gradient_values: bf16).
+    let bf16: Bool
 
-    public init(runID: String, session: Data, step: UInt64, microBatch: Int, exampleCount: Int, lossSum: Double, weightsVersion: UInt64) {
+    public init(runID: String, session: Data, step: UInt64, microBatch: Int, exampleCount: Int, lossSum: Double, weightsVersion: UInt64,
+                bf16: Bool = false) {
+        self.bf16 = bf16
         var h = Csptrain_V1_Header()
         h.protocolVersion = protocolVersion
         h.runID = runID
@@ -149,14 +160,15 @@ public struct ChunkEncoder: Sendable {
         func field(_ n: Int, _ v: UInt64) -> Int { v == 0 ? 0 : ProtoBytes.tagSize(n) + ProtoBytes.varintSize(v) }
         let scalars = field(1, UInt64(microBatch)) + field(2, UInt64(tensor)) + field(3, UInt64(chunk)) + field(4, UInt64(chunkCount))
             + field(5, UInt64(exampleCount)) + (lossSum.bitPattern == 0 ? 0 : ProtoBytes.tagSize(6) + 8)
-        let valuesField = values == 0 ? 0 : ProtoBytes.fieldSize(7, length: values * 4)
+        let width = bf16 ? 2 : 4
+        let valuesField = values == 0 ? 0 : ProtoBytes.fieldSize(7, length: values * width)
         let headerField = header.isEmpty ? 0 : ProtoBytes.fieldSize(1, length: header.count)
-        let trailer = field(8, weightsVersion)
+        let trailer = field(8, weightsVersion) + (bf16 ? ProtoBytes.tagSize(10) + 1 : 0)
         for padding in [nil, 0, 1, 2, 3] as [Int?] {
             let pad = padding.map { ProtoBytes.fieldSize(9, length: $0) } ?? 0
             let body = scalars + pad + valuesField + trailer
             let beforeBody = headerField + ProtoBytes.tagSize(13) + ProtoBytes.varintSize(UInt64(body))
-            let valuesAt = beforeBody + scalars + pad + (values == 0 ? 0 : ProtoBytes.tagSize(7) + ProtoBytes.varintSize(UInt64(values * 4)))
+            let valuesAt = beforeBody + scalars + pad + (values == 0 ? 0 : ProtoBytes.tagSize(7) + ProtoBytes.varintSize(UInt64(values * width)))
             if valuesAt % 4 == 0 || padding == 3 { return Layout(body: body, padding: padding, total: beforeBody + body) }
         }
         fatalError("unreachable: one of five paddings aligns the values")
@@ -184,7 +196,11 @@ public struct ChunkEncoder: Sendable {
             w.lengthDelimited(9, length: padding)
             for _ in 0 ..< padding { w.buffer[w.position] = 0; w.position += 1 }
         }
-        if !values.isEmpty {
+        if !values.isEmpty, bf16 {
+            w.lengthDelimited(7, length: values.count * 2)
+            csp_to_bf16(values.baseAddress!, w.buffer.baseAddress! + w.position, values.count)
+            w.position += values.count * 2
+        } else if !values.isEmpty {
             w.lengthDelimited(7, length: values.count * 4)
             #if _endian(little)
             w.bytes(UnsafeRawBufferPointer(values))
@@ -193,6 +209,7 @@ public struct ChunkEncoder: Sendable {
             #endif
         }
         w.uint(8, weightsVersion)
+        if bf16 { w.uint(10, 1) }
         precondition(w.position == out.count, "chunk request: wrote \(w.position) of \(out.count) bytes")
     }
 }

@@ -37,6 +37,25 @@ struct LaunchTests {
         #expect(checkpoint.records.contains { $0.name == "w1" && $0.role == "param" })
     }
 
+    /// bfloat16 gradient chunks (half the upload) train the MLP as float32 ones do, and a
+    /// deterministic run with them gives the same bits on 1 and 3 workers.
+    @Test func bfloat16GradientsTrainAndStayDeterministic() async throws {
+        var finals: [Double] = []
+        for workers in [1, 3] {
+            let dir = temporaryRunDir()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let child = try Child(["launch", "--workers", "\(workers)", "--steps", "30", "--run-dir", dir.path, "--json",
+                                   "--set", "coordinator.gradient_values=bf16", "--set", "deterministic=true"])
+            let (status, stdout, stderr) = await child.wait(seconds: 120)
+            #expect(status == 0, "launch failed: \(stderr)")
+            let summary = try Summary.parse(stdout)
+            let first = try #require(summary.firstLoss), final = try #require(summary.finalLoss)
+            #expect(summary.status == "completed" && final < 0.5 * first, "loss \(first) → \(final)")
+            finals.append(final)
+        }
+        #expect(finals[0].bitPattern == finals[1].bitPattern, "\(finals)")
+    }
+
     @Test(arguments: ["csp", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor", "structured", "low-rank"])
     func prunedLaunchReachesItsTarget(method: String) async throws {
         let dir = temporaryRunDir()

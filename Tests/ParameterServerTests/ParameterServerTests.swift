@@ -155,6 +155,32 @@ struct ParameterServerTests {
         for i in 0 ..< layout.totalCount { #expect(s.weights[i] == 0.5 - g[i]) }
     }
 
+    /// bfloat16 chunks are folded as their exactly widened values.
+    @Test func bfloat16ChunksFoldTheirRoundedValues() throws {
+        var rng = SplitMix(state: 21)
+        let g = rng.floats(layout.totalCount)
+        let s = server(lr: 1)
+        let encoder = ChunkEncoder(runID: "run", session: Data([4]), step: 0, microBatch: 0, exampleCount: 1, lossSum: 0, weightsVersion: 1, bf16: true)
+        for (t, spec) in layout.tensors.enumerated() {
+            let size = encoder.size(tensor: t, chunk: 0, chunkCount: 1, values: spec.count)
+            var body = [UInt8](repeating: 0, count: size)
+            body.withUnsafeMutableBytes { raw in g.withUnsafeBufferPointer { encoder.write(tensor: t, chunk: 0, chunkCount: 1, values: UnsafeBufferPointer(rebasing: $0[spec.range]), into: raw) } }
+            try body.withUnsafeBytes { raw in
+                let decoded = try RequestDecoding.decode(raw)
+                #expect(decoded.valuesBF16)
+                #expect(s.fold(UnsafeRawBufferPointer(rebasing: raw[try #require(decoded.values)]), at: spec.offset, examples: 1, bf16: true))
+            }
+        }
+        s.addMicroBatch(0, examples: 1, lossSum: 0)
+        _ = try s.apply(step: 0)
+        for i in 0 ..< layout.totalCount {
+            var bits = g[i].bitPattern
+            bits &+= 0x7FFF &+ ((bits >> 16) & 1)
+            let rounded = Float(bitPattern: bits & 0xFFFF_0000)
+            #expect(s.weights[i] == 0.5 - rounded, "value \(i)")
+        }
+    }
+
     /// The weights of a version are encoded once however many replies carry them: the delta when
     /// the step is applied, the whole model on the first demand.
     @Test func weightsAreEncodedOncePerVersion() throws {

@@ -159,6 +159,30 @@ struct InPlaceFramingTests {
         }
     }
 
+    /// bfloat16 chunks: each value rounded to nearest, ties to even, and read back exactly.
+    @Test func bfloat16ChunksRoundToNearestEven() throws {
+        let values: [Float] = [1, -2.5, 1.00390625 /* exactly halfway: stays 1 */, 1.01171875 /* halfway: up to 1.015625 */,
+                               3.0e38, 1e-40, -0.0, .infinity, 0.1]
+        func reference(_ x: Float) -> Float {
+            var bits = x.bitPattern
+            bits &+= 0x7FFF &+ ((bits >> 16) & 1)
+            return Float(bitPattern: bits & 0xFFFF_0000)
+        }
+        let encoder = ChunkEncoder(runID: "r", session: Data([1]), step: 3, microBatch: 1, exampleCount: 2, lossSum: 1, weightsVersion: 4, bf16: true)
+        var buffer = [UInt8](repeating: 0, count: encoder.size(tensor: 0, chunk: 0, chunkCount: 1, values: values.count))
+        buffer.withUnsafeMutableBytes { raw in values.withUnsafeBufferPointer { encoder.write(tensor: 0, chunk: 0, chunkCount: 1, values: $0, into: raw) } }
+        let parsed = try Request(serializedBytes: buffer)
+        #expect(parsed.chunk.valuesBf16 && parsed.chunk.values.count == values.count * 2)
+        let decoded = try buffer.withUnsafeBytes { try RequestDecoding.decode($0) }
+        guard case let .chunk(c) = decoded.inbound, let range = decoded.values else { Issue.record("not a chunk"); return }
+        #expect(decoded.valuesBF16 && c.valueCount == values.count && !c.sumOfSquares.isFinite)  // the infinity shows
+        let widened: [Float] = stride(from: range.lowerBound, to: range.upperBound, by: 2).map {
+            Float(bitPattern: UInt32(buffer[$0]) << 16 | UInt32(buffer[$0 + 1]) << 24)
+        }
+        #expect(widened.map(\.bitPattern) == values.map { reference($0).bitPattern })
+        #expect(widened[2] == 1 && widened[3] == 1.015625 && widened[0] == 1 && widened[1] == -2.5)
+    }
+
     @Test func nonFiniteValuesShowInTheSumOfSquares() throws {
         let encoder = ChunkEncoder(runID: "r", session: Data([1]), step: 0, microBatch: 0, exampleCount: 1, lossSum: 1, weightsVersion: 1)
         for bad in [Float.nan, .infinity] {

@@ -79,6 +79,18 @@ unsigned int csp_crc32c_hw(unsigned int crc, const void *data, long n, int *done
 /// every machine). NaN or infinity when any value is not finite.
 double csp_sum_squares(const float *x, long n);
 
+/// float32 → bfloat16, rounded to nearest, ties to even (NaN stays NaN); `out` may be unaligned.
+void csp_to_bf16(const float *x, void *out, long n);
+
+/// y[i] += a · bf16(x[i]) for little-endian bfloat16 `x` (may be unaligned).
+void csp_axpy_bf16(float *y, const void *x, long n, float a);
+
+/// bfloat16 → float32 (exact); `x` may be unaligned.
+void csp_from_bf16(const void *x, float *out, long n);
+
+/// Σ bf16(x[i])² in double, as csp_sum_squares.
+double csp_sum_squares_bf16(const void *x, long n);
+
 /// Values of x that are not +0.0 (keep_negative_zero) or not ±0.0 (otherwise).
 long csp_count_stored(const float *x, long n, int keep_negative_zero);
 

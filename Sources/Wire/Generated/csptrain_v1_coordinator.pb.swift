@@ -587,6 +587,10 @@ public nonisolated struct Csptrain_V1_GradientChunk: Sendable {
   /// at a multiple of 4 bytes into the message and the coordinator folds them where they arrived.
   public var padding: Data = Data()
 
+  /// `values` hold bfloat16 (2 bytes each, little-endian: the upper half of the float32, rounded
+  /// to nearest, ties to even) instead of float32 (coordinator.gradient_values: bf16).
+  public var valuesBf16: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1624,7 +1628,7 @@ nonisolated extension Csptrain_V1_TensorData: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Csptrain_V1_GradientChunk: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GradientChunk"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{1}tensor\0\u{3}chunk_index\0\u{3}chunk_count\0\u{3}example_count\0\u{3}loss_sum\0\u{1}values\0\u{3}weights_version\0\u{1}padding\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{1}tensor\0\u{3}chunk_index\0\u{3}chunk_count\0\u{3}example_count\0\u{3}loss_sum\0\u{1}values\0\u{3}weights_version\0\u{1}padding\0\u{3}values_bf16\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1641,6 +1645,7 @@ nonisolated extension Csptrain_V1_GradientChunk: SwiftProtobuf.Message, SwiftPro
       case 7: try { try decoder.decodeSingularBytesField(value: &self.values) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.weightsVersion) }()
       case 9: try { try decoder.decodeSingularBytesField(value: &self.padding) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.valuesBf16) }()
       default: break
       }
     }
@@ -1674,6 +1679,9 @@ nonisolated extension Csptrain_V1_GradientChunk: SwiftProtobuf.Message, SwiftPro
     if !self.padding.isEmpty {
       try visitor.visitSingularBytesField(value: self.padding, fieldNumber: 9)
     }
+    if self.valuesBf16 != false {
+      try visitor.visitSingularBoolField(value: self.valuesBf16, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1687,6 +1695,7 @@ nonisolated extension Csptrain_V1_GradientChunk: SwiftProtobuf.Message, SwiftPro
     if lhs.values != rhs.values {return false}
     if lhs.weightsVersion != rhs.weightsVersion {return false}
     if lhs.padding != rhs.padding {return false}
+    if lhs.valuesBf16 != rhs.valuesBf16 {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
