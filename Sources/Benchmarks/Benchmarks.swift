@@ -39,6 +39,7 @@ public enum Benchmarks {
         let token = Array("bench-token".utf8)
         let coordinator = try CoordinatorService(config: config, runID: "bench", token: token, folder: folder, logger: logger)
         let url = try coordinator.listen("tcp://127.0.0.1:0")
+        try await coordinator.openRunFolder()
         let start = ContinuousClock.now
         let summary = try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0 ..< workers {

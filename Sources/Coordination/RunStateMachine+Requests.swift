@@ -54,8 +54,7 @@ extension RunStateMachine {
             out.append(.reply(id, .finished(reason: "goodbye")))
             return out + serveHeld(now: now)
         case .hello, .proof:
-            // A proof for another run (the run check above refused it).
-            return [.reply(id, .refusal(.wrongRun, "this coordinator runs '\(runID)'"))]
+            preconditionFailure("handled above")
         }
     }
 
@@ -226,6 +225,14 @@ extension RunStateMachine {
     private mutating func evalResult(_ id: RequestID, batch: Int, set: String, weightsVersion: UInt64, counts: EvaluationCounts,
                                      origin: Origin, now: Double) -> [Directive] {
         guard case .evaluating = phase, evaluation != nil else { return [.reply(id, .ack(.stale))] }
+        // Counts a batch cannot have (a buggy or hostile worker) would corrupt the scores, or
+        // overflow their sums: refused.
+        let limit = 1 << 40
+        let examples = evaluation!.batches.indices.contains(batch) ? evaluation!.batches[batch].examples.count : 0
+        guard counts.utterances <= examples, [counts.words, counts.wordEdits, counts.characters, counts.characterEdits].allSatisfy({ $0 >= 0 && $0 < limit }) else {
+            return [.warn("refused an evaluation result of batch \(batch) with impossible counts (\(counts.utterances) utterances of \(examples), \(counts.words) words)", peer: origin.peer),
+                    .reply(id, .refusal(.malformed, "evaluation batch \(batch) has \(examples) utterances; the result's counts are impossible for it"))]
+        }
         switch evaluation!.receive(batch: batch, set: set, weightsVersion: weightsVersion) {
         case .accept:
             evalCounts[set, default: EvaluationCounts()].add(counts)

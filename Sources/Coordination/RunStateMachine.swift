@@ -85,6 +85,8 @@ public struct RunStateMachine: Sendable {
         case request(RequestID, Inbound, Origin, entropy: Data, now: Double)
         case tick(now: Double)
         case pipeClosed(UInt32, now: Double)
+        /// The reply to a request has been handed to the network: it is no longer in flight.
+        case replySent(RequestID, now: Double)
         case stepApplied(AppliedStep, now: Double)
         case checkpointWritten(step: Int, now: Double)
         /// `message`: why (the file, the errno, the disk), for "checkpoint of step N not written: …".
@@ -143,10 +145,9 @@ public struct RunStateMachine: Sendable {
         let until: Double
     }
     var held: [Held] = []
-    /// Unanswered requests per member (held work requests and requests being answered).
+    /// Requests per member whose reply has not left yet (held work requests included).
     var inFlight: [SessionID: Int] = [:]
-    /// Requests the machine received and has not yet answered, with their sender (for the
-    /// in-flight count).
+    /// Requests counted in `inFlight`, with their sender, until `.replySent`.
     var pending: [RequestID: SessionID] = [:]
 
     var stepStarted = 0.0
@@ -207,6 +208,8 @@ public struct RunStateMachine: Sendable {
 
     /// A resumed run already at its total has nothing to do: it finishes at once.
     public mutating func start(now: Double) -> [Directive] {
+        // Waiting for workers counts from when the coordinator can be reached.
+        if membership.count == 0 { emptySince = now }
         guard step >= settings.totalSteps else { return [] }
         return beginFinishing(.completed, message: "already complete at step \(step)", now: now)
     }
@@ -221,6 +224,13 @@ public struct RunStateMachine: Sendable {
             out = tick(now: now)
         case let .pipeClosed(pipe, now):
             out = pipeClosed(pipe, now: now)
+        case let .replySent(id, _):
+            // A request counts as in flight until its reply has left: a flood of requests
+            // answered with whole models holds at most `maxRequestsInFlight` of them per member.
+            if let session = pending.removeValue(forKey: id), let n = inFlight[session] {
+                inFlight[session] = n > 1 ? n - 1 : nil
+            }
+            out = []
         case let .stepApplied(applied, now):
             out = stepApplied(applied, now: now)
         case let .checkpointWritten(written, now):
@@ -229,13 +239,6 @@ public struct RunStateMachine: Sendable {
             out = checkpointFailed(failed, message: message, now: now)
         case let .shutdown(status, message, now):
             out = beginFinishing(status, message: message, now: now)
-        }
-        // Count answers: a reply ends a request's time in flight.
-        for directive in out {
-            if case let .reply(id, _) = directive, let session = pending.removeValue(forKey: id) {
-                inFlight[session, default: 1] -= 1
-                if inFlight[session]! <= 0 { inFlight[session] = nil }
-            }
         }
         return out
     }

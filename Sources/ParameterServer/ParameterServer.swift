@@ -129,17 +129,7 @@ public final class ParameterServer {
         let examples = accumulator.examples
         // The mean, and the clip norm's per-block partial sums of squares in float64 while each
         // block is in cache; the partial sums are added in block order.
-        var partials = [Double](repeating: 0, count: blocks.ranges.count)
-        let accumulator = self.accumulator
-        let ranges = blocks.ranges
-        gradient.withUnsafeMutableBufferPointer { g in
-            partials.withUnsafeMutableBufferPointer { sums in
-                Parallel.forEach(ranges.count) { b in
-                    accumulator.mean(range: ranges[b], into: g)
-                    sums[b] = VectorMath.sumOfSquares(UnsafeBufferPointer(rebasing: g[ranges[b]]))
-                }
-            }
-        }
+        let partials = accumulator.meanAndSumsOfSquares(blocks: blocks.ranges, into: &gradient)
         let norm = partials.reduce(0, +).squareRoot()
         guard norm.isFinite else {
             let bad = gradient.firstIndex { !$0.isFinite } ?? 0

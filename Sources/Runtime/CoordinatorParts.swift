@@ -77,6 +77,11 @@ struct CoordinatorParts {
                 logger.warning("steps changed from \(before.steps) to \(config.steps): the cosine learning-rate schedule now decays over \(config.steps) steps, so the rates from step \(resume.step + 1) on differ from the original run's")
             }
         }
+        // Idempotent on a checkpoint of an f16 run; needed when the precision changed on resume
+        // (--allow-changed-settings): workers must compute with exactly what the server holds.
+        if resume != nil, config.coordinator.broadcastValues == .f16 {
+            state.broadcast.withUnsafeMutableBufferPointer { FloatEncoding.roundToHalf($0) }
+        }
         ledger = state.ledger
         examplesSeen = state.examplesSeen
         lastLoss = resume != nil && state.lastLoss.isFinite ? state.lastLoss : nil

@@ -1,5 +1,6 @@
 import Checkpoints
 import Configuration
+import Coordination
 import Foundation
 import Logging
 import Tensors
@@ -17,6 +18,8 @@ public final class CoordinatorService: Sendable {
     let lingerSeconds: Double
     let logger: Logger
     let folder: RunFolder
+    /// Replies with weights being copied and sent at once (see `serve`).
+    let weightsGate = AsyncGate(capacity: 2)
 
     /// `start`: from step 0, or from a checkpoint (see ``RunStart``).
     public init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger,
@@ -52,6 +55,12 @@ public final class CoordinatorService: Sendable {
         try? folder.write(bound + "\n", to: folder.endpointFile)
         logger.info("listening", metadata: ["url": "\(bound)", "max_request_bytes": "\(maxRequestBytes)"])
         return bound
+    }
+
+    /// Prepares the run folder for this start (call once listening: a start that fails before
+    /// has not touched the folder's existing files).
+    public func openRunFolder() async throws {
+        try await shell.openRunFolder()
     }
 
     /// Closes the socket of a service that never ran (a start abandoned after listening).
@@ -109,20 +118,54 @@ public final class CoordinatorService: Sendable {
                 continue
             }
             let peer = socket.peerAddress(message.pipe)
-            let frame: ReplyFrame
+            var frame: ReplyFrame
+            var request: RequestID?
             if message.count > maxRequestBytes {
                 logger.warning("refused a request of \(message.count) bytes: the limit is \(maxRequestBytes)", metadata: ["peer": "\(peer)"])
                 frame = await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of coordinator.chunk_values values plus 64 KiB, capped by transport.max_message_bytes)")
             } else {
-                frame = await shell.answer(message, peer: peer)
+                (frame, request) = await shell.answer(message, peer: peer)
             }
+            // Replies that carry a model are copied into their message only a few at a time:
+            // memory holds the version's frame and at most `weightsInFlight` copies of it,
+            // however many workers ask at once.
+            let carriesWeights = frame.weights != nil
+            if carriesWeights { await weightsGate.enter() }
             do {
                 try await context.send(Message(count: frame.count) { frame.write(into: $0) })
             } catch let error as NNGError where error.isClosed {
+                if carriesWeights { await weightsGate.leave() }
                 return
             } catch {
                 logger.warning("could not send a reply: \(error)", metadata: ["peer": "\(peer)"])
             }
+            if carriesWeights { await weightsGate.leave() }
+            if let request { await shell.replySent(request) }
+        }
+    }
+}
+
+/// At most `capacity` holders at once; the others wait in order.
+actor AsyncGate {
+    let capacity: Int
+    private var holders = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    func enter() async {
+        if holders < capacity {
+            holders += 1
+            return
+        }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func leave() {
+        if waiting.isEmpty {
+            holders -= 1
+        } else {
+            waiting.removeFirst().resume()
         }
     }
 }

@@ -26,7 +26,10 @@ actor CoordinatorShell {
         _modify { yield &parts.machine }
     }
     private var server: ParameterServer { parts.server }
-    private let recorder: RunRecorder
+    /// Opened by ``openRunFolder(now:)`` once the coordinator listens: a start that fails
+    /// before then has changed nothing in the run folder.
+    private var recorder: RunRecorder!
+    private let runStart: RunStart
     private let run: RunDescription
     private let checkpoints: CheckpointStore
     private let writer: CheckpointWriter
@@ -60,8 +63,15 @@ actor CoordinatorShell {
         let store = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
         checkpoints = store
         writer = CheckpointWriter(store: store)
-        // The run folder's files start where the state does.
-        if case let .resume(checkpoint, url, _) = start {
+        runStart = start
+    }
+
+    /// Brings the run folder to where the state starts: checkpoints past a resume point set
+    /// aside, metrics and pruning logs without the lines after it (a fresh run: empty), the
+    /// ledger as the checkpoint has it, half-written checkpoint files removed, config.yaml.
+    func openRunFolder() throws {
+        let store = checkpoints
+        if case let .resume(checkpoint, url, _) = runStart {
             // Checkpoints past the resume point belong to a history this run abandons.
             let abandoned = store.setAsideSteps(after: checkpoint.step)
             if url.standardizedFileURL == store.path(forStep: checkpoint.step).standardizedFileURL {
@@ -72,8 +82,8 @@ actor CoordinatorShell {
                               metadata: ["files": "\(abandoned.joined(separator: ", "))", "to": "\(store.directory.path)/abandoned"])
             }
         }
-        recorder = try RunRecorder(folder: folder, logger: logger, resumeStep: parts.resumedFrom == nil ? nil : parts.machine.step,
-                                   ledger: parts.ledger, now: now)
+        recorder = try RunRecorder(folder: folder, logger: logger, resumeStep: parts.resumedFrom == nil ? nil : machine.step,
+                                   ledger: parts.ledger, now: Self.now())
         let leftovers = store.removeUnfinishedWrites()
         if !leftovers.isEmpty {
             logger.info("removed checkpoint files a crash left half-written", metadata: ["files": "\(leftovers.joined(separator: ", "))"])
@@ -92,19 +102,19 @@ actor CoordinatorShell {
     // MARK: Events
 
     /// Answers one request; a gradient chunk's values are folded from the received message.
-    func answer(_ message: Message, peer: String) async -> ReplyFrame {
+    func answer(_ message: Message, peer: String) async -> (frame: ReplyFrame, request: RequestID?) {
         let pipe = message.pipe.rawValue
         let now = Self.now()
-        return await withCheckedContinuation { continuation in
+        let id = nextRequest
+        nextRequest += 1
+        let frame: ReplyFrame = await withCheckedContinuation { continuation in
             message.withUnsafeBytes { bytes in
                 let decoded: DecodedRequest
                 do { decoded = try RequestDecoding.decode(bytes) } catch {
                     logger.warning("refused a malformed request: \(error)", metadata: ["peer": "\(peer)"])
-                    continuation.resume(returning: frame(.refusal(.malformed, "\(error)")))
+                    continuation.resume(returning: self.frame(.refusal(.malformed, "\(error)")))
                     return
                 }
-                let id = nextRequest
-                nextRequest += 1
                 var entropy = Data()
                 switch decoded.inbound {
                 case .hello, .proof: entropy = randomBytes(JoinHandshake.nonceBytes + JoinHandshake.sessionBytes)
@@ -118,7 +128,11 @@ actor CoordinatorShell {
                         bf16: decoded.valuesBF16)
             }
         }
+        return (frame, id)
     }
+
+    /// The reply to `id` has left: it no longer counts against its member's requests in flight.
+    func replySent(_ id: RequestID) { perform(machine.handle(.replySent(id, now: Self.now()))) }
 
     /// A refusal that never reached the machine (a message over the size limit).
     func refuse(_ code: RefusalCode, _ reason: String) -> ReplyFrame { frame(.refusal(code, reason)) }

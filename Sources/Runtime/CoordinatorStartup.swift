@@ -38,7 +38,7 @@ public struct CoordinatorStartup: Sendable {
 
     /// Starts serving nothing yet: call ``commit()`` once the run is under way (after workers
     /// were spawned), or ``abandon()`` if what follows fails.
-    public static func start(_ r: Request, logger: Logger) throws -> CoordinatorStartup {
+    public static func start(_ r: Request, logger: Logger) async throws -> CoordinatorStartup {
         let folder = r.folder
         let attempt = folder.beginStart()
         try folder.create()
@@ -64,6 +64,10 @@ public struct CoordinatorStartup: Sendable {
             let service = try CoordinatorService(config: r.config, runID: start.runID ?? CoordinatorSetup.newRunID(), token: token,
                                                  folder: folder, logger: logger, start: start, progress: r.progress)
             let url = try service.listen(r.listen)
+            do { try await service.openRunFolder() } catch {
+                service.close()
+                throw error
+            }
             return CoordinatorStartup(service: service, url: url, tokenFile: tokenFile, attempt: attempt, lock: lock)
         } catch {
             let undone = attempt.rollback()

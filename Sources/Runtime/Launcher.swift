@@ -43,7 +43,7 @@ public final class Launcher: Sendable {
         request.resume = options.resume
         request.allowChangedSettings = options.allowChangedSettings
         request.progress = display.handle
-        let started = try CoordinatorStartup.start(request, logger: logger)
+        let started = try await CoordinatorStartup.start(request, logger: logger)
         defer { started.hold() }
         let coordinator = started.service
         let url = started.url

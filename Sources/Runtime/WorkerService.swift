@@ -177,8 +177,8 @@ public final class WorkerService: Sendable {
         case .incompatible:
             throw WorkerError("the coordinator cannot use this worker: \(refusal.reason)")
         case .overloaded:
-            // Too many requests in flight: wait a little and go on (the work poll comes again).
-            throw Rejoin()
+            // Too many of this worker's requests are unanswered: the caller waits and sends again.
+            throw Overloaded()
         case .tooLarge:
             throw WorkerError("the coordinator refused a message as too large: \(refusal.reason)")
         case .versionMismatch:
@@ -214,7 +214,10 @@ public final class WorkerService: Sendable {
                 }
             }
             lastContact = Monotonic.now
-            try checkRefusal(reply)
+            do { try checkRefusal(reply) } catch is Overloaded {
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            }
             switch reply.body {
             case let .finished(finished)?:
                 logger.info("the coordinator says the run is over: \(finished.reason)")
@@ -223,8 +226,15 @@ public final class WorkerService: Sendable {
                 continue
             case let .task(task)?:
                 if let weights {
-                    haveVersion = try message.withUnsafeBytes { raw in
-                        try WeightsDecoding.decode(raw, range: weights, layout: layout, into: &parameters, current: haveVersion)
+                    do {
+                        haveVersion = try message.withUnsafeBytes { raw in
+                            try WeightsDecoding.decode(raw, range: weights, layout: layout, into: &parameters, current: haveVersion)
+                        }
+                    } catch {
+                        // Part of the copy may be overwritten: ask for the whole model again.
+                        logger.warning("the weights in a task do not decode (\(error)); asking for the whole model again")
+                        haveVersion = 0
+                        continue
                     }
                 }
                 guard haveVersion == task.weightsVersion else {
@@ -282,12 +292,14 @@ public final class WorkerService: Sendable {
         let encoder = ChunkEncoder(runID: session.runID, session: session.id, step: step, microBatch: Int(task.microBatch),
                                    exampleCount: task.exampleIndices.count, lossSum: lossSum, weightsVersion: task.weightsVersion,
                                    bf16: session.gradientBF16)
+        // The coordinator's chunk grid: the same cut it validates chunks against.
+        let grid = ChunkGrid(tensors: session.model.layout.tensors.map { ($0.offset, $0.count) }, chunkValues: session.chunkValues)
         var pieces: [(tensor: Int, chunk: Int, count: Int, range: Range<Int>)] = []
-        for (index, spec) in session.model.layout.tensors.enumerated() {
-            let count = max(1, (spec.count + session.chunkValues - 1) / session.chunkValues)
+        for tensor in grid.tensorChunkCounts.indices {
+            let count = grid.tensorChunkCounts[tensor]
             for c in 0 ..< count {
-                let lo = spec.offset + c * session.chunkValues
-                pieces.append((index, c, count, lo ..< min(spec.offset + spec.count, lo + session.chunkValues)))
+                let lo = grid.offset(tensor: tensor, chunk: c)
+                pieces.append((tensor, c, count, lo ..< lo + grid.valueCount(tensor: tensor, chunk: c)))
             }
         }
         func message(_ i: Int) throws -> Message {
@@ -300,28 +312,33 @@ public final class WorkerService: Sendable {
             }
         }
         // Each context carries one exchange at a time: a finished exchange hands its context on.
-        var next = 0
+        // A chunk refused for too many requests in flight is sent again after a pause.
+        var queue = Array(pieces.indices.reversed())
         var stale = false
         let timeout = Duration.seconds(options.requestTimeoutSeconds)
-        try await withThrowingTaskGroup(of: (Reply, Int).self) { group in
-            for (slot, sender) in senders.enumerated() where next < pieces.count {
-                let m = try message(next)
-                next += 1
-                group.addTask { try await (self.parse(sender.request(m, timeout: timeout)), slot) }
+        try await withThrowingTaskGroup(of: (Reply, Int, Int).self) { group in
+            func start(_ slot: Int, after pause: Duration = .zero) throws {
+                guard let piece = queue.popLast() else { return }
+                let m = try message(piece)
+                let sender = senders[slot]
+                group.addTask {
+                    if pause > .zero { try await Task.sleep(for: pause) }
+                    return try await (self.parse(sender.request(m, timeout: timeout)), slot, piece)
+                }
             }
-            while let (reply, slot) = try await group.next() {
+            for slot in senders.indices { try start(slot) }
+            while let (reply, slot, piece) = try await group.next() {
+                var pause = Duration.zero
                 if case let .refusal(refusal)? = reply.body, refusal.code == .notAssigned {
                     stale = true
+                } else if case let .refusal(refusal)? = reply.body, refusal.code == .overloaded {
+                    queue.append(piece)
+                    pause = .milliseconds(50)
                 } else {
                     try checkRefusal(reply)
                 }
                 if case let .ack(ack)? = reply.body, ack.status == .stale { stale = true }
-                if !stale, next < pieces.count {
-                    let m = try message(next)
-                    let sender = senders[slot]
-                    next += 1
-                    group.addTask { try await (self.parse(sender.request(m, timeout: timeout)), slot) }
-                }
+                if !stale { try start(slot, after: pause) }
             }
         }
         if stale { logger.debug("the step moved on while sending (or the micro-batch went to another worker); dropping the rest of micro-batch \(task.microBatch)") }
@@ -329,6 +346,9 @@ public final class WorkerService: Sendable {
 }
 
 struct Rejoin: Error {}
+
+/// The coordinator refused a request because too many of this session's were in flight.
+struct Overloaded: Error {}
 
 public struct WorkerError: Error, CustomStringConvertible {
     public let description: String

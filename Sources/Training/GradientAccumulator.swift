@@ -143,6 +143,22 @@ public struct GradientAccumulator: Sendable {
         out.withUnsafeMutableBufferPointer { o in mean(range: 0 ..< o.count, into: o) }
     }
 
+    /// The mean into `out`, block by block concurrently, with each block's Σ g² (float64) taken
+    /// while the block is in cache; the sums come back in block order.
+    public func meanAndSumsOfSquares(blocks: [Range<Int>], into out: inout [Float]) -> [Double] {
+        precondition(out.count == parameterCount)
+        var sums = [Double](repeating: 0, count: blocks.count)
+        out.withUnsafeMutableBufferPointer { g in
+            sums.withUnsafeMutableBufferPointer { s in
+                Parallel.forEach(blocks.count) { b in
+                    mean(range: blocks[b], into: g)
+                    s[b] = VectorMath.sumOfSquares(UnsafeBufferPointer(rebasing: g[blocks[b]]))
+                }
+            }
+        }
+        return sums
+    }
+
     /// The mean of the values in `range`, written to the same positions of `out` (a block of the
     /// parameters: blocks can be averaged concurrently).
     public func mean(range: Range<Int>, into out: UnsafeMutableBufferPointer<Float>) {

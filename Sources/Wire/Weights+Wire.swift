@@ -7,6 +7,8 @@ public final class WeightsFrame: Sendable {
     public let version: UInt64
     public let bytes: [UInt8]
 
+    /// Frames tensors that carry their values (dense ones encoded with `denseValues: false` need
+    /// ``init(_:layout:source:)``).
     public convenience init(_ weights: EncodedWeights) {
         self.init(weights, layout: nil, source: nil)
     }

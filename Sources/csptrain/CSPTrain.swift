@@ -232,7 +232,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             startup.resume = request
             startup.allowChangedSettings = resumeOptions.allowChangedSettings
             startup.tokenFile = tokenFile
-            let started = try CoordinatorStartup.start(startup, logger: logger)
+            let started = try await CoordinatorStartup.start(startup, logger: logger)
             defer { started.hold() }
             started.commit()
             let service = started.service

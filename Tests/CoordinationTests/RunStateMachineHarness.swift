@@ -163,6 +163,8 @@ final class SimulatedShell {
             case let .reply(id, response):
                 if unanswered.removeValue(forKey: id) == nil { strayReplies.append(id) }
                 responses[id] = response
+                // The shell reports each reply sent once it has left.
+                perform(machine.handle(.replySent(id, now: now)), into: &out)
             case let .applyStep(step):
                 // The shell applies a step within the event that completed it.
                 perform(machine.handle(.stepApplied(.init(step: step), now: now)), into: &out)
