@@ -100,7 +100,6 @@ extension RunStateMachine {
         if phase == .waitingForWorkers, membership.count >= settings.minWorkers {
             phase = .training(step: step)
             stepStarted = now
-            startedTraining = true
             out.append(.startedTraining(step: step, workers: membership.count))
         }
         return out + serveHeld(now: now)

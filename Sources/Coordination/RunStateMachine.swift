@@ -151,7 +151,6 @@ public struct RunStateMachine: Sendable {
     var pending: [RequestID: SessionID] = [:]
 
     var stepStarted = 0.0
-    var startedTraining = false
     /// When the run last had no member (nil while it has one).
     var emptySince: Double?
     public internal(set) var duplicateChunks = 0

@@ -42,8 +42,6 @@ public struct StepRound: Sendable {
 
     public var isComplete: Bool { completed == microBatches.count }
 
-    public var hasPending: Bool { microBatches.contains { $0.status == .pending } }
-
     /// Hands the first pending micro-batch to `session`, due by `deadline`.
     public mutating func assign(to session: SessionID, deadline: Double) -> Int? {
         guard let index = microBatches.assignFirstPending(to: session, deadline: deadline) else { return nil }

@@ -138,7 +138,7 @@ public final class ParameterServer {
         let clip = settings.optimizer.clipNorm
         if clip > 0, norm > clip {
             let factor = Float(clip / norm)
-            blocks.update(&gradient) { g in VectorMath.scale(factor, g) }
+            blocks.update(&gradient) { g in for i in g.indices { g[i] *= factor } }
         }
         let lr = settings.optimizer.learningRate * settings.optimizer.schedule.factor(step: step, totalSteps: settings.totalSteps)
         weights.withUnsafeMutableBufferPointer { w in
@@ -209,10 +209,4 @@ public final class ParameterServer {
         return EncodedWeights(version: version, tensors: tensors.map { $0! })
     }
 
-    // MARK: State for checkpoints
-
-    /// Replaces the projection's state (a resume).
-    public func restoreProjection(_ state: ProjectionState) throws(PruningError) {
-        try projection.restore(state)
-    }
 }

@@ -45,9 +45,4 @@ public struct Blocks: Sendable {
             }
         }
     }
-
-    /// Runs `body` for each block's range concurrently.
-    public func forEach(_ body: (Range<Int>) -> Void) {
-        Parallel.forEach(ranges.count) { i in body(ranges[i]) }
-    }
 }

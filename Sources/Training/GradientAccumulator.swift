@@ -120,21 +120,9 @@ public struct GradientAccumulator: Sendable {
 
     /// The example-weighted mean gradient.
     public func mean() -> [Float] {
-        switch mode {
-        case .float:
-            var out = sum
-            if examples > 0 { out.withUnsafeMutableBufferPointer { VectorMath.scale(1 / Float(examples), $0) } }
-            return out
-        case .fixedPoint:
-            var out = [Float](repeating: 0, count: fixed.count)
-            guard examples > 0, !fixed.isEmpty else { return out }
-            fixed.withUnsafeBufferPointer { s in
-                out.withUnsafeMutableBufferPointer { o in
-                    csp_fixed_mean(s.baseAddress!, o.baseAddress!, s.count, examples, Self.scaleBits)
-                }
-            }
-            return out
-        }
+        var out = [Float](repeating: 0, count: parameterCount)
+        mean(into: &out)
+        return out
     }
 
     /// The example-weighted mean gradient, written into `out` (no allocation).

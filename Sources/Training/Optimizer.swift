@@ -136,13 +136,4 @@ public struct Optimizer: Sendable {
     }
 }
 
-/// Scales `gradient` so its Euclidean norm is at most `maxNorm` (no-op when maxNorm ≤ 0).
-/// Returns the norm before clipping.
-@discardableResult
-public func clipGlobalNorm(_ gradient: UnsafeMutableBufferPointer<Float>, maxNorm: Double) -> Double {
-    let norm = VectorMath.norm(UnsafeBufferPointer(gradient))
-    if maxNorm > 0, norm > maxNorm {
-        VectorMath.scale(Float(maxNorm / norm), gradient)
-    }
-    return norm
-}
+
