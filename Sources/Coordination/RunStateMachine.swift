@@ -83,6 +83,10 @@ public struct RunStateMachine: Sendable {
     public enum Event: Sendable {
         /// `entropy`: fresh random bytes (≥ 32) for hellos and proofs (nonce, session), else empty.
         case request(RequestID, Inbound, Origin, entropy: Data, now: Double)
+        /// The reply to a request has been handed to its connection, or could not be: until
+        /// then the request counts as in flight (a reply waiting for the connection holds its
+        /// bytes, the whole weights for a task).
+        case replySent(RequestID, now: Double)
         case tick(now: Double)
         case pipeClosed(UInt32, now: Double)
         case stepApplied(AppliedStep, now: Double)
@@ -94,6 +98,7 @@ public struct RunStateMachine: Sendable {
     }
 
     public enum Directive: Sendable, Equatable {
+        /// Answer the request. The shell reports `.replySent` once the reply has left.
         case reply(RequestID, Response)
         /// Fold the chunk of request `RequestID` into the accumulator at `offset`, weighted by
         /// `examples`; `lossSum` is set on a micro-batch's first chunk. Comes before its reply.
@@ -141,13 +146,19 @@ public struct RunStateMachine: Sendable {
         let session: SessionID
         let haveVersion: UInt64
         let until: Double
+        /// Held because the member's last task had not left yet: served as `work` serves a
+        /// request that asks again.
+        var asksAgain = false
     }
     var held: [Held] = []
-    /// Unanswered requests per member (held work requests and requests being answered).
+    /// Requests in flight per member: held work requests, and requests answered whose reply
+    /// has not been sent yet.
     var inFlight: [SessionID: Int] = [:]
-    /// Requests the machine received and has not yet answered, with their sender (for the
-    /// in-flight count).
+    /// Requests the machine received and whose reply has not been reported sent, with their
+    /// sender (for the in-flight count).
     var pending: [RequestID: SessionID] = [:]
+    /// Per member, the request whose task reply has not been sent yet.
+    var unsentTask: [SessionID: RequestID] = [:]
 
     var stepStarted = 0.0
     var startedTraining = false
@@ -217,6 +228,8 @@ public struct RunStateMachine: Sendable {
         switch event {
         case let .request(id, inbound, origin, entropy, now):
             out = request(id, inbound, origin, entropy: entropy, now: now)
+        case let .replySent(id, now):
+            out = replySent(id, now: now)
         case let .tick(now):
             out = tick(now: now)
         case let .pipeClosed(pipe, now):
@@ -229,13 +242,6 @@ public struct RunStateMachine: Sendable {
             out = checkpointFailed(failed, message: message, now: now)
         case let .shutdown(status, message, now):
             out = beginFinishing(status, message: message, now: now)
-        }
-        // Count answers: a reply ends a request's time in flight.
-        for directive in out {
-            if case let .reply(id, _) = directive, let session = pending.removeValue(forKey: id) {
-                inFlight[session, default: 1] -= 1
-                if inFlight[session]! <= 0 { inFlight[session] = nil }
-            }
         }
         return out
     }

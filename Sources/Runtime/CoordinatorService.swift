@@ -1,5 +1,6 @@
 import Checkpoints
 import Configuration
+import Coordination
 import Foundation
 import Logging
 import Tensors
@@ -110,11 +111,14 @@ public final class CoordinatorService: Sendable {
             }
             let peer = socket.peerAddress(message.pipe)
             let frame: ReplyFrame
+            // The request a reply answers counts in flight until the reply has left (nil: one
+            // refused before the state machine saw it).
+            var id: RequestID?
             if message.count > maxRequestBytes {
                 logger.warning("refused a request of \(message.count) bytes: the limit is \(maxRequestBytes)", metadata: ["peer": "\(peer)"])
                 frame = await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of coordinator.chunk_values values plus 64 KiB, capped by transport.max_message_bytes)")
             } else {
-                frame = await shell.answer(message, peer: peer)
+                (id, frame) = await shell.answer(message, peer: peer)
             }
             do {
                 try await context.send(Message(count: frame.count) { frame.write(into: $0) })
@@ -123,6 +127,7 @@ public final class CoordinatorService: Sendable {
             } catch {
                 logger.warning("could not send a reply: \(error)", metadata: ["peer": "\(peer)"])
             }
+            if let id { await shell.replySent(id) }
         }
     }
 }

@@ -92,10 +92,13 @@ actor CoordinatorShell {
     // MARK: Events
 
     /// Answers one request; a gradient chunk's values are folded from the received message.
-    func answer(_ message: Message, peer: String) async -> ReplyFrame {
+    /// Report the reply's `id` to ``replySent(_:)`` once it has been sent (or could not be).
+    func answer(_ message: Message, peer: String) async -> (id: RequestID, frame: ReplyFrame) {
         let pipe = message.pipe.rawValue
         let now = Self.now()
-        return await withCheckedContinuation { continuation in
+        let id = nextRequest
+        nextRequest += 1
+        return (id, await withCheckedContinuation { continuation in
             message.withUnsafeBytes { bytes in
                 let decoded: DecodedRequest
                 do { decoded = try RequestDecoding.decode(bytes) } catch {
@@ -103,8 +106,6 @@ actor CoordinatorShell {
                     continuation.resume(returning: frame(.refusal(.malformed, "\(error)")))
                     return
                 }
-                let id = nextRequest
-                nextRequest += 1
                 var entropy = Data()
                 switch decoded.inbound {
                 case .hello, .proof: entropy = randomBytes(JoinHandshake.nonceBytes + JoinHandshake.sessionBytes)
@@ -116,8 +117,11 @@ actor CoordinatorShell {
                 let event = RunStateMachine.Event.request(id, decoded.inbound, decoded.origin(pipe: pipe, peer: peer), entropy: entropy, now: now)
                 perform(machine.handle(event), chunk: decoded.values.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) })
             }
-        }
+        })
     }
+
+    /// The reply to request `id` has left: it no longer counts in flight.
+    func replySent(_ id: RequestID) { perform(machine.handle(.replySent(id, now: Self.now()))) }
 
     /// A refusal that never reached the machine (a message over the size limit).
     func refuse(_ code: RefusalCode, _ reason: String) -> ReplyFrame { frame(.refusal(code, reason)) }
