@@ -121,7 +121,9 @@ struct FloodTests {
         let hog = try await joinRaw(run)
         var held: Set<UInt32> = []
         while true {
+            guard Date().timeIntervalSince(started) < 90 else { throw TestFailure("could not take the step's micro-batches") }
             let reply = try await hog.client.send { $0.work = .with { $0.weightsVersion = 0 } }
+            if case .finished? = reply.body { throw TestFailure("the run ended before the member could hold its work") }
             // A Wait: nothing is left to hand out (before the member holds any: a step boundary).
             guard case let .task(task)? = reply.body else { if held.isEmpty { continue } else { break } }
             hog.client.step = reply.header.step
