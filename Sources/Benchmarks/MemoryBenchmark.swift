@@ -5,26 +5,30 @@ import Glibc
 #endif
 
 /// The coordinator's memory as the load on it grows (issue 11): its resident set with 1 worker
-/// against 8, on a small loadtest model, and the bound RSS(8) ≤ RSS(1) + 2 × the model's bytes.
+/// against 8, and with 1 worker while one more member floods it with work requests, on a small
+/// loadtest model; the bound for each is RSS ≤ RSS(1) + 2 × the model's bytes.
 /// `csptrain launch` runs the coordinator in its own process, so the launch process's
 /// /proc/<pid>/status is the coordinator's (the workers are separate processes).
 public enum MemoryBenchmark {
     /// What loads the coordinator; each is one `csptrain launch`, sampled the same way.
-    /// Hook: issue 11's second case, 200 work requests in flight from one member, joins as
-    /// `case requestsInFlight(Int)` once the coordinator has a way to be driven so (a test
-    /// client or a launch option); `run` then needs only its configuration and worker count.
     public enum Load: Sendable, CustomStringConvertible {
         case workers(Int)
+        /// One worker, and a member (``FloodClient``) that joins and sends this many work
+        /// requests at once (weights_version 0: each task would carry the whole model), a few
+        /// rounds in a row, then leaves.
+        case requestsInFlight(Int)
 
         public var description: String {
             switch self {
             case let .workers(n): "\(n) worker\(n == 1 ? "" : "s")"
+            case let .requestsInFlight(n): "\(n) in flight"
             }
         }
 
         var workerCount: Int {
             switch self {
             case let .workers(n): n
+            case .requestsInFlight: 1
             }
         }
     }
@@ -34,7 +38,9 @@ public enum MemoryBenchmark {
         public var steps = 30
         /// Micro-batches per step, the same for every load, so only the number of workers varies.
         public var microBatches = 8
-        public var loads: [Load] = [.workers(1), .workers(8)]
+        public var loads: [Load] = [.workers(1), .workers(8), .requestsInFlight(200)]
+        /// Floods of `requestsInFlight` sent one after another (each waits for every reply).
+        public var floodRounds = 5
         public init() {}
     }
 
@@ -45,6 +51,8 @@ public enum MemoryBenchmark {
         /// The largest VmRSS sampled (every 20 ms).
         public var largestSampledBytes: Int
         public var stepSeconds: Double
+        /// How the flood was answered (`requestsInFlight` only).
+        var flood: FloodClient.Tally?
     }
 
     public struct Report: Sendable {
@@ -52,33 +60,91 @@ public enum MemoryBenchmark {
         public var rows: [Row]
         public var modelBytes: Int { settings.parameters * MemoryLayout<Float>.size }
 
-        /// RSS(most workers) − RSS(1 worker), against the allowed 2 × model bytes; nil without
-        /// both rows.
-        public var growth: (bytes: Int, allowed: Int, holds: Bool)? {
-            guard let one = rows.first(where: { $0.load.workerCount == 1 }),
-                  let most = rows.filter({ $0.load.workerCount > 1 }).max(by: { $0.load.workerCount < $1.load.workerCount }) else { return nil }
-            let bytes = most.peakBytes - one.peakBytes, allowed = 2 * modelBytes
-            return (bytes, allowed, bytes <= allowed)
+        /// For each load but the 1-worker one: RSS(load) − RSS(1 worker), against the allowed
+        /// 2 × model bytes; empty without a 1-worker row.
+        public var bounds: [(load: Load, bytes: Int, allowed: Int, holds: Bool)] {
+            guard let one = rows.first(where: { if case .workers(1) = $0.load { true } else { false } }) else { return [] }
+            return rows.compactMap { r in
+                if case .workers(1) = r.load { return nil }
+                let bytes = r.peakBytes - one.peakBytes, allowed = 2 * modelBytes
+                return (r.load, bytes, allowed, bytes <= allowed)
+            }
         }
     }
 
     public static func run(_ settings: Settings) throws -> Report {
-        try ChildProcess.withScratch("memory") { scratch in
-            var rows: [Row] = []
-            for (i, load) in settings.loads.enumerated() {
-                var peak = 0, largest = 0
-                let run = try LaunchedRun.run(yaml: configuration(settings), workers: load.workerCount, scratch: scratch,
-                                              label: "load-\(i)") { pid in
-                    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return }
-                    if let hwm = kilobytes(status, "VmHWM:") { peak = max(peak, hwm * 1024) }
-                    if let rss = kilobytes(status, "VmRSS:") { largest = max(largest, rss * 1024) }
-                }
-                let seconds = run.metrics.map(\.stepSeconds).sorted()
-                rows.append(Row(load: load, peakBytes: peak, largestSampledBytes: largest,
-                                stepSeconds: seconds.isEmpty ? .nan : seconds[seconds.count / 2]))
-            }
-            return Report(settings: settings, rows: rows)
+        let rows = try ChildProcess.withScratch("memory") { scratch in
+            try settings.loads.enumerated().map { i, load in try measure(load, settings, scratch: scratch, label: "load-\(i)") }
         }
+        return Report(settings: settings, rows: rows)
+    }
+
+    static func measure(_ load: Load, _ settings: Settings, scratch: URL, label: String) throws -> Row {
+        var flood: Task<FloodClient.Tally, Error>?
+        if case let .requestsInFlight(n) = load {
+            let folder = scratch.appendingPathComponent(label), rounds = settings.floodRounds
+            flood = Task.detached { try await floodWhileTraining(folder: folder, requests: n, rounds: rounds) }
+        }
+        var peak = 0, largest = 0
+        let run: LaunchedRun
+        do {
+            run = try LaunchedRun.run(yaml: configuration(settings), workers: load.workerCount, scratch: scratch, label: label) { pid in
+                guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return }
+                if let hwm = kilobytes(status, "VmHWM:") { peak = max(peak, hwm * 1024) }
+                if let rss = kilobytes(status, "VmRSS:") { largest = max(largest, rss * 1024) }
+            }
+        } catch {
+            flood?.cancel()
+            throw error
+        }
+        let seconds = run.metrics.map(\.stepSeconds).sorted()
+        var row = Row(load: load, peakBytes: peak, largestSampledBytes: largest,
+                      stepSeconds: seconds.isEmpty ? .nan : seconds[seconds.count / 2])
+        if let flood { row.flood = try wait(for: flood) }
+        return row
+    }
+
+    /// Waits for the run folder's endpoint and token, joins, and floods `rounds` times; then
+    /// leaves (closing the connection hands back the micro-batch it was last given).
+    static func floodWhileTraining(folder: URL, requests: Int, rounds: Int) async throws -> FloodClient.Tally {
+        let deadline = Date().addingTimeInterval(60)
+        var endpoint = "", token = ""
+        while endpoint.isEmpty || token.isEmpty {
+            guard Date() < deadline else { throw BenchmarkError("memory: no endpoint and token in \(folder.path) within 60 s") }
+            try await Task.sleep(for: .milliseconds(10))
+            let read = { (name: String) in
+                ((try? String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            endpoint = read("endpoint")
+            token = read("token")
+        }
+        let client = try await FloodClient.join(url: endpoint, token: Array(token.utf8))
+        defer { client.close() }
+        var total = FloodClient.Tally()
+        for _ in 0 ..< rounds { total.add(try await client.flood(requests)) }
+        return total
+    }
+
+    /// The result of a task the launch ran beside, waited for from this (blocking) thread.
+    static func wait<T: Sendable>(for task: Task<T, Error>) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let box = ResultBox<T>()
+        Task.detached {
+            let result = await task.result
+            box.set(result)
+            done.signal()
+        }
+        guard done.wait(timeout: .now() + 60) == .success, let result = box.get() else {
+            throw BenchmarkError("memory: the flood did not finish within 60 s of the run's end")
+        }
+        return try result.get()
+    }
+
+    final class ResultBox<T: Sendable>: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value: Result<T, Error>?
+        func set(_ v: Result<T, Error>) { lock.lock(); value = v; lock.unlock() }
+        func get() -> Result<T, Error>? { lock.lock(); defer { lock.unlock() }; return value }
     }
 
     static func configuration(_ s: Settings) -> String {
@@ -113,11 +179,14 @@ extension MemoryBenchmark.Report {
         let mib = { (b: Int) in String(format: "%.1f MiB", Double(b) / 1048576) }
         var out = ["memory: the coordinator's resident set (`launch` process), loadtest \(settings.parameters) parameters (\(mib(modelBytes))), \(settings.steps) steps of \(settings.microBatches) micro-batches"]
         for r in rows {
-            out.append("  " + r.load.description.padding(toLength: 12, withPad: " ", startingAt: 0)
+            out.append("  " + r.load.description.padding(toLength: 15, withPad: " ", startingAt: 0)
                        + "  peak (VmHWM) \(mib(r.peakBytes)), largest sampled VmRSS \(mib(r.largestSampledBytes)), median step \(String(format: "%.3f", r.stepSeconds)) s")
+            if let f = r.flood, case let .requestsInFlight(n) = r.load {
+                out.append("                   \(settings.floodRounds) floods of \(n) work requests (1 worker beside): \(f.tasks) tasks, \(f.waits) waits, \(f.overloaded) refused as overloaded, \(f.other) other; \(mib(f.replyBytes)) of replies")
+            }
         }
-        if let g = growth {
-            out.append("  bound RSS(\(rows.map(\.load.workerCount).max() ?? 0)) ≤ RSS(1) + 2 × model bytes: grew \(mib(g.bytes)), allowed \(mib(g.allowed)): \(g.holds ? "holds" : "EXCEEDED")")
+        for b in bounds {
+            out.append("  bound RSS(\(b.load)) ≤ RSS(1 worker) + 2 × model bytes: grew \(mib(b.bytes)), allowed \(mib(b.allowed)): \(b.holds ? "pass" : "FAIL")")
         }
         return out
     }
@@ -126,11 +195,18 @@ extension MemoryBenchmark.Report {
         var object: [String: Any] = [
             "parameters": settings.parameters, "model_bytes": modelBytes, "steps": settings.steps,
             "rows": rows.map { r in
-                ["load": r.load.description, "workers": r.load.workerCount, "peak_rss_bytes": r.peakBytes,
-                 "largest_sampled_rss_bytes": r.largestSampledBytes, "median_step_seconds": r.stepSeconds] as [String: Any]
+                var row: [String: Any] = ["load": r.load.description, "workers": r.load.workerCount, "peak_rss_bytes": r.peakBytes,
+                                          "largest_sampled_rss_bytes": r.largestSampledBytes, "median_step_seconds": r.stepSeconds]
+                if let f = r.flood, case let .requestsInFlight(n) = r.load {
+                    row["flood"] = ["requests": n, "rounds": settings.floodRounds, "tasks": f.tasks, "waits": f.waits,
+                                    "overloaded": f.overloaded, "other": f.other, "reply_bytes": f.replyBytes]
+                }
+                return row
+            },
+            "bounds": bounds.map { b in
+                ["load": b.load.description, "growth_bytes": b.bytes, "allowed_bytes": b.allowed, "holds": b.holds] as [String: Any]
             },
         ]
-        if let g = growth { object["bound"] = ["growth_bytes": g.bytes, "allowed_bytes": g.allowed, "holds": g.holds] }
         return object
     }
 }

@@ -35,6 +35,11 @@ extension RunStateMachine {
             }
             return [.reply(id, .refusal(.unknownSession, "session \(session) is not a member (the coordinator restarted or dropped it): join again"))]
         }
+        // Once the run is over, asking for work is answered so at once, whatever is in flight.
+        if case let .finished(status) = phase, case .work = inbound {
+            toldFinished.insert(session)
+            return [.reply(id, .finished(reason: "the run is over (\(status.rawValue))"))]
+        }
         let count = inFlight[session, default: 0]
         guard count < settings.maxRequestsInFlight else {
             return [.warn("refused a request: worker \(membership.members[session]!.name) has \(count) requests in flight (coordinator.max_requests_in_flight = \(settings.maxRequestsInFlight))", peer: origin.peer),
@@ -108,16 +113,35 @@ extension RunStateMachine {
     // MARK: Work
 
     private mutating func work(_ id: RequestID, session: SessionID, haveVersion: UInt64, now: Double) -> [Directive] {
+        // Asked again while the member's last task is still waiting for its connection: not a
+        // lost reply (that one would have left). Held until it has left, so that one member never
+        // has more than one task (and copy of the weights) waiting to be sent.
+        if unsentTask[session] != nil {
+            held.append(Held(request: id, session: session, haveVersion: haveVersion, until: now + settings.pollHoldSeconds,
+                             asksAgain: true))
+            return []
+        }
         // A task whose reply was lost and asked for again has received no chunk: it goes back to
         // the pool (possibly to the same member at once). Micro-batches whose chunks are on
         // their way stay with the member: it asks for its next task while they are in flight.
         round.releaseUnstarted(session)
         evaluation?.release(session)
         if let response = assignment(for: session, haveVersion: haveVersion, now: now) {
+            if case .task = response { unsentTask[session] = id }
             return [.reply(id, response)]
         }
         held.append(Held(request: id, session: session, haveVersion: haveVersion, until: now + settings.pollHoldSeconds))
         return []
+    }
+
+    /// The reply to `id` has left (or could not be sent): the request is no longer in flight.
+    mutating func replySent(_ id: RequestID, now: Double) -> [Directive] {
+        guard let session = pending.removeValue(forKey: id) else { return [] }
+        inFlight[session, default: 1] -= 1
+        if inFlight[session]! <= 0 { inFlight[session] = nil }
+        guard unsentTask[session] == id else { return [] }
+        unsentTask[session] = nil
+        return serveHeld(now: now)
     }
 
     /// A task, Finished, or nil when there is nothing to hand out now.
@@ -160,12 +184,23 @@ extension RunStateMachine {
         for h in held {
             if !isFinished, membership.members[h.session] == nil {
                 out.append(.reply(h.request, .refusal(.unknownSession, "session \(h.session) was dropped: join again")))
-            } else if let response = assignment(for: h.session, haveVersion: h.haveVersion, now: now) {
-                out.append(.reply(h.request, response))
-            } else if now >= h.until {
-                out.append(.reply(h.request, .wait))
+            } else if !isFinished, unsentTask[h.session] != nil {
+                // The member's last task has not left yet (see `work`).
+                if now >= h.until { out.append(.reply(h.request, .wait)) } else { still.append(h) }
             } else {
-                still.append(h)
+                if h.asksAgain {
+                    // As `work` does for a request that asks again.
+                    round.releaseUnstarted(h.session)
+                    evaluation?.release(h.session)
+                }
+                if let response = assignment(for: h.session, haveVersion: h.haveVersion, now: now) {
+                    if case .task = response { unsentTask[h.session] = h.request }
+                    out.append(.reply(h.request, response))
+                } else if now >= h.until {
+                    out.append(.reply(h.request, .wait))
+                } else {
+                    still.append(h)
+                }
             }
         }
         held = still

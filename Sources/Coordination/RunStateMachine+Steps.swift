@@ -68,6 +68,7 @@ extension RunStateMachine {
         evaluation?.release(session)
         let released = (expired + round.release(session)).sorted()
         inFlight[session] = nil
+        unsentTask[session] = nil
         if membership.count == 0 { emptySince = now }
         return [.memberRemoved(member, reason: reason, detail: detail, reassigned: released)]
     }

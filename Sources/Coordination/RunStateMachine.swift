@@ -83,10 +83,12 @@ public struct RunStateMachine: Sendable {
     public enum Event: Sendable {
         /// `entropy`: fresh random bytes (≥ 32) for hellos and proofs (nonce, session), else empty.
         case request(RequestID, Inbound, Origin, entropy: Data, now: Double)
+        /// The reply to a request has been handed to its connection, or could not be: until
+        /// then the request counts as in flight (a reply waiting for the connection holds its
+        /// bytes, the whole weights for a task).
+        case replySent(RequestID, now: Double)
         case tick(now: Double)
         case pipeClosed(UInt32, now: Double)
-        /// The reply to a request has been handed to the network: it is no longer in flight.
-        case replySent(RequestID, now: Double)
         case stepApplied(AppliedStep, now: Double)
         case checkpointWritten(step: Int, now: Double)
         /// `message`: why (the file, the errno, the disk), for "checkpoint of step N not written: …".
@@ -96,6 +98,7 @@ public struct RunStateMachine: Sendable {
     }
 
     public enum Directive: Sendable, Equatable {
+        /// Answer the request. The shell reports `.replySent` once the reply has left.
         case reply(RequestID, Response)
         /// Fold the chunk of request `RequestID` into the accumulator at `offset`, weighted by
         /// `examples`; `lossSum` is set on a micro-batch's first chunk. Comes before its reply.
@@ -143,12 +146,19 @@ public struct RunStateMachine: Sendable {
         let session: SessionID
         let haveVersion: UInt64
         let until: Double
+        /// Held because the member's last task had not left yet: served as `work` serves a
+        /// request that asks again.
+        var asksAgain = false
     }
     var held: [Held] = []
-    /// Requests per member whose reply has not left yet (held work requests included).
+    /// Requests in flight per member: held work requests, and requests answered whose reply
+    /// has not been sent yet.
     var inFlight: [SessionID: Int] = [:]
-    /// Requests counted in `inFlight`, with their sender, until `.replySent`.
+    /// Requests the machine received and whose reply has not been reported sent, with their
+    /// sender (for the in-flight count).
     var pending: [RequestID: SessionID] = [:]
+    /// Per member, the request whose task reply has not been sent yet.
+    var unsentTask: [SessionID: RequestID] = [:]
 
     var stepStarted = 0.0
     /// When the run last had no member (nil while it has one).
@@ -219,17 +229,12 @@ public struct RunStateMachine: Sendable {
         switch event {
         case let .request(id, inbound, origin, entropy, now):
             out = request(id, inbound, origin, entropy: entropy, now: now)
+        case let .replySent(id, now):
+            out = replySent(id, now: now)
         case let .tick(now):
             out = tick(now: now)
         case let .pipeClosed(pipe, now):
             out = pipeClosed(pipe, now: now)
-        case let .replySent(id, _):
-            // A request counts as in flight until its reply has left: a flood of requests
-            // answered with whole models holds at most `maxRequestsInFlight` of them per member.
-            if let session = pending.removeValue(forKey: id), let n = inFlight[session] {
-                inFlight[session] = n > 1 ? n - 1 : nil
-            }
-            out = []
         case let .stepApplied(applied, now):
             out = stepApplied(applied, now: now)
         case let .checkpointWritten(written, now):

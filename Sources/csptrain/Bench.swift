@@ -31,8 +31,9 @@ struct Bench: AsyncParsableCommand {
                          SGD over TCP loopback and against a raw nng star in C (the C peers are
                          built by scripts/bench/build.sh; MPI is skipped where mpicc is absent;
                          not run unless asked for with --only step)
-            memory       the coordinator's resident set with 1 worker and with 8 on a 1 M-parameter
-                         loadtest model, against the bound RSS(8) ≤ RSS(1) + 2 × model bytes
+            memory       the coordinator's resident set with 1 worker, with 8, and with 1 while
+                         another member keeps 200 work requests in flight, on a 1 M-parameter
+                         loadtest model, against the bound RSS ≤ RSS(1) + 2 × model bytes
                          (not run unless asked for with --only memory)
             """
     )

@@ -92,6 +92,10 @@ final class SimulatedShell {
     private var nextID: RequestID = 1
     /// Events fed (a step applied within an event is not counted apart).
     private(set) var events = 0
+    /// Replies made but not yet reported sent (while `holdReplies`), oldest first.
+    private(set) var unsent: [RequestID] = []
+    /// Keep replies from leaving (a slow connection) until `sendReplies` is called.
+    var holdReplies = false
     /// Called after every event with what it produced (the invariant checks).
     var afterEvent: ((SimulatedShell, [Directive]) -> Void)?
 
@@ -146,6 +150,14 @@ final class SimulatedShell {
         return id
     }
 
+    /// Reports the first `count` held-back replies (all by default) as sent.
+    @discardableResult
+    func sendReplies(_ count: Int = .max) -> [Directive] {
+        let ids = unsent.prefix(count)
+        unsent.removeFirst(ids.count)
+        return ids.flatMap { handle(.replySent($0, now: now)) }
+    }
+
     /// Reports the oldest checkpoint asked for as written or failed.
     @discardableResult
     func reportCheckpoint(written: Bool, message: String = "No space left on device") -> [Directive] {
@@ -163,8 +175,8 @@ final class SimulatedShell {
             case let .reply(id, response):
                 if unanswered.removeValue(forKey: id) == nil { strayReplies.append(id) }
                 responses[id] = response
-                // The shell reports each reply sent once it has left.
-                perform(machine.handle(.replySent(id, now: now)), into: &out)
+                // The shell sends a reply when it is made, unless the test holds it back.
+                if holdReplies { unsent.append(id) } else { perform(machine.handle(.replySent(id, now: now)), into: &out) }
             case let .applyStep(step):
                 // The shell applies a step within the event that completed it.
                 perform(machine.handle(.stepApplied(.init(step: step), now: now)), into: &out)

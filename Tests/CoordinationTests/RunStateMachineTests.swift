@@ -136,6 +136,45 @@ struct RunStateMachineTests {
         #expect(shell.responses[next] == nil, "answered requests no longer count")
     }
 
+    @Test func aReplyCountsInFlightUntilItHasLeft() throws {
+        let shell = makeShell { $0.maxRequestsInFlight = 2 }
+        let a = try shell.joined("a", pipe: 1)
+        let task = try #require(shell.task(shell.askForWork(a)))
+        shell.holdReplies = true
+        let acks = [shell.sendChunk(a, task, chunk: 0), shell.sendChunk(a, task, chunk: 1)]
+        #expect(acks.allSatisfy { shell.response($0) == .ack(.accepted) })
+        #expect(shell.refusal(shell.sendChunk(a, task, chunk: 2)) == .overloaded, "both acks are still waiting to leave")
+        shell.sendReplies()
+        #expect(shell.response(shell.sendChunk(a, task, chunk: 2)) == .ack(.accepted))
+    }
+
+    /// Issue 11's flood: a member asking for work many times at once while its last task is still
+    /// waiting for the connection gets one task at a time, and past the cap, refusals.
+    @Test func workAskedForAgainBeforeTheTaskLeftIsHeldUntilItHas() throws {
+        let shell = makeShell { $0.maxRequestsInFlight = 3; $0.pollHoldSeconds = 2 }
+        let a = try shell.joined("a", pipe: 1)
+        shell.holdReplies = true
+        let task = try #require(shell.task(shell.askForWork(a, have: 0)))
+        guard case .full = task.weights else { Issue.record("expected the whole weights: \(task)"); return }
+        let again = [shell.askForWork(a, have: 0), shell.askForWork(a, have: 0)]
+        #expect(again.allSatisfy { shell.response($0) == nil }, "held: the first task has not left")
+        #expect(shell.refusal(shell.askForWork(a, have: 0)) == .overloaded)
+        // Each leaves before the next is made; served as a request asked again (the same
+        // micro-batch comes back).
+        shell.sendReplies(1)
+        #expect(shell.task(again[0])?.index == task.index)
+        #expect(shell.response(again[1]) == nil)
+        shell.sendReplies()
+        #expect(shell.task(again[1])?.index == task.index)
+        #expect(shell.machine.round.assignee(of: 1) == nil, "the member holds one micro-batch, not three")
+        // Held past the poll hold while the task has not left: told to wait.
+        let late = shell.askForWork(a, have: 0)
+        shell.tick(at: 2.5)
+        #expect(shell.response(late) == .wait)
+        shell.sendReplies()
+        #expect(shell.task(shell.askForWork(a, have: 0))?.index == task.index)
+    }
+
     // MARK: Gradient chunks
 
     @Test func aChunkFromAWorkerTheMicroBatchIsNotAssignedToIsRefused() throws {

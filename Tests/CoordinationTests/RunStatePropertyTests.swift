@@ -20,6 +20,7 @@ final class Simulation {
         self.scenario = scenario
         rng = SplitMix64(seed: seed ^ 0xD1B5_4A32_D192_ED03)
         shell = SimulatedShell(TestRun.machine(scenario.settings, microBatches: scenario.microBatches), seed: seed)
+        shell.holdReplies = scenario.slowReplies
         checker = InvariantChecker(scenario, startStep: 0)
         for kind in scenario.kinds { addWorker(kind) }
         shell.afterEvent = { [unowned self] shell, out in
@@ -58,6 +59,7 @@ final class Simulation {
     }
 
     private func round() {
+        shell.sendReplies()
         shell.tick(at: shell.now + rng.uniform(0.01 ... scenario.maxTick))
         if !shell.checkpointsAsked.isEmpty, rng.chance(0.5) {
             shell.reportCheckpoint(written: !rng.chance(scenario.checkpointFailure))
@@ -238,7 +240,8 @@ struct RunStatePropertyTests {
         var ran = 0, events = 0
         for seed in UInt64(1) ... 2000 where clock.now - start < Self.budget {
             var rng = SplitMix64(seed: seed)
-            let scenario = Scenario.random(&rng)
+            var scenario = Scenario.random(&rng)
+            scenario.slowReplies = seed % 2 == 0
             let sim = Simulation(scenario, seed: seed)
             let finished = sim.run()
             ran += 1

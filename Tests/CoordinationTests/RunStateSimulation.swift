@@ -55,6 +55,9 @@ struct Scenario {
     var churn: Double
     var maxTick = 0.5
     var maxCompute = 1.0
+    /// Replies leave once per round rather than when made (a slow connection): until then
+    /// they count in flight.
+    var slowReplies = false
 
     static func random(_ rng: inout SplitMix64) -> Scenario {
         var s = RunStateMachine.Settings(totalSteps: rng.int(1 ... 6))
@@ -79,7 +82,7 @@ struct Scenario {
         return "\(kinds.count) workers \(kinds), \(microBatches) micro-batches, \(s.totalSteps) steps, deadline \(s.stepDeadlineSeconds) s, "
             + "poll hold \(s.pollHoldSeconds) s, in flight ≤ \(s.maxRequestsInFlight), eval every \(s.evalEverySteps), "
             + "checkpoint every \(s.checkpointEverySteps) (fails \(checkpointFailure), stop after \(s.checkpointFailuresToStop.map(String.init) ?? "never")), "
-            + "shutdown \(shutdownChance), churn \(churn)"
+            + "shutdown \(shutdownChance), churn \(churn)\(slowReplies ? ", slow replies" : "")"
     }
 
     /// The liveness bound of a step with `reassignments`: each holder that fails costs a deadline
