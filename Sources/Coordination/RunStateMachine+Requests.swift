@@ -220,8 +220,17 @@ extension RunStateMachine {
             return [.reply(id, .refusal(.malformed, "step \(origin.step) is out of range"))]
         }
         guard c.lossSum.isFinite, c.sumOfSquares.isFinite else {
-            return [.warn("refused a gradient chunk from worker \(name) with non-finite values (micro-batch \(c.microBatch), tensor \(c.tensor)): is its model diverging?", peer: origin.peer),
-                    .reply(id, .refusal(.malformed, "the chunk's loss_sum or values are not finite"))]
+            var out: [Directive] = [
+                .warn("refused a gradient chunk from worker \(name) with non-finite values (micro-batch \(c.microBatch), tensor \(c.tensor)): is its model diverging?", peer: origin.peer),
+                .reply(id, .refusal(.malformed, "the chunk's loss_sum or values are not finite")),
+            ]
+            // The same micro-batch diverging on two workers is the model, not a worker: every
+            // other worker would fail on it too, so the run ends (its last checkpoint is intact).
+            nonFiniteBy[c.microBatch, default: []].insert(origin.session)
+            if nonFiniteBy[c.microBatch]!.count >= 2 {
+                out += beginFinishing(.failed, message: "step \(step + 1) not applied: the gradient of micro-batch \(c.microBatch) is not finite on \(nonFiniteBy[c.microBatch]!.count) workers: the model is diverging. The run folder's last checkpoint is intact: resume from it with a lower optimizer.learning_rate or a smaller optimizer.clip_norm, with --allow-changed-settings (both change the maths)", now: now)
+            }
+            return out
         }
         // Folded with weight `exampleCount`, a norm this large would leave float32's range.
         let weightedNorm = c.sumOfSquares.squareRoot() * Double(max(1, c.exampleCount))

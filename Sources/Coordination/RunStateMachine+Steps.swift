@@ -91,6 +91,7 @@ extension RunStateMachine {
                                 reassignedMicroBatches: reassignedMicroBatches, validation: nil)
         step += 1
         stepStarted = now
+        nonFiniteBy = [:]
         deltaBase = UInt64(step)
         var out: [Directive] = []
         let evalDue = settings.evalEverySteps > 0 && settings.evalSets.values.contains { $0 > 0 }

@@ -151,6 +151,8 @@ public struct RunStateMachine: Sendable {
         var asksAgain = false
     }
     var held: [Held] = []
+    /// Members whose gradient for a micro-batch of this step was not finite, by micro-batch.
+    var nonFiniteBy: [Int: Set<SessionID>] = [:]
     /// Requests in flight per member: held work requests, and requests answered whose reply
     /// has not been sent yet.
     var inFlight: [SessionID: Int] = [:]

@@ -196,6 +196,26 @@ struct RunStateMachineTests {
         #expect(shell.folds == 0)
     }
 
+    /// One worker's non-finite gradient may be that worker's fault; the same micro-batch diverging
+    /// on a second worker is the model's: the run ends as failed instead of stalling.
+    @Test func aMicroBatchDivergingOnTwoWorkersEndsTheRun() throws {
+        let shell = makeShell()
+        let a = try shell.joined("alice", pipe: 1)
+        let b = try shell.joined("bob", pipe: 2)
+        let ta = try #require(shell.task(shell.askForWork(a)))
+        #expect(shell.refusal(shell.sendChunk(a, ta, sumOfSquares: .nan)) == .malformed)
+        #expect(!shell.machine.isFinished)
+        // alice exits on the refusal; her micro-batch goes to bob, whose gradient diverges too.
+        shell.handle(.pipeClosed(1, now: 1))
+        var tb = try #require(shell.task(shell.askForWork(b)))
+        if tb.index != ta.index { tb = try #require(shell.task(shell.askForWork(b))) }
+        #expect(tb.index == ta.index)
+        #expect(shell.refusal(shell.sendChunk(b, tb, sumOfSquares: .infinity)) == .malformed)
+        #expect(shell.machine.isFinished)
+        let finish = shell.performed.compactMap { if case let .finish(status, message) = $0 { (status, message ?? "") } else { nil } }.first
+        #expect(finish?.0 == .failed && finish?.1.contains("diverging") == true)
+    }
+
     @Test func aChunkWhoseNormOverflowsFloat32IsRefusedNamingTheWorker() throws {
         let shell = makeShell()
         let a = try shell.joined("alice", pipe: 1)
