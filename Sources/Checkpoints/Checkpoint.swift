@@ -97,7 +97,7 @@ public struct Checkpoint: Sendable, Equatable {
     public var state: Csptrain_V1_TrainingState
     public var records: [Record]
     /// The format version the checkpoint was read from (written files are always the current one).
-    public private(set) var formatVersion: UInt32 = Checkpoint.currentVersion
+    public internal(set) var formatVersion: UInt32 = Checkpoint.currentVersion
 
     public init(step: Int, runID: String, configYAML: String, createdUnix: Double = Date().timeIntervalSince1970,
                 lastLoss: Double = .nan, mathsSettings: String = "", state: Csptrain_V1_TrainingState = .init(),
@@ -152,184 +152,6 @@ public struct Checkpoint: Sendable, Equatable {
         }
     }
 
-    // MARK: Encoding
-
-    public func encoded() -> [UInt8] {
-        var meta = Csptrain_V1_CheckpointMeta()
-        meta.step = UInt64(step)
-        meta.runID = runID
-        meta.configYaml = configYAML
-        meta.createdUnix = createdUnix
-        meta.lastLoss = lastLoss
-        meta.mathsSettings = mathsSettings
-        meta.state = state
-        meta.records = records.map { r in
-            var info = Csptrain_V1_RecordInfo()
-            info.name = r.name
-            info.shape = r.shape.map { UInt32($0) }
-            info.role = r.role
-            return info
-        }
-        // Serialising a message of plain fields cannot fail.
-        let metaBytes: [UInt8] = (try? meta.serializedBytes()) ?? []
-
-        var out = ByteWriter()
-        // One allocation for the whole image: growing it by doubling copied it several times.
-        out.bytes.reserveCapacity(64 + metaBytes.count + records.reduce(0) { $0 + 4 * $1.count + 40 })
-        out.append(Self.magic)
-        out.append(Self.currentVersion)
-        out.append(UInt32(0))
-        out.append(fingerprint)
-        out.append(UInt64(metaBytes.count))
-        out.append(metaBytes)
-        out.append(Self.headerChecksum(fingerprint: fingerprint, meta: metaBytes))
-        for r in records {
-            let start = out.bytes.count
-            switch r.payload {
-            case let .bytes(b):
-                out.appendRecordHeader(.bytes, count: b.count, indexLength: 0, valuesLength: b.count)
-                out.append(b)
-            case let .floats(v):
-                v.withUnsafeBufferPointer { Self.appendFloats($0, to: &out) }
-            }
-            let crc = out.bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[start...])) }
-            out.append(crc)
-        }
-        out.append(Self.endMagic)
-        return out.bytes
-    }
-
-    /// Writes the smallest encoding of `v` (the broadcast's chooser, keeping every bit: −0.0 is a
-    /// stored value here): dense, bitmask or Rice-coded positions.
-    static func appendFloats(_ v: UnsafeBufferPointer<Float>, to out: inout ByteWriter) {
-        let plan = EncodedTensor.plan(v, keepingNegativeZero: true)
-        switch plan.kind {
-        case .rice:
-            let code = plan.rice ?? []
-            let values = FloatEncoding.nonZeroBytes(v, keepingNegativeZero: true)
-            out.appendRecordHeader(.rice, count: v.count, indexLength: code.count, valuesLength: values.count)
-            out.append(code)
-            out.append(values)
-        case .bitmask:
-            let (mask, values) = FloatEncoding.bitmask(v, keepingNegativeZero: true)
-            out.appendRecordHeader(.bitmask, count: v.count, indexLength: mask.count, valuesLength: values.count)
-            out.append(mask)
-            out.append(values)
-        case .dense, .valuesOnly:
-            out.appendRecordHeader(.dense, count: v.count, indexLength: 0, valuesLength: v.count * 4)
-            #if _endian(little)
-            out.bytes.append(contentsOf: UnsafeRawBufferPointer(v))  // the memory layout is the file's
-            #else
-            out.append(FloatEncoding.denseBytes(v))
-            #endif
-        }
-    }
-
-    static func headerChecksum(fingerprint: [UInt8], meta: [UInt8]) -> UInt32 {
-        var crc = CRC32C()
-        fingerprint.withUnsafeBytes { crc.update($0) }
-        meta.withUnsafeBytes { crc.update($0) }
-        return crc.value
-    }
-
-    // MARK: Decoding
-
-    /// What the header of a checkpoint file says, without reading its records.
-    public struct Header: Sendable {
-        public var formatVersion: UInt32
-        public var fingerprint: [UInt8]
-        public var meta: Csptrain_V1_CheckpointMeta
-    }
-
-    /// Parses and verifies a checkpoint. `source` names the file in errors.
-    public init(decoding bytes: [UInt8], source: String) throws(CheckpointError) {
-        var r = ByteReader(bytes: bytes, source: source)
-        let header = try Self.readHeader(&r)
-        let meta = header.meta
-        var records: [Record] = []
-        for info in meta.records {
-            records.append(try Self.readRecord(info, from: &r, bytes: bytes, version: header.formatVersion))
-        }
-        guard try r.read(8, what: "end marker") == Self.endMagic else {
-            throw .corrupt(source, "end marker missing: the file is incomplete")
-        }
-        self.init(header: header, records: records)
-    }
-
-    init(header: Header, records: [Record]) {
-        let meta = header.meta
-        self.init(step: Int(meta.step), runID: meta.runID, configYAML: meta.configYaml,
-                  createdUnix: meta.createdUnix, lastLoss: meta.lastLoss, mathsSettings: meta.mathsSettings,
-                  state: meta.state, records: records)
-        formatVersion = header.formatVersion
-    }
-
-    static func readHeader(_ r: inout ByteReader) throws(CheckpointError) -> Header {
-        let source = r.source
-        guard try r.read(8) == Self.magic else { throw .notACheckpoint(source) }
-        let version: UInt32 = try r.read()
-        guard version == 1 || version == Self.currentVersion else { throw .unsupportedVersion(source, version) }
-        _ = try r.read() as UInt32
-        let fingerprint = version >= 2 ? try r.read(32) : [UInt8](repeating: 0, count: 32)
-        let metaLength: UInt64 = try r.read()
-        let metaBytes = try r.read(Int(clamping: metaLength), what: "metadata")
-        let stored: UInt32 = try r.read()
-        let computed = version >= 2 ? headerChecksum(fingerprint: fingerprint, meta: metaBytes) : CRC32C.checksum(metaBytes)
-        guard stored == computed else {
-            throw .corrupt(source, "header checksum mismatch (stored \(hex(stored)), computed \(hex(computed)))")
-        }
-        do {
-            return Header(formatVersion: version, fingerprint: fingerprint,
-                          meta: try Csptrain_V1_CheckpointMeta(serializedBytes: metaBytes))
-        } catch {
-            throw .corrupt(source, "metadata does not parse: \(error)")
-        }
-    }
-
-    static func readRecord(_ info: Csptrain_V1_RecordInfo, from r: inout ByteReader, bytes: [UInt8], version: UInt32) throws(CheckpointError) -> Record {
-        let source = r.source
-        let label = "record '\(info.role)/\(info.name)'"
-        let start = r.offset
-        let rawEncoding: UInt32 = try r.read(what: label)
-        let count: UInt64 = try r.read(what: label)
-        let indexLength: UInt64 = try r.read(what: label)
-        let valuesLength: UInt64 = try r.read(what: label)
-        // Positions and values are decoded in place, not copied out first.
-        let index = try r.skip(Int(clamping: indexLength), what: label)
-        let values = try r.skip(Int(clamping: valuesLength), what: label)
-        let computed = bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[start ..< r.offset])) }
-        let stored: UInt32 = try r.read(what: label)
-        guard computed == stored else {
-            throw .corrupt(source, "\(label) checksum mismatch (stored \(hex(stored)), computed \(hex(computed)))")
-        }
-        guard let encoding = Encoding(rawValue: rawEncoding), version >= 2 || encoding.rawValue <= 2 else {
-            throw .corrupt(source, "\(label) has unknown encoding \(rawEncoding)")
-        }
-        if encoding == .bytes {
-            guard count == valuesLength else { throw .corrupt(source, "\(label) says \(count) bytes but holds \(valuesLength)") }
-            return Record(name: info.name, role: info.role, bytes: Array(bytes[values]))
-        }
-        let shape = info.shape.map { Int($0) }
-        guard shape.reduce(1, *) == Int(count) else {
-            throw .corrupt(source, "\(label) holds \(count) values but its shape \(shape) needs \(shape.reduce(1, *))")
-        }
-        var out = [Float](repeating: 0, count: Int(count))
-        let ok = out.withUnsafeMutableBufferPointer { o in
-            bytes.withUnsafeBytes { raw in
-                let v = UnsafeRawBufferPointer(rebasing: raw[values]), m = UnsafeRawBufferPointer(rebasing: raw[index])
-                return {
-                    switch encoding {
-                    case .dense: FloatEncoding.decodeDense(v, into: o)
-                    case .bitmask: FloatEncoding.decodeBitmask(mask: m, nonZero: v, into: o)
-                    case .rice: FloatEncoding.decodeRice(code: m, nonZero: v, into: o)
-                    case .bytes: false
-                    }
-                }()
-            }
-        }
-        guard ok else { throw .corrupt(source, "\(label): payload sizes do not match its value count \(count)") }
-        return Record(name: info.name, shape: shape, role: info.role, values: out)
-    }
 }
 
 /// The size of each record as stored, for `checkpoint inspect`.
@@ -398,7 +220,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-private func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
+func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
 
 struct ByteWriter {
     var bytes: [UInt8] = []
