@@ -17,6 +17,7 @@
  * prints one JSON line; a step's time is from one step's start on the coordinator to the next's,
  * so it includes the workers' side of the cycle. */
 #include <errno.h>
+#include <malloc.h>
 #include <nng/nng.h>
 #include <nng/protocol/pipeline0/pull.h>
 #include <nng/protocol/pipeline0/push.h>
@@ -239,6 +240,11 @@ static int run_coordinator(const struct step_options *o, const int *to_workers, 
 }
 
 int main(int argc, char **argv) {
+    /* The same allocator setting as csptrain's processes (Runtime/ProcessTuning.swift): the
+       40 MB weights message is over glibc's 32 MiB mmap cap, so without it every step would map
+       and fault in fresh pages, and the floor would be pessimistic. Forked workers inherit it. */
+    mallopt(M_MMAP_MAX, 0);
+    mallopt(M_TRIM_THRESHOLD, -1);
     struct step_options o = step_parse(argc, argv);
     if (o.chunk > (long)((UINT32_MAX - 1) / 4)) o.chunk = (UINT32_MAX - 1) / 4;
     int *to_workers = allocate((size_t)o.workers * sizeof(int));
