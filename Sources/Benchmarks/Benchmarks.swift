@@ -34,12 +34,13 @@ public enum Benchmarks {
         config.checkpoint.everySteps = 0
         let folder = RunFolder(FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-bench-\(getpid())").path)
         defer { try? FileManager.default.removeItem(at: folder.url) }
-        try folder.create()
-        _ = try CoordinatorSetup.start(folder: folder, config: config, resume: .no, allowChangedSettings: false, logger: logger)
-        let token = Array("bench-token".utf8)
-        let coordinator = try CoordinatorService(config: config, runID: "bench", token: token, folder: folder, logger: logger)
-        let url = try coordinator.listen("tcp://127.0.0.1:0")
-        try await coordinator.openRunFolder()
+        // The coordinator starts as `launch` starts it (one start sequence); the workers run here.
+        let started = try await CoordinatorStartup.start(.init(folder: folder, config: config, listen: "tcp://127.0.0.1:0"), logger: logger)
+        defer { started.hold() }
+        started.commit()
+        let coordinator = started.service
+        let url = started.url
+        let token = try RunToken.load(file: started.tokenFile)
         let start = ContinuousClock.now
         let summary = try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0 ..< workers {
