@@ -24,6 +24,9 @@ public final class WorkerService: Sendable {
         /// This machine's copies of data sets, by name (train, valid, valid_channel), in place of
         /// the coordinator's paths.
         public var dataFolders: [String: String] = [:]
+        /// A certificate folder (`csptrain certs init`) for a `tls+tcp://` coordinator: its
+        /// `ca.pem`, and `worker.pem`/`worker.key` when present (mutual TLS).
+        public var tlsDir: String?
         public init(connect: String, token: [UInt8], name: String) {
             self.connect = connect
             self.token = token
@@ -44,7 +47,8 @@ public final class WorkerService: Sendable {
         self.options = options
         self.logger = logger
         socket = try Socket(.req)
-        try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes)
+        try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes,
+                        tls: TransportSecurity.client(url: options.connect, dir: options.tlsDir, logger: logger))
     }
 
     public func close() { socket.close() }
