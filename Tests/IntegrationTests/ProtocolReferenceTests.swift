@@ -28,7 +28,7 @@ struct ProtocolReferenceTests {
                 switch i {
                 case 0: if (j * 7919) % 10 != 0 { p[j] = 0 }
                 case 2: if (j * 31) % 2 != 0 { p[j] = 0 }
-                case 1, 3: p[j] = Float(j % 5) * 0.01 - 0.02
+                case 1, 3: p[j] = Float(j % 5 + 1) * 0.01  // all non-zero: dense
                 default: break
                 }
             }
@@ -129,9 +129,6 @@ struct ProtocolReferenceTests {
         let data = try JSONSerialization.data(withJSONObject: try Self.fixture(), options: [.sortedKeys])
         try data.write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        // The frames must exercise every encoding the README describes.
-        let text = String(decoding: data, as: UTF8.self)
-        #expect(!text.isEmpty)
 
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("scripts/check-protocol.py")
