@@ -58,7 +58,7 @@ let package = Package(
         .target(name: "Training", dependencies: ["Tensors", "CKernels"]),
         // Measurement operators and sparse-recovery solvers (NIHT, CoSaMP, FISTA), batched over blocks.
         // Optimised in debug builds too: its solver tests would otherwise take minutes.
-        .target(name: "CompressedSensing", dependencies: ["Tensors"],
+        .target(name: "CompressedSensing", dependencies: ["Tensors", "CKernels"],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The projection step that makes weights sparse (identity until CSP lands).
         .target(name: "Pruning", dependencies: ["Tensors", "CompressedSensing"], exclude: ["README.md"]),

@@ -92,6 +92,7 @@ extension CoordinatorSettings.GradientPrecision: ConfigEnum {}
 extension PruningSettings.Scope: ConfigEnum {}
 extension SparsitySchedule.Kind: ConfigEnum {}
 extension MeasurementOperator.Kind: ConfigEnum {}
+extension PruningSettings.Operator: ConfigEnum {}
 extension SparseRecovery.Solver: ConfigEnum {}
 extension PruningSettings: ConfigSection {
     static var fields: [ConfigField<PruningSettings>] {
@@ -102,9 +103,10 @@ extension PruningSettings: ConfigSection {
             .init("exclude", \.exclude, "tensor-name patterns never pruned, e.g. [\"conv.0.*\", \"output.*\"]"),
             .init("block", \.block, "csp, admm-magnitude: weights per block", check: { $0 >= 2 ? nil : "must be at least 2" }),
             .init("measurements", \.measurements, "csp: measurements per block, auto (2k ln(b/k)) or a ratio of the block"),
-            .init("operator", \.measurementOperator, "csp: the measurement operator"),
-            .init("solver", \.solver, "csp: the sparse-recovery solver"),
-            .init("iterations", \.iterations, "csp: solver iterations", check: positive),
+            .init("operator", \.measurementOperator, "csp: how W + U is measured: a seeded random operator (gaussian, rademacher, srht) or the layer's own inputs (activations)"),
+            .init("solver", \.solver, "csp, one-shot-reconstruction: the sparse-recovery solver"),
+            .init("iterations", \.iterations, "csp, one-shot-reconstruction: solver iterations", check: positive),
+            .init("damping", \.damping, "csp with operator activations, wanda, one-shot-reconstruction: λ of G + λ·mean(diag G)·I", check: nonNegative),
             .init("rho", \.rho, "csp, admm-magnitude: strength of the proximal pull towards Z", check: nonNegative),
             .init("dual_interval", \.dualInterval, "csp, admm-magnitude: steps between dual updates", check: positive),
             .init("seed", \.seed, "csp: seeds the measurement operators (0: the run's seed)"),

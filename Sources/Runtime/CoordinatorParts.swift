@@ -42,7 +42,7 @@ struct CoordinatorParts {
         var firstBroadcast = initial
         if config.coordinator.broadcastValues == .f16 { firstBroadcast.withUnsafeMutableBufferPointer { FloatEncoding.roundToHalf($0) } }
         var projection: any ProjectionStep
-        do { projection = try config.pruning.makeProjection(layout: layout, seed: config.seed) } catch {
+        do { projection = try config.pruning.makeProjection(layout: layout, seed: config.seed, sites: model.statisticSites) } catch {
             throw RunFolderError("\(error)")
         }
         fingerprint = MathsFingerprint(config: config, dataFingerprint: model.trainingDataFingerprint)
@@ -94,7 +94,8 @@ struct CoordinatorParts {
         let order = DataOrder(seed: config.seed, examples: model.trainingExamples, globalBatch: config.coordinator.globalBatch,
                               microBatches: config.coordinator.microBatches, costs: model.exampleCosts,
                               groupingWindow: config.coordinator.lengthGrouping)
-        let grid = ChunkGrid(tensors: layout.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
+        // Gradients, then the input statistics the projection reads (ExchangeLayout).
+        let grid = ChunkGrid(tensors: server.exchange.combined.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
         machine = RunStateMachine(settings: Self.machineSettings(config, evaluationSets: model.evaluationSets), runID: runID, token: token,
                                   order: order, grid: grid, step: state.step,
                                   computeSignature: config.deterministic && signature?.isEmpty == false ? signature : nil, now: now)

@@ -3,6 +3,7 @@ import Coordination
 import Foundation
 import Logging
 import Models
+import Pruning
 import Tasks
 import Tensors
 import Transport
@@ -84,6 +85,8 @@ public final class WorkerService: Sendable {
         let runID: String
         let workerID: UInt32
         let model: any TrainableModel
+        /// The gradient, then the input statistics the run's pruning method reads.
+        let exchange: ExchangeLayout
         let chunkValues: Int
         let sendWindow: Int
         let resendSeconds: Double
@@ -160,7 +163,9 @@ public final class WorkerService: Sendable {
             throw WorkerError(reason)
         }
         logger.info("joined", metadata: ["run": "\(runID)", "worker_id": "\(welcome.workerID)", "parameters": "\(model.layout.totalCount)"])
+        let sites = config.pruning.statisticSites(layout: model.layout, available: model.statisticSites)
         return Session(id: session, runID: runID, workerID: welcome.workerID, model: model,
+                       exchange: ExchangeLayout(parameters: model.layout, sites: sites),
                        chunkValues: Int(welcome.chunkValues), sendWindow: config.transport.sendWindow,
                        resendSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.resendSeconds),
                        gradientBF16: config.coordinator.gradientValues == .bf16)
@@ -193,7 +198,7 @@ public final class WorkerService: Sendable {
     private func work(_ session: Session, lastContact: inout Double) async throws -> Exit? {
         let layout = session.model.layout
         var parameters = [Float](repeating: 0, count: layout.totalCount)
-        var gradient = [Float](repeating: 0, count: layout.totalCount)
+        var gradient = [Float](repeating: 0, count: session.exchange.totalCount)
         var haveVersion: UInt64 = 0
         let control = try socket.openContext()
         try control.setResendTime(.seconds(session.resendSeconds))
@@ -250,9 +255,14 @@ public final class WorkerService: Sendable {
                     guard let i = Int(exactly: index) else { throw WorkerError("the coordinator sent example index \(index), which is out of range") }
                     return i
                 }
+                var moments = InputMomentRecorder(sites: session.exchange.sites)
                 let lossSum = try parameters.withUnsafeBufferPointer { p in
                     try gradient.withUnsafeMutableBufferPointer { g in
-                        try session.model.lossAndGradient(parameters: p, examples: examples, epoch: Int(task.epoch), gradient: g)
+                        let parameterGradient = UnsafeMutableBufferPointer(rebasing: g[0 ..< layout.totalCount])
+                        let lossSum = try session.model.lossAndGradient(parameters: p, examples: examples, epoch: Int(task.epoch),
+                                                                        gradient: parameterGradient, moments: &moments)
+                        moments.write(into: UnsafeMutableBufferPointer(rebasing: g[session.exchange.statisticsRange]), examples: examples.count)
+                        return lossSum
                     }
                 }
                 try await send(gradient: gradient, lossSum: lossSum, task: task, step: reply.header.step,
@@ -293,7 +303,7 @@ public final class WorkerService: Sendable {
                                    exampleCount: task.exampleIndices.count, lossSum: lossSum, weightsVersion: task.weightsVersion,
                                    bf16: session.gradientBF16)
         // The coordinator's chunk grid: the same cut it validates chunks against.
-        let grid = ChunkGrid(tensors: session.model.layout.tensors.map { ($0.offset, $0.count) }, chunkValues: session.chunkValues)
+        let grid = ChunkGrid(tensors: session.exchange.combined.tensors.map { ($0.offset, $0.count) }, chunkValues: session.chunkValues)
         var pieces: [(tensor: Int, chunk: Int, count: Int, range: Range<Int>)] = []
         for tensor in grid.tensorChunkCounts.indices {
             let count = grid.tensorChunkCounts[tensor]
