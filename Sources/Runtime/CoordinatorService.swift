@@ -13,6 +13,9 @@ public final class CoordinatorService: Sendable {
     let shell: CoordinatorShell
     let socket: Socket
     let settings: TransportSettings
+    let security: SecuritySettings
+    /// `security.max_connections`, or fewer when the descriptor limit leaves less room.
+    let connectionLimit: Int
     /// Requests larger than this are refused with a reply naming the limit.
     let maxRequestBytes: Int
     let lingerSeconds: Double
@@ -31,12 +34,26 @@ public final class CoordinatorService: Sendable {
                                      start: start, progress: progress)
         socket = try Socket(.rep)
         settings = config.transport
+        security = config.security
+        // Every connection holds a descriptor: raise the soft limit as far as the hard one allows,
+        // and keep connections from taking the descriptors the run folder's files need.
+        let descriptors = ProcessTuning.raiseDescriptorLimit()
+        connectionLimit = max(1, min(config.security.maxConnections, descriptors - Self.reservedDescriptors))
+        if connectionLimit < config.security.maxConnections {
+            logger.warning("at most \(connectionLimit) connections (security.max_connections is \(config.security.maxConnections)): the descriptor limit is \(descriptors) (ulimit -n) and \(Self.reservedDescriptors) are kept for files; raise ulimit -Hn to allow more")
+        }
+        socket.limitConnections(connectionLimit)
+        // A worker behind a cut link is noticed by the kernel's keepalive probes too.
+        try socket.setKeepAlive(true)
         // A gradient chunk plus its envelope, or what the configuration allows if less.
         maxRequestBytes = min(config.transport.maxMessageBytes, config.coordinator.chunkValues * 4 + (64 << 10))
         lingerSeconds = min(30, max(3, config.coordinator.stepDeadlineSeconds + 1))
         self.logger = logger
         self.folder = folder
     }
+
+    /// Descriptors kept free of connections: run folder files, checkpoint writes, nng's own.
+    static let reservedDescriptors = 128
 
     /// Listens on `url` and returns the address workers should dial (port filled in for `:0`).
     /// The address is also written to `<run-dir>/endpoint`.
@@ -80,15 +97,28 @@ public final class CoordinatorService: Sendable {
                 group.addTask { await self.serve(context) }
             }
             group.addTask {
-                for await event in self.socket.pipeEvents where event.kind == .removed {
-                    await self.shell.pipeClosed(event.pipe.rawValue)
+                var refusals = RefusalLog(every: 10)
+                for await event in self.socket.pipeEvents {
+                    switch event.kind {
+                    case .added: await self.shell.pipeOpened(event.pipe.rawValue)
+                    case .removed: await self.shell.pipeClosed(event.pipe.rawValue)
+                    case .refused:
+                        if let count = refusals.due(now: Monotonic.now) {
+                            self.logger.warning("closed \(count) new connection(s) at once: \(self.connectionLimit) are open (security.max_connections = \(self.security.maxConnections)\(self.connectionLimit < self.security.maxConnections ? ", lowered to fit the descriptor limit" : ""))")
+                        }
+                    }
                 }
             }
             group.addTask {
                 // The clock's only reader for decisions: deadlines, held requests, silence.
+                var silentLog = RefusalLog(every: 10)
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(100))
-                    await self.shell.tick()
+                    let silent = await self.shell.tick()
+                    for pipe in silent { self.socket.closePipe(PipeID(rawValue: pipe)) }
+                    if !silent.isEmpty, let count = silentLog.due(now: Monotonic.now, adding: silent.count) {
+                        self.logger.warning("closed \(count) connection(s) that sent nothing for \(self.security.silentConnectionSeconds) s (security.silent_connection_seconds)")
+                    }
                 }
             }
             let summary = await shell.waitUntilFinished()
@@ -142,6 +172,24 @@ public final class CoordinatorService: Sendable {
             if carriesWeights { await weightsGate.leave() }
             if let request { await shell.replySent(request) }
         }
+    }
+}
+
+/// Says when to log a repeated refusal: the first at once, then at most one line every
+/// `every` seconds with how many happened since (a flood must not flood the log too).
+struct RefusalLog {
+    let every: Double
+    private var last = -Double.infinity
+    private var count = 0
+
+    init(every: Double) { self.every = every }
+
+    /// Counts `adding` more; returns the count to report when a line is due.
+    mutating func due(now: Double, adding: Int = 1) -> Int? {
+        count += adding
+        guard now - last >= every else { return nil }
+        defer { count = 0; last = now }
+        return count
     }
 }
 

@@ -1,0 +1,64 @@
+// csptrain-fuzz: the network decoders under fuzzing.
+//
+//   csptrain-fuzz corpus DIR                       write the seed corpus (every message kind)
+//   csptrain-fuzz run TARGET CORPUS [N] [SEED]     the seeded harness, N inputs (as the test runs it)
+//
+// Built with `-sanitize=fuzzer -D LIBFUZZER` (scripts/fuzz.sh), the same file is a libFuzzer
+// target: CSPTRAIN_FUZZ_TARGET picks the decoder, and libFuzzer's mutations are mixed with the
+// field-aware ones (LLVMFuzzerCustomMutator).
+import Foundation
+import Fuzzing
+
+#if LIBFUZZER
+/// libFuzzer calls in from one thread.
+nonisolated(unsafe) let context = FuzzContext()
+nonisolated(unsafe) let target = FuzzTarget(rawValue: ProcessInfo.processInfo.environment["CSPTRAIN_FUZZ_TARGET"] ?? "request") ?? .request
+nonisolated(unsafe) var mutator = ProtoMutator(seed: 1)
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    let bytes = UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : size)
+    let outcome = context.run(target, bytes)
+    if outcome.hasPrefix("BUG") { fatalError("\(target): \(outcome)") }
+    return 0
+}
+
+@_cdecl("LLVMFuzzerCustomMutator")
+public func fuzzMutate(_ data: UnsafeMutablePointer<UInt8>?, _ size: Int, _ maxSize: Int, _ seed: UInt32) -> Int {
+    guard let data else { return 0 }
+    if seed % 4 == 0 { return LLVMFuzzerMutate(data, size, maxSize) }
+    mutator = ProtoMutator(seed: UInt64(seed))
+    let out = mutator.mutate(Array(UnsafeBufferPointer(start: data, count: size)), maxBytes: maxSize)
+    out.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: out.count) }
+    return out.count
+}
+
+@_silgen_name("LLVMFuzzerMutate")
+func LLVMFuzzerMutate(_ data: UnsafeMutablePointer<UInt8>, _ size: Int, _ maxSize: Int) -> Int
+#else
+@main
+struct FuzzMain {
+    static func main() throws {
+        let args = CommandLine.arguments.dropFirst()
+        switch args.first {
+        case "corpus"?:
+            guard let dir = args.dropFirst().first else { usage() }
+            try FuzzCorpus.write(to: URL(fileURLWithPath: dir))
+        case "run"?:
+            let rest = Array(args.dropFirst())
+            guard rest.count >= 2, let target = FuzzTarget(rawValue: rest[0]) else { usage() }
+            let corpus = try FuzzCorpus.load(target, from: URL(fileURLWithPath: rest[1])).map(\.bytes)
+            let n = rest.count > 2 ? Int(rest[2]) ?? 100_000 : 100_000
+            let seed = rest.count > 3 ? UInt64(rest[3]) ?? 1 : 1
+            print(FuzzHarness.run(target, corpus: corpus, iterations: n, seconds: .infinity, seed: seed).summary)
+        default:
+            usage()
+        }
+    }
+
+    static func usage() -> Never {
+        print("usage: csptrain-fuzz corpus DIR | csptrain-fuzz run {\(FuzzTarget.allCases.map(\.rawValue).joined(separator: ","))} CORPUS_DIR [INPUTS] [SEED]")
+        exit(2)
+    }
+}
+#endif
