@@ -42,7 +42,8 @@ public enum FuzzHarness {
                 input = mutator.mutate(base, donor: donor, maxBytes: 64 << 10)
             }
             onInput?(i, input)
-            let outcome = input.withUnsafeBytes { context.run(target, $0) }
+            // One input in four comes on a connection other than the member's.
+            let outcome = input.withUnsafeBytes { context.run(target, $0, foreignConnection: i >= corpus.count && i % 4 == 3) }
             // An input that reached an outcome not seen before is mutated further (a small
             // coverage signal: outcomes stand for code paths).
             if report.outcomes.counts[outcome] == nil, i >= corpus.count, pool.count < 4096 { pool.append(input) }

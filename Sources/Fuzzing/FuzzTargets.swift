@@ -36,8 +36,15 @@ public struct FuzzOutcomes: Sendable {
         var out = ""
         var inNumber = false
         var quote = false
+        var previous: Character = " "
         for ch in message {
-            if ch == "'" { quote.toggle(); if quote { out += "'…'" }; continue }
+            defer { previous = ch }
+            // A quoted name opens after a space or bracket (not an apostrophe: "request's").
+            if ch == "'", quote || previous == " " || previous == "(" {
+                quote.toggle()
+                if quote { out += "'…'" }
+                continue
+            }
             if quote { continue }
             if ch.isNumber {
                 if !inNumber { out += "N" }
@@ -68,7 +75,7 @@ public final class FuzzContext {
     var machine: RunStateMachine
     var now = 0.0
     var handled = 0
-    var nextRequest: RequestID = 1
+    var nextRequest: RequestID = 100
     var weights: [Float]
 
     public init() {
@@ -101,15 +108,20 @@ public final class FuzzContext {
         let mac = JoinHandshake.joinMAC(token: token, runID: runID, serverNonce: serverNonce, clientNonce: clientNonce, workerName: "member")
         _ = m.handle(.request(2, .proof(workerName: "member", clientNonce: clientNonce, serverNonce: serverNonce, mac: mac, computeSignature: ""),
                               proofOrigin, entropy: Data(count: JoinHandshake.nonceBytes) + session.bytes, now: 0))
-        for id: RequestID in [1, 2] { _ = m.handle(.replySent(id, now: 0)) }
-        precondition(m.membership.members[session] != nil, "the fuzz member could not join")
+        // It holds micro-batch 0 of step 0: well-formed chunks for it are accepted.
+        var work = proofOrigin
+        work.session = session
+        _ = m.handle(.request(3, .work(haveVersion: 0), work, entropy: Data(), now: 0))
+        for id: RequestID in [1, 2, 3] { _ = m.handle(.replySent(id, now: 0)) }
+        precondition(m.membership.members[session] != nil && m.round.assignee(of: 0) == session, "the fuzz member could not join")
         return m
     }
 
-    /// Runs `target` on `bytes`; returns the outcome.
-    public func run(_ target: FuzzTarget, _ bytes: UnsafeRawBufferPointer) -> String {
+    /// Runs `target` on `bytes`; returns the outcome. `foreignConnection`: a request comes on a
+    /// connection other than the member's (the member's session is then borrowed).
+    public func run(_ target: FuzzTarget, _ bytes: UnsafeRawBufferPointer, foreignConnection: Bool = false) -> String {
         switch target {
-        case .request: request(bytes)
+        case .request: request(bytes, pipe: foreignConnection ? 2 : Self.memberPipe)
         case .weights: weightsMessage(bytes)
         case .rice: rice(bytes)
         case .encodings: encodings(bytes)
@@ -118,9 +130,13 @@ public final class FuzzContext {
 
     // MARK: Targets
 
-    private func request(_ bytes: UnsafeRawBufferPointer) -> String {
+    private func request(_ bytes: UnsafeRawBufferPointer, pipe: UInt32) -> String {
         handled += 1
-        if handled % rebuildEvery == 0 { machine = Self.makeMachine(); now = 0 }
+        // A fresh run now and then, and once the member is gone (it left, or the run finished).
+        if handled % rebuildEvery == 0 || machine.membership.members[Self.session] == nil || machine.isFinished {
+            machine = Self.makeMachine()
+            now = 0
+        }
         let decoded: DecodedRequest
         do { decoded = try RequestDecoding.decode(bytes) } catch {
             return "decoder error: " + FuzzOutcomes.path(error.description)
@@ -132,8 +148,6 @@ public final class FuzzContext {
         now += 0.01
         let id = nextRequest
         nextRequest += 1
-        // Half the inputs come on the member's connection, half on another one.
-        let pipe = bytes.count % 2 == 0 ? Self.memberPipe : 2
         let entropy = Data((0 ..< JoinHandshake.nonceBytes + JoinHandshake.sessionBytes).map { UInt8(truncatingIfNeeded: Int(id) &* 31 &+ $0) })
         var outcome = "no reply yet (held)"
         var queue = machine.handle(.request(id, decoded.inbound, decoded.origin(pipe: pipe, peer: "10.9.9.\(pipe):4000"), entropy: entropy, now: now))
@@ -151,7 +165,6 @@ public final class FuzzContext {
                 break
             }
         }
-        if machine.isFinished { machine = Self.makeMachine(); now = 0 }
         return outcome
     }
 

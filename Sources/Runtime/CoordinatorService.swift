@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Tensors
 import Transport
+import Synchronization
 import Wire
 
 /// The coordinator's I/O: a REP socket served through many contexts, pipe notifications and the
@@ -16,6 +17,8 @@ public final class CoordinatorService: Sendable {
     let security: SecuritySettings
     /// `security.max_connections`, or fewer when the descriptor limit leaves less room.
     let connectionLimit: Int
+    /// Connections closed at once for the limit (counted on nng's callback thread).
+    let refusedConnections = Atomic<Int>(0)
     /// Requests larger than this are refused with a reply naming the limit.
     let maxRequestBytes: Int
     let lingerSeconds: Double
@@ -52,7 +55,11 @@ public final class CoordinatorService: Sendable {
         self.folder = folder
     }
 
-    /// Descriptors kept free of connections: run folder files, checkpoint writes, nng's own.
+    /// Descriptors kept free of connections: run folder files, checkpoint writes, nng's own, and
+    /// the runtime's. Without them the coordinator lost ledger lines and checkpoints, and then
+    /// died with SIGILL: libdispatch's worker-pool monitor reads /proc/<tid>/stat of its threads every
+    /// second and crashes on purpose ("workq: registered worker exited prematurely") when the open
+    /// fails, as it does with EMFILE (issue 12).
     static let reservedDescriptors = 128
 
     /// Listens on `url` and returns the address workers should dial (port filled in for `:0`).
@@ -97,26 +104,26 @@ public final class CoordinatorService: Sendable {
                 group.addTask { await self.serve(context) }
             }
             group.addTask {
-                var refusals = RefusalLog(every: 10)
                 for await event in self.socket.pipeEvents {
                     switch event.kind {
                     case .added: await self.shell.pipeOpened(event.pipe.rawValue)
                     case .removed: await self.shell.pipeClosed(event.pipe.rawValue)
-                    case .refused:
-                        if let count = refusals.due(now: Monotonic.now) {
-                            self.logger.warning("closed \(count) new connection(s) at once: \(self.connectionLimit) are open (security.max_connections = \(self.security.maxConnections)\(self.connectionLimit < self.security.maxConnections ? ", lowered to fit the descriptor limit" : ""))")
-                        }
+                    case .refused: self.refusedConnections.add(1, ordering: .relaxed)
                     }
                 }
             }
             group.addTask {
                 // The clock's only reader for decisions: deadlines, held requests, silence.
-                var silentLog = RefusalLog(every: 10)
+                var refused = RefusalLog(every: 10), silent = RefusalLog(every: 10)
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(100))
-                    let silent = await self.shell.tick()
-                    for pipe in silent { self.socket.closePipe(PipeID(rawValue: pipe)) }
-                    if !silent.isEmpty, let count = silentLog.due(now: Monotonic.now, adding: silent.count) {
+                    let closing = await self.shell.tick()
+                    for pipe in closing { self.socket.closePipe(PipeID(rawValue: pipe)) }
+                    let now = Monotonic.now
+                    if let count = refused.due(now: now, total: self.refusedConnections.load(ordering: .relaxed)) {
+                        self.logger.warning("closed \(count) new connection(s) at once: \(self.connectionLimit) are open (security.max_connections = \(self.security.maxConnections)\(self.connectionLimit < self.security.maxConnections ? ", lowered to fit the descriptor limit" : ""))")
+                    }
+                    if let count = silent.due(now: now, total: silent.total + closing.count) {
                         self.logger.warning("closed \(count) connection(s) that sent nothing for \(self.security.silentConnectionSeconds) s (security.silent_connection_seconds)")
                     }
                 }
@@ -175,21 +182,23 @@ public final class CoordinatorService: Sendable {
     }
 }
 
-/// Says when to log a repeated refusal: the first at once, then at most one line every
-/// `every` seconds with how many happened since (a flood must not flood the log too).
+/// Says when to log a repeated refusal: at once, then at most one line every `every` seconds
+/// with how many happened since (a flood must not flood the log too).
 struct RefusalLog {
     let every: Double
     private var last = -Double.infinity
-    private var count = 0
+    /// Refusals so far, and how many of them a line has reported.
+    private(set) var total = 0
+    private var reported = 0
 
     init(every: Double) { self.every = every }
 
-    /// Counts `adding` more; returns the count to report when a line is due.
-    mutating func due(now: Double, adding: Int = 1) -> Int? {
-        count += adding
-        guard now - last >= every else { return nil }
-        defer { count = 0; last = now }
-        return count
+    /// `total`: refusals so far; returns how many to report when a line is due.
+    mutating func due(now: Double, total: Int) -> Int? {
+        self.total = total
+        guard total > reported, now - last >= every else { return nil }
+        defer { reported = total; last = now }
+        return total - reported
     }
 }
 

@@ -18,7 +18,7 @@ nonisolated(unsafe) var mutator = ProtoMutator(seed: 1)
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = UnsafeRawBufferPointer(start: data, count: data == nil ? 0 : size)
-    let outcome = context.run(target, bytes)
+    let outcome = context.run(target, bytes, foreignConnection: size % 4 == 3)
     if outcome.hasPrefix("BUG") { fatalError("\(target): \(outcome)") }
     return 0
 }

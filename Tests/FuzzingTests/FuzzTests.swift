@@ -9,8 +9,8 @@ import Testing
 struct FuzzTests {
     static var corpusURL: URL { Bundle.module.resourceURL!.appendingPathComponent("Corpus") }
     /// Per target: inputs at most, seconds at most.
-    static let inputs = 200_000
-    static let seconds = 25.0
+    static let inputs = 150_000
+    static let seconds = 20.0
 
     @Test func theCommittedCorpusIsWhatTheEncodersWriteAndHoldsEveryKind() throws {
         let context = FuzzContext()
@@ -36,7 +36,7 @@ struct FuzzTests {
         }
         // The request seeds reach the machine's answers, not only the decoder.
         let outcomes = try FuzzCorpus.load(.request, from: Self.corpusURL).map { seed in seed.bytes.withUnsafeBytes { context.run(.request, $0) } }
-        #expect(outcomes.contains("reply challenge") && outcomes.contains("reply ack accepted"), "\(outcomes)")
+        #expect(outcomes.contains("reply challenge") && outcomes.contains("reply ack accepted") && outcomes.contains("reply finished"), "\(outcomes)")
     }
 
     @Test(arguments: FuzzTarget.allCases)
