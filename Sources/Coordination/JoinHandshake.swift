@@ -66,6 +66,7 @@ public struct JoinHandshake: Sendable {
             head += 1
         }
         if let earlier = byClient[clientNonce] { close(earlier) }
+        close(serverNonce)  // a nonce issued again (never, with 32 random bytes) replaces the old challenge
         open[serverNonce] = (now, clientNonce)
         byClient[clientNonce] = serverNonce
         issued.append((serverNonce, now))

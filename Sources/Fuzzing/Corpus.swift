@@ -30,14 +30,14 @@ public enum FuzzCorpus {
         hello.header = .make(runID: "")
         hello.hello = .with { $0.workerName = "fuzz"; $0.clientNonce = Data(repeating: 7, count: 32) }
         seeds.append(("hello", (try? hello.serializedBytes()) ?? []))
-        let serverNonce = Data(repeating: 0x22, count: JoinHandshake.nonceBytes)
+        let serverNonce = FuzzContext.serverNonce
         let clientNonce = Data(repeating: 7, count: 32)
         seeds.append(("proof", header({ r in
             r.proof = .with {
                 $0.workerName = "fuzz"; $0.clientNonce = clientNonce; $0.serverNonce = serverNonce
                 $0.mac = JoinHandshake.joinMAC(token: FuzzContext.token, runID: FuzzContext.runID, serverNonce: serverNonce,
                                                clientNonce: clientNonce, workerName: "fuzz")
-                $0.computeSignature = "openblas Haswell, kernels avx2+fma"
+                $0.computeSignature = FuzzContext.signature
             }
         }, session: false)))
         seeds.append(("work", header { $0.work = .with { $0.weightsVersion = 1 } }))

@@ -66,6 +66,12 @@ public final class FuzzContext {
     /// The member's session and connection: corpus requests use them.
     public static let session = SessionID(Data(repeating: 0xA5, count: JoinHandshake.sessionBytes))
     public static let memberPipe: UInt32 = 1
+    /// The run's compute signature (deterministic): proofs with another one are refused.
+    public static let signature = "openblas Haswell, kernels avx2+fma"
+    /// Every challenge the request target issues has this server nonce, so that the corpus's
+    /// proof (and its mutations) reach the proof's checks: a bad MAC, another signature, the
+    /// workers' limit.
+    public static let serverNonce = Data(repeating: 0x22, count: JoinHandshake.nonceBytes)
     public static let grid = ChunkGrid(tensors: [(0, 10), (10, 3)], chunkValues: 4)
     /// The weights target's model: a dense, a pruned and a small tensor.
     public static let layout = ParameterLayout([(name: "w1", shape: [6, 8], prunable: true), (name: "b1", shape: [8], prunable: false),
@@ -95,18 +101,18 @@ public final class FuzzContext {
         s.evalEverySteps = 3
         s.evalSets = ["dev": 4]
         s.evalBatch = 2
+        s.computeSignature = signature
         let order = DataOrder(seed: 1, examples: 24, globalBatch: 4, microBatches: 2)
         var m = RunStateMachine(settings: s, runID: runID, token: token, order: order, grid: grid, now: 0)
         // The member: Hello, then a proof; its session is the entropy's last bytes.
         let clientNonce = Data(repeating: 0x11, count: 32)
-        let serverNonce = Data(repeating: 0x22, count: JoinHandshake.nonceBytes)
         let origin = Origin(pipe: memberPipe, peer: "10.9.9.9:1", protocolVersion: Wire.protocolVersion, runID: "", session: SessionID(Data()))
         _ = m.handle(.request(1, .hello(workerName: "member", clientNonce: clientNonce), origin,
                               entropy: serverNonce + Data(count: JoinHandshake.sessionBytes), now: 0))
         var proofOrigin = origin
         proofOrigin.runID = runID
         let mac = JoinHandshake.joinMAC(token: token, runID: runID, serverNonce: serverNonce, clientNonce: clientNonce, workerName: "member")
-        _ = m.handle(.request(2, .proof(workerName: "member", clientNonce: clientNonce, serverNonce: serverNonce, mac: mac, computeSignature: ""),
+        _ = m.handle(.request(2, .proof(workerName: "member", clientNonce: clientNonce, serverNonce: serverNonce, mac: mac, computeSignature: signature),
                               proofOrigin, entropy: Data(count: JoinHandshake.nonceBytes) + session.bytes, now: 0))
         // It holds micro-batch 0 of step 0: well-formed chunks for it are accepted.
         var work = proofOrigin
@@ -148,7 +154,7 @@ public final class FuzzContext {
         now += 0.01
         let id = nextRequest
         nextRequest += 1
-        let entropy = Data((0 ..< JoinHandshake.nonceBytes + JoinHandshake.sessionBytes).map { UInt8(truncatingIfNeeded: Int(id) &* 31 &+ $0) })
+        let entropy = Self.serverNonce + Data((0 ..< JoinHandshake.sessionBytes).map { UInt8(truncatingIfNeeded: Int(id) &* 31 &+ $0) })
         var outcome = "no reply yet (held)"
         var queue = machine.handle(.request(id, decoded.inbound, decoded.origin(pipe: pipe, peer: "10.9.9.\(pipe):4000"), entropy: entropy, now: now))
         while !queue.isEmpty {
