@@ -7,7 +7,8 @@
 # Builds csptrain-fuzz with -sanitize=fuzzer,address into .build-fuzz, copies the committed corpus
 # into .build-fuzz/corpus/<target> (libFuzzer adds the inputs it keeps there), and runs each target
 # with its field-aware mutator mixed with libFuzzer's own. Crashes are written to
-# .build-fuzz/crashes/<target>/; replay one with `.build-fuzz/debug/csptrain-fuzz FILE`.
+# .build-fuzz/crashes/<target>/; libFuzzer replays one with `CSPTRAIN_FUZZ_TARGET=<target> .build-fuzz/debug/csptrain-fuzz FILE`,
+# and `swift run csptrain-fuzz replay <target> .build-fuzz/corpus/<target>` lists the outcomes a corpus reaches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-300}

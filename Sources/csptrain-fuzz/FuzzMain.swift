@@ -2,6 +2,7 @@
 //
 //   csptrain-fuzz corpus DIR                       write the seed corpus (every message kind)
 //   csptrain-fuzz run TARGET CORPUS [N] [SEED]     the seeded harness, N inputs (as the test runs it)
+//   csptrain-fuzz replay TARGET PATH...            each file once (a libFuzzer corpus, a crash): outcomes
 //
 // Built with `-sanitize=fuzzer -D LIBFUZZER` (scripts/fuzz.sh), the same file is a libFuzzer
 // target: CSPTRAIN_FUZZ_TARGET picks the decoder, and libFuzzer's mutations are mixed with the
@@ -64,13 +65,32 @@ struct FuzzMain {
             let n = rest.count > 2 ? Int(rest[2]) ?? 100_000 : 100_000
             let seed = rest.count > 3 ? UInt64(rest[3]) ?? 1 : 1
             print(FuzzHarness.run(target, corpus: corpus, iterations: n, seconds: .infinity, seed: seed).summary)
+        case "replay"?:
+            // Every file under the folders once (a libFuzzer corpus, a crash): the outcomes reached.
+            let rest = Array(args.dropFirst())
+            guard rest.count >= 2, let target = FuzzTarget(rawValue: rest[0]) else { usage() }
+            let context = FuzzContext()
+            var outcomes = FuzzOutcomes()
+            var inputs = 0
+            for path in rest.dropFirst() {
+                var isFolder: ObjCBool = false
+                FileManager.default.fileExists(atPath: path, isDirectory: &isFolder)
+                let files = isFolder.boolValue ? try FileManager.default.contentsOfDirectory(atPath: path).sorted().map { path + "/" + $0 } : [path]
+                for file in files {
+                    let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+                    outcomes.record(bytes.withUnsafeBytes { context.run(target, $0, foreignConnection: bytes.count % 4 == 3) })
+                    inputs += 1
+                }
+            }
+            print("\(target.rawValue): \(inputs) inputs replayed")
+            for (outcome, n) in outcomes.counts.sorted(by: { $0.key < $1.key }) { print("  \(n)\t\(outcome)") }
         default:
             usage()
         }
     }
 
     static func usage() -> Never {
-        print("usage: csptrain-fuzz corpus DIR | csptrain-fuzz run {\(FuzzTarget.allCases.map(\.rawValue).joined(separator: ","))} CORPUS_DIR [INPUTS] [SEED]")
+        print("usage: csptrain-fuzz corpus DIR | csptrain-fuzz run {\(FuzzTarget.allCases.map(\.rawValue).joined(separator: ","))} CORPUS_DIR [INPUTS] [SEED] | csptrain-fuzz replay TARGET PATH...")
         exit(2)
     }
 }
