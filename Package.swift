@@ -89,6 +89,10 @@ let package = Package(
         // Experiments made of many runs: their plans, statistics and reports (pure; the
         // executable's `experiment` command is the shell that launches and scores the runs).
         .target(name: "Experiments", dependencies: ["Tensors", .product(name: "Yams", package: "Yams")]),
+        // Fuzz targets for every decoder that reads network bytes, a field-aware protobuf
+        // mutator, the seed corpus and the seeded harness (a test; `csptrain-fuzz` for libFuzzer).
+        .target(name: "Fuzzing", dependencies: ["Wire", "Tensors", "Coordination"]),
+        .executableTarget(name: "csptrain-fuzz", dependencies: ["Fuzzing"]),
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
             "FileIO", "Tensors",
@@ -110,6 +114,7 @@ let package = Package(
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "Tensors"]),
         .testTarget(name: "ParameterServerTests", dependencies: ["ParameterServer", "Pruning", "Training", "Tensors", "Wire"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments"]),
+        .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "Wire", "Tensors"], resources: [.copy("Corpus")]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "FileIO", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),
         .testTarget(name: "IntegrationTests", dependencies: [

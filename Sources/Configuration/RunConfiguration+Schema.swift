@@ -17,6 +17,7 @@ extension RunConfiguration: ConfigSection {
             .init("steps", \.steps, "total steps of the run", check: positive),
             .init("init_from", \.initFrom, "a checkpoint (file or run folder) whose model weights start the run; empty: from seed"),
             .init("deterministic", \.deterministic, "bit-identical weights whatever the number of workers, the order chunks arrive in, or a kill and resume (exact fixed-point gradient sums)"),
+            .init("compute_signature", \.computeSignature, "deterministic runs: the compute signature every worker must have, as the coordinator logs it (\"openblas Haswell, kernels avx2+fma\"); empty: the coordinator's own"),
             .init("model", \.model, "the model"),
             .init("data", \.data, "the training data"),
             .init("augmentation", \.augmentation, "on-the-fly augmentation of speech examples"),
@@ -25,6 +26,7 @@ extension RunConfiguration: ConfigSection {
             .init("coordinator", \.coordinator, "batching, deadlines and chunking"),
             .init("checkpoint", \.checkpoint, "how often to checkpoint, how many to keep, what a failed write does"),
             .init("transport", \.transport, "nng socket limits"),
+            .init("security", \.security, "limits that keep the coordinator serving while strangers connect"),
         ]
     }
 }
@@ -186,6 +188,17 @@ extension TransportSettings: ConfigSection {
             .init("coordinator_contexts", \.coordinatorContexts, "concurrent exchanges the coordinator serves", check: positive),
             .init("resend_seconds", \.resendSeconds, "REQ re-send time", check: positive),
             .init("send_window", \.sendWindow, "gradient chunks a worker keeps in flight", check: positive),
+        ]
+    }
+}
+
+extension SecuritySettings: ConfigSection {
+    static var fields: [ConfigField<SecuritySettings>] {
+        [
+            .init("max_connections", \.maxConnections, "connections open at once; past it new ones are closed at once", check: positive),
+            .init("silent_connection_seconds", \.silentConnectionSeconds, "close a connection without a worker that sends nothing for this long", check: positive),
+            .init("join_attempts_per_minute", \.joinAttemptsPerMinute, "join attempts one host may make per minute (0: no limit)", check: nonNegative),
+            .init("max_workers", \.maxWorkers, "workers in the run at once (0: no limit)", check: nonNegative),
         ]
     }
 }

@@ -96,9 +96,14 @@ struct CoordinatorParts {
                               groupingWindow: config.coordinator.lengthGrouping)
         // Gradients, then the input statistics the projection reads (ExchangeLayout).
         let grid = ChunkGrid(tensors: server.exchange.combined.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
-        machine = RunStateMachine(settings: Self.machineSettings(config, evaluationSets: model.evaluationSets), runID: runID, token: token,
-                                  order: order, grid: grid, step: state.step,
-                                  computeSignature: config.deterministic && signature?.isEmpty == false ? signature : nil, now: now)
+        var settings = Self.machineSettings(config, evaluationSets: model.evaluationSets)
+        if config.deterministic {
+            (settings.computeSignature, settings.computeSignatureOrigin) = Self.runSignature(config: config, checkpoint: signature)
+            if let resumed = signature, !resumed.isEmpty, resumed != settings.computeSignature {
+                logger.warning("the checkpoint was computed with '\(resumed)', this run needs '\(settings.computeSignature ?? "")' (\(settings.computeSignatureOrigin)): its steps are not bit-identical to the interrupted run's")
+            }
+        }
+        machine = RunStateMachine(settings: settings, runID: runID, token: token, order: order, grid: grid, step: state.step, now: now)
     }
 
     static func machineSettings(_ config: RunConfiguration, evaluationSets: [String: Int]) -> RunStateMachine.Settings {
@@ -114,9 +119,19 @@ struct CoordinatorParts {
         s.evalBatch = c.evalBatch
         s.checkpointEverySteps = config.checkpoint.everySteps
         s.checkpointFailuresToStop = config.checkpoint.onWriteFailure == .stop ? CheckpointSettings.failedWritesBeforeStop : nil
-        s.requireComputeSignature = config.deterministic
+        let security = config.security
+        s.maxWorkers = security.maxWorkers > 0 ? security.maxWorkers : nil
+        s.joinAttemptsPerMinute = security.joinAttemptsPerMinute > 0 ? security.joinAttemptsPerMinute : nil
         s.protocolVersion = Wire.protocolVersion
         return s
+    }
+
+    /// A deterministic run's compute signature and where it came from: the configuration's
+    /// `compute_signature`, else a resumed checkpoint's, else this coordinator's own. Never a worker's.
+    static func runSignature(config: RunConfiguration, checkpoint: String?) -> (String, String) {
+        if !config.computeSignature.isEmpty { return (config.computeSignature, "compute_signature in the run's configuration") }
+        if let checkpoint, !checkpoint.isEmpty { return (checkpoint, "the signature of the checkpoint this run resumed from") }
+        return (BLASRuntime.computeSignature, "the coordinator's own; pin another with compute_signature in the run's configuration")
     }
 
     /// From `init_from`'s model weights when given (the error names the checkpoint and what does

@@ -45,6 +45,8 @@ public final class WorkerService: Sendable {
         self.options = options
         self.logger = logger
         socket = try Socket(.req)
+        // The kernel's keepalive probes end a connection whose link was cut; the dialer then reconnects.
+        try socket.setKeepAlive(true)
         try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes)
     }
 
@@ -69,6 +71,10 @@ public final class WorkerService: Sendable {
                 logger.info("no answer from the coordinator yet; retrying", metadata: ["url": "\(options.connect)", "silent_s": "\(Int(silent))"])
                 try await Task.sleep(for: .seconds(backoff))
                 backoff = min(backoff * 2, 2)
+            } catch let limit as Overloaded where limit.atJoin {
+                // A join refused by a limit (security.max_workers, join attempts per minute): wait, try again.
+                logger.warning("the coordinator refused to let this worker join yet: \(limit.reason); trying again in 5 s")
+                try await Task.sleep(for: .seconds(5))
             } catch is Rejoin {
                 logger.info("the coordinator does not know this session (it restarted or dropped us); joining again")
                 // Back off when rejoining keeps failing (a flood of joins, an overloaded coordinator).
@@ -115,7 +121,7 @@ public final class WorkerService: Sendable {
         hello.header = Csptrain_V1_Header.make(runID: "")
         hello.hello = Csptrain_V1_Hello.with { $0.workerName = options.name; $0.clientNonce = clientNonce }
         let challengeReply = try await call(hello, context: context)
-        try checkRefusal(challengeReply)
+        try checkRefusal(challengeReply, joining: true)
         guard case let .challenge(challenge)? = challengeReply.body else {
             throw WorkerError("the coordinator answered Hello with \(String(describing: challengeReply.body)), expected a challenge")
         }
@@ -131,7 +137,7 @@ public final class WorkerService: Sendable {
             $0.computeSignature = BLASRuntime.computeSignature
         }
         let welcomeReply = try await call(proof, context: context)
-        try checkRefusal(welcomeReply)
+        try checkRefusal(welcomeReply, joining: true)
         guard case let .welcome(welcome)? = welcomeReply.body else {
             throw WorkerError("the coordinator answered the proof with \(String(describing: welcomeReply.body)), expected welcome")
         }
@@ -171,7 +177,7 @@ public final class WorkerService: Sendable {
                        gradientBF16: config.coordinator.gradientValues == .bf16)
     }
 
-    private func checkRefusal(_ reply: Reply) throws {
+    private func checkRefusal(_ reply: Reply, joining: Bool = false) throws {
         guard case let .refusal(refusal)? = reply.body else { return }
         switch refusal.code {
         case .unknownSession, .challengeExpired, .wrongRun:
@@ -183,7 +189,7 @@ public final class WorkerService: Sendable {
             throw WorkerError("the coordinator cannot use this worker: \(refusal.reason)")
         case .overloaded:
             // Too many of this worker's requests are unanswered: the caller waits and sends again.
-            throw Overloaded()
+            throw Overloaded(reason: refusal.reason, atJoin: joining)
         case .tooLarge:
             throw WorkerError("the coordinator refused a message as too large: \(refusal.reason)")
         case .versionMismatch:
@@ -358,7 +364,12 @@ public final class WorkerService: Sendable {
 struct Rejoin: Error {}
 
 /// The coordinator refused a request because too many of this session's were in flight.
-struct Overloaded: Error {}
+/// The coordinator refused a request for a limit: in flight (wait and send again) or at join
+/// (`security.max_workers`, `security.join_attempts_per_minute`: wait longer and join again).
+struct Overloaded: Error {
+    var reason = ""
+    var atJoin = false
+}
 
 public struct WorkerError: Error, CustomStringConvertible {
     public let description: String

@@ -98,6 +98,7 @@ struct CheckpointCommand: ParsableCommand {
             if header.formatVersion >= 2 {
                 lines.append("epoch \(s.epoch), \(s.positionInEpoch) of \(s.examplesPerEpoch) examples of it used; \(s.examplesSeen) examples since step 0; optimizer updates \(s.optimizerSteps)")
                 lines.append("deterministic \(s.deterministic ? "yes (gradient sums in units of 2^-\(s.accumulationScaleBits))" : "no"); seed \(s.rngSeed); pruning \(s.projection.isEmpty ? "none" : s.projection) (schedule at \(String(format: "%.4f", s.scheduleSparsity)))")
+                lines.append("compute signature \(s.computeSignature.isEmpty ? "none (not deterministic: workers may compute differently)" : s.computeSignature)")
                 lines.append("fingerprint \(header.fingerprint.map { String(format: "%02x", $0) }.joined())")
             }
             if checkpoint.lastLoss.isFinite { lines.append(String(format: "last loss %.5f", checkpoint.lastLoss)) }
@@ -144,6 +145,7 @@ struct CheckpointCommand: ParsableCommand {
                 object["examples_seen"] = Int(s.examplesSeen)
                 object["optimizer_steps"] = Int(s.optimizerSteps)
                 object["deterministic"] = s.deterministic
+                object["compute_signature"] = s.computeSignature
                 object["pruning_method"] = s.projection
                 object["schedule_sparsity"] = s.scheduleSparsity
                 object["seed"] = Int(s.rngSeed)

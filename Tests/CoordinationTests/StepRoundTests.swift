@@ -131,7 +131,7 @@ struct JoinHandshakeTests {
 
     @Test func rightProofIsAcceptedOnce() {
         var h = JoinHandshake(token: token, runID: "run-a")
-        h.issue(serverNonce: server, now: 0)
+        h.issue(serverNonce: server, clientNonce: client, now: 0)
         let mac = JoinHandshake.joinMAC(token: token, runID: "run-a", serverNonce: server, clientNonce: client, workerName: "w")
         #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: server, mac: mac, now: 1) == .accepted)
         // A replayed proof finds no open challenge.
@@ -140,7 +140,7 @@ struct JoinHandshakeTests {
 
     @Test func wrongTokenIsRefused() {
         var h = JoinHandshake(token: token, runID: "run-a")
-        h.issue(serverNonce: server, now: 0)
+        h.issue(serverNonce: server, clientNonce: client, now: 0)
         let mac = JoinHandshake.joinMAC(token: Array("guess".utf8), runID: "run-a", serverNonce: server, clientNonce: client, workerName: "w")
         #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: server, mac: mac, now: 1) == .badProof)
     }
@@ -149,21 +149,21 @@ struct JoinHandshakeTests {
         let mac = JoinHandshake.joinMAC(token: token, runID: "run-a", serverNonce: server, clientNonce: client, workerName: "w")
         for (run, name) in [("run-b", "w"), ("run-a", "x")] {
             var h = JoinHandshake(token: token, runID: run)
-            h.issue(serverNonce: server, now: 0)
+            h.issue(serverNonce: server, clientNonce: client, now: 0)
             #expect(h.verify(workerName: name, clientNonce: client, serverNonce: server, mac: mac, now: 0) == .badProof)
         }
     }
 
     @Test func challengesExpire() {
         var h = JoinHandshake(token: token, runID: "r", challengeLifetime: 30)
-        h.issue(serverNonce: server, now: 0)
+        h.issue(serverNonce: server, clientNonce: client, now: 0)
         let mac = JoinHandshake.joinMAC(token: token, runID: "r", serverNonce: server, clientNonce: client, workerName: "w")
         #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: server, mac: mac, now: 31) == .unknownChallenge)
     }
 
     @Test func openChallengesAreBounded() {
         var h = JoinHandshake(token: token, runID: "r", maxOpenChallenges: 2)
-        for i in 0 ..< 3 { h.issue(serverNonce: Data([UInt8(i)]), now: Double(i)) }
+        for i in 0 ..< 3 { h.issue(serverNonce: Data([UInt8(i)]), clientNonce: Data(repeating: UInt8(i), count: 16), now: Double(i)) }
         let mac = JoinHandshake.joinMAC(token: token, runID: "r", serverNonce: Data([0]), clientNonce: client, workerName: "w")
         #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: Data([0]), mac: mac, now: 3) == .unknownChallenge)
     }
@@ -200,13 +200,67 @@ struct MembershipTests {
         #expect(m.members[s1]?.lastSeen == 116 && m.members[s2]?.lastSeen == 130)
     }
 
-    @Test func touchFollowsAReconnectedPipe() {
+    @Test func aSessionIsValidOnlyOnThePipeThatJoinedIt() {
         var m = Membership()
         let s = SessionID(Data([1]))
-        _ = m.join(name: "a", session: s, pipe: 10, now: 0)
-        #expect(m.touch(s, pipe: 12, now: 1)?.pipe == 12)
-        #expect(m.removeAll(onPipe: 10).isEmpty)
-        #expect(m.touch(SessionID(Data([9])), pipe: 1, now: 1) == nil)
+        let a = m.join(name: "a", session: s, pipe: 10, now: 0)
+        // Another connection with the session: refused, and it does not count as the member's activity.
+        #expect(m.touch(s, pipe: 12, now: 5) == .otherPipe(a))
+        #expect(m.members[s]?.lastSeen == 0 && m.members[s]?.pipe == 10)
+        // Closing that other connection leaves the member alone; its own pipe still works.
+        #expect(m.removeAll(onPipe: 12).isEmpty)
+        guard case let .member(member) = m.touch(s, pipe: 10, now: 6) else { Issue.record("the member's own pipe was refused"); return }
+        #expect(member.lastSeen == 6)
+        #expect(m.touch(SessionID(Data([9])), pipe: 1, now: 1) == .unknown)
+    }
+}
+
+struct JoinRateLimitTests {
+    @Test func attemptsPerHostPerMinuteAreCountedApart() {
+        var limit = JoinRateLimit(perMinute: 3)
+        for _ in 0 ..< 3 {
+            let admitted = limit.admit(host: "10.0.0.7", now: 10)
+            #expect(admitted)
+        }
+        let fourth = limit.admit(host: "10.0.0.7", now: 20)
+        #expect(!fourth)
+        #expect(limit.retryAfter(host: "10.0.0.7", now: 20) == 50)
+        // Another host is not affected; the window ends a minute after its first attempt.
+        let otherHost = limit.admit(host: "10.0.0.8", now: 20), aMinuteLater = limit.admit(host: "10.0.0.7", now: 70)
+        #expect(otherHost && aMinuteLater)
+    }
+
+    @Test func trackedHostsAreBoundedAndUnlimitedMeansUnlimited() {
+        var limit = JoinRateLimit(perMinute: 1, maxHosts: 4)
+        var admitted = 0
+        for i in 0 ..< 100 where limit.admit(host: "h\(i)", now: Double(i) * 0.01) { admitted += 1 }
+        #expect(admitted == 100, "each new host has its own first attempt, with at most 4 remembered")
+        var open = JoinRateLimit(perMinute: nil)
+        admitted = 0
+        for _ in 0 ..< 10_000 where open.admit(host: "x", now: 0) { admitted += 1 }
+        #expect(admitted == 10_000)
+    }
+
+    @Test func hostOfPeer() {
+        #expect(JoinRateLimit.host(ofPeer: "10.0.0.7:41234") == "10.0.0.7")
+        #expect(JoinRateLimit.host(ofPeer: "[fd00::7]:41234") == "[fd00::7]")
+        #expect(JoinRateLimit.host(ofPeer: "peer-3") == "peer-3")
+    }
+}
+
+struct ConnectionWatchTests {
+    @Test func silentConnectionsWithoutAMemberAreClosedOnce() {
+        var watch = ConnectionWatch(silentSeconds: 10)
+        watch.opened(1, now: 0)  // silent stranger
+        watch.opened(2, now: 0)  // a member's connection
+        watch.opened(3, now: 0)  // speaks at t = 8
+        watch.heard(3, now: 8)
+        #expect(watch.silent(now: 9, memberPipes: [2]).isEmpty)
+        #expect(watch.silent(now: 10.5, memberPipes: [2]) == [1])
+        #expect(watch.silent(now: 10.6, memberPipes: [2]).isEmpty)
+        #expect(watch.silent(now: 18.5, memberPipes: [2]) == [3])
+        watch.closed(2)
+        #expect(watch.openCount == 0 && watch.closedSilent == 2)
     }
 }
 

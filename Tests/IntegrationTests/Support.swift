@@ -17,9 +17,15 @@ final class Child: @unchecked Sendable {
     let stdoutPipe = Pipe()
     let stderrFile: URL
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
-        process.executableURL = Binary.url
-        process.arguments = arguments
+    /// `descriptorLimit`: started under `ulimit -Sn N -Hn N`, as a login shell's default would.
+    init(_ arguments: [String], environment: [String: String] = [:], descriptorLimit: Int? = nil) throws {
+        if let limit = descriptorLimit {
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", "ulimit -Sn \(limit) -Hn \(limit) && exec \"$0\" \"$@\"", Binary.url.path] + arguments
+        } else {
+            process.executableURL = Binary.url
+            process.arguments = arguments
+        }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-child-\(UInt64.random(in: 0 ... .max)).log")
         FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
