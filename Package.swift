@@ -4,6 +4,7 @@
 // Dependencies point one way, down towards the numeric core:
 //   csptrain (CLI) → Runtime → Coordination, ParameterServer, Checkpoints, Pruning, Training, Models, Wire, Transport
 //   Wire → Coordination (the domain messages it converts), Tensors
+//   Runtime → TLSMaterial → Transport (TLS files into nng's TLS configurations)
 //   Runtime, Checkpoints → FileIO (POSIX files whose errors carry errno, path and disk)
 //   Transport knows nothing of training; Tensors knows nothing of networking.
 import PackageDescription
@@ -20,6 +21,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"4.0.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // `csptrain certs init` makes the run's CA and certificates (no openssl on the path).
+        .package(url: "https://github.com/apple/swift-certificates", exact: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         // C system libraries: a module map and a shim header, nothing else.
@@ -71,6 +75,14 @@ let package = Package(
         // Pure state machines: the run (events in, directives out), membership, join handshakes,
         // step rounds, chunk accounting. No sockets, no clock, no files.
         .target(name: "Coordination", dependencies: ["Tensors", .product(name: "Crypto", package: "swift-crypto")]),
+        // A run's TLS material: makes the CA and certificates (`csptrain certs init`), reads a
+        // certificate folder into Transport's TLS configurations, warns before expiry.
+        .target(name: "TLSMaterial", dependencies: [
+            "FileIO", "Transport",
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // The YAML run configuration: composes the modules' settings structs.
         .target(name: "Configuration", dependencies: [
             "Models", "Training", "Pruning", "CompressedSensing", "Coordination", "Transport", "Checkpoints", "Speech",
@@ -80,7 +92,7 @@ let package = Package(
         // The shells: coordinator and worker services, launcher, metrics files.
         .target(name: "Runtime", dependencies: [
             "FileIO", "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints", "ParameterServer",
-            "Coordination", "Configuration", "Tasks", "Speech", "CMalloc",
+            "Coordination", "Configuration", "Tasks", "Speech", "CMalloc", "TLSMaterial",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -97,12 +109,14 @@ let package = Package(
         .executableTarget(name: "csptrain", dependencies: [
             "FileIO", "Tensors",
             "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Experiments", "Wire",
+            "TLSMaterial",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "FileIOTests", dependencies: ["FileIO"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
+        .testTarget(name: "TLSMaterialTests", dependencies: ["TLSMaterial", "Transport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Tensors"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors", "CKernels"]),

@@ -188,6 +188,17 @@ extension TransportSettings: ConfigSection {
             .init("coordinator_contexts", \.coordinatorContexts, "concurrent exchanges the coordinator serves", check: positive),
             .init("resend_seconds", \.resendSeconds, "REQ re-send time", check: positive),
             .init("send_window", \.sendWindow, "gradient chunks a worker keeps in flight", check: positive),
+            .init("tls", \.tls, "TLS for tls+tcp:// addresses"),
+        ]
+    }
+}
+
+extension TLSSettings: ConfigSection {
+    static var fields: [ConfigField<TLSSettings>] {
+        [
+            .init("dir", \.dir, "folder made by `csptrain certs init` (ca.pem, coordinator.pem/.key, worker.pem/.key); empty: no TLS; --tls DIR sets it"),
+            .init("require_client_cert", \.requireClientCert, "mutual TLS: workers without a certificate signed by the run's CA fail the handshake"),
+            .init("expiry_warning_days", \.expiryWarningDays, "warn at start when a certificate expires within this many days", check: nonNegative),
         ]
     }
 }

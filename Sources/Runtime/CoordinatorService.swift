@@ -66,10 +66,11 @@ public final class CoordinatorService: Sendable {
     /// The address is also written to `<run-dir>/endpoint`.
     public func listen(_ url: String) throws -> String {
         let listener: Listener
+        let tls = try TransportSecurity.server(url: url, settings: settings.tls, logger: logger)
         do {
             // nng itself cuts messages past twice the limit (closing the connection); up to
             // that, the coordinator reads them and answers with a refusal that names the limit.
-            listener = try socket.listen(url, maxMessageSize: 2 * maxRequestBytes)
+            listener = try socket.listen(url, maxMessageSize: 2 * maxRequestBytes, tls: tls)
         } catch where error.isAddressInUse {
             throw RunFolderError("cannot listen on \(url): the address is in use by another process (pick another port, or port 0 for a free one)")
         } catch {

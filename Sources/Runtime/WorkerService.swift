@@ -25,6 +25,9 @@ public final class WorkerService: Sendable {
         /// This machine's copies of data sets, by name (train, valid, valid_channel), in place of
         /// the coordinator's paths.
         public var dataFolders: [String: String] = [:]
+        /// A certificate folder (`csptrain certs init`) for a `tls+tcp://` coordinator: its
+        /// `ca.pem`, and `worker.pem`/`worker.key` when present (mutual TLS).
+        public var tlsDir: String?
         public init(connect: String, token: [UInt8], name: String) {
             self.connect = connect
             self.token = token
@@ -47,7 +50,8 @@ public final class WorkerService: Sendable {
         socket = try Socket(.req)
         // The kernel's keepalive probes end a connection whose link was cut; the dialer then reconnects.
         try socket.setKeepAlive(true)
-        try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes)
+        try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes,
+                        tls: TransportSecurity.client(url: options.connect, dir: options.tlsDir, logger: logger))
     }
 
     public func close() { socket.close() }

@@ -84,29 +84,58 @@ public final class Socket: Sendable {
 
     // MARK: Endpoints
 
-    /// Listens on `url` (`tcp://host:port`, `ipc:///path`, `inproc://name`). Port 0 picks a free
-    /// port; read it back from the returned listener.
+    /// Listens on `url` (`tcp://host:port`, `tls+tcp://host:port`, `ipc:///path`, `inproc://name`).
+    /// Port 0 picks a free port; read it back from the returned listener.
     ///
     /// `maxMessageSize` is required: nng's default is unlimited, so a peer could make us allocate
     /// any amount of memory. Larger messages are dropped and their connection closed.
+    /// `tls`: a server configuration, required for (and only for) `tls+tcp://` URLs.
     @discardableResult
-    public func listen(_ url: String, maxMessageSize: Int) throws(NNGError) -> Listener {
+    public func listen(_ url: String, maxMessageSize: Int, tls: TLSConfig? = nil) throws(NNGError) -> Listener {
         try setSize(NNG_OPT_RECVMAXSZ, maxMessageSize)
         var listener = nng_listener()
-        try nngCall("listen on \(url)", nng_listen(handle, url, &listener, 0))
+        try nngCall("listen on \(url)", nng_listener_create(&listener, handle, url))
+        do {
+            try Self.attach(tls, url: url) { nng_listener_set_ptr(listener, NNG_OPT_TLS_CONFIG, UnsafeMutableRawPointer($0)) }
+            try nngCall("listen on \(url)", nng_listener_start(listener, 0))
+        } catch {
+            nng_listener_close(listener)
+            throw error
+        }
         let result = Listener(handle: listener, requestedURL: url)
         listened.withLock { $0 = result.url }
         return result
     }
 
     /// Dials `url` in the background: the dialer keeps reconnecting, with back-off between
-    /// `reconnect.lowerBound` and `reconnect.upperBound`, whenever the connection drops.
+    /// `reconnect.lowerBound` and `reconnect.upperBound`, whenever the connection drops (or its
+    /// TLS handshake fails). `tls`: a client configuration, required for `tls+tcp://` URLs.
     public func dial(_ url: String, maxMessageSize: Int,
-                     reconnect: ClosedRange<Duration> = .milliseconds(100) ... .seconds(2)) throws(NNGError) {
+                     reconnect: ClosedRange<Duration> = .milliseconds(100) ... .seconds(2),
+                     tls: TLSConfig? = nil) throws(NNGError) {
         try setSize(NNG_OPT_RECVMAXSZ, maxMessageSize)
         try setDuration(NNG_OPT_RECONNMINT, reconnect.lowerBound)
         try setDuration(NNG_OPT_RECONNMAXT, reconnect.upperBound)
-        try nngCall("dial \(url)", nng_dial(handle, url, nil, Int32(NNG_FLAG_NONBLOCK)))
+        var dialer = nng_dialer()
+        try nngCall("dial \(url)", nng_dialer_create(&dialer, handle, url))
+        do {
+            try Self.attach(tls, url: url) { nng_dialer_set_ptr(dialer, NNG_OPT_TLS_CONFIG, UnsafeMutableRawPointer($0)) }
+            try nngCall("dial \(url)", nng_dialer_start(dialer, Int32(NNG_FLAG_NONBLOCK)))
+        } catch {
+            nng_dialer_close(dialer)
+            throw error
+        }
+    }
+
+    /// Gives an endpoint its TLS configuration; a `tls+tcp://` URL without one, or a plain URL
+    /// with one, is refused here rather than by nng's less telling "not supported".
+    private static func attach(_ tls: TLSConfig?, url: String, _ set: (OpaquePointer) -> Int32) throws(NNGError) {
+        switch (TLSConfig.isTLS(url), tls) {
+        case (true, let config?): try nngCall("set the TLS configuration of \(url)", set(config.handle))
+        case (false, nil): break
+        case (true, nil): throw NNGError(code: Int32(NNG_EINVAL.rawValue), operation: "\(url) needs a TLS configuration (--tls DIR)")
+        case (false, _?): throw NNGError(code: Int32(NNG_EINVAL.rawValue), operation: "\(url) is not a tls+tcp:// address, but a TLS configuration was given")
+        }
     }
 
     // MARK: Options
@@ -164,7 +193,7 @@ public struct Listener: Sendable {
     /// The TCP port actually bound (useful after listening on port 0); nil for other transports.
     public var boundPort: Int? {
         var port: Int32 = 0
-        guard requestedURL.hasPrefix("tcp"), nng_listener_get_int(handle, NNG_OPT_TCP_BOUND_PORT, &port) == 0 else {
+        guard requestedURL.hasPrefix("tcp") || TLSConfig.isTLS(requestedURL), nng_listener_get_int(handle, NNG_OPT_TCP_BOUND_PORT, &port) == 0 else {
             return nil
         }
         return Int(port)

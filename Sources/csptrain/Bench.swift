@@ -1,6 +1,7 @@
 import ArgumentParser
 import Benchmarks
 import Foundation
+import TLSMaterial
 import Logging
 import Pruning
 import Runtime
@@ -102,6 +103,9 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Print one JSON object on stdout.")
     var json = false
 
+    @Flag(help: "ingest, step: csptrain over tls+tcp:// with mutual TLS (a fresh `certs init` folder), to set TLS's cost against the plain runs.")
+    var tls = false
+
     @OptionGroup var logOptions: LogOptions
 
     func run() async throws {
@@ -123,8 +127,12 @@ struct Bench: AsyncParsableCommand {
         }
         var results: [Benchmarks.Result] = []
         var notes: [String] = []
+        let tlsDir = try tls ? Self.certificateFolder() : nil
+        defer { if let tlsDir { try? FileManager.default.removeItem(atPath: tlsDir) } }
+        if let tlsDir { notes.append("csptrain over tls+tcp:// with mutual TLS (TLS 1.2, ECDSA P-256, mbedTLS 2.28 in nng); the baselines stay plain") }
         if selected.contains(.ingest) {
-            results.append(try await Benchmarks.ingest(parameters: parameters, microBatches: microBatches, steps: steps, workers: workers, logger: logger))
+            results.append(try await Benchmarks.ingest(parameters: parameters, microBatches: microBatches, steps: steps, workers: workers,
+                                                       tlsDir: tlsDir, logger: logger))
         }
         if selected.contains(.aggregation) {
             results.append(Benchmarks.aggregation(megabytes: megabytes))
@@ -145,6 +153,7 @@ struct Bench: AsyncParsableCommand {
             settings.steps = stepSteps
             settings.warmupSteps = min(8, stepSteps / 4)
             settings.workers = stepWorkers
+            settings.tlsDir = tlsDir
             step = try StepBenchmark.run(settings)
         }
         var memory: MemoryBenchmark.Report?
@@ -210,5 +219,15 @@ struct Bench: AsyncParsableCommand {
             for line in memory?.lines ?? [] { try output(line) }
             for note in notes { try output(note) }
         }
+    }
+}
+
+extension Bench {
+    /// A throw-away certificate folder for `--tls` (localhost and 127.0.0.1).
+    static func certificateFolder() throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-bench-tls-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: dir)
+        try CertificateAuthority.initFolder(CertificateFolder(dir), hosts: ["localhost", "127.0.0.1"], days: 1)
+        return dir
     }
 }
