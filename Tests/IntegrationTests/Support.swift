@@ -17,7 +17,8 @@ final class Child: @unchecked Sendable {
     let stdoutPipe = Pipe()
     let stderrFile: URL
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    /// `stdin`: bytes written to the child's standard input (then closed) from another thread.
+    init(_ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil) throws {
         process.executableURL = Binary.url
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
@@ -25,8 +26,15 @@ final class Child: @unchecked Sendable {
         FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.standardOutput = stdoutPipe
         process.standardError = try FileHandle(forWritingTo: stderrFile)
-        process.standardInput = FileHandle.nullDevice
+        let input = stdin.map { _ in Pipe() }
+        process.standardInput = input ?? FileHandle.nullDevice
         try process.run()
+        if let input, let stdin {
+            Thread.detachNewThread {
+                try? input.fileHandleForWriting.write(contentsOf: stdin)
+                try? input.fileHandleForWriting.close()
+            }
+        }
     }
 
     /// Waits for exit; kills the process and fails when it takes longer than `seconds`.
