@@ -16,7 +16,7 @@ public enum InferenceBenchmark {
         public var utterances = 8
         public var seconds = 3.0
         public var chunkMilliseconds = 100
-        public var repeats = 3
+        public var repeats = 5
         /// The model of Configs/speech-streaming.yaml.
         public var acoustic: AcousticSettings = {
             var s = AcousticSettings()

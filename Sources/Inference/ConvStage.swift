@@ -1,3 +1,5 @@
+import CKernels
+
 /// A stride-s convolution over time with ReLU (Conv1D's inference side), fed frames as they come.
 ///
 /// Output t' reads input frames t'·s − p … t'·s − p + k − 1, so it can be computed once frame
@@ -37,25 +39,29 @@ struct ConvStage: Sendable {
         let m = end - s.next
         guard m > 0 else { return [] }
         let width = inChannels * kernel
-        var cols = [Float](repeating: 0, count: width * m)    // (Cin·k, m)
-        s.frames.withUnsafeBufferPointer { frames in
+        var rows = [Float](repeating: 0, count: m * width)    // (m, Cin·k): contiguous writes
+        s.frames.withUnsafeBufferPointer { frames in rows.withUnsafeMutableBufferPointer { rows in
             for o in 0 ..< m {
                 let t = s.next + o
                 for j in 0 ..< kernel {
                     let source = t * stride + j - padding
                     guard source >= 0, source < s.received else { continue }
-                    let src = (source - s.first) * inChannels
-                    for ci in 0 ..< inChannels { cols[(ci * kernel + j) * m + o] = frames[src + ci] }
+                    let src = frames.baseAddress! + (source - s.first) * inChannels
+                    let dst = rows.baseAddress! + o * width + j
+                    for ci in 0 ..< inChannels { dst[ci * kernel] = src[ci] }
                 }
             }
-        }
+        } }
+        var cols = [Float](repeating: 0, count: width * m)    // (Cin·k, m)
+        rows.withUnsafeBufferPointer { r in cols.withUnsafeMutableBufferPointer { csp_transpose(r.baseAddress!, m, width, $0.baseAddress!) } }
         var y = [Float](repeating: 0, count: outChannels * m)  // (Cout, m)
         for c in 0 ..< outChannels { for o in 0 ..< m { y[c * m + o] = bias[c] } }
         cols.withUnsafeBufferPointer { x in y.withUnsafeMutableBufferPointer { y in
             weight.multiplyAdd(x.baseAddress!, n: m, into: y.baseAddress!, scratch: &scratch)
         } }
         var out = [Float](repeating: 0, count: m * outChannels)  // (m, Cout)
-        for c in 0 ..< outChannels { for o in 0 ..< m { out[o * outChannels + c] = max(0, y[c * m + o]) } }
+        y.withUnsafeBufferPointer { y in out.withUnsafeMutableBufferPointer { csp_transpose(y.baseAddress!, outChannels, m, $0.baseAddress!) } }
+        for i in out.indices { out[i] = max(0, out[i]) }
         s.next = end
         // Frames before the next output's first one are not read again.
         let keepFrom = max(s.first, min(s.received, s.next * stride - padding))

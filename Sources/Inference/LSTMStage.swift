@@ -44,26 +44,38 @@ struct LSTMStage: Sendable {
                 inputWeight.multiplyAdd(x.baseAddress!, n: n, into: p.baseAddress!, scratch: &scratch)
             } }
         }
+        // Time-major copies, so that each step reads and writes contiguous rows (a strided walk
+        // over (4H, T·B) touches one cache line per gate row at every step).
+        var preT = [Float](repeating: 0, count: G * n)   // (T·B, 4H)
+        var outT = [Float](repeating: 0, count: H * n)   // (T·B, H)
         var a = [Float](repeating: 0, count: G * B)      // (4H, B) this step's gates
         LayerTimes.measure(&times, name + ".recurrent") {
-            for t in 0 ..< T {
-                for j in 0 ..< G { for b in 0 ..< B { a[j * B + b] = pre[j * n + t * B + b] } }
-                a.withUnsafeMutableBufferPointer { a in
-                    s.h.withUnsafeBufferPointer { h in
-                        recurrentWeight.multiplyAdd(h.baseAddress!, n: B, into: a.baseAddress!, scratch: &scratch)
-                    }
-                    s.bias.withUnsafeBufferPointer { bias in s.c.withUnsafeBufferPointer { c in
-                        s.nextC.withUnsafeMutableBufferPointer { next in s.tanhC.withUnsafeMutableBufferPointer { tc in
-                            s.h.withUnsafeMutableBufferPointer { h in
-                                csp_lstm_cell_forward(a.baseAddress!, bias.baseAddress!, c.baseAddress!, next.baseAddress!,
-                                                      tc.baseAddress!, h.baseAddress!, 1, H * B)
-                            }
+            pre.withUnsafeBufferPointer { p in preT.withUnsafeMutableBufferPointer { csp_transpose(p.baseAddress!, G, n, $0.baseAddress!) } }
+            preT.withUnsafeBufferPointer { preT in outT.withUnsafeMutableBufferPointer { outT in
+                for t in 0 ..< T {
+                    a.withUnsafeMutableBufferPointer { a in
+                        let rows = preT.baseAddress! + t * B * G    // (B, 4H)
+                        if B == 1 { a.baseAddress!.update(from: rows, count: G) } else { csp_transpose(rows, B, G, a.baseAddress!) }
+                        s.h.withUnsafeBufferPointer { h in
+                            recurrentWeight.multiplyAdd(h.baseAddress!, n: B, into: a.baseAddress!, scratch: &scratch)
+                        }
+                        s.bias.withUnsafeBufferPointer { bias in s.c.withUnsafeBufferPointer { c in
+                            s.nextC.withUnsafeMutableBufferPointer { next in s.tanhC.withUnsafeMutableBufferPointer { tc in
+                                s.h.withUnsafeMutableBufferPointer { h in
+                                    csp_lstm_cell_forward(a.baseAddress!, bias.baseAddress!, c.baseAddress!, next.baseAddress!,
+                                                          tc.baseAddress!, h.baseAddress!, 1, H * B)
+                                }
+                            } }
                         } }
-                    } }
+                    }
+                    swap(&s.c, &s.nextC)
+                    s.h.withUnsafeBufferPointer { h in
+                        let dst = outT.baseAddress! + t * B * H      // (B, H)
+                        if B == 1 { dst.update(from: h.baseAddress!, count: H) } else { csp_transpose(h.baseAddress!, H, B, dst) }
+                    }
                 }
-                swap(&s.c, &s.nextC)
-                for j in 0 ..< H { for b in 0 ..< B { out[j * n + t * B + b] = s.h[j * B + b] } }
-            }
+            } }
+            outT.withUnsafeBufferPointer { o in out.withUnsafeMutableBufferPointer { csp_transpose(o.baseAddress!, n, H, $0.baseAddress!) } }
         }
         return out
     }
