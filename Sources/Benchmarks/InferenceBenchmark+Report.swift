@@ -37,6 +37,12 @@ extension InferenceBenchmark.Report {
         for k in kernels {
             out.append("    \(k.matrix), n = \(k.n): " + k.layouts.map { String(format: "%@ %.2f us (%d B)", $0.layout as NSString, 1e6 * $0.seconds, $0.bytes) }.joined(separator: ", "))
         }
+        if let o = onnxruntime {
+            out.append(String(format: "  onnxruntime %@ (1 thread) on the dense model, batch 1, from precomputed features: rtf %.5f; csptrain dense on the same: %.5f (onnxruntime / csptrain: %.2f)",
+                              o.version as NSString, o.rtf, o.rtfCsptrain, o.rtf / o.rtfCsptrain))
+        } else {
+            out.append("  onnxruntime peer skipped: no Python with onnxruntime (scripts/python-env.sh; run from the repository root)")
+        }
         out.append(String(format: "  peak RSS of the benchmark process: %.1f MB", Double(peakRSSBytes) / 1e6))
         for d in disagreements { out.append("  note: \(d)") }
         return out
@@ -55,6 +61,7 @@ extension InferenceBenchmark.Report {
                                   "csptrain_compact": $0.rice, "packed_weight_bytes": $0.packedBytes] as [String: Any] },
             "kernels": kernels.map { k in ["matrix": k.matrix, "n": k.n,
                                            "layouts": k.layouts.map { ["layout": $0.layout, "seconds": $0.seconds, "weight_bytes": $0.bytes] as [String: Any] }] as [String: Any] },
+            "onnxruntime": onnxruntime.map { ["rtf": $0.rtf, "rtf_csptrain_dense": $0.rtfCsptrain, "version": $0.version] as [String: Any] } ?? NSNull(),
             "peak_rss_bytes": peakRSSBytes, "parameters": parameters, "audio_seconds": audioSeconds,
             "disagreements": disagreements,
         ]

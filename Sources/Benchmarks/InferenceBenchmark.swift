@@ -58,6 +58,9 @@ public enum InferenceBenchmark {
         public var latency: [Latency] = []
         public var files: [(variant: String, dense: Int, bitmask: Int, rice: Int, packedBytes: Int)] = []
         public var peakRSSBytes = 0
+        /// onnxruntime (1 thread) on the dense model from precomputed features, against csptrain's
+        /// dense model on the same features: RTFs and onnxruntime's version. Nil when it is not installed.
+        public var onnxruntime: (rtf: Double, rtfCsptrain: Double, version: String)?
         /// Seconds of one product per layout for single matrices of the 90% model, and the bytes it reads.
         public var kernels: [(matrix: String, n: Int, layouts: [(layout: String, seconds: Double, bytes: Int)])] = []
         /// Variants whose sparse and dense products decoded to different texts (float rounding
@@ -205,6 +208,10 @@ public enum InferenceBenchmark {
                 let timed = LayoutChooser.fastest(packed, n: n)
                 report.kernels.append((name, n, zip(packed, timed.seconds).map { ("\($0.layout)", $1, $0.weightBytes) }))
             }
+        }
+        if let peer = InferenceONNXPeer.run(model: model, parameters: base, utterances: utterances, audioSeconds: report.audioSeconds,
+                                            repeats: settings.repeats) {
+            report.onnxruntime = (peer.rtf, peer.rtfCsptrain, peer.version)
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
