@@ -33,6 +33,16 @@ extension InferenceBenchmark.Report {
             out.append("    " + f.variant.padding(toLength: 16, withPad: " ", startingAt: 0)
                        + String(format: "  %9d  %9d  %9d (%.1fx smaller)  %9d", f.dense, f.bitmask, f.rice, Double(f.dense) / Double(max(1, f.rice)), f.packedBytes))
         }
+        out.append("  one product of a 90%-sparse matrix (best of 5 rounds), microseconds and weight bytes read, per layout:")
+        for k in kernels {
+            out.append("    \(k.matrix), n = \(k.n): " + k.layouts.map { String(format: "%@ %.2f us (%d B)", $0.layout as NSString, 1e6 * $0.seconds, $0.bytes) }.joined(separator: ", "))
+        }
+        if let o = onnxruntime {
+            out.append(String(format: "  onnxruntime %@ (1 thread) on the dense model, batch 1, from precomputed features: rtf %.5f; csptrain dense on the same: %.5f (onnxruntime / csptrain: %.2f)",
+                              o.version as NSString, o.rtf, o.rtfCsptrain, o.rtf / o.rtfCsptrain))
+        } else {
+            out.append("  onnxruntime peer skipped: no Python with onnxruntime (scripts/python-env.sh; run from the repository root)")
+        }
         out.append(String(format: "  peak RSS of the benchmark process: %.1f MB", Double(peakRSSBytes) / 1e6))
         for d in disagreements { out.append("  note: \(d)") }
         return out
@@ -49,6 +59,9 @@ extension InferenceBenchmark.Report {
             "latency": latency.map { ["variant": $0.variant, "partial_p50_p95_p99": $0.partial, "final_p50_p95": $0.final] as [String: Any] },
             "files": files.map { ["variant": $0.variant, "dense_safetensors": $0.dense, "bitmask_safetensors": $0.bitmask,
                                   "csptrain_compact": $0.rice, "packed_weight_bytes": $0.packedBytes] as [String: Any] },
+            "kernels": kernels.map { k in ["matrix": k.matrix, "n": k.n,
+                                           "layouts": k.layouts.map { ["layout": $0.layout, "seconds": $0.seconds, "weight_bytes": $0.bytes] as [String: Any] }] as [String: Any] },
+            "onnxruntime": onnxruntime.map { ["rtf": $0.rtf, "rtf_csptrain_dense": $0.rtfCsptrain, "version": $0.version] as [String: Any] } ?? NSNull(),
             "peak_rss_bytes": peakRSSBytes, "parameters": parameters, "audio_seconds": audioSeconds,
             "disagreements": disagreements,
         ]

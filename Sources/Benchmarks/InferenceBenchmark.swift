@@ -58,6 +58,11 @@ public enum InferenceBenchmark {
         public var latency: [Latency] = []
         public var files: [(variant: String, dense: Int, bitmask: Int, rice: Int, packedBytes: Int)] = []
         public var peakRSSBytes = 0
+        /// onnxruntime (1 thread) on the dense model from precomputed features, against csptrain's
+        /// dense model on the same features: RTFs and onnxruntime's version. Nil when it is not installed.
+        public var onnxruntime: (rtf: Double, rtfCsptrain: Double, version: String)?
+        /// Seconds of one product per layout for single matrices of the 90% model, and the bytes it reads.
+        public var kernels: [(matrix: String, n: Int, layouts: [(layout: String, seconds: Double, bytes: Int)])] = []
         /// Variants whose sparse and dense products decoded to different texts (float rounding
         /// at a near tie; none expected).
         public var disagreements: [String] = []
@@ -191,6 +196,22 @@ public enum InferenceBenchmark {
                                          layers: sparse.model.layers.map { "\($0.name)=\($0.layout)" }))
             report.latency.append(Latency(variant: name, partial: [0.5, 0.95, 0.99].map { percentile(partial, $0) },
                                           final: [0.5, 0.95].map { percentile(final, $0) }))
+        }
+        // One matrix at a time: the 90% model's recurrent weight at n = 1 (a step at batch 1),
+        // at n = 8, and its input weight over an utterance's frames.
+        if let v = variants.first(where: { $0.layout == "unstructured" && $0.sparsity == 0.9 }) {
+            for (name, n) in [("lstm.weight_hh_l0", 1), ("lstm.weight_hh_l0", 8), ("lstm.weight_ih_l1", framesPerUtterance)] {
+                let spec = model.layout[name]!
+                let rows = spec.shape[0], columns = spec.count / rows, w = Array(v.parameters[spec.range])
+                let layouts: [PackedMatrix.Layout] = [.dense, .denseTransposed, .csr, .bitmask]
+                let packed = layouts.compactMap { PackedMatrix.pack(w, rows: rows, columns: columns, as: $0) }
+                let timed = LayoutChooser.fastest(packed, n: n)
+                report.kernels.append((name, n, zip(packed, timed.seconds).map { ("\($0.layout)", $1, $0.weightBytes) }))
+            }
+        }
+        if let peer = InferenceONNXPeer.run(model: model, parameters: base, utterances: utterances, audioSeconds: report.audioSeconds,
+                                            repeats: settings.repeats) {
+            report.onnxruntime = (peer.rtf, peer.rtfCsptrain, peer.version)
         }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
