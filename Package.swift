@@ -62,7 +62,7 @@ let package = Package(
         .target(name: "Training", dependencies: ["Tensors", "CKernels"]),
         // Measurement operators and sparse-recovery solvers (NIHT, CoSaMP, FISTA), batched over blocks.
         // Optimised in debug builds too: its solver tests would otherwise take minutes.
-        .target(name: "CompressedSensing", dependencies: ["Tensors"],
+        .target(name: "CompressedSensing", dependencies: ["Tensors", "CKernels"],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The projection step that makes weights sparse (identity until CSP lands).
         .target(name: "Pruning", dependencies: ["Tensors", "CompressedSensing"], exclude: ["README.md"]),
@@ -96,15 +96,24 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Inference with sparse weights: each matrix packed dense, CSR, bitmask rows, N:M or low-rank
+        // (C kernels in CKernels/sparse.c), streaming sessions, speech to text.
+        // Optimised in debug builds too: its tests run whole models.
+        .target(name: "Inference", dependencies: ["Models", "Speech", "Tasks", "Tensors", "CKernels", "CBLAS"],
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Throughput benchmarks (`csptrain bench`), kept apart from the tests.
-        .target(name: "Benchmarks", dependencies: ["FileIO", "Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning", "Checkpoints"]),
+        .target(name: "Benchmarks", dependencies: ["FileIO", "Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning", "Checkpoints", "Inference", "Speech", "Tasks"]),
         // Experiments made of many runs: their plans, statistics and reports (pure; the
         // executable's `experiment` command is the shell that launches and scores the runs).
         .target(name: "Experiments", dependencies: ["Tensors", .product(name: "Yams", package: "Yams")]),
+        // Fuzz targets for every decoder that reads network bytes, a field-aware protobuf
+        // mutator, the seed corpus and the seeded harness (a test; `csptrain-fuzz` for libFuzzer).
+        .target(name: "Fuzzing", dependencies: ["Wire", "Tensors", "Coordination"]),
+        .executableTarget(name: "csptrain-fuzz", dependencies: ["Fuzzing"]),
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
             "FileIO", "Tensors",
-            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Experiments", "Wire",
+            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Experiments", "Wire", "Inference",
             "TLSMaterial",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -123,7 +132,9 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "Tensors"]),
         .testTarget(name: "ParameterServerTests", dependencies: ["ParameterServer", "Pruning", "Training", "Tensors", "Wire"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Inference", "Models", "Tensors", "Speech", "Tasks"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments"]),
+        .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "Wire", "Tensors"], resources: [.copy("Corpus")]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "FileIO", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),
         .testTarget(name: "IntegrationTests", dependencies: [

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-# numpy and safetensors, for the test that loads an exported model in Python.
+# numpy, safetensors and onnxruntime, for the tests that load exported models in Python.
 CSPTRAIN_PYTHON=$(scripts/python-env.sh)
 export CSPTRAIN_PYTHON
 swift build --build-tests

@@ -33,6 +33,17 @@ public struct PruningResult: Codable, Sendable, Equatable {
     /// csp only: WER(csp) − WER(baseline) on the clean and channel test sets, paired bootstrap.
     public var deltaWerVsGradual: Comparison?
     public var deltaWerVsAdmm: Comparison?
+    /// False for runs that do not stand for their method in the table: the tuning setting not
+    /// chosen, and the repeats with extra seeds (nil: the only run).
+    public var primary: Bool? = nil
+    /// "a" or "b": the tuning setting, for methods with tuning settings.
+    public var setting: String? = nil
+    /// An extra seed's repeat.
+    public var seed: Int? = nil
+    /// Methods that run csp: WER(this) − WER(baseline) against every baseline at the target, by name.
+    public var comparisons: [String: Comparison]? = nil
+
+    public var isPrimary: Bool { primary ?? true }
 
     public struct Comparison: Codable, Sendable, Equatable {
         public var clean: PairedDifference
@@ -57,11 +68,19 @@ extension PruningResult {
 public enum PruningReport {
     public static let methodOrder = ["dense"] + PruningExperimentPlan.knownMethods
 
+    /// Methods in the order they first appear (dense first).
+    static func order(_ results: [PruningResult]) -> [String] {
+        var seen: [String] = ["dense"]
+        for r in results where !seen.contains(r.method) { seen.append(r.method) }
+        return seen
+    }
+
     static func pct(_ x: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", 100 * x) }
     static func signed(_ x: Double) -> String { String(format: "%+.2f", 100 * x) }
 
-    public static func markdown(_ results: [PruningResult], settings: PruningExperimentSettings, denseCheckpoint: String,
+    public static func markdown(_ all: [PruningResult], settings: PruningExperimentSettings, denseCheckpoint: String,
                                 computeSeconds: Double, missing: [String]) -> String {
+        let results = all.filter(\.isPrimary)
         let dense = results.first { $0.method == "dense" }
         var md = "# Pruning comparison\n\n"
         md += "Every method starts from the same dense checkpoint (`\(denseCheckpoint)`) and trains \(settings.steps) steps "
@@ -81,13 +100,14 @@ public enum PruningReport {
         md += "| target | method | WER | Δ | WER channel | Δ | CER | sparsity | params | KiB | train s |\n"
         md += "|---|---|---|---|---|---|---|---|---|---|---|\n"
         for t in targets {
-            for m in methodOrder {
+            for m in order(results) {
                 guard let r = results.first(where: { $0.method == m && $0.targetSparsity == t }) else { continue }
                 let dClean = dense.map { signed(r.wer - $0.wer) } ?? "–", dChannel = dense.map { signed(r.werChannel - $0.werChannel) } ?? "–"
                 md += "| \(pct(t, 0))% | \(m) | \(pct(r.wer, 2)) | \(dClean) | \(pct(r.werChannel, 2)) | \(dChannel) | \(pct(r.cer, 2)) | "
                 md += "\(pct(r.sparsity)) | \(r.params) | \(r.encodedBytes / 1024) | \(Int(r.wallSeconds.rounded())) |\n"
             }
         }
+        md += tuningSection(all, settings: settings) + seedSection(all)
         md += "\n## CSP against its baselines\n\n"
         md += "WER(csp) − WER(baseline) in points, 95% paired-bootstrap interval over test utterances "
         md += "(\(settings.bootstrapSamples) resamples); negative means CSP makes fewer errors.\n\n"
@@ -105,6 +125,58 @@ public enum PruningReport {
             if let a = c.deltaWerVsAdmm { verdicts.append((t, "admm-magnitude", a.clean.verdict)) }
         }
         md += "\n" + summaryParagraph(verdicts) + "\n"
+        md += comparisonSection(results, settings: settings)
+        return md
+    }
+
+    /// Both tuning settings of every tuned method at the tuning target, by validation WER.
+    static func tuningSection(_ all: [PruningResult], settings: PruningExperimentSettings) -> String {
+        let tuned = all.filter { $0.setting != nil && $0.seed == nil && $0.targetSparsity == settings.tuningTarget }
+        guard !tuned.isEmpty else { return "" }
+        var md = "\n## Tuning at \(pct(settings.tuningTarget, 0))%\n\n"
+        md += "Two settings per method, fixed before the sweep; the lower clean validation WER is used at every target.\n\n"
+        md += "| method | setting | overrides | valid WER | valid WER channel | chosen |\n|---|---|---|---|---|---|\n"
+        for r in tuned.sorted(by: { ($0.method, $0.setting!) < ($1.method, $1.setting!) }) {
+            let index = r.setting == "a" ? 0 : 1
+            let overrides = settings.tuningSettings[r.method].map { $0[index].joined(separator: ", ") } ?? ""
+            md += "| \(r.method) | \(r.setting!) | \(overrides) | \(r.validWer.map { pct($0, 2) } ?? "–") | "
+            md += "\(r.validWerChannel.map { pct($0, 2) } ?? "–") | \(r.isPrimary ? "yes" : "") |\n"
+        }
+        return md
+    }
+
+    /// Test WER of every seed of the methods run more than once, with their spread.
+    static func seedSection(_ all: [PruningResult]) -> String {
+        let repeated = Set(all.filter { $0.seed != nil }.map { "\($0.method)@\($0.targetSparsity)" })
+        guard !repeated.isEmpty else { return "" }
+        var md = "\n## Seeds\n\nTest WER (clean / channel) of each seed; spread = max − min in points.\n\n"
+        md += "| target | method | seeds | WER clean | WER channel | spread clean | spread channel |\n|---|---|---|---|---|---|---|\n"
+        for key in repeated.sorted() {
+            let runs = all.filter { "\($0.method)@\($0.targetSparsity)" == key && ($0.isPrimary || $0.seed != nil) }
+                .sorted { ($0.seed ?? 0) < ($1.seed ?? 0) }
+            guard let first = runs.first else { continue }
+            let clean = runs.map(\.wer), channel = runs.map(\.werChannel)
+            md += "| \(pct(first.targetSparsity, 0))% | \(first.method) | \(runs.map { $0.seed.map(String.init) ?? "base" }.joined(separator: ", ")) | "
+            md += "\(clean.map { pct($0, 2) }.joined(separator: ", ")) | \(channel.map { pct($0, 2) }.joined(separator: ", ")) | "
+            md += "\(pct(clean.max()! - clean.min()!, 2)) | \(pct(channel.max()! - channel.min()!, 2)) |\n"
+        }
+        return md
+    }
+
+    /// Every CSP method against every baseline, paired bootstrap.
+    static func comparisonSection(_ results: [PruningResult], settings: PruningExperimentSettings) -> String {
+        let rows = results.filter { $0.comparisons?.isEmpty == false }
+        guard !rows.isEmpty else { return "" }
+        var md = "\n## Every CSP method against every baseline\n\n"
+        md += "WER(CSP method) − WER(baseline) in points, 95% paired-bootstrap interval; negative: CSP makes fewer errors.\n\n"
+        md += "| target | CSP method | baseline | clean | channel |\n|---|---|---|---|---|\n"
+        for r in rows.sorted(by: { ($0.targetSparsity, $0.method) < ($1.targetSparsity, $1.method) }) {
+            for (baseline, c) in r.comparisons!.sorted(by: { $0.key < $1.key }) {
+                md += "| \(pct(r.targetSparsity, 0))% | \(r.method) | \(baseline) | "
+                md += "\(signed(c.clean.delta)) [\(signed(c.clean.ciLow)), \(signed(c.clean.ciHigh))] \(c.clean.verdict.rawValue) | "
+                md += "\(signed(c.channel.delta)) [\(signed(c.channel.ciLow)), \(signed(c.channel.ciHigh))] \(c.channel.verdict.rawValue) |\n"
+            }
+        }
         return md
     }
 
@@ -122,9 +194,12 @@ public enum PruningReport {
     }
 
     /// WER against achieved sparsity, one line per method, clean and channel side by side.
-    public static func svg(_ results: [PruningResult]) -> String {
+    public static func svg(_ all: [PruningResult]) -> String {
+        let results = all.filter(\.isPrimary)
+        let methodOrder = order(results)
         let colors = ["csp": "#d62728", "admm-magnitude": "#ff7f0e", "gradual-magnitude": "#1f77b4", "one-shot-magnitude": "#17becf",
-                      "taylor": "#2ca02c", "structured": "#9467bd", "low-rank": "#8c564b"]
+                      "taylor": "#2ca02c", "structured": "#9467bd", "low-rank": "#8c564b", "wanda": "#bcbd22",
+                      "one-shot-reconstruction": "#7f7f7f", "csp-activations": "#e377c2"]
         let panelW = 360.0, panelH = 260.0, left = 55.0, top = 30.0, gap = 70.0
         let width = left + 2 * panelW + gap + 170, height = top + panelH + 55
         let pruned = results.filter { $0.method != "dense" }

@@ -36,11 +36,16 @@ struct Bench: AsyncParsableCommand {
                          another member keeps 200 work requests in flight, on a 1 M-parameter
                          loadtest model, against the bound RSS ≤ RSS(1) + 2 × model bytes
                          (not run unless asked for with --only memory)
+            inference    PCM to text on one thread with the streaming model's shape: dense
+                         against sparse kernels on the same weights at 0-90% unstructured
+                         sparsity, 2:4, 1:10 and low-rank; whole utterances at batch 1 and 8 and
+                         100 ms streaming chunks; bytes of weights read, time shares, latency,
+                         exported file sizes (not run unless asked for with --only inference)
             """
     )
 
     enum Name: String, ExpressibleByArgument, CaseIterable {
-        case ingest, aggregation, speech, project, checkpoint, step, memory
+        case ingest, aggregation, speech, project, checkpoint, step, memory, inference
     }
 
     @Option(name: .customLong("only"), help: "Run only these benchmarks (repeatable): \(Name.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -173,6 +178,10 @@ struct Bench: AsyncParsableCommand {
             results += report.results
             notes += report.notes
         }
+        var inference: InferenceBenchmark.Report?
+        if selected.contains(.inference) {
+            inference = try InferenceBenchmark.run()
+        }
         if json {
             let objects = results.map { r in
                 ["name": r.name, "ours": r.ours, "baseline": r.baseline, "ratio": r.ratio, "unit": r.unit, "baseline_name": r.baselineName] as [String: Any]
@@ -190,6 +199,7 @@ struct Bench: AsyncParsableCommand {
                                          "notes": notes + (step?.notes ?? [])]
             if let step { object["step"] = step.json }
             if let memory { object["memory"] = memory.json }
+            if let inference { object["inference"] = inference.json }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             try output(String(decoding: data, as: UTF8.self))
         } else {
@@ -217,6 +227,7 @@ struct Bench: AsyncParsableCommand {
             }
             for line in step?.lines ?? [] { try output(line) }
             for line in memory?.lines ?? [] { try output(line) }
+            for line in inference?.lines ?? [] { try output(line) }
             for note in notes { try output(note) }
         }
     }

@@ -17,7 +17,7 @@ struct CSPTrain: AsyncParsableCommand {
 
         Start here:  csptrain launch --workers 2 --steps 200 --run-dir runs/first
         """,
-        subcommands: [Launch.self, CoordinatorCommand.self, WorkerCommand.self, DataCommand.self, EvalCommand.self,
+        subcommands: [Launch.self, CoordinatorCommand.self, WorkerCommand.self, DataCommand.self, EvalCommand.self, TranscribeCommand.self,
                       CheckpointCommand.self, ConfigCommand.self, ExperimentCommand.self, Bench.self,
                       CertsCommand.self]
     )
