@@ -32,7 +32,7 @@ skip() {
 }
 cleanup() {
   local status=$?
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
   if [[ $status -ne 0 ]]; then echo "netns-test: FAILED; logs kept in $work" >&2; else rm -rf "$work"; fi
 }
