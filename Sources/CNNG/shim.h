@@ -1,4 +1,5 @@
-// The nng C API as csptrain uses it: the core plus the protocols of its design.
+// The nng C API as csptrain uses it: the core, the protocols of its design and the HTTP server
+// (the coordinator's /metrics and live page).
 // Debian's libnng-dev ships no pkg-config file, so the module map links "nng" directly.
 #ifndef CSPTRAIN_CNNG_SHIM_H
 #define CSPTRAIN_CNNG_SHIM_H
@@ -7,4 +8,5 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/pipeline0/push.h>
 #include <nng/protocol/pipeline0/pull.h>
+#include <nng/supplemental/http/http.h>
 #endif

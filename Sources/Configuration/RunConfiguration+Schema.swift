@@ -3,6 +3,7 @@ import Checkpoints
 import CompressedSensing
 import Coordination
 import Models
+import Observe
 import Pruning
 import Speech
 import Training
@@ -25,6 +26,7 @@ extension RunConfiguration: ConfigSection {
             .init("coordinator", \.coordinator, "batching, deadlines and chunking"),
             .init("checkpoint", \.checkpoint, "how often to checkpoint, how many to keep, what a failed write does"),
             .init("transport", \.transport, "nng socket limits"),
+            .init("observe", \.observe, "the coordinator's HTTP endpoint: Prometheus /metrics and the live page"),
         ]
     }
 }
@@ -184,6 +186,17 @@ extension TransportSettings: ConfigSection {
             .init("coordinator_contexts", \.coordinatorContexts, "concurrent exchanges the coordinator serves", check: positive),
             .init("resend_seconds", \.resendSeconds, "REQ re-send time", check: positive),
             .init("send_window", \.sendWindow, "gradient chunks a worker keeps in flight", check: positive),
+        ]
+    }
+}
+
+extension ObserveSettings: ConfigSection {
+    static var fields: [ConfigField<ObserveSettings>] {
+        [
+            .init("http", \.http, "host:port for /metrics, /api/status and the live page (port 0: a free one; empty: off)"),
+            .init("token_file", \.tokenFile, "a file holding a bearer token that every HTTP route but /metrics requires (empty: none)"),
+            .init("departed_series_seconds", \.departedSeriesSeconds, "a departed worker's labelled series are removed after this long", check: nonNegative),
+            .init("goal_wer", \.goalWer, "validation WER goal drawn on the live page and by `csptrain plot` (0: none)", check: probability),
         ]
     }
 }

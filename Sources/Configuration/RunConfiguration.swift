@@ -2,6 +2,7 @@ import Checkpoints
 import Coordination
 import Foundation
 import Models
+import Observe
 import Pruning
 import Speech
 import Training
@@ -30,6 +31,7 @@ public struct RunConfiguration: Sendable, Equatable {
     public var coordinator = CoordinatorSettings()
     public var checkpoint = CheckpointSettings()
     public var transport = TransportSettings()
+    public var observe = ObserveSettings()
 
     public init() {}
 

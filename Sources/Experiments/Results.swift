@@ -33,6 +33,10 @@ public struct PruningResult: Codable, Sendable, Equatable {
     /// csp only: WER(csp) − WER(baseline) on the clean and channel test sets, paired bootstrap.
     public var deltaWerVsGradual: Comparison?
     public var deltaWerVsAdmm: Comparison?
+    /// This run's test WER with a 95% bootstrap interval over utterances (clean, channel);
+    /// absent in results written before it was stored.
+    public var werInterval: BootstrapInterval?
+    public var werChannelInterval: BootstrapInterval?
 
     public struct Comparison: Codable, Sendable, Equatable {
         public var clean: PairedDifference

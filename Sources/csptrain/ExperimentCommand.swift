@@ -4,6 +4,7 @@ import Configuration
 import Experiments
 import FileIO
 import Foundation
+import Plots
 import Pruning
 import Runtime
 import Wire
@@ -278,18 +279,20 @@ struct Sweep {
         var missing: [String] = []
         var computeSeconds = 0.0
         let denseScores = readScores(runsFolder.appendingPathComponent("dense/test-scores.json"))
-        if let denseScores, let r = try? record(method: "dense", target: 0, name: "dense", checkpoint: dense, scores: denseScores, summary: nil) {
+        if let denseScores, var r = try? record(method: "dense", target: 0, name: "dense", checkpoint: dense, scores: denseScores, summary: nil) {
+            r.setIntervals(denseScores, samples: settings.bootstrapSamples)
             results.append(r)
         }
         var scoresByRun: [String: Scores] = [:]
         for run in plan {
             guard let scores = readScores(scoresFile(run.name)), let summary = try? readSummary(folder(run.name)),
-                  let r = try? record(method: run.method, target: run.target, name: run.name,
+                  var r = try? record(method: run.method, target: run.target, name: run.name,
                                       checkpoint: URL(fileURLWithPath: scores.checkpoint), scores: scores, summary: summary) else {
                 missing.append(run.name)
                 continue
             }
             scoresByRun[run.name] = scores
+            r.setIntervals(scores, samples: settings.bootstrapSamples)
             computeSeconds += r.wallSeconds + r.evalSeconds
             results.append(r)
         }
@@ -308,7 +311,8 @@ struct Sweep {
         try PruningReport.json(results).write(to: out.appendingPathComponent("results.json"), options: .atomic)
         try Data(PruningReport.markdown(results, settings: settings, denseCheckpoint: dense.path, computeSeconds: computeSeconds,
                                         missing: missing).utf8).write(to: out.appendingPathComponent("results.md"), options: .atomic)
-        try Data(PruningReport.svg(results).utf8).write(to: out.appendingPathComponent("wer-vs-sparsity.svg"), options: .atomic)
+        let figure = RunFigures.sweep(results.map(PlotCommand.point), order: PruningReport.methodOrder, title: "WER against sparsity")
+        try Data(figure.svg().utf8).write(to: out.appendingPathComponent("wer-vs-sparsity.svg"), options: .atomic)
     }
 
     /// A results.json record from a checkpoint, its test scores and its run's files.
@@ -375,4 +379,12 @@ final class ResultSlots: @unchecked Sendable {
     init(count: Int) { slots = Array(repeating: nil, count: count) }
     func set(_ i: Int, _ r: SpeechEvaluator.Result) { lock.lock(); slots[i] = r; lock.unlock() }
     func get(_ i: Int) -> SpeechEvaluator.Result { lock.lock(); defer { lock.unlock() }; return slots[i]! }
+}
+
+extension PruningResult {
+    /// The run's own WER intervals on the clean and channel test sets (for `csptrain plot`).
+    mutating func setIntervals(_ scores: Sweep.Scores, samples: Int) {
+        werInterval = BootstrapInterval(scores.clean, samples: samples)
+        werChannelInterval = BootstrapInterval(scores.channel, samples: samples)
+    }
 }
