@@ -57,7 +57,7 @@ extension PruningResult {
     }
 }
 
-/// Writes results.md and wer-vs-sparsity.svg from the records.
+/// Writes results.md from the records (`csptrain plot` draws wer-vs-sparsity.svg).
 public enum PruningReport {
     public static let methodOrder = ["dense"] + PruningExperimentPlan.knownMethods
 
@@ -123,61 +123,6 @@ public enum PruningReport {
             parts.append("CSP \(v.rawValue) \(phrase)")
         }
         return "On the clean test set (a win or a loss is an interval that excludes zero): " + parts.joined(separator: "; ") + "."
-    }
-
-    /// WER against achieved sparsity, one line per method, clean and channel side by side.
-    public static func svg(_ results: [PruningResult]) -> String {
-        let colors = ["csp": "#d62728", "admm-magnitude": "#ff7f0e", "gradual-magnitude": "#1f77b4", "one-shot-magnitude": "#17becf",
-                      "taylor": "#2ca02c", "structured": "#9467bd", "low-rank": "#8c564b"]
-        let panelW = 360.0, panelH = 260.0, left = 55.0, top = 30.0, gap = 70.0
-        let width = left + 2 * panelW + gap + 170, height = top + panelH + 55
-        let pruned = results.filter { $0.method != "dense" }
-        let maxWER = max(0.05, (results.map { max($0.wer, $0.werChannel) }.max() ?? 0.1) * 1.08)
-        let xMin = 0.4, xMax = 1.0
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
-        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        for (p, (title, value)) in [("clean test set", \PruningResult.wer), ("channel-degraded test set", \PruningResult.werChannel)].enumerated() {
-            let x0 = left + Double(p) * (panelW + gap)
-            func x(_ v: Double) -> Double { x0 + (v - xMin) / (xMax - xMin) * panelW }
-            func y(_ v: Double) -> Double { top + panelH - v / maxWER * panelH }
-            s += "<text x=\"\(x0 + panelW / 2)\" y=\"18\" text-anchor=\"middle\" font-weight=\"bold\">WER, \(title)</text>\n"
-            s += "<rect x=\"\(x0)\" y=\"\(top)\" width=\"\(panelW)\" height=\"\(panelH)\" fill=\"none\" stroke=\"#444\"/>\n"
-            for tick in stride(from: xMin, through: xMax + 1e-9, by: 0.1) {
-                s += "<line x1=\"\(x(tick))\" y1=\"\(top + panelH)\" x2=\"\(x(tick))\" y2=\"\(top + panelH + 4)\" stroke=\"#444\"/>"
-                s += "<text x=\"\(x(tick))\" y=\"\(top + panelH + 17)\" text-anchor=\"middle\">\(Int((tick * 100).rounded()))%</text>\n"
-            }
-            let step = maxWER > 0.3 ? 0.1 : maxWER > 0.12 ? 0.05 : 0.02
-            for tick in stride(from: 0.0, through: maxWER, by: step) {
-                s += "<line x1=\"\(x0)\" y1=\"\(y(tick))\" x2=\"\(x0 + panelW)\" y2=\"\(y(tick))\" stroke=\"#ddd\"/>"
-                s += "<text x=\"\(x0 - 5)\" y=\"\(y(tick) + 4)\" text-anchor=\"end\">\(Int((tick * 100).rounded()))%</text>\n"
-            }
-            s += "<text x=\"\(x0 + panelW / 2)\" y=\"\(top + panelH + 35)\" text-anchor=\"middle\">sparsity of the pruned layers (stored parameters)</text>\n"
-            if let dense = results.first(where: { $0.method == "dense" }) {
-                let yd = y(dense[keyPath: value])
-                s += "<line x1=\"\(x0)\" y1=\"\(yd)\" x2=\"\(x0 + panelW)\" y2=\"\(yd)\" stroke=\"black\" stroke-dasharray=\"5,4\"/>\n"
-            }
-            for m in methodOrder where m != "dense" {
-                let points = pruned.filter { $0.method == m }.sorted { $0.sparsity < $1.sparsity }
-                guard !points.isEmpty else { continue }
-                let color = colors[m] ?? "#333"
-                let path = points.map { String(format: "%.1f,%.1f", x($0.sparsity), y($0[keyPath: value])) }.joined(separator: " ")
-                s += "<polyline points=\"\(path)\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"\(m == "csp" ? 2.5 : 1.5)\"/>\n"
-                for q in points { s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"/>", x(q.sparsity), y(q[keyPath: value]), color) }
-                s += "\n"
-            }
-        }
-        let lx = left + 2 * panelW + gap + 15
-        for (i, m) in methodOrder.enumerated() {
-            let ly = top + 10 + Double(i) * 20
-            if m == "dense" {
-                s += "<line x1=\"\(lx)\" y1=\"\(ly)\" x2=\"\(lx + 22)\" y2=\"\(ly)\" stroke=\"black\" stroke-dasharray=\"5,4\"/>"
-            } else {
-                s += "<line x1=\"\(lx)\" y1=\"\(ly)\" x2=\"\(lx + 22)\" y2=\"\(ly)\" stroke=\"\(colors[m] ?? "#333")\" stroke-width=\"2\"/>"
-            }
-            s += "<text x=\"\(lx + 28)\" y=\"\(ly + 4)\">\(m)</text>\n"
-        }
-        s += "</svg>\n"
-        return s
     }
 
     public static func json(_ results: [PruningResult]) throws -> Data {

@@ -66,7 +66,14 @@ public enum RunFigures {
                                             curve("valid_channel", "#d62728", x: byWall, y: \.validWerChannel, dots: true)])
         werWall.goals = werGoals
         werWall.yFormat = .percent
-        return Figure(title: title, panels: [lossStep, lossWall, werStep, werWall])
+        // Every panel starts at 0; the step panels end at the run's total, the wall-time ones at
+        // its last line, so that panels one above the other share their x axis.
+        let lastStep = Double(max(totalSteps ?? 0, lines.map(\.step).max() ?? 1))
+        var panels = [lossStep, lossWall, werStep, werWall]
+        for i in panels.indices {
+            panels[i].xRange = i % 2 == 0 ? 0 ... lastStep : 0 ... max(maxWall / divisor, 1e-9)
+        }
+        return Figure(title: title, panels: panels)
     }
 
     /// One sweep result: a method at a sparsity, with WER on two test sets and their intervals.

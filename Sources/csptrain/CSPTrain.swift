@@ -193,13 +193,16 @@ struct Launch: AsyncParsableCommand {
             options.resume = resumeOptions.request
             options.allowChangedSettings = resumeOptions.allowChangedSettings
             options.workerArguments = ["--log-format", logOptions.logFormat.rawValue]
+            // Every stderr line is a JSON object then: no progress lines between them.
+            options.showProgress = logOptions.logFormat == .text
             summary = try await Launcher(options: options, logger: logger).run()
         } catch {
             logger.error("\(error)")
             if json { try? printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
             throw ExitCode.failure
         }
-        if json { try printJSON(summary.json(pretty: false)) } else { report(summary) }
+        // With --log-format json the coordinator's "run completed" line says it.
+        if json { try printJSON(summary.json(pretty: false)) } else if logOptions.logFormat == .text { report(summary) }
         throw runExitCode(summary)
     }
 

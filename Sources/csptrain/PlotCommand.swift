@@ -29,6 +29,13 @@ struct PlotCommand: ParsableCommand {
     @Option(help: "Title of the figure (default: the folder's name).")
     var title: String?
 
+    @Option(help: ArgumentHelp("A run's validation WER goal line, e.g. 0.08 (default: the run's observe.goal_wer).", valueName: "ratio"))
+    var goalWer: Double?
+
+    func validate() throws {
+        if let goalWer, !(goalWer > 0 && goalWer < 1) { throw ValidationError("--goal-wer \(goalWer): expected a ratio between 0 and 1, e.g. 0.08") }
+    }
+
     func run() throws {
         let dir = URL(fileURLWithPath: folder)
         let fm = FileManager.default
@@ -38,7 +45,7 @@ struct PlotCommand: ParsableCommand {
             svg = try Self.sweep(results, title: title ?? "WER against sparsity: \(dir.lastPathComponent)").svg()
             target = URL(fileURLWithPath: out ?? dir.appendingPathComponent("wer-vs-sparsity.svg").path)
         } else if fm.fileExists(atPath: metrics.path) {
-            svg = try Self.run(dir, title: title ?? "Run \(dir.lastPathComponent)").svg()
+            svg = try Self.run(dir, title: title ?? "Run \(dir.lastPathComponent)", goalWer: goalWer).svg()
             target = URL(fileURLWithPath: out ?? dir.appendingPathComponent("curves.svg").path)
         } else {
             throw ValidationError("\(folder) has neither metrics.jsonl (a run folder) nor results.json (an `experiment pruning` folder)")
@@ -49,7 +56,7 @@ struct PlotCommand: ParsableCommand {
         try output(target.path)
     }
 
-    static func run(_ dir: URL, title: String) throws -> Figure {
+    static func run(_ dir: URL, title: String, goalWer: Double? = nil) throws -> Figure {
         let metrics = dir.appendingPathComponent("metrics.jsonl")
         let text: String
         do { text = try String(contentsOf: metrics, encoding: .utf8) } catch {
@@ -60,7 +67,7 @@ struct PlotCommand: ParsableCommand {
         guard !lines.isEmpty else { throw ValidationError("\(metrics.path) has no step yet") }
         // The run's own configuration gives the goal lines, when it is there.
         let config = try? RunConfiguration.load(file: dir.appendingPathComponent("config.yaml").path)
-        let goal = config.flatMap { $0.observe.goalWer > 0 ? $0.observe.goalWer : nil }
+        let goal = goalWer ?? config.flatMap { $0.observe.goalWer > 0 ? $0.observe.goalWer : nil }
         return RunFigures.run(lines, title: title, goalWer: goal, totalSteps: config?.steps)
     }
 

@@ -87,6 +87,31 @@ import FoundationNetworking
         #expect(exit == 130, "\(stderr)")
     }
 
+    @Test func jsonLogsAreOneObjectPerLine() async throws {
+        let dir = temporaryRunDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let run = try Child(["launch", "--workers", "1", "--run-dir", dir.path, "--steps", "3", "--log-format", "json",
+                             "--config", Self.root.appendingPathComponent("Configs/local.yaml").path])
+        let (status, _, stderr) = await run.wait(seconds: 60)
+        #expect(status == 0, "\(stderr)")
+        let lines = stderr.split(separator: "\n")
+        #expect(!lines.isEmpty)
+        var joined = false
+        for line in lines {
+            let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object != nil, "not a JSON object: \(line)")
+            guard let object else { continue }
+            for key in ["timestamp", "level", "label", "message", "source", "file", "line"] { #expect(object[key] != nil, "\(key) in \(line)") }
+            if object["message"] as? String == "worker joined" {
+                joined = true
+                #expect(object["worker"] as? String == "worker-0", "metadata fields are fields of the object")
+            }
+        }
+        #expect(joined)
+        let workerLog = try String(contentsOf: dir.appendingPathComponent("logs/worker-0.log"), encoding: .utf8)
+        #expect(workerLog.split(separator: "\n").allSatisfy { $0.hasPrefix("{\"timestamp\":") }, "launch passes the format to its workers")
+    }
+
     /// The live page in a real browser. Outside CI a machine without Chromium skips with a
     /// message; with CI=true that is a failure (scripts/install-deps.sh installs it).
     @Test func livePageInHeadlessChromium() async throws {
