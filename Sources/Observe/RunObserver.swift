@@ -288,7 +288,8 @@ public final class RunObserver: Sendable {
         refresh(now: now)
         var buffer: [UInt8] = []
         buffer.reserveCapacity(16 << 10)
-        state.withLock { _ in metrics.emit(into: &buffer) }
+        // The registry locks itself: the shell is not held up while the text is rendered.
+        metrics.emit(into: &buffer)
         return buffer
     }
 

@@ -49,7 +49,7 @@ public final class Launcher: Sendable {
         defer { started.hold() }
         let coordinator = started.service
         let url = started.url
-        if let page = coordinator.pageURL { StandardError.write("live page: \(page)  (Prometheus: \(page)metrics)\n") }
+        if let page = coordinator.pageURL { logger.notice("live page: \(page)  (Prometheus: \(page)metrics)") }
         // Workers on this machine read the token from a file: the run folder's, or the one given.
         let tokenFile: String
         if let file = started.tokenFile { tokenFile = file } else {

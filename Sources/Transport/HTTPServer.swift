@@ -99,8 +99,14 @@ public final class HTTPServer: @unchecked Sendable {
             if rv != 0 { return rv }
             rv = nng_http_server_add_handler(serverPointer, handler)
             if rv != 0 { nng_http_server_release(serverPointer); return rv }
+            // Once added, the server owns the handler; taken back on failure, so that the
+            // caller's free below is the only one.
             rv = nng_http_server_start(serverPointer)
-            if rv != 0 { nng_http_server_release(serverPointer); return rv }
+            if rv != 0 {
+                nng_http_server_del_handler(serverPointer, handler)
+                nng_http_server_release(serverPointer)
+                return rv
+            }
             var addr = nng_sockaddr()
             if nng_http_server_get_addr(serverPointer, &addr) == 0 {
                 switch Int32(addr.s_family) {
@@ -112,7 +118,7 @@ public final class HTTPServer: @unchecked Sendable {
             return 0
         }
         do { try nngCall("serve HTTP on \(address)", result) } catch {
-            // The handler was never registered (or its server released): free it here.
+            // The handler is not (or no longer) the server's: free it here.
             nng_http_handler_free(handler)
             throw error
         }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 import Transport
 #if canImport(FoundationNetworking)
@@ -42,6 +45,29 @@ struct HTTPServerTests {
         let again = try HTTPServer(address: "127.0.0.1:\(port)") { _ in HTTPResponse(text: "again") }
         defer { again.stop() }
         #expect(try await get(again.url + "/").1 == "again")
+    }
+
+    @Test func portInUseIsAnErrorNamingTheAddress() throws {
+        // A plain TCP listener holds the port (nng would share its own server per address).
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        try #require(bound)
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        do {
+            _ = try HTTPServer(address: "127.0.0.1:\(port)") { _ in HTTPResponse(text: "") }
+            Issue.record("serving on a port in use succeeded")
+        } catch {
+            #expect(error.isAddressInUse, "\(error)")
+            #expect("\(error)".contains("127.0.0.1:\(port)"))
+        }
     }
 
     @Test func badAddressNamesIt() {
