@@ -4,6 +4,7 @@
 // Dependencies point one way, down towards the numeric core:
 //   csptrain (CLI) → Runtime → Coordination, ParameterServer, Checkpoints, Pruning, Training, Models, Wire, Transport
 //   Wire → Coordination (the domain messages it converts), Tensors
+//   Runtime → TLSMaterial → Transport (TLS files into nng's TLS configurations)
 //   Runtime, Checkpoints → FileIO (POSIX files whose errors carry errno, path and disk)
 //   Transport knows nothing of training; Tensors knows nothing of networking.
 import PackageDescription
@@ -23,6 +24,9 @@ let package = Package(
         // The coordinator's /metrics: swift-metrics instruments over a Prometheus registry per run.
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        // `csptrain certs init` makes the run's CA and certificates (no openssl on the path).
+        .package(url: "https://github.com/apple/swift-certificates", exact: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
     ],
     targets: [
         // C system libraries: a module map and a shim header, nothing else.
@@ -61,7 +65,7 @@ let package = Package(
         .target(name: "Training", dependencies: ["Tensors", "CKernels"]),
         // Measurement operators and sparse-recovery solvers (NIHT, CoSaMP, FISTA), batched over blocks.
         // Optimised in debug builds too: its solver tests would otherwise take minutes.
-        .target(name: "CompressedSensing", dependencies: ["Tensors"],
+        .target(name: "CompressedSensing", dependencies: ["Tensors", "CKernels"],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // The projection step that makes weights sparse (identity until CSP lands).
         .target(name: "Pruning", dependencies: ["Tensors", "CompressedSensing"], exclude: ["README.md"]),
@@ -74,6 +78,14 @@ let package = Package(
         // Pure state machines: the run (events in, directives out), membership, join handshakes,
         // step rounds, chunk accounting. No sockets, no clock, no files.
         .target(name: "Coordination", dependencies: ["Tensors", .product(name: "Crypto", package: "swift-crypto")]),
+        // A run's TLS material: makes the CA and certificates (`csptrain certs init`), reads a
+        // certificate folder into Transport's TLS configurations, warns before expiry.
+        .target(name: "TLSMaterial", dependencies: [
+            "FileIO", "Transport",
+            .product(name: "X509", package: "swift-certificates"),
+            .product(name: "SwiftASN1", package: "swift-asn1"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Watching a run: the coordinator's HTTP endpoint on nng's HTTP server (/metrics through
         // swift-metrics and swift-prometheus, the status API, the live page). Fed by the shell.
         .target(name: "Observe", dependencies: [
@@ -92,27 +104,38 @@ let package = Package(
         // The shells: coordinator and worker services, launcher, metrics files.
         .target(name: "Runtime", dependencies: [
             "FileIO", "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints", "ParameterServer",
-            "Coordination", "Configuration", "Tasks", "Speech", "CMalloc", "Observe",
+            "Coordination", "Configuration", "Tasks", "Speech", "CMalloc", "TLSMaterial", "Observe",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Inference with sparse weights: each matrix packed dense, CSR, bitmask rows, N:M or low-rank
+        // (C kernels in CKernels/sparse.c), streaming sessions, speech to text.
+        // Optimised in debug builds too: its tests run whole models.
+        .target(name: "Inference", dependencies: ["Models", "Speech", "Tasks", "Tensors", "CKernels", "CBLAS"],
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Throughput benchmarks (`csptrain bench`), kept apart from the tests.
-        .target(name: "Benchmarks", dependencies: ["FileIO", "Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning", "Checkpoints", "Observe", "Configuration"]),
+        .target(name: "Benchmarks", dependencies: ["FileIO", "Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning", "Checkpoints", "Inference", "Speech", "Tasks", "Observe", "Configuration"]),
         // Experiments made of many runs: their plans, statistics and reports (pure; the
         // executable's `experiment` command is the shell that launches and scores the runs).
         .target(name: "Experiments", dependencies: ["Tensors", .product(name: "Yams", package: "Yams")]),
+        // Fuzz targets for every decoder that reads network bytes, a field-aware protobuf
+        // mutator, the seed corpus and the seeded harness (a test; `csptrain-fuzz` for libFuzzer).
+        .target(name: "Fuzzing", dependencies: ["Wire", "Tensors", "Coordination"]),
+        .executableTarget(name: "csptrain-fuzz", dependencies: ["Fuzzing"]),
         // Figures as SVG written by csptrain itself: a run's curves, a sweep's WER against sparsity.
         .target(name: "Plots"),
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
             "FileIO", "Tensors",
-            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Experiments", "Wire", "Plots",
+            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Plots", "Experiments", "Wire", "Inference",
+            "TLSMaterial",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "FileIOTests", dependencies: ["FileIO"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
+        .testTarget(name: "TLSMaterialTests", dependencies: ["TLSMaterial", "Transport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Tensors"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors", "CKernels"]),
@@ -123,9 +146,11 @@ let package = Package(
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensors", "Wire"]),
         .testTarget(name: "CoordinationTests", dependencies: ["Coordination", "Tensors"]),
         .testTarget(name: "ParameterServerTests", dependencies: ["ParameterServer", "Pruning", "Training", "Tensors", "Wire"]),
+        .testTarget(name: "InferenceTests", dependencies: ["Inference", "Models", "Tensors", "Speech", "Tasks"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments"]),
         .testTarget(name: "ObserveTests", dependencies: ["Observe", "Coordination", "Transport"]),
         .testTarget(name: "PlotsTests", dependencies: ["Plots"]),
+        .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "Wire", "Tensors"], resources: [.copy("Corpus")]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "FileIO", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),
         .testTarget(name: "IntegrationTests", dependencies: [

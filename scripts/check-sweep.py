@@ -9,7 +9,8 @@ import sys
 
 FIELDS = ["method", "target_sparsity", "wer", "cer", "wer_channel", "sparsity", "sparsity_overall",
           "layer_sparsity", "params", "encoded_bytes", "wall_seconds"]
-UNSTRUCTURED = {"csp", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor"}
+UNSTRUCTURED = {"csp", "csp-activations", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor", "wanda",
+                "one-shot-reconstruction"}
 
 parser = argparse.ArgumentParser()
 parser.add_argument("folder")
@@ -23,7 +24,8 @@ records = json.load(open(path))
 if sum(r["method"] == "dense" for r in records) != 1:
     problems.append("no single dense record")
 for t in args.targets:
-    at = [r for r in records if r["method"] != "dense" and abs(r["target_sparsity"] - t) < 1e-9]
+    # The runs that stand for their method (not the tuning setting left out, not the extra seeds).
+    at = [r for r in records if r["method"] != "dense" and abs(r["target_sparsity"] - t) < 1e-9 and r.get("primary", True) is not False]
     if len(at) != args.methods:
         problems.append(f"{len(at)} records at target {t}, expected {args.methods}")
 for r in records:

@@ -15,6 +15,8 @@ packages=(
   # about 1.5 minutes to install on a fresh machine.
   chromium
   chromium-driver
+  iproute2          # scripts/netns-test.sh: network namespaces, veth links, tc tbf
+  nftables          # scripts/netns-test.sh: packet loss on a link
 )
 
 missing=()

@@ -10,15 +10,17 @@ csptrain=${1:-.build/debug/csptrain}
 out=runs/smoke-sweep
 rm -rf "$out"
 "$csptrain" data synth --out "$out/corpus" --utterances 48 --test-utterances 10 --seed 5 --json > /dev/null
-"$csptrain" data prepare --manifest "$out/corpus/train.jsonl" --out "$out/corpus/shards/train" --json > /dev/null
+for split in train valid; do
+  "$csptrain" data prepare --manifest "$out/corpus/$split.jsonl" --out "$out/corpus/shards/$split" --json > /dev/null
+done
 "$csptrain" experiment pruning --config Configs/experiment-smoke.yaml --out "$out/sweep"
 # Resuming a finished sweep reuses every run.
 before=$(ls -l --time-style=+%s "$out"/sweep/runs/*/summary.json | md5sum)
 "$csptrain" experiment pruning --config Configs/experiment-smoke.yaml --out "$out/sweep" 2> "$out/resume.log"
 after=$(ls -l --time-style=+%s "$out"/sweep/runs/*/summary.json | md5sum)
 [[ "$before" == "$after" ]] || { echo "smoke sweep: resuming retrained runs"; exit 1; }
-python3 scripts/check-sweep.py "$out/sweep" --methods 7 --targets 0.5 0.9
+python3 scripts/check-sweep.py "$out/sweep" --methods 10 --targets 0.5 0.9
 # `csptrain plot` draws the sweep and one of its runs.
 "$csptrain" plot "$out/sweep" --out "$out/plot-sweep.svg" > /dev/null
-"$csptrain" plot "$out/sweep/runs/csp-90" --out "$out/plot-run.svg" > /dev/null
+"$csptrain" plot "$(ls -d "$out"/sweep/runs/*/ | head -1)" --out "$out/plot-run.svg" > /dev/null
 grep -q "<polyline" "$out/plot-sweep.svg" && grep -q "<polyline" "$out/plot-run.svg" || { echo "smoke sweep: a plot has no curve"; exit 1; }

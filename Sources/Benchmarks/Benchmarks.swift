@@ -21,7 +21,9 @@ public enum Benchmarks {
     /// Gradient ingest: a real coordinator and in-process workers with a gradient that costs
     /// nothing, over tcp loopback; bytes of gradient folded per second. Baseline: nng PUSH/PULL
     /// streaming the same number of 1 MiB messages over tcp loopback from as many senders.
-    public static func ingest(parameters: Int, microBatches: Int, steps: Int, workers: Int, logger: Logger) async throws -> Result {
+    /// `tlsDir`: over tls+tcp:// with mutual TLS, from that certificate folder (`certs init`).
+    public static func ingest(parameters: Int, microBatches: Int, steps: Int, workers: Int, tlsDir: String? = nil,
+                              logger: Logger) async throws -> Result {
         var config = RunConfiguration()
         config.model.kind = .loadtest
         config.model.parameters = parameters
@@ -32,10 +34,15 @@ public enum Benchmarks {
         config.data.examples = max(config.coordinator.globalBatch, 1024)
         config.optimizer.kind = .sgd
         config.checkpoint.everySteps = 0
+        if let tlsDir {
+            config.transport.tls.dir = tlsDir
+            config.transport.tls.requireClientCert = true
+        }
         let folder = RunFolder(FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-bench-\(getpid())").path)
         defer { try? FileManager.default.removeItem(at: folder.url) }
         // The coordinator starts as `launch` starts it (one start sequence); the workers run here.
-        let started = try await CoordinatorStartup.start(.init(folder: folder, config: config, listen: "tcp://127.0.0.1:0"), logger: logger)
+        let listen = tlsDir == nil ? "tcp://127.0.0.1:0" : "tls+tcp://127.0.0.1:0"
+        let started = try await CoordinatorStartup.start(.init(folder: folder, config: config, listen: listen), logger: logger)
         defer { started.hold() }
         started.commit()
         let coordinator = started.service
@@ -45,7 +52,9 @@ public enum Benchmarks {
         let summary = try await withThrowingTaskGroup(of: Void.self) { group in
             for i in 0 ..< workers {
                 group.addTask {
-                    let worker = try WorkerService(options: .init(connect: url, token: token, name: "bench-\(i)"), logger: logger)
+                    var options = WorkerService.Options(connect: url, token: token, name: "bench-\(i)")
+                    options.tlsDir = tlsDir
+                    let worker = try WorkerService(options: options, logger: logger)
                     _ = try await worker.run()
                     worker.close()
                 }

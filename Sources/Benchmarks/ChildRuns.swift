@@ -72,14 +72,14 @@ struct LaunchedRun {
 
     /// `yaml` is the whole configuration; the run folder is `scratch/label`. `poll` as in
     /// `ChildProcess.run`: the launch process is the coordinator.
-    static func run(yaml: String, workers: Int, scratch: URL, label: String,
+    static func run(yaml: String, workers: Int, scratch: URL, label: String, extraArguments: [String] = [],
                     poll: ((pid_t) -> Void)? = nil) throws -> LaunchedRun {
         let config = scratch.appendingPathComponent("\(label).yaml")
         try yaml.write(to: config, atomically: true, encoding: .utf8)
         let folder = RunFolder(scratch.appendingPathComponent(label).path)
         let output = try ChildProcess.run(Launcher.executablePath,
                                           ["launch", "--workers", "\(workers)", "--config", config.path, "--run-dir", folder.url.path,
-                                           "--json", "--log-level", "warning"],
+                                           "--json", "--log-level", "warning"] + extraArguments,
                                           scratch: scratch, label: label, poll: poll)
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase

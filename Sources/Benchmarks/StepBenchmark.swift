@@ -19,6 +19,8 @@ public enum StepBenchmark {
         /// Where the peers' binaries are, and the script that builds them there.
         public var peers = ".build/bench-peers"
         public var buildScript = "scripts/bench/build.sh"
+        /// csptrain's runs over tls+tcp:// with mutual TLS, from this certificate folder.
+        public var tlsDir: String?
         public init() {}
     }
 
@@ -53,7 +55,8 @@ public enum StepBenchmark {
             var rows: [Row] = []
             for sparsity in [0, settings.sparsity] {
                 let run = try LaunchedRun.run(yaml: configuration(settings, sparsity: sparsity), workers: settings.workers,
-                                              scratch: scratch, label: sparsity == 0 ? "dense" : "sparse")
+                                              scratch: scratch, label: sparsity == 0 ? "dense" : "sparse",
+                                              extraArguments: settings.tlsDir.map { ["--tls", $0, "--require-client-cert"] } ?? [])
                 let timed = run.metrics.filter { $0.step > settings.warmupSteps }
                 guard !timed.isEmpty else {
                     throw BenchmarkError("csptrain's step run wrote \(run.metrics.count) steps, none after the \(settings.warmupSteps) warm-up steps")

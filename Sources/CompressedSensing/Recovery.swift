@@ -20,7 +20,11 @@ public struct SparseRecovery: Sendable {
         case niht, cosamp, fista
     }
 
-    public let phi: MeasurementOperator
+    /// The operator the measurements came through; nil when the solver was given its Gram matrix
+    /// directly (``init(gram:columns:solver:iterations:)``).
+    public let phi: MeasurementOperator?
+    /// b: values per block.
+    public let columns: Int
     public let solver: Solver
     public let iterations: Int
     /// fista only: λ as a fraction of each block's ‖Φᵀy‖_∞.
@@ -30,12 +34,24 @@ public struct SparseRecovery: Sendable {
     let lipschitz: Float
 
     public init(phi: MeasurementOperator, solver: Solver, iterations: Int) {
+        self.init(phi: phi, gram: phi.gram(), columns: phi.columns, solver: solver, iterations: iterations)
+    }
+
+    /// A solver for measurements known only through their Gram matrix G = AᵀA (b × b, symmetric
+    /// positive semi-definite, row-major) and proxies Aᵀy: use ``recover(proxy:blocks:k:lengths:start:)``.
+    public init(gram: [Float], columns: Int, solver: Solver, iterations: Int) {
+        precondition(gram.count == columns * columns)
+        self.init(phi: nil, gram: gram, columns: columns, solver: solver, iterations: iterations)
+    }
+
+    private init(phi: MeasurementOperator?, gram: [Float], columns: Int, solver: Solver, iterations: Int) {
         self.phi = phi
+        self.columns = columns
         self.solver = solver
         self.iterations = max(1, iterations)
-        gram = phi.gram()
+        self.gram = gram
         // Power iteration approaches λ_max from below; 2% headroom keeps FISTA's step under 1/L.
-        lipschitz = 1.02 * Self.largestEigenvalue(gram, n: phi.columns)
+        lipschitz = 1.02 * Self.largestEigenvalue(gram, n: columns)
     }
 
     public struct Result: Sendable {
@@ -51,13 +67,21 @@ public struct SparseRecovery: Sendable {
     /// sparsity. `lengths[j]` (default b) is how many of block j's leading values exist: a
     /// zero-padded tail is never part of a support or an estimate.
     public func recover(_ y: UnsafeBufferPointer<Float>, blocks: Int, k: [Int], lengths: [Int]? = nil) -> Result {
-        precondition(k.count == blocks && (lengths?.count ?? blocks) == blocks)
-        let b = phi.columns
-        let lengths = lengths?.map { max(0, min(b, $0)) } ?? Array(repeating: b, count: blocks)
-        var proxy = [Float](repeating: 0, count: blocks * b)
+        guard let phi else { preconditionFailure("recover(_:) needs the measurement operator; use recover(proxy:)") }
+        var proxy = [Float](repeating: 0, count: blocks * columns)
         proxy.withUnsafeMutableBufferPointer { phi.adjoint(y, blocks: blocks, into: $0) }
+        return recover(proxy: proxy, blocks: blocks, k: k, lengths: lengths)
+    }
+
+    /// Recovers `blocks` blocks from their proxies Aᵀy (blocks, b). `start` (NIHT only) is an
+    /// initial k-sparse estimate per block, (blocks, b) with zeros off its support; without it
+    /// NIHT starts from the top-k of the proxy.
+    public func recover(proxy: [Float], blocks: Int, k: [Int], lengths: [Int]? = nil, start: [Float]? = nil) -> Result {
+        precondition(k.count == blocks && (lengths?.count ?? blocks) == blocks && proxy.count == blocks * columns)
+        let b = columns
+        let lengths = lengths?.map { max(0, min(b, $0)) } ?? Array(repeating: b, count: blocks)
         switch solver {
-        case .niht: return niht(proxy: proxy, blocks: blocks, k: k, lengths: lengths)
+        case .niht: return niht(proxy: proxy, blocks: blocks, k: k, lengths: lengths, start: start)
         case .cosamp: return cosamp(proxy: proxy, blocks: blocks, k: k, lengths: lengths)
         case .fista: return fista(proxy: proxy, blocks: blocks, k: k, lengths: lengths)
         }
@@ -65,8 +89,8 @@ public struct SparseRecovery: Sendable {
 
     // MARK: NIHT
 
-    func niht(proxy: [Float], blocks: Int, k: [Int], lengths: [Int]) -> Result {
-        let b = phi.columns, n = blocks * b
+    func niht(proxy: [Float], blocks: Int, k: [Int], lengths: [Int], start: [Float]?) -> Result {
+        let b = columns, n = blocks * b
         // Working buffers as raw pointers: the loops below run over every weight of a layer many
         // times, and array accesses there cost uniqueness checks.
         func buffer<T>(_ value: T) -> UnsafeMutableBufferPointer<T> {
@@ -90,7 +114,12 @@ public struct SparseRecovery: Sendable {
         proxy.withUnsafeBufferPointer { p in
             for i in 0 ..< n { gradient[i] = p[i] }
         }
-        for j in 0 ..< blocks { markTopK(gradient, support, block: j) }
+        if let start {
+            precondition(start.count == n)
+            for i in 0 ..< n { x[i] = start[i]; support[i] = start[i] != 0 ? 1 : 0 }
+        } else {
+            for j in 0 ..< blocks { markTopK(gradient, support, block: j) }
+        }
         var mu = [Float](repeating: 0, count: blocks)
         var done = [Bool](repeating: false, count: blocks)
         var used = 0
@@ -158,7 +187,7 @@ public struct SparseRecovery: Sendable {
     // MARK: CoSaMP
 
     func cosamp(proxy: [Float], blocks: Int, k: [Int], lengths: [Int]) -> Result {
-        let b = phi.columns
+        let b = columns
         var x = [Float](repeating: 0, count: blocks * b)
         var support = [UInt8](repeating: 0, count: blocks * b)
         var used = 0
@@ -199,7 +228,7 @@ public struct SparseRecovery: Sendable {
 
     /// Solves G_TT z = rhs (symmetric positive semi-definite) by conjugate gradients.
     func conjugateGradient(indices t: [Int], rhs: [Float], start: [Float]) -> [Float] {
-        let n = t.count, b = phi.columns
+        let n = t.count, b = columns
         guard n > 0 else { return [] }
         func apply(_ v: [Float]) -> [Float] {
             var out = [Float](repeating: 0, count: n)
@@ -233,7 +262,7 @@ public struct SparseRecovery: Sendable {
     // MARK: FISTA
 
     func fista(proxy: [Float], blocks: Int, k: [Int], lengths: [Int]) -> Result {
-        let b = phi.columns
+        let b = columns
         let step = 1 / max(lipschitz, 1e-12)
         var lambda = [Float](repeating: 0, count: blocks)
         for j in 0 ..< blocks {
@@ -290,7 +319,7 @@ public struct SparseRecovery: Sendable {
 
     /// out = alpha · X (blocks, b) · G + beta · out.
     func gramProduct(_ x: UnsafeBufferPointer<Float>, blocks: Int, into out: UnsafeMutableBufferPointer<Float>, alpha: Float, beta: Float) {
-        let b = phi.columns
+        let b = columns
         guard blocks > 0 else { return }
         gram.withUnsafeBufferPointer { g in
             VectorMath.gemm(m: blocks, n: b, k: b, alpha: alpha, x.baseAddress!, g.baseAddress!, beta: beta, out.baseAddress!)

@@ -18,6 +18,7 @@ extension RunConfiguration: ConfigSection {
             .init("steps", \.steps, "total steps of the run", check: positive),
             .init("init_from", \.initFrom, "a checkpoint (file or run folder) whose model weights start the run; empty: from seed"),
             .init("deterministic", \.deterministic, "bit-identical weights whatever the number of workers, the order chunks arrive in, or a kill and resume (exact fixed-point gradient sums)"),
+            .init("compute_signature", \.computeSignature, "deterministic runs: the compute signature every worker must have, as the coordinator logs it (\"openblas Haswell, kernels avx2+fma\"); empty: the coordinator's own"),
             .init("model", \.model, "the model"),
             .init("data", \.data, "the training data"),
             .init("augmentation", \.augmentation, "on-the-fly augmentation of speech examples"),
@@ -26,6 +27,7 @@ extension RunConfiguration: ConfigSection {
             .init("coordinator", \.coordinator, "batching, deadlines and chunking"),
             .init("checkpoint", \.checkpoint, "how often to checkpoint, how many to keep, what a failed write does"),
             .init("transport", \.transport, "nng socket limits"),
+            .init("security", \.security, "limits that keep the coordinator serving while strangers connect"),
             .init("observe", \.observe, "the coordinator's HTTP endpoint: Prometheus /metrics and the live page"),
         ]
     }
@@ -94,6 +96,7 @@ extension CoordinatorSettings.GradientPrecision: ConfigEnum {}
 extension PruningSettings.Scope: ConfigEnum {}
 extension SparsitySchedule.Kind: ConfigEnum {}
 extension MeasurementOperator.Kind: ConfigEnum {}
+extension PruningSettings.Operator: ConfigEnum {}
 extension SparseRecovery.Solver: ConfigEnum {}
 extension PruningSettings: ConfigSection {
     static var fields: [ConfigField<PruningSettings>] {
@@ -104,9 +107,10 @@ extension PruningSettings: ConfigSection {
             .init("exclude", \.exclude, "tensor-name patterns never pruned, e.g. [\"conv.0.*\", \"output.*\"]"),
             .init("block", \.block, "csp, admm-magnitude: weights per block", check: { $0 >= 2 ? nil : "must be at least 2" }),
             .init("measurements", \.measurements, "csp: measurements per block, auto (2k ln(b/k)) or a ratio of the block"),
-            .init("operator", \.measurementOperator, "csp: the measurement operator"),
-            .init("solver", \.solver, "csp: the sparse-recovery solver"),
-            .init("iterations", \.iterations, "csp: solver iterations", check: positive),
+            .init("operator", \.measurementOperator, "csp: how W + U is measured: a seeded random operator (gaussian, rademacher, srht) or the layer's own inputs (activations)"),
+            .init("solver", \.solver, "csp, one-shot-reconstruction: the sparse-recovery solver"),
+            .init("iterations", \.iterations, "csp, one-shot-reconstruction: solver iterations", check: positive),
+            .init("damping", \.damping, "csp with operator activations, wanda, one-shot-reconstruction: λ of G + λ·mean(diag G)·I", check: nonNegative),
             .init("rho", \.rho, "csp, admm-magnitude: strength of the proximal pull towards Z", check: nonNegative),
             .init("dual_interval", \.dualInterval, "csp, admm-magnitude: steps between dual updates", check: positive),
             .init("seed", \.seed, "csp: seeds the measurement operators (0: the run's seed)"),
@@ -186,6 +190,28 @@ extension TransportSettings: ConfigSection {
             .init("coordinator_contexts", \.coordinatorContexts, "concurrent exchanges the coordinator serves", check: positive),
             .init("resend_seconds", \.resendSeconds, "REQ re-send time", check: positive),
             .init("send_window", \.sendWindow, "gradient chunks a worker keeps in flight", check: positive),
+            .init("tls", \.tls, "TLS for tls+tcp:// addresses"),
+        ]
+    }
+}
+
+extension TLSSettings: ConfigSection {
+    static var fields: [ConfigField<TLSSettings>] {
+        [
+            .init("dir", \.dir, "folder made by `csptrain certs init` (ca.pem, coordinator.pem/.key, worker.pem/.key); empty: no TLS; --tls DIR sets it"),
+            .init("require_client_cert", \.requireClientCert, "mutual TLS: workers without a certificate signed by the run's CA fail the handshake"),
+            .init("expiry_warning_days", \.expiryWarningDays, "warn at start when a certificate expires within this many days", check: nonNegative),
+        ]
+    }
+}
+
+extension SecuritySettings: ConfigSection {
+    static var fields: [ConfigField<SecuritySettings>] {
+        [
+            .init("max_connections", \.maxConnections, "connections open at once; past it new ones are closed at once", check: positive),
+            .init("silent_connection_seconds", \.silentConnectionSeconds, "close a connection without a worker that sends nothing for this long", check: positive),
+            .init("join_attempts_per_minute", \.joinAttemptsPerMinute, "join attempts one host may make per minute (0: no limit)", check: nonNegative),
+            .init("max_workers", \.maxWorkers, "workers in the run at once (0: no limit)", check: nonNegative),
         ]
     }
 }

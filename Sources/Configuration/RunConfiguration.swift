@@ -23,6 +23,9 @@ public struct RunConfiguration: Sendable, Equatable {
     /// micro-batch, on the order gradient chunks arrive in, or on a kill and resume: gradients
     /// are summed exactly in fixed point (see Sources/Training/GradientAccumulator.swift).
     public var deterministic = false
+    /// Deterministic runs: the compute signature every worker must have ("openblas Haswell,
+    /// kernels avx2+fma"); empty: the coordinator's own (or a resumed checkpoint's).
+    public var computeSignature = ""
     public var model = ModelSettings()
     public var data = DataSettings()
     public var augmentation = AugmentationSettings()
@@ -31,6 +34,7 @@ public struct RunConfiguration: Sendable, Equatable {
     public var coordinator = CoordinatorSettings()
     public var checkpoint = CheckpointSettings()
     public var transport = TransportSettings()
+    public var security = SecuritySettings()
     public var observe = ObserveSettings()
 
     public init() {}

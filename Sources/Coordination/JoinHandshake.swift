@@ -31,8 +31,12 @@ public struct JoinHandshake: Sendable {
     private var key: SymmetricKey { SymmetricKey(data: token) }
     public let runID: String
     public let challengeLifetime: Double
-    /// Open challenges by server nonce: when each was issued (seconds, monotonic).
-    private var open: [Data: Double] = [:]
+    /// Open challenges by server nonce: when each was issued (seconds, monotonic) and for which
+    /// client nonce.
+    private var open: [Data: (at: Double, clientNonce: Data)] = [:]
+    /// The same challenges by client nonce, so that a Hello re-sent by nng's REQ (same client
+    /// nonce) gets the challenge it already has instead of opening another one.
+    private var byClient: [Data: Data] = [:]
     /// The same challenges in the order they were issued, so expiry and eviction take the
     /// oldest first without scanning (a flood of Hellos costs O(1) each).
     private var issued: [(nonce: Data, at: Double)] = []
@@ -47,21 +51,40 @@ public struct JoinHandshake: Sendable {
         self.maxOpenChallenges = maxOpenChallenges
     }
 
-    /// Records a challenge the shell issued with a fresh random `serverNonce`.
-    public mutating func issue(serverNonce: Data, now: Double) {
+    /// The open challenge issued for `clientNonce`, if any: the answer to a re-sent Hello.
+    public mutating func challenge(forClientNonce clientNonce: Data, now: Double) -> Data? {
+        expire(now: now)
+        return byClient[clientNonce]
+    }
+
+    /// Records a challenge the shell issued with a fresh random `serverNonce` for a Hello with
+    /// `clientNonce`.
+    public mutating func issue(serverNonce: Data, clientNonce: Data, now: Double) {
         expire(now: now)
         while open.count >= maxOpenChallenges, head < issued.count {
-            open.removeValue(forKey: issued[head].nonce)
+            close(issued[head].nonce)
             head += 1
         }
-        open[serverNonce] = now
+        if let earlier = byClient[clientNonce] { close(earlier) }
+        close(serverNonce)  // a nonce issued again (never, with 32 random bytes) replaces the old challenge
+        open[serverNonce] = (now, clientNonce)
+        byClient[clientNonce] = serverNonce
         issued.append((serverNonce, now))
+    }
+
+    /// Open challenges (bounded by `maxOpenChallenges`).
+    public var openCount: Int { open.count }
+
+    private mutating func close(_ serverNonce: Data) {
+        guard let challenge = open.removeValue(forKey: serverNonce) else { return }
+        if byClient[challenge.clientNonce] == serverNonce { byClient.removeValue(forKey: challenge.clientNonce) }
     }
 
     /// Checks a proof; consumes the challenge whatever the outcome.
     public mutating func verify(workerName: String, clientNonce: Data, serverNonce: Data, mac: Data, now: Double) -> Verdict {
         expire(now: now)
-        guard open.removeValue(forKey: serverNonce) != nil else { return .unknownChallenge }
+        guard open[serverNonce] != nil else { return .unknownChallenge }
+        close(serverNonce)
         let message = Self.joinMessage(runID: runID, serverNonce: serverNonce, clientNonce: clientNonce, workerName: workerName)
         return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message, using: key) ? .accepted : .badProof
     }
@@ -73,7 +96,7 @@ public struct JoinHandshake: Sendable {
 
     private mutating func expire(now: Double) {
         while head < issued.count, now - issued[head].at > challengeLifetime {
-            open.removeValue(forKey: issued[head].nonce)
+            close(issued[head].nonce)
             head += 1
         }
         if head > 1024, head * 2 > issued.count {

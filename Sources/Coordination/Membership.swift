@@ -14,8 +14,9 @@ public struct Membership: Sendable {
         public let id: UInt32
         public let name: String
         public let session: SessionID
-        /// The connection the member's requests arrive on (an nng pipe id).
-        public var pipe: UInt32
+        /// The connection the member joined on (an nng pipe id): the only one its session is
+        /// valid on.
+        public let pipe: UInt32
         public var lastSeen: Double
 
         /// For benchmarks that feed observers a synthetic run; members are made by ``join``.
@@ -47,14 +48,25 @@ public struct Membership: Sendable {
         return member
     }
 
-    /// Records activity; returns nil when the session is unknown. A member's requests may move to
-    /// a new pipe after a reconnect of its dialer.
-    public mutating func touch(_ session: SessionID, pipe: UInt32, now: Double) -> Member? {
-        guard var member = members[session] else { return nil }
-        member.pipe = pipe
+    /// What a request's session turned out to be.
+    public enum Touch: Sendable, Equatable {
+        case member(Member)
+        /// Not a session of this run (never granted, or dropped).
+        case unknown
+        /// A member's session, used from a connection other than the one that joined it: the
+        /// request is refused and the member keeps its session (and its connection).
+        case otherPipe(Member)
+    }
+
+    /// Records activity of `session` on `pipe`. A session is bound to the connection it joined
+    /// on: a request from any other connection does not count as the member's activity. (A
+    /// worker whose connection dropped and was dialled again joins again.)
+    public mutating func touch(_ session: SessionID, pipe: UInt32, now: Double) -> Touch {
+        guard var member = members[session] else { return .unknown }
+        guard member.pipe == pipe else { return .otherPipe(member) }
         member.lastSeen = now
         members[session] = member
-        return member
+        return .member(member)
     }
 
     /// The coordinator could not hear anyone for `seconds` (it was busy, e.g. in a long

@@ -9,13 +9,8 @@ extension RunStateMachine {
                     .reply(id, .refusal(.versionMismatch, "this coordinator speaks protocol version \(settings.protocolVersion); the request has version \(origin.protocolVersion)"))]
         }
         switch inbound {
-        case let .hello(_, clientNonce):
-            guard clientNonce.count >= JoinHandshake.minimumNonceBytes else {
-                return [.reply(id, .refusal(.malformed, "the client nonce has \(clientNonce.count) bytes; at least \(JoinHandshake.minimumNonceBytes) fresh random bytes are required"))]
-            }
-            let nonce = entropy.prefix(JoinHandshake.nonceBytes)
-            handshake.issue(serverNonce: nonce, now: now)
-            return [.reply(id, .challenge(serverNonce: nonce))]
+        case let .hello(name, clientNonce):
+            return hello(id, origin, name: name, clientNonce: clientNonce, entropy: entropy, now: now)
         case let .proof(name, clientNonce, serverNonce, mac, signature) where origin.runID == runID:
             return join(id, origin, name: name, clientNonce: clientNonce, serverNonce: serverNonce, mac: mac,
                         signature: signature, entropy: entropy, now: now)
@@ -27,11 +22,25 @@ extension RunStateMachine {
                     .reply(id, .refusal(.wrongRun, "this coordinator runs '\(runID)', the request is for run '\(origin.runID)'"))]
         }
         let session = origin.session
-        guard membership.touch(session, pipe: origin.pipe, now: now) != nil else {
+        switch membership.touch(session, pipe: origin.pipe, now: now) {
+        case .member:
+            break
+        case let .otherPipe(member):
+            // Someone who learnt the session (a log, a capture) cannot use it, nor make the
+            // member's connection look closed: the member keeps its session and its work.
+            borrowedSessionRefusals += 1
+            return [.warn("refused a request with worker '\(member.name)''s session \(session) from another connection (a session is valid only on the connection that joined it; the worker keeps it)", peer: origin.peer),
+                    .reply(id, .refusal(.unknownSession, "session \(session) belongs to another connection: a session is valid only on the connection that joined it; join again from this one"))]
+        case .unknown:
             // Once the run is over, a worker dropped near its end learns it at once, rather than
             // joining again only to be told.
             if case let .finished(status) = phase, case .work = inbound {
                 return [.reply(id, .finished(reason: "the run is over (\(status.rawValue))"))]
+            }
+            // A Leave re-sent after its goodbye: the same goodbye.
+            if case .leave = inbound, departed[session] == origin.pipe {
+                resentRequests += 1
+                return [.reply(id, .finished(reason: "goodbye"))]
             }
             return [.reply(id, .refusal(.unknownSession, "session \(session) is not a member (the coordinator restarted or dropped it): join again"))]
         }
@@ -55,59 +64,13 @@ extension RunStateMachine {
         case let .evalResult(batch, set, version, counts):
             return evalResult(id, batch: batch, set: set, weightsVersion: version, counts: counts, origin: origin, now: now)
         case let .leave(reason):
+            rememberDeparted(session, pipe: origin.pipe)
             var out = drop(session, reason: .left, detail: reason, now: now)
             out.append(.reply(id, .finished(reason: "goodbye")))
             return out + serveHeld(now: now)
         case .hello, .proof:
             preconditionFailure("handled above")
         }
-    }
-
-    // MARK: Joining
-
-    private mutating func join(_ id: RequestID, _ origin: Origin, name: String, clientNonce: Data, serverNonce: Data, mac: Data,
-                               signature: String, entropy: Data, now: Double) -> [Directive] {
-        guard clientNonce.count >= JoinHandshake.minimumNonceBytes else {
-            return [.reply(id, .refusal(.malformed, "the client nonce has \(clientNonce.count) bytes; at least \(JoinHandshake.minimumNonceBytes) are required"))]
-        }
-        switch handshake.verify(workerName: name, clientNonce: clientNonce, serverNonce: serverNonce, mac: mac, now: now) {
-        case .unknownChallenge:
-            return [.warn("refused a join from '\(name)': unknown or expired challenge", peer: origin.peer),
-                    .reply(id, .refusal(.challengeExpired, "the challenge is unknown, expired or already used: start again with Hello"))]
-        case .badProof:
-            return [.warn("refused a join from '\(name)': the proof does not verify (wrong run token)", peer: origin.peer),
-                    .reply(id, .refusal(.badProof, "the proof does not verify: this worker's token is not the run's token"))]
-        case .accepted:
-            break
-        }
-        // A deterministic run needs the same bits from every worker for the same micro-batch.
-        if settings.requireComputeSignature {
-            let theirs = signature.isEmpty ? "(not reported)" : signature
-            if let required = computeSignature, required != signature {
-                return [.warn("refused worker '\(name)': it computes with \(theirs), the run's workers with \(required) (deterministic: true)", peer: origin.peer),
-                        .reply(id, .refusal(.incompatible, "deterministic: true needs every worker to compute the same bits: this worker has \(theirs), the run's workers \(required). Run it on a machine of the same CPU type, or set OPENBLAS_CORETYPE on every machine to one kernel they all support"))]
-            }
-        }
-        var out: [Directive] = []
-        if settings.requireComputeSignature, computeSignature == nil {
-            computeSignature = signature
-            out.append(.note("deterministic run: every worker must compute with \(signature.isEmpty ? "(not reported)" : signature)"))
-        }
-        let session = SessionID(entropy.suffix(JoinHandshake.sessionBytes))
-        let member = membership.join(name: name, session: session, pipe: origin.pipe, now: now)
-        workerNames.insert(name)
-        emptySince = nil
-        out += [
-            .memberJoined(member, peer: origin.peer),
-            .reply(id, .welcome(workerID: member.id, session: session,
-                                serverMAC: handshake.serverMAC(clientNonce: clientNonce, serverNonce: serverNonce, session: session.bytes))),
-        ]
-        if phase == .waitingForWorkers, membership.count >= settings.minWorkers {
-            phase = .training(step: step)
-            stepStarted = now
-            out.append(.startedTraining(step: step, workers: membership.count))
-        }
-        return out + serveHeld(now: now)
     }
 
     // MARK: Work
@@ -117,21 +80,66 @@ extension RunStateMachine {
         // lost reply (that one would have left). Held until it has left, so that one member never
         // has more than one task (and copy of the weights) waiting to be sent.
         if unsentTask[session] != nil {
+            // The same request as the one whose task is waiting to leave: a REQ re-send (a worker
+            // asks for work on one context, one request at a time).
             held.append(Held(request: id, session: session, haveVersion: haveVersion, until: now + settings.pollHoldSeconds,
-                             asksAgain: true))
+                             asksAgain: true, resend: lastTask[session]?.have == haveVersion))
             return []
         }
-        // A task whose reply was lost and asked for again has received no chunk: it goes back to
-        // the pool (possibly to the same member at once). Micro-batches whose chunks are on
-        // their way stay with the member: it asks for its next task while they are in flight.
-        round.releaseUnstarted(session)
-        evaluation?.release(session)
-        if let response = assignment(for: session, haveVersion: haveVersion, now: now) {
-            if case .task = response { unsentTask[session] = id }
+        if let response = answerWork(id, session: session, haveVersion: haveVersion, now: now) {
             return [.reply(id, response)]
         }
         held.append(Held(request: id, session: session, haveVersion: haveVersion, until: now + settings.pollHoldSeconds))
         return []
+    }
+
+    /// A task, Finished, or nil (nothing to hand out now) for work request `id`.
+    ///
+    /// The same work request again (nng's REQ re-sends it when the reply is late or lost) while
+    /// nothing of the member's last task has arrived gets that task again: the same answer, no
+    /// second assignment. Otherwise a task that received no chunk goes back to the pool (possibly
+    /// to the same member at once); micro-batches whose chunks are on their way stay with the
+    /// member: it asks for its next task while they are in flight.
+    private mutating func answerWork(_ id: RequestID, session: SessionID, haveVersion: UInt64, now: Double) -> Response? {
+        if let last = lastTask[session], last.have == haveVersion, holds(last.task, session, unstartedOnly: true) {
+            resentRequests += 1
+            unsentTask[session] = id
+            return .task(last.task)
+        }
+        round.releaseUnstarted(session)
+        evaluation?.release(session)
+        let response = assignment(for: session, haveVersion: haveVersion, now: now)
+        if case let .task(task)? = response {
+            unsentTask[session] = id
+            lastTask[session] = (haveVersion, task)
+        }
+        return response
+    }
+
+    /// True while `task` is assigned to `session` in the open round (and, with `unstartedOnly`,
+    /// none of its results has arrived).
+    private func holds(_ task: TaskAssignment, _ session: SessionID, unstartedOnly: Bool) -> Bool {
+        guard !applying else { return false }
+        switch (task.kind, phase) {
+        case (.train, .training):
+            guard task.weightsVersion == round.weightsVersion, round.microBatches.indices.contains(task.index) else { return false }
+            let mb = round.microBatches[task.index]
+            if case .assigned(to: session, _) = mb.status { return !unstartedOnly || mb.receivedCount == 0 }
+            return false
+        case (.eval, .evaluating):
+            guard let evaluation, task.weightsVersion == evaluation.weightsVersion, evaluation.batches.indices.contains(task.index) else { return false }
+            if case .assigned(to: session, _) = evaluation.batches[task.index].status { return true }
+            return false
+        default:
+            return false
+        }
+    }
+
+    /// A member that said goodbye on `pipe` (bounded: the last 256).
+    private mutating func rememberDeparted(_ session: SessionID, pipe: UInt32) {
+        departed[session] = pipe
+        departedOrder.append(session)
+        if departedOrder.count > 256 { departed.removeValue(forKey: departedOrder.removeFirst()) }
     }
 
     /// The reply to `id` has left (or could not be sent): the request is no longer in flight.
@@ -188,13 +196,12 @@ extension RunStateMachine {
                 // The member's last task has not left yet (see `work`).
                 if now >= h.until { out.append(.reply(h.request, .wait)) } else { still.append(h) }
             } else {
-                if h.asksAgain {
-                    // As `work` does for a request that asks again.
-                    round.releaseUnstarted(h.session)
-                    evaluation?.release(h.session)
-                }
-                if let response = assignment(for: h.session, haveVersion: h.haveVersion, now: now) {
-                    if case .task = response { unsentTask[h.session] = h.request }
+                if h.resend, let last = lastTask[h.session], holds(last.task, h.session, unstartedOnly: false) {
+                    // Its original's task has left: the same task again (REQ keeps whichever reply comes first).
+                    resentRequests += 1
+                    unsentTask[h.session] = h.request
+                    out.append(.reply(h.request, .task(last.task)))
+                } else if let response = answerWork(h.request, session: h.session, haveVersion: h.haveVersion, now: now) {
                     out.append(.reply(h.request, response))
                 } else if now >= h.until {
                     out.append(.reply(h.request, .wait))
@@ -210,6 +217,12 @@ extension RunStateMachine {
     // MARK: Gradients and scores
 
     private mutating func chunk(_ id: RequestID, _ c: ChunkHeader, origin: Origin, now: Double) -> [Directive] {
+        let delivery = Delivery(weightsVersion: c.weightsVersion, microBatch: c.microBatch, tensor: c.tensor, chunk: c.chunkIndex, set: "")
+        if delivered[origin.session]?.contains(delivery) == true {
+            // This member's own chunk again (a REQ re-send): accepted, as the first time, and not folded again.
+            resentRequests += 1
+            return [.reply(id, .ack(.accepted))]
+        }
         guard case .training = phase, !applying else {
             // Evaluating, finishing, or applying: the step this chunk belongs to is not open.
             staleChunks += 1
@@ -243,6 +256,7 @@ extension RunStateMachine {
                                     valueCount: c.valueCount, from: origin.session)
         switch verdict {
         case let .accept(offset, examples, first, _):
+            delivered[origin.session, default: []].insert(delivery)
             var out: [Directive] = [.fold(id, offset: offset, examples: examples, microBatch: c.microBatch, lossSum: first ? c.lossSum : nil),
                                     .reply(id, .ack(.accepted))]
             if round.isComplete {
@@ -267,6 +281,11 @@ extension RunStateMachine {
 
     private mutating func evalResult(_ id: RequestID, batch: Int, set: String, weightsVersion: UInt64, counts: EvaluationCounts,
                                      origin: Origin, now: Double) -> [Directive] {
+        let delivery = Delivery(weightsVersion: weightsVersion, microBatch: batch, tensor: -1, chunk: -1, set: set)
+        if delivered[origin.session]?.contains(delivery) == true {
+            resentRequests += 1
+            return [.reply(id, .ack(.accepted))]
+        }
         guard case .evaluating = phase, evaluation != nil else { return [.reply(id, .ack(.stale))] }
         // Counts a batch cannot have (a buggy or hostile worker) would corrupt the scores, or
         // overflow their sums: refused.
@@ -278,6 +297,7 @@ extension RunStateMachine {
         }
         switch evaluation!.receive(batch: batch, set: set, weightsVersion: weightsVersion) {
         case .accept:
+            delivered[origin.session, default: []].insert(delivery)
             evalCounts[set, default: EvaluationCounts()].add(counts)
             var out: [Directive] = [.reply(id, .ack(.accepted))]
             if evaluation!.isComplete { out += completeEvaluation(now: now) }

@@ -69,6 +69,9 @@ extension RunStateMachine {
         let released = (expired + round.release(session)).sorted()
         inFlight[session] = nil
         unsentTask[session] = nil
+        lastTask[session] = nil
+        delivered[session] = nil
+        welcomes = welcomes.filter { $0.value.session != session }
         if membership.count == 0 { emptySince = now }
         return [.memberRemoved(member, reason: reason, detail: detail, reassigned: released)]
     }
@@ -92,6 +95,9 @@ extension RunStateMachine {
         step += 1
         stepStarted = now
         nonFiniteBy = [:]
+        // Re-sends of the step just applied are still answered as the first time; older ones are stale.
+        let oldest = weightsVersion - 1
+        delivered = delivered.mapValues { $0.filter { $0.weightsVersion >= oldest } }
         deltaBase = UInt64(step)
         var out: [Directive] = []
         let evalDue = settings.evalEverySteps > 0 && settings.evalSets.values.contains { $0 > 0 }

@@ -47,8 +47,17 @@ public struct RunStateMachine: Sendable {
         /// Failed checkpoint writes in a row that stop the run (`checkpoint.on_write_failure:
         /// stop`); nil keeps training (`continue`).
         public var checkpointFailuresToStop: Int? = 3
-        /// Deterministic runs: every worker must report the same compute signature.
-        public var requireComputeSignature = false
+        /// Deterministic runs: the compute signature every worker must report (what a gradient's
+        /// last bits depend on: OpenBLAS's kernel, csptrain's kernel variant); nil: any. Fixed
+        /// before the first worker joins (the configuration's `compute_signature`, a resumed
+        /// checkpoint's, or the coordinator's own): a worker's claim never sets it.
+        public var computeSignature: String?
+        /// Where `computeSignature` came from, for refusals ("compute_signature in the configuration").
+        public var computeSignatureOrigin = "the coordinator's own"
+        /// Workers at most (`security.max_workers`); nil: no limit.
+        public var maxWorkers: Int?
+        /// Join attempts (Hellos) one host may make per minute (`security.join_attempts_per_minute`); nil: no limit.
+        public var joinAttemptsPerMinute: Int?
         public var protocolVersion: UInt32 = 1
 
         public init(totalSteps: Int) { self.totalSteps = totalSteps }
@@ -139,7 +148,8 @@ public struct RunStateMachine: Sendable {
     public let startStep: Int
     /// The oldest version a values-only delta can be applied to (nil: no delta for this version).
     var deltaBase: UInt64?
-    public internal(set) var computeSignature: String?
+    /// Deterministic runs: the signature every worker must compute with (see ``Settings``).
+    public var computeSignature: String? { settings.computeSignature }
 
     struct Held: Sendable {
         let request: RequestID
@@ -149,6 +159,8 @@ public struct RunStateMachine: Sendable {
         /// Held because the member's last task had not left yet: served as `work` serves a
         /// request that asks again.
         var asksAgain = false
+        /// The same request as the one whose task was waiting to leave (a REQ re-send).
+        var resend = false
     }
     var held: [Held] = []
     /// Members whose gradient for a micro-batch of this step was not finite, by micro-batch.
@@ -161,6 +173,34 @@ public struct RunStateMachine: Sendable {
     var pending: [RequestID: SessionID] = [:]
     /// Per member, the request whose task reply has not been sent yet.
     var unsentTask: [SessionID: RequestID] = [:]
+
+    // nng's REQ sends a request again when its reply is late: a re-send gets the answer the
+    // original got and has no effect of its own. What that takes is remembered here.
+    /// Per member, its last task and the version it asked with (a re-sent work request gets the
+    /// same task while nothing of it has arrived).
+    var lastTask: [SessionID: (have: UInt64, task: TaskAssignment)] = [:]
+    /// Chunks and evaluation results each member delivered for the current and the previous
+    /// weights version: a re-send is acknowledged as accepted again, not counted or folded twice.
+    var delivered: [SessionID: Set<Delivery>] = [:]
+    /// Welcomes by server nonce, while their member is in the run (a re-sent Proof).
+    var welcomes: [Data: (session: SessionID, clientNonce: Data, mac: Data, serverMAC: Data, workerID: UInt32)] = [:]
+    /// Members that left lately, and on which connection (a re-sent Leave gets its goodbye again).
+    var departed: [SessionID: UInt32] = [:]
+    var departedOrder: [SessionID] = []
+    /// Re-sent requests answered from memory.
+    public internal(set) var resentRequests = 0
+    /// Requests refused because a session was used from another connection.
+    public internal(set) var borrowedSessionRefusals = 0
+    var joinLimit: JoinRateLimit
+
+    struct Delivery: Hashable, Sendable {
+        let weightsVersion: UInt64
+        let microBatch: Int
+        /// A gradient chunk's (tensor, chunk); (-1, -1) for an evaluation result.
+        let tensor: Int
+        let chunk: Int
+        let set: String
+    }
 
     var stepStarted = 0.0
     /// When the run last had no member (nil while it has one).
@@ -185,10 +225,9 @@ public struct RunStateMachine: Sendable {
     /// Members told the run is over.
     public internal(set) var toldFinished: Set<SessionID> = []
 
-    /// `step`: applied steps so far (0, or a checkpoint's step); `computeSignature`: a resumed
-    /// deterministic run's.
+    /// `step`: applied steps so far (0, or a checkpoint's step).
     public init(settings: Settings, runID: String, token: [UInt8], order: DataOrder, grid: ChunkGrid,
-                step: Int = 0, computeSignature: String? = nil, now: Double) {
+                step: Int = 0, now: Double) {
         self.settings = settings
         self.runID = runID
         handshake = JoinHandshake(token: token, runID: runID)
@@ -196,7 +235,7 @@ public struct RunStateMachine: Sendable {
         self.grid = grid
         self.step = step
         startStep = step
-        self.computeSignature = computeSignature
+        joinLimit = JoinRateLimit(perMinute: settings.joinAttemptsPerMinute)
         lastCheckpointRequested = step
         lastCheckpointWritten = step > 0 ? step : nil
         phase = .waitingForWorkers

@@ -37,6 +37,17 @@ public struct PruningResult: Codable, Sendable, Equatable {
     /// absent in results written before it was stored.
     public var werInterval: BootstrapInterval?
     public var werChannelInterval: BootstrapInterval?
+    /// False for runs that do not stand for their method in the table: the tuning setting not
+    /// chosen, and the repeats with extra seeds (nil: the only run).
+    public var primary: Bool? = nil
+    /// "a" or "b": the tuning setting, for methods with tuning settings.
+    public var setting: String? = nil
+    /// An extra seed's repeat.
+    public var seed: Int? = nil
+    /// Methods that run csp: WER(this) − WER(baseline) against every baseline at the target, by name.
+    public var comparisons: [String: Comparison]? = nil
+
+    public var isPrimary: Bool { primary ?? true }
 
     public struct Comparison: Codable, Sendable, Equatable {
         public var clean: PairedDifference
@@ -61,11 +72,19 @@ extension PruningResult {
 public enum PruningReport {
     public static let methodOrder = ["dense"] + PruningExperimentPlan.knownMethods
 
+    /// Methods in the order they first appear (dense first).
+    static func order(_ results: [PruningResult]) -> [String] {
+        var seen: [String] = ["dense"]
+        for r in results where !seen.contains(r.method) { seen.append(r.method) }
+        return seen
+    }
+
     static func pct(_ x: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", 100 * x) }
     static func signed(_ x: Double) -> String { String(format: "%+.2f", 100 * x) }
 
-    public static func markdown(_ results: [PruningResult], settings: PruningExperimentSettings, denseCheckpoint: String,
+    public static func markdown(_ all: [PruningResult], settings: PruningExperimentSettings, denseCheckpoint: String,
                                 computeSeconds: Double, missing: [String]) -> String {
+        let results = all.filter(\.isPrimary)
         let dense = results.first { $0.method == "dense" }
         var md = "# Pruning comparison\n\n"
         md += "Every method starts from the same dense checkpoint (`\(denseCheckpoint)`) and trains \(settings.steps) steps "
@@ -85,13 +104,14 @@ public enum PruningReport {
         md += "| target | method | WER | Δ | WER channel | Δ | CER | sparsity | params | KiB | train s |\n"
         md += "|---|---|---|---|---|---|---|---|---|---|---|\n"
         for t in targets {
-            for m in methodOrder {
+            for m in order(results) {
                 guard let r = results.first(where: { $0.method == m && $0.targetSparsity == t }) else { continue }
                 let dClean = dense.map { signed(r.wer - $0.wer) } ?? "–", dChannel = dense.map { signed(r.werChannel - $0.werChannel) } ?? "–"
                 md += "| \(pct(t, 0))% | \(m) | \(pct(r.wer, 2)) | \(dClean) | \(pct(r.werChannel, 2)) | \(dChannel) | \(pct(r.cer, 2)) | "
                 md += "\(pct(r.sparsity)) | \(r.params) | \(r.encodedBytes / 1024) | \(Int(r.wallSeconds.rounded())) |\n"
             }
         }
+        md += tuningSection(all, settings: settings) + seedSection(all)
         md += "\n## CSP against its baselines\n\n"
         md += "WER(csp) − WER(baseline) in points, 95% paired-bootstrap interval over test utterances "
         md += "(\(settings.bootstrapSamples) resamples); negative means CSP makes fewer errors.\n\n"
@@ -109,6 +129,58 @@ public enum PruningReport {
             if let a = c.deltaWerVsAdmm { verdicts.append((t, "admm-magnitude", a.clean.verdict)) }
         }
         md += "\n" + summaryParagraph(verdicts) + "\n"
+        md += comparisonSection(results, settings: settings)
+        return md
+    }
+
+    /// Both tuning settings of every tuned method at the tuning target, by validation WER.
+    static func tuningSection(_ all: [PruningResult], settings: PruningExperimentSettings) -> String {
+        let tuned = all.filter { $0.setting != nil && $0.seed == nil && $0.targetSparsity == settings.tuningTarget }
+        guard !tuned.isEmpty else { return "" }
+        var md = "\n## Tuning at \(pct(settings.tuningTarget, 0))%\n\n"
+        md += "Two settings per method, fixed before the sweep; the lower clean validation WER is used at every target.\n\n"
+        md += "| method | setting | overrides | valid WER | valid WER channel | chosen |\n|---|---|---|---|---|---|\n"
+        for r in tuned.sorted(by: { ($0.method, $0.setting!) < ($1.method, $1.setting!) }) {
+            let index = r.setting == "a" ? 0 : 1
+            let overrides = settings.tuningSettings[r.method].map { $0[index].joined(separator: ", ") } ?? ""
+            md += "| \(r.method) | \(r.setting!) | \(overrides) | \(r.validWer.map { pct($0, 2) } ?? "–") | "
+            md += "\(r.validWerChannel.map { pct($0, 2) } ?? "–") | \(r.isPrimary ? "yes" : "") |\n"
+        }
+        return md
+    }
+
+    /// Test WER of every seed of the methods run more than once, with their spread.
+    static func seedSection(_ all: [PruningResult]) -> String {
+        let repeated = Set(all.filter { $0.seed != nil }.map { "\($0.method)@\($0.targetSparsity)" })
+        guard !repeated.isEmpty else { return "" }
+        var md = "\n## Seeds\n\nTest WER (clean / channel) of each seed; spread = max − min in points.\n\n"
+        md += "| target | method | seeds | WER clean | WER channel | spread clean | spread channel |\n|---|---|---|---|---|---|---|\n"
+        for key in repeated.sorted() {
+            let runs = all.filter { "\($0.method)@\($0.targetSparsity)" == key && ($0.isPrimary || $0.seed != nil) }
+                .sorted { ($0.seed ?? 0) < ($1.seed ?? 0) }
+            guard let first = runs.first else { continue }
+            let clean = runs.map(\.wer), channel = runs.map(\.werChannel)
+            md += "| \(pct(first.targetSparsity, 0))% | \(first.method) | \(runs.map { $0.seed.map(String.init) ?? "base" }.joined(separator: ", ")) | "
+            md += "\(clean.map { pct($0, 2) }.joined(separator: ", ")) | \(channel.map { pct($0, 2) }.joined(separator: ", ")) | "
+            md += "\(pct(clean.max()! - clean.min()!, 2)) | \(pct(channel.max()! - channel.min()!, 2)) |\n"
+        }
+        return md
+    }
+
+    /// Every CSP method against every baseline, paired bootstrap.
+    static func comparisonSection(_ results: [PruningResult], settings: PruningExperimentSettings) -> String {
+        let rows = results.filter { $0.comparisons?.isEmpty == false }
+        guard !rows.isEmpty else { return "" }
+        var md = "\n## Every CSP method against every baseline\n\n"
+        md += "WER(CSP method) − WER(baseline) in points, 95% paired-bootstrap interval; negative: CSP makes fewer errors.\n\n"
+        md += "| target | CSP method | baseline | clean | channel |\n|---|---|---|---|---|\n"
+        for r in rows.sorted(by: { ($0.targetSparsity, $0.method) < ($1.targetSparsity, $1.method) }) {
+            for (baseline, c) in r.comparisons!.sorted(by: { $0.key < $1.key }) {
+                md += "| \(pct(r.targetSparsity, 0))% | \(r.method) | \(baseline) | "
+                md += "\(signed(c.clean.delta)) [\(signed(c.clean.ciLow)), \(signed(c.clean.ciHigh))] \(c.clean.verdict.rawValue) | "
+                md += "\(signed(c.channel.delta)) [\(signed(c.channel.ciLow)), \(signed(c.channel.ciHigh))] \(c.channel.verdict.rawValue) |\n"
+            }
+        }
         return md
     }
 
@@ -123,6 +195,64 @@ public enum PruningReport {
             parts.append("CSP \(v.rawValue) \(phrase)")
         }
         return "On the clean test set (a win or a loss is an interval that excludes zero): " + parts.joined(separator: "; ") + "."
+    }
+
+    /// WER against achieved sparsity, one line per method, clean and channel side by side.
+    public static func svg(_ all: [PruningResult]) -> String {
+        let results = all.filter(\.isPrimary)
+        let methodOrder = order(results)
+        let colors = ["csp": "#d62728", "admm-magnitude": "#ff7f0e", "gradual-magnitude": "#1f77b4", "one-shot-magnitude": "#17becf",
+                      "taylor": "#2ca02c", "structured": "#9467bd", "low-rank": "#8c564b", "wanda": "#bcbd22",
+                      "one-shot-reconstruction": "#7f7f7f", "csp-activations": "#e377c2"]
+        let panelW = 360.0, panelH = 260.0, left = 55.0, top = 30.0, gap = 70.0
+        let width = left + 2 * panelW + gap + 170, height = top + panelH + 55
+        let pruned = results.filter { $0.method != "dense" }
+        let maxWER = max(0.05, (results.map { max($0.wer, $0.werChannel) }.max() ?? 0.1) * 1.08)
+        let xMin = 0.4, xMax = 1.0
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"sans-serif\" font-size=\"12\">\n"
+        s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        for (p, (title, value)) in [("clean test set", \PruningResult.wer), ("channel-degraded test set", \PruningResult.werChannel)].enumerated() {
+            let x0 = left + Double(p) * (panelW + gap)
+            func x(_ v: Double) -> Double { x0 + (v - xMin) / (xMax - xMin) * panelW }
+            func y(_ v: Double) -> Double { top + panelH - v / maxWER * panelH }
+            s += "<text x=\"\(x0 + panelW / 2)\" y=\"18\" text-anchor=\"middle\" font-weight=\"bold\">WER, \(title)</text>\n"
+            s += "<rect x=\"\(x0)\" y=\"\(top)\" width=\"\(panelW)\" height=\"\(panelH)\" fill=\"none\" stroke=\"#444\"/>\n"
+            for tick in stride(from: xMin, through: xMax + 1e-9, by: 0.1) {
+                s += "<line x1=\"\(x(tick))\" y1=\"\(top + panelH)\" x2=\"\(x(tick))\" y2=\"\(top + panelH + 4)\" stroke=\"#444\"/>"
+                s += "<text x=\"\(x(tick))\" y=\"\(top + panelH + 17)\" text-anchor=\"middle\">\(Int((tick * 100).rounded()))%</text>\n"
+            }
+            let step = maxWER > 0.3 ? 0.1 : maxWER > 0.12 ? 0.05 : 0.02
+            for tick in stride(from: 0.0, through: maxWER, by: step) {
+                s += "<line x1=\"\(x0)\" y1=\"\(y(tick))\" x2=\"\(x0 + panelW)\" y2=\"\(y(tick))\" stroke=\"#ddd\"/>"
+                s += "<text x=\"\(x0 - 5)\" y=\"\(y(tick) + 4)\" text-anchor=\"end\">\(Int((tick * 100).rounded()))%</text>\n"
+            }
+            s += "<text x=\"\(x0 + panelW / 2)\" y=\"\(top + panelH + 35)\" text-anchor=\"middle\">sparsity of the pruned layers (stored parameters)</text>\n"
+            if let dense = results.first(where: { $0.method == "dense" }) {
+                let yd = y(dense[keyPath: value])
+                s += "<line x1=\"\(x0)\" y1=\"\(yd)\" x2=\"\(x0 + panelW)\" y2=\"\(yd)\" stroke=\"black\" stroke-dasharray=\"5,4\"/>\n"
+            }
+            for m in methodOrder where m != "dense" {
+                let points = pruned.filter { $0.method == m }.sorted { $0.sparsity < $1.sparsity }
+                guard !points.isEmpty else { continue }
+                let color = colors[m] ?? "#333"
+                let path = points.map { String(format: "%.1f,%.1f", x($0.sparsity), y($0[keyPath: value])) }.joined(separator: " ")
+                s += "<polyline points=\"\(path)\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"\(m == "csp" ? 2.5 : 1.5)\"/>\n"
+                for q in points { s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"/>", x(q.sparsity), y(q[keyPath: value]), color) }
+                s += "\n"
+            }
+        }
+        let lx = left + 2 * panelW + gap + 15
+        for (i, m) in methodOrder.enumerated() {
+            let ly = top + 10 + Double(i) * 20
+            if m == "dense" {
+                s += "<line x1=\"\(lx)\" y1=\"\(ly)\" x2=\"\(lx + 22)\" y2=\"\(ly)\" stroke=\"black\" stroke-dasharray=\"5,4\"/>"
+            } else {
+                s += "<line x1=\"\(lx)\" y1=\"\(ly)\" x2=\"\(lx + 22)\" y2=\"\(ly)\" stroke=\"\(colors[m] ?? "#333")\" stroke-width=\"2\"/>"
+            }
+            s += "<text x=\"\(lx + 28)\" y=\"\(ly + 4)\">\(m)</text>\n"
+        }
+        s += "</svg>\n"
+        return s
     }
 
     public static func json(_ results: [PruningResult]) throws -> Data {

@@ -36,8 +36,20 @@ public struct MLPClassifier: TrainableModel {
         return p
     }
 
+    /// The inputs of w1 (the features) and of w2 (the hidden activations).
+    public var statisticSites: [StatisticSite] {
+        [StatisticSite(name: "w1.input", dimension: task.inputDim, tensors: ["w1"]),
+         StatisticSite(name: "w2.input", dimension: hiddenDim, tensors: ["w2"])]
+    }
+
     public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
                                 gradient: UnsafeMutableBufferPointer<Float>) throws -> Double {
+        var none = InputMomentRecorder(sites: [])
+        return try lossAndGradient(parameters: parameters, examples: examples, epoch: epoch, gradient: gradient, moments: &none)
+    }
+
+    public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
+                                gradient: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) throws -> Double {
         precondition(parameters.count == layout.totalCount && gradient.count == layout.totalCount)
         let B = examples.count, D = task.inputDim, H = hiddenDim, C = task.classes
         guard B > 0 else { throw ModelError.emptyBatch }
@@ -62,6 +74,8 @@ public struct MLPClassifier: TrainableModel {
         // Forward: a1 = tanh(x · w1ᵀ + b1); z2 = a1 · w2ᵀ + b2.
         VectorMath.gemm(transposeB: true, m: B, n: H, k: D, x, p + o[0], a1.withUnsafeMutableBufferPointer { $0.baseAddress! })
         for r in 0 ..< B { for h in 0 ..< H { a1[r * H + h] = tanhf(a1[r * H + h] + p[o[1] + h]) } }
+        x.withUnsafeBufferPointer { moments.record("w1.input", rows: $0, count: B, frames: B) }
+        a1.withUnsafeBufferPointer { moments.record("w2.input", rows: $0, count: B, frames: B) }
         a1.withUnsafeBufferPointer { a in
             z2.withUnsafeMutableBufferPointer { z in
                 VectorMath.gemm(transposeB: true, m: B, n: C, k: H, a.baseAddress!, p + o[2], z.baseAddress!)
@@ -111,12 +125,14 @@ public enum ModelError: Error, CustomStringConvertible {
     case emptyBatch
     case exampleOutOfRange(Int, Int)
     case noEvaluation(String)
+    case noStatistics([String])
 
     public var description: String {
         switch self {
         case .emptyBatch: "a micro-batch with no examples"
         case let .exampleOutOfRange(i, n): "example index \(i) is outside the data set (0..<\(n))"
         case let .noEvaluation(set): "this model has no validation set '\(set)'"
+        case let .noStatistics(sites): "this model cannot measure the inputs of \(sites.joined(separator: ", ")) (pruning.operator activations, wanda and reconstruction need a model that can)"
         }
     }
 }

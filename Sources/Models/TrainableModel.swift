@@ -33,9 +33,22 @@ public protocol TrainableModel: Sendable {
     /// Identifies the training data's content alone (validation sets do not change the maths of
     /// a step); part of a checkpoint's fingerprint.
     var trainingDataFingerprint: String { get }
+    /// The inputs of prunable linear maps whose second moments the model can measure (empty when
+    /// it cannot); see ``InputMomentRecorder``.
+    var statisticSites: [StatisticSite] { get }
+    /// ``lossAndGradient(parameters:examples:epoch:gradient:)`` that also records, into `moments`,
+    /// the inputs of the sites it asks for.
+    func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
+                         gradient: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) throws -> Double
 }
 
 extension TrainableModel {
+    public var statisticSites: [StatisticSite] { [] }
+    public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
+                                gradient: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) throws -> Double {
+        guard moments.isEmpty else { throw ModelError.noStatistics(moments.sites.map(\.name)) }
+        return try lossAndGradient(parameters: parameters, examples: examples, epoch: epoch, gradient: gradient)
+    }
     public var exampleCosts: [Int]? { nil }
     public var dataFingerprint: String { "" }
     public var trainingDataFingerprint: String { dataFingerprint }

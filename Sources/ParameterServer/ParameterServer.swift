@@ -41,6 +41,8 @@ public final class ParameterServer {
     }
 
     public let layout: ParameterLayout
+    /// What workers send: the gradient of `layout`, then the projection's input statistics.
+    public let exchange: ExchangeLayout
     public let range: Range<Int>
     public let settings: Settings
     let blocks: Blocks
@@ -53,6 +55,8 @@ public final class ParameterServer {
     var accumulator: GradientAccumulator
     /// The mean gradient of the step being applied (kept to avoid an allocation per step).
     var gradient: [Float]
+    /// The step's mean input statistics (empty when the projection reads none).
+    var statistics: [Float]
     /// The weights version `broadcast` is, and its encodings (built once per version).
     public private(set) var version: UInt64
     var encodedFull: EncodedWeights?
@@ -68,6 +72,7 @@ public final class ParameterServer {
                 projection: any ProjectionStep, version: UInt64, timer: @escaping @Sendable () -> Double) {
         precondition(weights.count == layout.totalCount && broadcast.count == layout.totalCount)
         self.layout = layout
+        exchange = ExchangeLayout(parameters: layout, sites: projection.statisticSites)
         range = 0 ..< layout.totalCount
         self.settings = settings
         blocks = Blocks(layout: layout, range: range)
@@ -78,8 +83,9 @@ public final class ParameterServer {
         self.projection = projection
         self.version = version
         self.timer = timer
-        accumulator = GradientAccumulator(parameterCount: layout.totalCount, mode: settings.fixedPoint ? .fixedPoint : .float)
+        accumulator = GradientAccumulator(parameterCount: exchange.totalCount, mode: settings.fixedPoint ? .fixedPoint : .float)
         gradient = [Float](repeating: 0, count: layout.totalCount)
+        statistics = [Float](repeating: 0, count: exchange.statisticsRange.count)
     }
 
     // MARK: Gradients
@@ -123,7 +129,7 @@ public final class ParameterServer {
         defer { accumulator.reset() }
         if accumulator.overflows > 0 {
             let offset = accumulator.firstOverflowOffset ?? 0
-            throw .overflow(count: accumulator.overflows, tensor: layout.tensors.first { $0.range.contains(offset) }?.name ?? "?")
+            throw .overflow(count: accumulator.overflows, tensor: exchange.combined.tensors.first { $0.range.contains(offset) }?.name ?? "?")
         }
         let loss = accumulator.meanLoss
         let examples = accumulator.examples
@@ -145,6 +151,11 @@ public final class ParameterServer {
             gradient.withUnsafeBufferPointer { g in optimizer.apply(gradient: g, to: w, learningRate: lr, blocks: blocks) }
         }
         let layout = self.layout
+        if !statistics.isEmpty {
+            let range = exchange.statisticsRange
+            statistics.withUnsafeMutableBufferPointer { accumulator.mean(range: range, toStartOf: $0) }
+            statistics.withUnsafeBufferPointer { projection.observe(statistics: $0, examples: examples) }
+        }
         let started = timer()
         let update = broadcast.withUnsafeMutableBufferPointer { b in
             weights.withUnsafeMutableBufferPointer { w in

@@ -27,10 +27,15 @@ public struct DualProjection: ProjectionStep {
     public private(set) var active = false
     /// Recovery set-ups by (layer, m), built on first use.
     private var recoveries: [String: SparseRecovery] = [:]
+    /// `operator: activations`: the inputs' second moments since the last support update.
+    public private(set) var statistics: InputStatistics?
+    /// An update step passed while the statistics were short of frames.
+    public private(set) var pendingUpdate = false
 
-    public init(settings: PruningSettings, layout: ParameterLayout, seed: UInt64) {
+    public init(settings: PruningSettings, layout: ParameterLayout, seed: UInt64, statistics: InputStatistics? = nil) {
         self.settings = settings
         self.seed = seed
+        self.statistics = statistics
         layers = PrunedLayers(layout: layout, exclude: settings.exclude)
         dual = [Float](repeating: 0, count: layout.totalCount)
         sparse = [Float](repeating: 0, count: layout.totalCount)
@@ -39,6 +44,12 @@ public struct DualProjection: ProjectionStep {
 
     public var name: String { settings.method.rawValue }
 
+    public var statisticSites: [StatisticSite] { statistics?.sites ?? [] }
+
+    public mutating func observe(statistics step: UnsafeBufferPointer<Float>, examples: Int) {
+        statistics?.add(step, examples: examples)
+    }
+
     /// The measurement operators are a pure function of (seed, layer, m) and rebuilt on demand.
     public var checkpointState: ProjectionState {
         var state = ProjectionState()
@@ -46,6 +57,10 @@ public struct DualProjection: ProjectionStep {
         state.floats["sparse"] = sparse
         state.masks["mask"] = mask
         state.integers["active"] = active ? 1 : 0
+        if let statistics {
+            statistics.save(into: &state)
+            state.integers["pending_update"] = pendingUpdate ? 1 : 0
+        }
         return state
     }
 
@@ -54,13 +69,21 @@ public struct DualProjection: ProjectionStep {
         let z = try state.floats("sparse", count: sparse.count)
         let m = try state.mask("mask", count: mask.count)
         active = try state.integer("active") != 0
+        if statistics != nil {
+            try statistics!.restore(state)
+            pendingUpdate = try state.integer("pending_update") != 0
+        }
         (dual, sparse, mask) = (u, z, m)
     }
 
     public mutating func project(weights w: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
                                  step: Int, learningRate: Double, layout: ParameterLayout,
                                  broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate? {
-        let updating = settings.schedule.isUpdateStep(step)
+        var updating = settings.schedule.isUpdateStep(step) || pendingUpdate
+        if updating, let statistics, !statistics.ready(for: layers) {
+            pendingUpdate = true
+            updating = false
+        }
         guard active || updating else {
             _ = broadcast.update(fromContentsOf: w)
             return nil
@@ -76,8 +99,18 @@ public struct DualProjection: ProjectionStep {
         }
         var update: SupportUpdate?
         if updating {
+            pendingUpdate = false
             let s = settings.schedule.sparsity(atStep: step)
-            update = SupportUpdate(step: step, sparsity: s, layers: layers.tensors.map { chooseSupport($0, weights: UnsafeBufferPointer(w), sparsity: s) })
+            update = SupportUpdate(step: step, sparsity: s, layers: layers.tensors.map { spec in
+                var layer = settings.measurementOperator == .activations
+                    ? chooseSupportByOutput(spec, weights: w, sparsity: s)
+                    : chooseSupport(spec, weights: UnsafeBufferPointer(w), sparsity: s)
+                var uu = 0.0, ww = 0.0
+                for i in spec.range { uu += Double(dual[i]) * Double(dual[i]); ww += Double(w[i]) * Double(w[i]) }
+                layer.dualNorm = ww > 0 ? (uu / ww).squareRoot() : 0
+                return layer
+            })
+            statistics?.reset()
             active = true
         }
         let accumulate = settings.dualInterval <= 1 || step % settings.dualInterval == 0
@@ -111,7 +144,7 @@ public struct DualProjection: ProjectionStep {
             let m = settings.measurements.rows(block: b, kept: kb)
             let recovery = recovery(for: spec.name, rows: m)
             var y = [Float](repeating: 0, count: blocks * m)
-            v.withUnsafeBufferPointer { vv in y.withUnsafeMutableBufferPointer { recovery.phi.measure(vv, blocks: blocks, into: $0) } }
+            v.withUnsafeBufferPointer { vv in y.withUnsafeMutableBufferPointer { recovery.phi!.measure(vv, blocks: blocks, into: $0) } }
             let lengths = (0 ..< blocks).map { min(b, n - $0 * b) }
             let result = y.withUnsafeBufferPointer { recovery.recover($0, blocks: blocks, k: k, lengths: lengths) }
             chosen = result.support
@@ -152,10 +185,41 @@ public struct DualProjection: ProjectionStep {
         var h: UInt64 = 0
         for byte in layer.utf8 { h = SeededRandom.mix(h ^ UInt64(byte)) }
         // The block size was validated when the projection was made, so this cannot fail.
-        let phi = try! MeasurementOperator(kind: settings.measurementOperator, rows: m, columns: settings.block,
+        let phi = try! MeasurementOperator(kind: settings.measurementOperator.random ?? .gaussian, rows: m, columns: settings.block,
                                            seed: SeededRandom.key([seed, 0x4353_50, h]))
         let r = SparseRecovery(phi: phi, solver: settings.solver, iterations: settings.iterations)
         recoveries[key] = r
         return r
+    }
+
+    /// `operator: activations`: per row of V = W + U, the support and values with the least
+    /// output error under the layer's inputs, (z − v)ᵀĜ(z − v) (``RowSparseRegression``). The
+    /// kept master weights move so that W + U equals the refitted values there: Z then carries
+    /// them, and the dual scheme goes on as before (Euclidean pull and dual; Sources/Pruning/README.md).
+    mutating func chooseSupportByOutput(_ spec: TensorSpec, weights w: UnsafeMutableBufferPointer<Float>, sparsity s: Double) -> SupportUpdate.Layer {
+        var report = SupportUpdate.Layer(name: spec.name, density: 0)
+        guard let statistics, let site = statistics.site(of: spec.name) else { return report }
+        let d = statistics.sites[site].dimension, n = spec.count, rows = n / d
+        var v = [Float](repeating: 0, count: n)
+        for i in 0 ..< n { v[i] = w[spec.offset + i] + dual[spec.offset + i] }
+        let keeps = blockKeeps(count: n, block: d, sparsity: s)
+        let regression = RowSparseRegression(secondMoment: statistics.secondMoment(site), dimension: d,
+                                             damping: settings.damping, solver: settings.solver, iterations: settings.iterations)
+        let result = v.withUnsafeBufferPointer { regression.solve($0, rows: rows, keep: keeps) }
+        var topK = [UInt8](repeating: 0, count: n)
+        for (r, k) in keeps.enumerated() { SparseRecovery.topK(v, offset: r * d, count: d, k: k, into: &topK) }
+        var kept = 0, shared = 0
+        for i in 0 ..< n {
+            mask[spec.offset + i] = result.support[i]
+            if result.support[i] != 0 {
+                w[spec.offset + i] = result.values[i] - dual[spec.offset + i]
+                kept += 1
+                if topK[i] != 0 { shared += 1 }
+            }
+        }
+        report.density = Double(kept) / Double(max(1, n))
+        report.overlapWithTopK = kept > 0 ? Double(shared) / Double(kept) : 1
+        report.outputError = result.denseEnergy > 0 ? result.outputError / result.denseEnergy : 0
+        return report
     }
 }

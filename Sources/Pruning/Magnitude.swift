@@ -12,9 +12,16 @@ import Tensors
 /// - `structured`: N:M sparsity, in every group of M consecutive weights of a row keep the N of
 ///   largest |w| (2:4 by default: the pattern sparse tensor cores run); the sparsity is exactly
 ///   1 − N/M on each layer whose rows hold a multiple of M weights, and the schedule's target is
-///   ignored.
+///   ignored;
+/// - `wanda`: |w_ij|·‖x_j‖ (‖x_j‖ = √G_jj from the workers' input statistics), compared within
+///   each output row, as Sun et al. (2023) do;
+/// - `reconstruction` (one-shot): per row the support and values that minimise the output error
+///   (z − w)ᵀĜ(z − w) (``RowSparseRegression``); the kept master weights take the refitted values.
+///
+/// Methods that read statistics update only once every pruned tensor's inputs have been seen for
+/// enough frames (8 per input dimension): an update step that comes earlier waits for them.
 public struct MaskedProjection: ProjectionStep {
-    public enum Criterion: Sendable { case magnitude, taylor, structured }
+    public enum Criterion: Sendable { case magnitude, taylor, structured, wanda, reconstruction }
     public let settings: PruningSettings
     public let criterion: Criterion
     public let layers: PrunedLayers
@@ -23,13 +30,25 @@ public struct MaskedProjection: ProjectionStep {
     /// taylor: the moving average of |w · g| (total).
     public private(set) var saliency: [Float]
     public private(set) var active = false
+    /// wanda, reconstruction: the inputs' second moments since the last update.
+    public private(set) var statistics: InputStatistics?
+    /// An update step passed while the statistics were short of frames.
+    public private(set) var pendingUpdate = false
 
-    public init(settings: PruningSettings, criterion: Criterion, layout: ParameterLayout) {
+    public init(settings: PruningSettings, criterion: Criterion, layout: ParameterLayout, statistics: InputStatistics? = nil) {
+        precondition((criterion == .wanda || criterion == .reconstruction) == (statistics != nil))
         self.settings = settings
         self.criterion = criterion
+        self.statistics = statistics
         layers = PrunedLayers(layout: layout, exclude: settings.exclude)
         mask = [UInt8](repeating: 1, count: layout.totalCount)
         saliency = criterion == .taylor ? [Float](repeating: 0, count: layout.totalCount) : []
+    }
+
+    public var statisticSites: [StatisticSite] { statistics?.sites ?? [] }
+
+    public mutating func observe(statistics step: UnsafeBufferPointer<Float>, examples: Int) {
+        statistics?.add(step, examples: examples)
     }
 
     public var name: String { settings.method.rawValue }
@@ -39,6 +58,10 @@ public struct MaskedProjection: ProjectionStep {
         state.masks["mask"] = mask
         if criterion == .taylor { state.floats["saliency"] = saliency }
         state.integers["active"] = active ? 1 : 0
+        if let statistics {
+            statistics.save(into: &state)
+            state.integers["pending_update"] = pendingUpdate ? 1 : 0
+        }
         return state
     }
 
@@ -46,6 +69,10 @@ public struct MaskedProjection: ProjectionStep {
         let m = try state.mask("mask", count: mask.count)
         if criterion == .taylor { saliency = try state.floats("saliency", count: saliency.count) }
         active = try state.integer("active") != 0
+        if statistics != nil {
+            try statistics!.restore(state)
+            pendingUpdate = try state.integer("pending_update") != 0
+        }
         mask = m
     }
 
@@ -59,14 +86,28 @@ public struct MaskedProjection: ProjectionStep {
             }
         }
         var update: SupportUpdate?
-        if settings.schedule.isUpdateStep(step) {
+        var updating = settings.schedule.isUpdateStep(step) || pendingUpdate
+        if updating, let statistics, !statistics.ready(for: layers) {
+            pendingUpdate = true
+            updating = false
+        }
+        if updating {
+            pendingUpdate = false
             let s = criterion == .structured ? 1 - Double(settings.structuredKeep) / Double(settings.structuredGroup)
                                              : settings.schedule.sparsity(atStep: step)
-            selectMask(UnsafeBufferPointer(weights), sparsity: s)
+            var reports: [String: SupportUpdate.Layer] = [:]
+            switch criterion {
+            case .wanda: selectWanda(UnsafeBufferPointer(weights), sparsity: s)
+            case .reconstruction: reports = reconstruct(weights, sparsity: s)
+            default: selectMask(UnsafeBufferPointer(weights), sparsity: s)
+            }
+            statistics?.reset()
             active = true
             update = SupportUpdate(step: step, sparsity: s, layers: layers.tensors.map { spec in
                 let kept = spec.range.reduce(0) { $0 + Int(mask[$1]) }
-                return .init(name: spec.name, density: Double(kept) / Double(max(1, spec.count)))
+                var layer = reports[spec.name] ?? .init(name: spec.name, density: 0)
+                layer.density = Double(kept) / Double(max(1, spec.count))
+                return layer
             })
         }
         if active {
@@ -83,7 +124,48 @@ public struct MaskedProjection: ProjectionStep {
             let scores = saliency
             scores.withUnsafeBufferPointer { selectByScore($0, sparsity: s) }
         case .structured: selectStructured(w)
+        case .wanda: selectWanda(w, sparsity: s)
+        case .reconstruction: break
         }
+    }
+
+    /// Wanda: per output row, the highest |w_ij|·√G_jj; the layer keeps exactly round((1 − s)·n).
+    mutating func selectWanda(_ w: UnsafeBufferPointer<Float>, sparsity s: Double) {
+        guard let statistics else { return }
+        for spec in layers.tensors {
+            guard let site = statistics.site(of: spec.name) else { continue }
+            let d = statistics.sites[site].dimension
+            let norms = statistics.diagonal(site).map { $0.squareRoot() }
+            var scores = [Float](repeating: 0, count: spec.count)
+            for i in 0 ..< spec.count { scores[i] = abs(w[spec.offset + i]) * norms[i % d] }
+            let keeps = blockKeeps(count: spec.count, block: d, sparsity: s)
+            var rowMask = [UInt8](repeating: 0, count: spec.count)
+            for (r, k) in keeps.enumerated() { SparseRecovery.topK(scores, offset: r * d, count: d, k: k, into: &rowMask) }
+            for i in 0 ..< spec.count { mask[spec.offset + i] = rowMask[i] }
+        }
+    }
+
+    /// One-shot reconstruction: each row's support and refitted values under Ĝ, written into the
+    /// master weights (the fine-tuning then starts from the refitted model).
+    mutating func reconstruct(_ w: UnsafeMutableBufferPointer<Float>, sparsity s: Double) -> [String: SupportUpdate.Layer] {
+        guard let statistics else { return [:] }
+        var reports: [String: SupportUpdate.Layer] = [:]
+        for spec in layers.tensors {
+            guard let site = statistics.site(of: spec.name) else { continue }
+            let d = statistics.sites[site].dimension, rows = spec.count / d
+            let regression = RowSparseRegression(secondMoment: statistics.secondMoment(site), dimension: d,
+                                                 damping: settings.damping, solver: settings.solver, iterations: settings.iterations)
+            let keeps = blockKeeps(count: spec.count, block: d, sparsity: s)
+            let result = regression.solve(UnsafeBufferPointer(rebasing: w[spec.range]), rows: rows, keep: keeps)
+            for i in 0 ..< spec.count {
+                mask[spec.offset + i] = result.support[i]
+                w[spec.offset + i] = result.values[i]
+            }
+            var layer = SupportUpdate.Layer(name: spec.name, density: 0)
+            layer.outputError = result.denseEnergy > 0 ? result.outputError / result.denseEnergy : 0
+            reports[spec.name] = layer
+        }
+        return reports
     }
 
     /// N of every M consecutive weights of a row (a shorter tail keeps the same fraction, rounded).

@@ -26,6 +26,13 @@ public protocol ProjectionStep: Sendable {
     /// Restores state saved by ``checkpointState`` for the same settings and layout; the error
     /// names what is missing or does not fit.
     mutating func restore(_ state: ProjectionState) throws(PruningError)
+    /// The inputs whose second moments the method reads (empty for most methods): workers
+    /// measure them and the coordinator hands each step's to ``observe(statistics:examples:)``
+    /// before ``project``.
+    var statisticSites: [StatisticSite] { get }
+    /// One step's input statistics (``ExchangeLayout``: a record per site of ``statisticSites``),
+    /// averaged over the step's `examples` examples.
+    mutating func observe(statistics: UnsafeBufferPointer<Float>, examples: Int)
 }
 
 /// A projection step's state between steps, by name.
@@ -55,6 +62,9 @@ public struct ProjectionState: Sendable, Equatable {
 }
 
 extension ProjectionStep {
+    public var statisticSites: [StatisticSite] { [] }
+    public mutating func observe(statistics: UnsafeBufferPointer<Float>, examples: Int) {}
+
     public func sparsityReport(_ broadcast: [Float], layout: ParameterLayout) -> SparsityReport {
         SparsityReport(broadcast, layout: layout)
     }
@@ -77,6 +87,12 @@ public struct SupportUpdate: Sendable, Equatable, Codable {
         public var rank: Int?
         /// Parameters stored for the tensor (low-rank: r·(m + n)).
         public var parameters: Int?
+        /// Methods that read input statistics: the output error the new weights leave,
+        /// Σ_rows (z − w)ᵀĜ(z − w) / Σ_rows wᵀĜw (0: the layer's output is unchanged; 1: as if
+        /// the layer were removed).
+        public var outputError: Double?
+        /// Dual methods: ‖U‖ / ‖W‖ over the layer at the update (the dual's growth).
+        public var dualNorm: Double?
 
         public init(name: String, density: Double, measurementRatio: Double? = nil, recoveryError: Double? = nil,
                     overlapWithTopK: Double? = nil) {
@@ -128,6 +144,19 @@ public struct PruningSettings: Sendable, Equatable {
         /// Truncated SVD with the rank reduced on the schedule (target: 1 − stored/dense
         /// parameters of the factored tensors).
         case lowRank = "low-rank"
+        /// Wanda (Sun et al., 2023): |w|·‖x‖ per output row, ‖x‖ from diag G of the workers'
+        /// input statistics, on the schedule.
+        case wanda
+        /// OBS/SparseGPT-style: once, at `schedule.start_step`, each row's support and values
+        /// minimise its output error under G (the activations objective); then fine-tuning
+        /// with the mask fixed.
+        case oneShotReconstruction = "one-shot-reconstruction"
+    }
+    /// How `csp` measures W + U: through a seeded random operator per layer, or through the
+    /// layer's own inputs (the activations objective; Sources/Pruning/README.md).
+    public enum Operator: String, Sendable, CaseIterable {
+        case gaussian, rademacher, srht, activations
+        var random: MeasurementOperator.Kind? { MeasurementOperator.Kind(rawValue: rawValue) }
     }
     public enum Scope: String, Sendable, CaseIterable {
         /// Every pruned layer reaches the target sparsity.
@@ -145,7 +174,9 @@ public struct PruningSettings: Sendable, Equatable {
     public var block = 256
     /// csp: measurements per block.
     public var measurements = Measurements.auto
-    public var measurementOperator: MeasurementOperator.Kind = .gaussian
+    public var measurementOperator: Operator = .gaussian
+    /// Methods that read input statistics: λ of Ĝ = G + λ·mean(diag G)·I.
+    public var damping = 0.01
     public var solver: SparseRecovery.Solver = .niht
     public var iterations = 30
     /// Dual methods: ρ, the strength of the proximal pull ρ(W − Z + U), applied decoupled from the
@@ -167,7 +198,37 @@ public struct PruningSettings: Sendable, Equatable {
 
     public init() {}
 
-    public func makeProjection(layout: ParameterLayout, seed runSeed: UInt64) throws -> any ProjectionStep {
+    /// True when the method reads the second moments of the pruned layers' inputs.
+    public var needsInputStatistics: Bool {
+        switch method {
+        case .wanda, .oneShotReconstruction: true
+        case .csp: measurementOperator == .activations
+        default: false
+        }
+    }
+
+    /// The inputs workers measure for this method: those of the pruned tensors among `available`
+    /// (the model's ``TrainableModel.statisticSites``), or none when the method reads none.
+    public func statisticSites(layout: ParameterLayout, available: [StatisticSite]) -> [StatisticSite] {
+        needsInputStatistics ? PrunedLayers(layout: layout, exclude: exclude).sites(among: available) : []
+    }
+
+    /// `sites`: the inputs the model can measure (``TrainableModel.statisticSites``); the
+    /// methods that need statistics read those of the pruned tensors.
+    public func makeProjection(layout: ParameterLayout, seed runSeed: UInt64, sites: [StatisticSite] = []) throws -> any ProjectionStep {
+        var statistics: InputStatistics?
+        if needsInputStatistics {
+            guard damping >= 0 else { throw PruningError("pruning.damping must be at least 0 (got \(damping))") }
+            guard scope == .layer else { throw PruningError("pruning.scope global is for the magnitude methods; methods that read the inputs' statistics work per row") }
+            let layers = PrunedLayers(layout: layout, exclude: exclude)
+            let used = statisticSites(layout: layout, available: sites)
+            let missing = layers.tensors.filter { spec in !used.contains { $0.tensors.contains(spec.name) } }.map(\.name)
+            guard missing.isEmpty else {
+                let what = method == .csp ? "pruning.operator activations" : "pruning.method \(method.rawValue)"
+                throw PruningError("\(what) needs the inputs of every pruned tensor, and the model cannot measure those of \(missing.joined(separator: ", ")) (exclude them, or choose another method)")
+            }
+            statistics = InputStatistics(sites: used)
+        }
         if let problem = schedule.problem, method != .none { throw PruningError("pruning.schedule: \(problem)") }
         switch method {
         case .none:
@@ -176,6 +237,12 @@ public struct PruningSettings: Sendable, Equatable {
             var s = self
             if method == .oneShotMagnitude { s.schedule.kind = .oneShot }
             return MaskedProjection(settings: s, criterion: .magnitude, layout: layout)
+        case .wanda:
+            return MaskedProjection(settings: self, criterion: .wanda, layout: layout, statistics: statistics)
+        case .oneShotReconstruction:
+            var s = self
+            s.schedule.kind = .oneShot
+            return MaskedProjection(settings: s, criterion: .reconstruction, layout: layout, statistics: statistics)
         case .taylor:
             guard (0 ..< 1).contains(taylorDecay) else { throw PruningError("pruning.taylor_decay must be in [0, 1) (got \(taylorDecay))") }
             return MaskedProjection(settings: self, criterion: .taylor, layout: layout)
@@ -198,7 +265,7 @@ public struct PruningSettings: Sendable, Equatable {
             guard scope == .layer else {
                 throw PruningError("pruning.scope global is for the magnitude methods; \(method.rawValue) works per layer and block")
             }
-            return DualProjection(settings: self, layout: layout, seed: seed == 0 ? runSeed : seed)
+            return DualProjection(settings: self, layout: layout, seed: seed == 0 ? runSeed : seed, statistics: statistics)
         }
     }
 }

@@ -42,7 +42,7 @@ struct CoordinatorParts {
         var firstBroadcast = initial
         if config.coordinator.broadcastValues == .f16 { firstBroadcast.withUnsafeMutableBufferPointer { FloatEncoding.roundToHalf($0) } }
         var projection: any ProjectionStep
-        do { projection = try config.pruning.makeProjection(layout: layout, seed: config.seed) } catch {
+        do { projection = try config.pruning.makeProjection(layout: layout, seed: config.seed, sites: model.statisticSites) } catch {
             throw RunFolderError("\(error)")
         }
         fingerprint = MathsFingerprint(config: config, dataFingerprint: model.trainingDataFingerprint)
@@ -94,10 +94,16 @@ struct CoordinatorParts {
         let order = DataOrder(seed: config.seed, examples: model.trainingExamples, globalBatch: config.coordinator.globalBatch,
                               microBatches: config.coordinator.microBatches, costs: model.exampleCosts,
                               groupingWindow: config.coordinator.lengthGrouping)
-        let grid = ChunkGrid(tensors: layout.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
-        machine = RunStateMachine(settings: Self.machineSettings(config, evaluationSets: model.evaluationSets), runID: runID, token: token,
-                                  order: order, grid: grid, step: state.step,
-                                  computeSignature: config.deterministic && signature?.isEmpty == false ? signature : nil, now: now)
+        // Gradients, then the input statistics the projection reads (ExchangeLayout).
+        let grid = ChunkGrid(tensors: server.exchange.combined.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
+        var settings = Self.machineSettings(config, evaluationSets: model.evaluationSets)
+        if config.deterministic {
+            (settings.computeSignature, settings.computeSignatureOrigin) = Self.runSignature(config: config, checkpoint: signature)
+            if let resumed = signature, !resumed.isEmpty, resumed != settings.computeSignature {
+                logger.warning("the checkpoint was computed with '\(resumed)', this run needs '\(settings.computeSignature ?? "")' (\(settings.computeSignatureOrigin)): its steps are not bit-identical to the interrupted run's")
+            }
+        }
+        machine = RunStateMachine(settings: settings, runID: runID, token: token, order: order, grid: grid, step: state.step, now: now)
     }
 
     static func machineSettings(_ config: RunConfiguration, evaluationSets: [String: Int]) -> RunStateMachine.Settings {
@@ -113,9 +119,19 @@ struct CoordinatorParts {
         s.evalBatch = c.evalBatch
         s.checkpointEverySteps = config.checkpoint.everySteps
         s.checkpointFailuresToStop = config.checkpoint.onWriteFailure == .stop ? CheckpointSettings.failedWritesBeforeStop : nil
-        s.requireComputeSignature = config.deterministic
+        let security = config.security
+        s.maxWorkers = security.maxWorkers > 0 ? security.maxWorkers : nil
+        s.joinAttemptsPerMinute = security.joinAttemptsPerMinute > 0 ? security.joinAttemptsPerMinute : nil
         s.protocolVersion = Wire.protocolVersion
         return s
+    }
+
+    /// A deterministic run's compute signature and where it came from: the configuration's
+    /// `compute_signature`, else a resumed checkpoint's, else this coordinator's own. Never a worker's.
+    static func runSignature(config: RunConfiguration, checkpoint: String?) -> (String, String) {
+        if !config.computeSignature.isEmpty { return (config.computeSignature, "compute_signature in the run's configuration") }
+        if let checkpoint, !checkpoint.isEmpty { return (checkpoint, "the signature of the checkpoint this run resumed from") }
+        return (BLASRuntime.computeSignature, "the coordinator's own; pin another with compute_signature in the run's configuration")
     }
 
     /// From `init_from`'s model weights when given (the error names the checkpoint and what does

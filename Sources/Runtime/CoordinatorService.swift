@@ -7,6 +7,7 @@ import Observe
 import Synchronization
 import Tensors
 import Transport
+import Synchronization
 import Wire
 
 /// The coordinator's I/O: a REP socket served through many contexts, pipe notifications and the
@@ -15,6 +16,11 @@ public final class CoordinatorService: Sendable {
     let shell: CoordinatorShell
     let socket: Socket
     let settings: TransportSettings
+    let security: SecuritySettings
+    /// `security.max_connections`, or fewer when the descriptor limit leaves less room.
+    let connectionLimit: Int
+    /// Connections closed at once for the limit (counted on nng's callback thread).
+    let refusedConnections = Atomic<Int>(0)
     /// Requests larger than this are refused with a reply naming the limit.
     let maxRequestBytes: Int
     let lingerSeconds: Double
@@ -39,6 +45,17 @@ public final class CoordinatorService: Sendable {
                                      start: start, progress: progress)
         socket = try Socket(.rep)
         settings = config.transport
+        security = config.security
+        // Every connection holds a descriptor: raise the soft limit as far as the hard one allows,
+        // and keep connections from taking the descriptors the run folder's files need.
+        let descriptors = ProcessTuning.raiseDescriptorLimit()
+        connectionLimit = max(1, min(config.security.maxConnections, descriptors - Self.reservedDescriptors))
+        if connectionLimit < config.security.maxConnections {
+            logger.warning("at most \(connectionLimit) connections (security.max_connections is \(config.security.maxConnections)): the descriptor limit is \(descriptors) (ulimit -n) and \(Self.reservedDescriptors) are kept for files; raise ulimit -Hn to allow more")
+        }
+        socket.limitConnections(connectionLimit)
+        // A worker behind a cut link is noticed by the kernel's keepalive probes too.
+        try socket.setKeepAlive(true)
         // A gradient chunk plus its envelope, or what the configuration allows if less.
         maxRequestBytes = min(config.transport.maxMessageBytes, config.coordinator.chunkValues * 4 + (64 << 10))
         lingerSeconds = min(30, max(3, config.coordinator.stepDeadlineSeconds + 1))
@@ -47,14 +64,22 @@ public final class CoordinatorService: Sendable {
         observeSettings = config.observe
     }
 
+    /// Descriptors kept free of connections: run folder files, checkpoint writes, nng's own, and
+    /// the runtime's. Without them the coordinator lost ledger lines and checkpoints, and then
+    /// died with SIGILL: libdispatch's worker-pool monitor reads /proc/<tid>/stat of its threads every
+    /// second and crashes on purpose ("workq: registered worker exited prematurely") when the open
+    /// fails, as it does with EMFILE (issue 12).
+    static let reservedDescriptors = 128
+
     /// Listens on `url` and returns the address workers should dial (port filled in for `:0`).
     /// The address is also written to `<run-dir>/endpoint`.
     public func listen(_ url: String) throws -> String {
         let listener: Listener
+        let tls = try TransportSecurity.server(url: url, settings: settings.tls, logger: logger)
         do {
             // nng itself cuts messages past twice the limit (closing the connection); up to
             // that, the coordinator reads them and answers with a refusal that names the limit.
-            listener = try socket.listen(url, maxMessageSize: 2 * maxRequestBytes)
+            listener = try socket.listen(url, maxMessageSize: 2 * maxRequestBytes, tls: tls)
         } catch where error.isAddressInUse {
             throw RunFolderError("cannot listen on \(url): the address is in use by another process (pick another port, or port 0 for a free one)")
         } catch {
@@ -106,15 +131,28 @@ public final class CoordinatorService: Sendable {
                 group.addTask { await self.serve(context) }
             }
             group.addTask {
-                for await event in self.socket.pipeEvents where event.kind == .removed {
-                    await self.shell.pipeClosed(event.pipe.rawValue)
+                for await event in self.socket.pipeEvents {
+                    switch event.kind {
+                    case .added: await self.shell.pipeOpened(event.pipe.rawValue)
+                    case .removed: await self.shell.pipeClosed(event.pipe.rawValue)
+                    case .refused: self.refusedConnections.add(1, ordering: .relaxed)
+                    }
                 }
             }
             group.addTask {
                 // The clock's only reader for decisions: deadlines, held requests, silence.
+                var refused = RefusalLog(every: 10), silent = RefusalLog(every: 10)
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(100))
-                    await self.shell.tick()
+                    let closing = await self.shell.tick()
+                    for pipe in closing { self.socket.closePipe(PipeID(rawValue: pipe)) }
+                    let now = Monotonic.now
+                    if let count = refused.due(now: now, total: self.refusedConnections.load(ordering: .relaxed)) {
+                        self.logger.warning("closed \(count) new connection(s) at once: \(self.connectionLimit) are open (security.max_connections = \(self.security.maxConnections)\(self.connectionLimit < self.security.maxConnections ? ", lowered to fit the descriptor limit" : ""))")
+                    }
+                    if let count = silent.due(now: now, total: silent.total + closing.count) {
+                        self.logger.warning("closed \(count) connection(s) that sent nothing for \(self.security.silentConnectionSeconds) s (security.silent_connection_seconds)")
+                    }
                 }
             }
             let summary = await shell.waitUntilFinished()
@@ -170,6 +208,26 @@ public final class CoordinatorService: Sendable {
             shell.observer?.replySent(bytes: frame.count)
             if let request { await shell.replySent(request) }
         }
+    }
+}
+
+/// Says when to log a repeated refusal: at once, then at most one line every `every` seconds
+/// with how many happened since (a flood must not flood the log too).
+struct RefusalLog {
+    let every: Double
+    private var last = -Double.infinity
+    /// Refusals so far, and how many of them a line has reported.
+    private(set) var total = 0
+    private var reported = 0
+
+    init(every: Double) { self.every = every }
+
+    /// `total`: refusals so far; returns how many to report when a line is due.
+    mutating func due(now: Double, total: Int) -> Int? {
+        self.total = total
+        guard total > reported, now - last >= every else { return nil }
+        defer { reported = total; last = now }
+        return total - reported
     }
 }
 

@@ -36,6 +36,9 @@ actor CoordinatorShell {
     private let writer: CheckpointWriter
 
     private var replies: [RequestID: CheckedContinuation<ReplyFrame, Never>] = [:]
+    /// Open connections and when each was last heard from (silent ones are closed).
+    private var connections: ConnectionWatch
+    private var lastSilenceCheck = 0.0
     private var nextRequest: RequestID = 1
     /// The parameter server's numbers of steps whose metrics line is not written yet.
     private var numbers: [Int: ParameterServer.StepNumbers] = [:]
@@ -68,6 +71,7 @@ actor CoordinatorShell {
         checkpoints = store
         writer = CheckpointWriter(store: store)
         runStart = start
+        connections = ConnectionWatch(silentSeconds: config.security.silentConnectionSeconds)
         observer = config.observe.http.isEmpty ? nil : RunObserver(Self.observedRun(config, parts: parts), now: now)
     }
 
@@ -111,6 +115,12 @@ actor CoordinatorShell {
 
     /// A resumed run already at its total finishes at once.
     func start() {
+        if let signature = machine.computeSignature {
+            logger.info("deterministic run: every worker must compute with \(signature)",
+                        metadata: ["from": "\(machine.settings.computeSignatureOrigin)"])
+        } else {
+            logger.info("this coordinator computes with \(BLASRuntime.computeSignature) (workers may differ: deterministic is off)")
+        }
         perform(machine.start(now: Self.now()))
     }
 
@@ -120,6 +130,7 @@ actor CoordinatorShell {
     func answer(_ message: Message, peer: String) async -> (frame: ReplyFrame, request: RequestID?) {
         let pipe = message.pipe.rawValue
         let now = Self.now()
+        connections.heard(pipe, now: now)
         let id = nextRequest
         nextRequest += 1
         let frame: ReplyFrame = await withCheckedContinuation { continuation in
@@ -162,9 +173,22 @@ actor CoordinatorShell {
     /// A refusal that never reached the machine (a message over the size limit).
     func refuse(_ code: RefusalCode, _ reason: String) -> ReplyFrame { frame(.refusal(code, reason)) }
 
-    func tick() { perform(machine.handle(.tick(now: Self.now()))) }
+    /// The clock's tick; returns the connections to close for silence (checked once a second).
+    func tick() -> [UInt32] {
+        let now = Self.now()
+        perform(machine.handle(.tick(now: now)))
+        guard now - lastSilenceCheck >= 1 else { return [] }
+        lastSilenceCheck = now
+        let memberPipes = Set(machine.membership.members.values.map(\.pipe))
+        return connections.silent(now: now, memberPipes: memberPipes)
+    }
 
-    func pipeClosed(_ pipe: UInt32) { perform(machine.handle(.pipeClosed(pipe, now: Self.now()))) }
+    func pipeOpened(_ pipe: UInt32) { connections.opened(pipe, now: Self.now()) }
+
+    func pipeClosed(_ pipe: UInt32) {
+        connections.closed(pipe)
+        perform(machine.handle(.pipeClosed(pipe, now: Self.now())))
+    }
 
     func stop(_ status: RunSummary.Status, message: String) {
         perform(machine.handle(.shutdown(RunStateMachine.Status(rawValue: status.rawValue) ?? .failed, message: message, now: Self.now())))

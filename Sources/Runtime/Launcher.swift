@@ -99,6 +99,8 @@ public final class Launcher: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.executablePath)
         process.arguments = ["worker", "--connect", url, "--token-file", tokenFile, "--name", "worker-\(index)"] + options.workerArguments
+        let tls = options.config.transport.tls.dir
+        if !tls.isEmpty { process.arguments! += ["--tls", tls] }
         var environment = ProcessInfo.processInfo.environment
         environment[ParentWatch.environmentVariable] = String(getpid())
         process.environment = environment

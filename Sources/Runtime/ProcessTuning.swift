@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import CMalloc
+import Glibc
 #endif
 
 /// Process-wide settings for a program that allocates and frees the same large buffers every
@@ -16,6 +17,25 @@ public enum ProcessTuning {
         #if canImport(Glibc)
         _ = mallopt(M_MMAP_MAX, 0)
         _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        #endif
+    }
+
+    /// Raises the soft limit on open descriptors to the hard limit (a coordinator holds one per
+    /// connection); returns the soft limit in force afterwards.
+    @discardableResult
+    public static func raiseDescriptorLimit() -> Int {
+        #if canImport(Glibc)
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            // Linux caps RLIMIT_NOFILE at fs.nr_open: an "unlimited" hard limit cannot be used as is.
+            raised.rlim_cur = min(limit.rlim_max, 1 << 20)
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return Int(clamping: limit.rlim_cur)
+        #else
+        return 1024
         #endif
     }
 }

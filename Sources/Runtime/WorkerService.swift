@@ -3,6 +3,7 @@ import Coordination
 import Foundation
 import Logging
 import Models
+import Pruning
 import Tasks
 import Tensors
 import Transport
@@ -24,6 +25,9 @@ public final class WorkerService: Sendable {
         /// This machine's copies of data sets, by name (train, valid, valid_channel), in place of
         /// the coordinator's paths.
         public var dataFolders: [String: String] = [:]
+        /// A certificate folder (`csptrain certs init`) for a `tls+tcp://` coordinator: its
+        /// `ca.pem`, and `worker.pem`/`worker.key` when present (mutual TLS).
+        public var tlsDir: String?
         public init(connect: String, token: [UInt8], name: String) {
             self.connect = connect
             self.token = token
@@ -44,7 +48,10 @@ public final class WorkerService: Sendable {
         self.options = options
         self.logger = logger
         socket = try Socket(.req)
-        try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes)
+        // The kernel's keepalive probes end a connection whose link was cut; the dialer then reconnects.
+        try socket.setKeepAlive(true)
+        try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes,
+                        tls: TransportSecurity.client(url: options.connect, dir: options.tlsDir, logger: logger))
     }
 
     public func close() { socket.close() }
@@ -68,6 +75,10 @@ public final class WorkerService: Sendable {
                 logger.info("no answer from the coordinator yet; retrying", metadata: ["url": "\(options.connect)", "silent_s": "\(Int(silent))"])
                 try await Task.sleep(for: .seconds(backoff))
                 backoff = min(backoff * 2, 2)
+            } catch let limit as Overloaded where limit.atJoin {
+                // A join refused by a limit (security.max_workers, join attempts per minute): wait, try again.
+                logger.warning("the coordinator refused to let this worker join yet: \(limit.reason); trying again in 5 s")
+                try await Task.sleep(for: .seconds(5))
             } catch is Rejoin {
                 logger.info("the coordinator does not know this session (it restarted or dropped us); joining again")
                 // Back off when rejoining keeps failing (a flood of joins, an overloaded coordinator).
@@ -84,6 +95,8 @@ public final class WorkerService: Sendable {
         let runID: String
         let workerID: UInt32
         let model: any TrainableModel
+        /// The gradient, then the input statistics the run's pruning method reads.
+        let exchange: ExchangeLayout
         let chunkValues: Int
         let sendWindow: Int
         let resendSeconds: Double
@@ -112,7 +125,7 @@ public final class WorkerService: Sendable {
         hello.header = Csptrain_V1_Header.make(runID: "")
         hello.hello = Csptrain_V1_Hello.with { $0.workerName = options.name; $0.clientNonce = clientNonce }
         let challengeReply = try await call(hello, context: context)
-        try checkRefusal(challengeReply)
+        try checkRefusal(challengeReply, joining: true)
         guard case let .challenge(challenge)? = challengeReply.body else {
             throw WorkerError("the coordinator answered Hello with \(String(describing: challengeReply.body)), expected a challenge")
         }
@@ -128,7 +141,7 @@ public final class WorkerService: Sendable {
             $0.computeSignature = BLASRuntime.computeSignature
         }
         let welcomeReply = try await call(proof, context: context)
-        try checkRefusal(welcomeReply)
+        try checkRefusal(welcomeReply, joining: true)
         guard case let .welcome(welcome)? = welcomeReply.body else {
             throw WorkerError("the coordinator answered the proof with \(String(describing: welcomeReply.body)), expected welcome")
         }
@@ -160,13 +173,15 @@ public final class WorkerService: Sendable {
             throw WorkerError(reason)
         }
         logger.info("joined", metadata: ["run": "\(runID)", "worker_id": "\(welcome.workerID)", "parameters": "\(model.layout.totalCount)"])
+        let sites = config.pruning.statisticSites(layout: model.layout, available: model.statisticSites)
         return Session(id: session, runID: runID, workerID: welcome.workerID, model: model,
+                       exchange: ExchangeLayout(parameters: model.layout, sites: sites),
                        chunkValues: Int(welcome.chunkValues), sendWindow: config.transport.sendWindow,
                        resendSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.resendSeconds),
                        gradientBF16: config.coordinator.gradientValues == .bf16)
     }
 
-    private func checkRefusal(_ reply: Reply) throws {
+    private func checkRefusal(_ reply: Reply, joining: Bool = false) throws {
         guard case let .refusal(refusal)? = reply.body else { return }
         switch refusal.code {
         case .unknownSession, .challengeExpired, .wrongRun:
@@ -178,7 +193,7 @@ public final class WorkerService: Sendable {
             throw WorkerError("the coordinator cannot use this worker: \(refusal.reason)")
         case .overloaded:
             // Too many of this worker's requests are unanswered: the caller waits and sends again.
-            throw Overloaded()
+            throw Overloaded(reason: refusal.reason, atJoin: joining)
         case .tooLarge:
             throw WorkerError("the coordinator refused a message as too large: \(refusal.reason)")
         case .versionMismatch:
@@ -193,7 +208,7 @@ public final class WorkerService: Sendable {
     private func work(_ session: Session, lastContact: inout Double) async throws -> Exit? {
         let layout = session.model.layout
         var parameters = [Float](repeating: 0, count: layout.totalCount)
-        var gradient = [Float](repeating: 0, count: layout.totalCount)
+        var gradient = [Float](repeating: 0, count: session.exchange.totalCount)
         var haveVersion: UInt64 = 0
         let control = try socket.openContext()
         try control.setResendTime(.seconds(session.resendSeconds))
@@ -250,9 +265,14 @@ public final class WorkerService: Sendable {
                     guard let i = Int(exactly: index) else { throw WorkerError("the coordinator sent example index \(index), which is out of range") }
                     return i
                 }
+                var moments = InputMomentRecorder(sites: session.exchange.sites)
                 let lossSum = try parameters.withUnsafeBufferPointer { p in
                     try gradient.withUnsafeMutableBufferPointer { g in
-                        try session.model.lossAndGradient(parameters: p, examples: examples, epoch: Int(task.epoch), gradient: g)
+                        let parameterGradient = UnsafeMutableBufferPointer(rebasing: g[0 ..< layout.totalCount])
+                        let lossSum = try session.model.lossAndGradient(parameters: p, examples: examples, epoch: Int(task.epoch),
+                                                                        gradient: parameterGradient, moments: &moments)
+                        moments.write(into: UnsafeMutableBufferPointer(rebasing: g[session.exchange.statisticsRange]), examples: examples.count)
+                        return lossSum
                     }
                 }
                 try await send(gradient: gradient, lossSum: lossSum, task: task, step: reply.header.step,
@@ -293,7 +313,7 @@ public final class WorkerService: Sendable {
                                    exampleCount: task.exampleIndices.count, lossSum: lossSum, weightsVersion: task.weightsVersion,
                                    bf16: session.gradientBF16)
         // The coordinator's chunk grid: the same cut it validates chunks against.
-        let grid = ChunkGrid(tensors: session.model.layout.tensors.map { ($0.offset, $0.count) }, chunkValues: session.chunkValues)
+        let grid = ChunkGrid(tensors: session.exchange.combined.tensors.map { ($0.offset, $0.count) }, chunkValues: session.chunkValues)
         var pieces: [(tensor: Int, chunk: Int, count: Int, range: Range<Int>)] = []
         for tensor in grid.tensorChunkCounts.indices {
             let count = grid.tensorChunkCounts[tensor]
@@ -348,7 +368,12 @@ public final class WorkerService: Sendable {
 struct Rejoin: Error {}
 
 /// The coordinator refused a request because too many of this session's were in flight.
-struct Overloaded: Error {}
+/// The coordinator refused a request for a limit: in flight (wait and send again) or at join
+/// (`security.max_workers`, `security.join_attempts_per_minute`: wait longer and join again).
+struct Overloaded: Error {
+    var reason = ""
+    var atJoin = false
+}
 
 public struct WorkerError: Error, CustomStringConvertible {
     public let description: String

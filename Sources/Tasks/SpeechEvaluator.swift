@@ -43,6 +43,8 @@ public struct SpeechEvaluator: Sendable {
         public var skipped: [(file: String, reason: String)] = []
         /// Each scored utterance's counts, in input order (skipped ones left out).
         public var perUtterance: [ErrorRates] = []
+        /// Each scored utterance's audio file and decoded text, in input order.
+        public var hypotheses: [(audio: String, text: String)] = []
         public var realTimeFactor: Double { audioSeconds > 0 ? computeSeconds / audioSeconds : 0 }
     }
 
@@ -50,7 +52,7 @@ public struct SpeechEvaluator: Sendable {
     public func evaluate(_ utterances: [Utterance], batch: Int = 8) -> Result {
         var result = Result()
         let extractor = LogMelExtractor()
-        var pending: [(features: [Float], text: String)] = []
+        var pending: [(features: [Float], text: String, audio: String)] = []
         func flush() {
             guard !pending.isEmpty else { return }
             let start = ContinuousClock.now
@@ -62,6 +64,7 @@ public struct SpeechEvaluator: Sendable {
                 one.add(reference: p.text, hypothesis: h)
                 result.rates.merge(one)
                 result.perUtterance.append(one)
+                result.hypotheses.append((p.audio, h))
             }
             pending = []
         }
@@ -77,7 +80,7 @@ public struct SpeechEvaluator: Sendable {
                 let d = ContinuousClock.now - start
                 result.computeSeconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
                 result.audioSeconds += audio.seconds
-                pending.append((f, u.text))
+                pending.append((f, u.text, u.audioPath))
             } catch {
                 result.skipped.append((u.audioPath, error.message))
             }

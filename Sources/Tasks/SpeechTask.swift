@@ -84,8 +84,16 @@ public struct SpeechTask: TrainableModel {
         [("feature_mean", normalization.mean), ("feature_std", normalization.std)]
     }
 
+    public var statisticSites: [StatisticSite] { model.statisticSites }
+
     public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
                                 gradient: UnsafeMutableBufferPointer<Float>) throws -> Double {
+        var none = InputMomentRecorder(sites: [])
+        return try lossAndGradient(parameters: parameters, examples: examples, epoch: epoch, gradient: gradient, moments: &none)
+    }
+
+    public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
+                                gradient: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) throws -> Double {
         let extractor = LogMelExtractor()
         var features: [[Float]] = [], labels: [[Int]] = []
         for example in examples {
@@ -102,7 +110,7 @@ public struct SpeechTask: TrainableModel {
             features.append(f)
             labels.append(vocabulary.encode(text))
         }
-        return model.lossAndGradient(parameters: parameters, features: features, labels: labels, gradient: gradient).lossSum
+        return model.lossAndGradient(parameters: parameters, features: features, labels: labels, gradient: gradient, moments: &moments).lossSum
     }
 
     enum Purpose {

@@ -134,7 +134,7 @@ public struct GradientAccumulator: Sendable {
     /// The mean into `out`, block by block concurrently, with each block's Σ g² (float64) taken
     /// while the block is in cache; the sums come back in block order.
     public func meanAndSumsOfSquares(blocks: [Range<Int>], into out: inout [Float]) -> [Double] {
-        precondition(out.count == parameterCount)
+        precondition(out.count <= parameterCount && blocks.allSatisfy { $0.upperBound <= out.count })
         var sums = [Double](repeating: 0, count: blocks.count)
         out.withUnsafeMutableBufferPointer { g in
             sums.withUnsafeMutableBufferPointer { s in
@@ -164,6 +164,28 @@ public struct GradientAccumulator: Sendable {
             }
             fixed.withUnsafeBufferPointer { s in
                 csp_fixed_mean(s.baseAddress! + range.lowerBound, out.baseAddress! + range.lowerBound, range.count, examples, Self.scaleBits)
+            }
+        }
+    }
+
+    /// The mean of the values in `range`, written to the start of `out` (`out[i]` is position
+    /// `range.lowerBound + i`).
+    public func mean(range: Range<Int>, toStartOf out: UnsafeMutableBufferPointer<Float>) {
+        precondition(out.count >= range.count)
+        guard !range.isEmpty else { return }
+        switch mode {
+        case .float:
+            let scale = examples > 0 ? 1 / Float(examples) : 1
+            sum.withUnsafeBufferPointer { s in
+                for i in range { out[i - range.lowerBound] = s[i] * scale }
+            }
+        case .fixedPoint:
+            guard examples > 0 else {
+                UnsafeMutableBufferPointer(rebasing: out[0 ..< range.count]).update(repeating: 0)
+                return
+            }
+            fixed.withUnsafeBufferPointer { s in
+                csp_fixed_mean(s.baseAddress! + range.lowerBound, out.baseAddress!, range.count, examples, Self.scaleBits)
             }
         }
     }

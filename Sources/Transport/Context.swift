@@ -58,6 +58,8 @@ public struct TransportSettings: Sendable, Equatable {
     public var resendSeconds: Double = 5
     /// Gradient chunks a worker keeps in flight at once.
     public var sendWindow: Int = 4
+    /// TLS for `tls+tcp://` addresses (see ``TLSSettings``).
+    public var tls = TLSSettings()
 
     public init() {}
 }

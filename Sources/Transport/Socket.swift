@@ -39,14 +39,34 @@ public final class Socket: Sendable {
         self.handle = socket
         self.pipeEventBox = PipeEventBox()
         let arg = Unmanaged.passUnretained(pipeEventBox).toOpaque()
-        for event in [NNG_PIPE_EV_ADD_POST, NNG_PIPE_EV_REM_POST] {
+        for event in [NNG_PIPE_EV_ADD_PRE, NNG_PIPE_EV_ADD_POST, NNG_PIPE_EV_REM_POST] {
             try nngCall("register pipe notifications", nng_pipe_notify(socket, event, { pipe, event, arg in
-                Unmanaged<PipeEventBox>.fromOpaque(arg!)._withUnsafeGuaranteedRef {
-                    $0.deliver(PipeEvent(kind: event == NNG_PIPE_EV_ADD_POST ? .added : .removed,
-                                         pipe: PipeID(rawValue: pipe.id)))
-                }
+                Unmanaged<PipeEventBox>.fromOpaque(arg!)._withUnsafeGuaranteedRef { $0.notify(pipe, event) }
             }, arg))
         }
+    }
+
+    /// At most `limit` connections at once: one past it is closed as soon as its handshake is
+    /// done, before the socket ever sees it (a `.refused` pipe event tells who). Each open
+    /// connection holds a file descriptor; this keeps a flood of them from taking the ones the
+    /// process needs for its files. nil: no limit.
+    public func limitConnections(_ limit: Int?) {
+        pipeEventBox.limit.withLock { $0 = limit }
+    }
+
+    /// Closes one connection (its pending exchanges fail; a dialer on the other side reconnects).
+    public func closePipe(_ pipe: PipeID) {
+        nng_pipe_close(nng_pipe(id: pipe.rawValue))
+    }
+
+    /// Connections open now (admitted, not yet removed).
+    public var openConnections: Int { pipeEventBox.admitted.withLock { $0.count } }
+
+    /// TCP keepalive on this socket's future connections (`NNG_OPT_TCP_KEEPALIVE`): the kernel
+    /// probes an idle connection and closes it when the peer is gone (a cut link), after
+    /// `net.ipv4.tcp_keepalive_time` + probes (see Deploy/README.md).
+    public func setKeepAlive(_ on: Bool) throws(NNGError) {
+        try nngCall("set \(NNG_OPT_TCP_KEEPALIVE) to \(on)", nng_socket_set_bool(handle, NNG_OPT_TCP_KEEPALIVE, on))
     }
 
     deinit {
@@ -55,6 +75,7 @@ public final class Socket: Sendable {
 
     /// Closes the socket: every pending operation on it and its contexts fails with "closed".
     public func close() {
+        nng_pipe_notify(handle, NNG_PIPE_EV_ADD_PRE, nil, nil)
         nng_pipe_notify(handle, NNG_PIPE_EV_ADD_POST, nil, nil)
         nng_pipe_notify(handle, NNG_PIPE_EV_REM_POST, nil, nil)
         nng_close(handle)
@@ -63,29 +84,58 @@ public final class Socket: Sendable {
 
     // MARK: Endpoints
 
-    /// Listens on `url` (`tcp://host:port`, `ipc:///path`, `inproc://name`). Port 0 picks a free
-    /// port; read it back from the returned listener.
+    /// Listens on `url` (`tcp://host:port`, `tls+tcp://host:port`, `ipc:///path`, `inproc://name`).
+    /// Port 0 picks a free port; read it back from the returned listener.
     ///
     /// `maxMessageSize` is required: nng's default is unlimited, so a peer could make us allocate
     /// any amount of memory. Larger messages are dropped and their connection closed.
+    /// `tls`: a server configuration, required for (and only for) `tls+tcp://` URLs.
     @discardableResult
-    public func listen(_ url: String, maxMessageSize: Int) throws(NNGError) -> Listener {
+    public func listen(_ url: String, maxMessageSize: Int, tls: TLSConfig? = nil) throws(NNGError) -> Listener {
         try setSize(NNG_OPT_RECVMAXSZ, maxMessageSize)
         var listener = nng_listener()
-        try nngCall("listen on \(url)", nng_listen(handle, url, &listener, 0))
+        try nngCall("listen on \(url)", nng_listener_create(&listener, handle, url))
+        do {
+            try Self.attach(tls, url: url) { nng_listener_set_ptr(listener, NNG_OPT_TLS_CONFIG, UnsafeMutableRawPointer($0)) }
+            try nngCall("listen on \(url)", nng_listener_start(listener, 0))
+        } catch {
+            nng_listener_close(listener)
+            throw error
+        }
         let result = Listener(handle: listener, requestedURL: url)
         listened.withLock { $0 = result.url }
         return result
     }
 
     /// Dials `url` in the background: the dialer keeps reconnecting, with back-off between
-    /// `reconnect.lowerBound` and `reconnect.upperBound`, whenever the connection drops.
+    /// `reconnect.lowerBound` and `reconnect.upperBound`, whenever the connection drops (or its
+    /// TLS handshake fails). `tls`: a client configuration, required for `tls+tcp://` URLs.
     public func dial(_ url: String, maxMessageSize: Int,
-                     reconnect: ClosedRange<Duration> = .milliseconds(100) ... .seconds(2)) throws(NNGError) {
+                     reconnect: ClosedRange<Duration> = .milliseconds(100) ... .seconds(2),
+                     tls: TLSConfig? = nil) throws(NNGError) {
         try setSize(NNG_OPT_RECVMAXSZ, maxMessageSize)
         try setDuration(NNG_OPT_RECONNMINT, reconnect.lowerBound)
         try setDuration(NNG_OPT_RECONNMAXT, reconnect.upperBound)
-        try nngCall("dial \(url)", nng_dial(handle, url, nil, Int32(NNG_FLAG_NONBLOCK)))
+        var dialer = nng_dialer()
+        try nngCall("dial \(url)", nng_dialer_create(&dialer, handle, url))
+        do {
+            try Self.attach(tls, url: url) { nng_dialer_set_ptr(dialer, NNG_OPT_TLS_CONFIG, UnsafeMutableRawPointer($0)) }
+            try nngCall("dial \(url)", nng_dialer_start(dialer, Int32(NNG_FLAG_NONBLOCK)))
+        } catch {
+            nng_dialer_close(dialer)
+            throw error
+        }
+    }
+
+    /// Gives an endpoint its TLS configuration; a `tls+tcp://` URL without one, or a plain URL
+    /// with one, is refused here rather than by nng's less telling "not supported".
+    private static func attach(_ tls: TLSConfig?, url: String, _ set: (OpaquePointer) -> Int32) throws(NNGError) {
+        switch (TLSConfig.isTLS(url), tls) {
+        case (true, let config?): try nngCall("set the TLS configuration of \(url)", set(config.handle))
+        case (false, nil): break
+        case (true, nil): throw NNGError(code: Int32(NNG_EINVAL.rawValue), operation: "\(url) needs a TLS configuration (--tls DIR)")
+        case (false, _?): throw NNGError(code: Int32(NNG_EINVAL.rawValue), operation: "\(url) is not a tls+tcp:// address, but a TLS configuration was given")
+        }
     }
 
     // MARK: Options
@@ -143,7 +193,7 @@ public struct Listener: Sendable {
     /// The TCP port actually bound (useful after listening on port 0); nil for other transports.
     public var boundPort: Int? {
         var port: Int32 = 0
-        guard requestedURL.hasPrefix("tcp"), nng_listener_get_int(handle, NNG_OPT_TCP_BOUND_PORT, &port) == 0 else {
+        guard requestedURL.hasPrefix("tcp") || TLSConfig.isTLS(requestedURL), nng_listener_get_int(handle, NNG_OPT_TCP_BOUND_PORT, &port) == 0 else {
             return nil
         }
         return Int(port)
@@ -156,20 +206,46 @@ public struct Listener: Sendable {
     }
 }
 
-/// A pipe connected or went away.
+/// A pipe connected, was refused (over the connection limit), or went away.
 public struct PipeEvent: Sendable, Equatable {
-    public enum Kind: Sendable { case added, removed }
+    public enum Kind: Sendable { case added, refused, removed }
     public let kind: Kind
     public let pipe: PipeID
 }
 
-/// Receives nng's pipe notifications. The callback only yields to a stream.
+/// Receives nng's pipe notifications. The callback counts, may close a pipe over the limit
+/// (allowed in ADD_PRE), and yields to a stream; it never blocks.
 final class PipeEventBox: Sendable {
     let stream: AsyncStream<PipeEvent>
     private let continuation: AsyncStream<PipeEvent>.Continuation
+    let limit = Mutex<Int?>(nil)
+    /// Pipes let in and not yet removed.
+    let admitted = Mutex<Set<UInt32>>([])
 
     init() {
         (stream, continuation) = AsyncStream.makeStream(of: PipeEvent.self, bufferingPolicy: .bufferingNewest(4096))
+    }
+
+    func notify(_ pipe: nng_pipe, _ event: nng_pipe_ev) {
+        let id = PipeID(rawValue: pipe.id)
+        switch event {
+        case NNG_PIPE_EV_ADD_PRE:
+            let max = limit.withLock { $0 }
+            let admit = admitted.withLock { open in
+                guard max.map({ open.count < $0 }) ?? true else { return false }
+                open.insert(pipe.id)
+                return true
+            }
+            if !admit {
+                nng_pipe_close(pipe)
+                deliver(PipeEvent(kind: .refused, pipe: id))
+            }
+        case NNG_PIPE_EV_ADD_POST:
+            deliver(PipeEvent(kind: .added, pipe: id))
+        default:
+            let known = admitted.withLock { $0.remove(pipe.id) != nil }
+            if known { deliver(PipeEvent(kind: .removed, pipe: id)) }
+        }
     }
 
     func deliver(_ event: PipeEvent) { continuation.yield(event) }
@@ -210,7 +286,11 @@ struct SocketAddress: CustomStringConvertible {
             let port = UInt16(bigEndian: address.s_in.sa_port)
             description = "\(a >> 24).\((a >> 16) & 0xff).\((a >> 8) & 0xff).\(a & 0xff):\(port)"
         case Int32(NNG_AF_INET6.rawValue):
-            description = "[ipv6]:\(UInt16(bigEndian: address.s_in6.sa_port))"
+            var a6 = address.s_in6
+            let groups = withUnsafeBytes(of: &a6.sa_addr) { raw in
+                stride(from: 0, to: 16, by: 2).map { String(UInt16(raw[$0]) << 8 | UInt16(raw[$0 + 1]), radix: 16) }
+            }
+            description = "[\(groups.joined(separator: ":"))]:\(UInt16(bigEndian: address.s_in6.sa_port))"
         case Int32(NNG_AF_IPC.rawValue):
             var ipc = address.s_ipc
             description = "ipc://" + withUnsafeBytes(of: &ipc.sa_path) { raw in

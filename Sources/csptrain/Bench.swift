@@ -1,6 +1,7 @@
 import ArgumentParser
 import Benchmarks
 import Foundation
+import TLSMaterial
 import Logging
 import Pruning
 import Runtime
@@ -40,11 +41,16 @@ struct Bench: AsyncParsableCommand {
                          step's coordinator share measured in the same run with the endpoint on
                          and scraped once a second; goal ≤ 1% of the step at 1 scrape/s
                          (not run unless asked for with --only observe)
+            inference    PCM to text on one thread with the streaming model's shape: dense
+                         against sparse kernels on the same weights at 0-90% unstructured
+                         sparsity, 2:4, 1:10 and low-rank; whole utterances at batch 1 and 8 and
+                         100 ms streaming chunks; bytes of weights read, time shares, latency,
+                         exported file sizes (not run unless asked for with --only inference)
             """
     )
 
     enum Name: String, ExpressibleByArgument, CaseIterable {
-        case ingest, aggregation, speech, project, checkpoint, step, memory, observe
+        case ingest, aggregation, speech, project, checkpoint, step, memory, inference, observe
     }
 
     @Option(name: .customLong("only"), help: "Run only these benchmarks (repeatable): \(Name.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -107,6 +113,9 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Print one JSON object on stdout.")
     var json = false
 
+    @Flag(help: "ingest, step: csptrain over tls+tcp:// with mutual TLS (a fresh `certs init` folder), to set TLS's cost against the plain runs.")
+    var tls = false
+
     @OptionGroup var logOptions: LogOptions
 
     func run() async throws {
@@ -128,8 +137,12 @@ struct Bench: AsyncParsableCommand {
         }
         var results: [Benchmarks.Result] = []
         var notes: [String] = []
+        let tlsDir = try tls ? Self.certificateFolder() : nil
+        defer { if let tlsDir { try? FileManager.default.removeItem(atPath: tlsDir) } }
+        if let tlsDir { notes.append("csptrain over tls+tcp:// with mutual TLS (TLS 1.2, ECDSA P-256, mbedTLS 2.28 in nng); the baselines stay plain") }
         if selected.contains(.ingest) {
-            results.append(try await Benchmarks.ingest(parameters: parameters, microBatches: microBatches, steps: steps, workers: workers, logger: logger))
+            results.append(try await Benchmarks.ingest(parameters: parameters, microBatches: microBatches, steps: steps, workers: workers,
+                                                       tlsDir: tlsDir, logger: logger))
         }
         if selected.contains(.aggregation) {
             results.append(Benchmarks.aggregation(megabytes: megabytes))
@@ -150,6 +163,7 @@ struct Bench: AsyncParsableCommand {
             settings.steps = stepSteps
             settings.warmupSteps = min(8, stepSteps / 4)
             settings.workers = stepWorkers
+            settings.tlsDir = tlsDir
             step = try StepBenchmark.run(settings)
         }
         var memory: MemoryBenchmark.Report?
@@ -173,6 +187,10 @@ struct Bench: AsyncParsableCommand {
             results += report.results
             notes += report.notes
         }
+        var inference: InferenceBenchmark.Report?
+        if selected.contains(.inference) {
+            inference = try InferenceBenchmark.run()
+        }
         if json {
             let objects = results.map { r in
                 ["name": r.name, "ours": r.ours, "baseline": r.baseline, "ratio": r.ratio, "unit": r.unit, "baseline_name": r.baselineName] as [String: Any]
@@ -191,6 +209,7 @@ struct Bench: AsyncParsableCommand {
             if let step { object["step"] = step.json }
             if let memory { object["memory"] = memory.json }
             if let observe { object["observe"] = observe.json }
+            if let inference { object["inference"] = inference.json }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             try output(String(decoding: data, as: UTF8.self))
         } else {
@@ -219,7 +238,18 @@ struct Bench: AsyncParsableCommand {
             for line in step?.lines ?? [] { try output(line) }
             for line in memory?.lines ?? [] { try output(line) }
             for line in observe?.lines ?? [] { try output(line) }
+            for line in inference?.lines ?? [] { try output(line) }
             for note in notes { try output(note) }
         }
+    }
+}
+
+extension Bench {
+    /// A throw-away certificate folder for `--tls` (localhost and 127.0.0.1).
+    static func certificateFolder() throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-bench-tls-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: dir)
+        try CertificateAuthority.initFolder(CertificateFolder(dir), hosts: ["localhost", "127.0.0.1"], days: 1)
+        return dir
     }
 }

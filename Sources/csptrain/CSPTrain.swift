@@ -17,8 +17,9 @@ struct CSPTrain: AsyncParsableCommand {
 
         Start here:  csptrain launch --workers 2 --steps 200 --run-dir runs/first
         """,
-        subcommands: [Launch.self, CoordinatorCommand.self, WorkerCommand.self, DataCommand.self, EvalCommand.self,
-                      CheckpointCommand.self, ConfigCommand.self, ExperimentCommand.self, PlotCommand.self, Bench.self]
+        subcommands: [Launch.self, CoordinatorCommand.self, WorkerCommand.self, DataCommand.self, EvalCommand.self, TranscribeCommand.self,
+                      CheckpointCommand.self, ConfigCommand.self, ExperimentCommand.self, PlotCommand.self, Bench.self,
+                      CertsCommand.self]
     )
 
     /// `--resume` takes an optional value (`latest`, `auto` or a path); a bare `--resume` means
@@ -85,13 +86,26 @@ struct ConfigOptions: ParsableArguments {
             // Data folders are given relative to the working directory; workers on other machines
             // receive the configuration, so it carries absolute paths.
             let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-            for path in [\RunConfiguration.data.train, \.data.valid, \.data.validChannel, \.initFrom] where !resolved[keyPath: path].isEmpty {
+            for path in [\RunConfiguration.data.train, \.data.valid, \.data.validChannel, \.initFrom, \.transport.tls.dir] where !resolved[keyPath: path].isEmpty {
                 resolved[keyPath: path] = URL(fileURLWithPath: resolved[keyPath: path], relativeTo: cwd).standardizedFileURL.path
             }
             return resolved
         } catch let error as ConfigError {
             throw ValidationError(error.description)
         }
+    }
+}
+
+/// `--tls DIR` and `--require-client-cert`, for `launch` and `coordinator` (YAML: `transport.tls`).
+struct TLSOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Certificate folder from `csptrain certs init`: serve tls+tcp:// with coordinator.pem/.key, trusting ca.pem (transport.tls.dir).", valueName: "dir"))
+    var tls: String?
+
+    @Flag(help: "Mutual TLS: refuse, at the handshake, workers without a certificate signed by the run's CA (transport.tls.require_client_cert).")
+    var requireClientCert = false
+
+    var overrides: [String] {
+        (tls.map { ["transport.tls.dir=\($0)"] } ?? []) + (requireClientCert ? ["transport.tls.require_client_cert=true"] : [])
     }
 }
 
@@ -162,8 +176,10 @@ struct Launch: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Run folder (created; must not hold an earlier run's checkpoints unless --resume).", valueName: "dir"))
     var runDir: String
 
-    @Option(help: ArgumentHelp("Address the coordinator listens on (port 0: a free port).", valueName: "url"))
-    var listen = "tcp://127.0.0.1:0"
+    @Option(help: ArgumentHelp("Address the coordinator listens on (port 0: a free port). With --tls: tls+tcp://127.0.0.1:0 by default.", valueName: "url"))
+    var listen: String?
+
+    @OptionGroup var tlsOptions: TLSOptions
 
     @Flag(help: "Print the run summary as one JSON object on stdout (progress and logs go to stderr).")
     var json = false
@@ -187,9 +203,10 @@ struct Launch: AsyncParsableCommand {
         do {
             let folder = RunFolder(runDir)
             let source = try CoordinatorSetup.configSource(explicit: configOptions.config, folder: folder, resume: resumeOptions.request)
-            let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"] + observeOptions.overrides, source: source)
+            let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"] + tlsOptions.overrides + observeOptions.overrides,
+                                                   source: source)
             var options = Launcher.Options(workers: workers, folder: folder, config: config)
-            options.listen = listen
+            options.listen = listen ?? (config.transport.tls.dir.isEmpty ? "tcp://127.0.0.1:0" : "tls+tcp://127.0.0.1:0")
             options.resume = resumeOptions.request
             options.allowChangedSettings = resumeOptions.allowChangedSettings
             options.workerArguments = ["--log-format", logOptions.logFormat.rawValue]
@@ -229,8 +246,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         """
     )
 
-    @Option(help: ArgumentHelp("Address to listen on: tcp://host:port (port 0: a free one) or ipc:///path.", valueName: "url"))
+    @Option(help: ArgumentHelp("Address to listen on: tcp://host:port or tls+tcp://host:port (port 0: a free one), or ipc:///path.", valueName: "url"))
     var listen: String
+
+    @OptionGroup var tlsOptions: TLSOptions
 
     @Option(help: ArgumentHelp("Run folder.", valueName: "dir"))
     var runDir: String
@@ -255,7 +274,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         do {
             let request = resumeOptions.request
             let source = try CoordinatorSetup.configSource(explicit: configOptions.config, folder: folder, resume: request)
-            let config = try configOptions.resolve(extra: observeOptions.overrides, source: source)
+            let config = try configOptions.resolve(extra: tlsOptions.overrides + observeOptions.overrides, source: source)
             var startup = CoordinatorStartup.Request(folder: folder, config: config, listen: listen)
             startup.resume = request
             startup.allowChangedSettings = resumeOptions.allowChangedSettings
@@ -288,8 +307,11 @@ struct WorkerCommand: AsyncParsableCommand {
         discussion: "Reconnects by itself when the coordinator restarts. The token comes from --token-file or CSPTRAIN_TOKEN."
     )
 
-    @Option(help: ArgumentHelp("The coordinator's address (see <run-dir>/endpoint).", valueName: "url"))
+    @Option(help: ArgumentHelp("The coordinator's address (see <run-dir>/endpoint): tcp://host:port, or tls+tcp://host:port with --tls.", valueName: "url"))
     var connect: String
+
+    @Option(help: ArgumentHelp("Certificate folder from `csptrain certs init` (ca.pem; worker.pem/worker.key for mutual TLS). Needed for tls+tcp://.", valueName: "dir"))
+    var tls: String?
 
     @Option(help: ArgumentHelp("File holding the run token.", valueName: "file"))
     var tokenFile: String?
@@ -329,6 +351,7 @@ struct WorkerCommand: AsyncParsableCommand {
             var options = WorkerService.Options(connect: connect, token: token,
                                                 name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
             options.patienceSeconds = patience
+            options.tlsDir = tls.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
             for entry in data {
                 let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
                 options.dataFolders[parts[0]] = URL(fileURLWithPath: parts[1]).standardizedFileURL.path

@@ -98,6 +98,7 @@ struct CheckpointCommand: ParsableCommand {
             if header.formatVersion >= 2 {
                 lines.append("epoch \(s.epoch), \(s.positionInEpoch) of \(s.examplesPerEpoch) examples of it used; \(s.examplesSeen) examples since step 0; optimizer updates \(s.optimizerSteps)")
                 lines.append("deterministic \(s.deterministic ? "yes (gradient sums in units of 2^-\(s.accumulationScaleBits))" : "no"); seed \(s.rngSeed); pruning \(s.projection.isEmpty ? "none" : s.projection) (schedule at \(String(format: "%.4f", s.scheduleSparsity)))")
+                lines.append("compute signature \(s.computeSignature.isEmpty ? "none (not deterministic: workers may compute differently)" : s.computeSignature)")
                 lines.append("fingerprint \(header.fingerprint.map { String(format: "%02x", $0) }.joined())")
             }
             if checkpoint.lastLoss.isFinite { lines.append(String(format: "last loss %.5f", checkpoint.lastLoss)) }
@@ -144,6 +145,7 @@ struct CheckpointCommand: ParsableCommand {
                 object["examples_seen"] = Int(s.examplesSeen)
                 object["optimizer_steps"] = Int(s.optimizerSteps)
                 object["deterministic"] = s.deterministic
+                object["compute_signature"] = s.computeSignature
                 object["pruning_method"] = s.projection
                 object["schedule_sparsity"] = s.scheduleSparsity
                 object["seed"] = Int(s.rngSeed)
@@ -157,7 +159,7 @@ struct CheckpointCommand: ParsableCommand {
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write a checkpoint's model weights as safetensors, with PyTorch's names and layouts.",
+            abstract: "Write a checkpoint's model as safetensors (PyTorch's names and layouts) or as an ONNX graph.",
             discussion: """
             Names and layouts are torch.nn's: conv.<n>.weight (Cout, Cin, k) and .bias of Conv1d \
             layers, lstm.weight_ih_l<n>[_reverse] (4H, I), weight_hh (4H, H), bias_ih, bias_hh with \
@@ -167,10 +169,17 @@ struct CheckpointCommand: ParsableCommand {
             forward pass. --layout bitmask stores the pruned weights in the sparse-bitmask layout of \
             compressed-tensors (<prefix>.shape, .compressed, .bitmask, .row_offsets, the prefix being \
             the name without .weight).
+
+            --format onnx writes the whole model as an ONNX graph (opset 17) that onnxruntime runs: \
+            input features (1, T, F) raw log-mels, output logits (1, T', V); normalisation, Conv, \
+            LSTM (gates reordered to ONNX's i, o, f, c) and the output layer inside. Pruned weights \
+            stay zeros (ONNX operators take dense weights); low-rank factored tensors are written as \
+            their two factors where the operator allows it. scripts/check-onnx.py runs it against \
+            the Swift model's logits (--reference).
             """
         )
 
-        enum Format: String, ExpressibleByArgument { case safetensors }
+        enum Format: String, ExpressibleByArgument { case safetensors, onnx }
         enum Layout: String, ExpressibleByArgument { case dense, bitmask }
 
         @Argument(help: ArgumentHelp("Checkpoint file, or a run folder (its latest checkpoint).", valueName: "path"))
@@ -198,6 +207,12 @@ struct CheckpointCommand: ParsableCommand {
             let evaluator = try EvalCommand.evaluator(checkpoint, config: config, url: url)
             let model = evaluator.model, settings = model.settings, parameters = evaluator.parameters
             let mean = evaluator.normalization.mean, std = evaluator.normalization.std
+            if format == .onnx {
+                guard layout == .dense else { throw ValidationError("--layout \(layout.rawValue) is for safetensors; ONNX weights are dense (pruned ones are zeros)") }
+                try writeONNX(model: model, parameters: parameters, mean: mean, std: std, checkpoint: checkpoint)
+                if let reference { try writeReference(audio: reference, model: model, parameters: parameters, mean: mean, std: std) }
+                return
+            }
             var writer = SafeTensorsWriter()
             let prunable = Set(PrunedLayers(layout: model.layout, exclude: []).tensors.map(\.name))
             for spec in model.layout.tensors {
@@ -237,6 +252,26 @@ struct CheckpointCommand: ParsableCommand {
             if let reference {
                 try writeReference(audio: reference, model: model, parameters: parameters, mean: mean, std: std)
             }
+        }
+
+        private func writeONNX(model: AcousticModel, parameters: [Float], mean: [Float], std: [Float], checkpoint: Checkpoint) throws {
+            let s = model.settings
+            let architecture = ONNXAcousticGraph.Architecture(
+                features: s.features, convChannels: s.convChannels, convLayers: s.convLayers, lstmHidden: s.lstmHidden,
+                lstmLayers: s.lstmLayers, bidirectional: s.bidirectional, classes: s.classes)
+            var ranks: [String: Int] = [:]
+            for (key, rank) in checkpoint.state.projectionIntegers where key.hasPrefix("rank/") && rank > 0 {
+                ranks[String(key.dropFirst("rank/".count))] = Int(rank)
+            }
+            let bytes = try ONNXAcousticGraph.export(
+                architecture, tensor: { name in model.layout[name].map { Array(parameters[$0.range]) } }, mean: mean, std: std, ranks: ranks,
+                metadata: [("csptrain.step", String(checkpoint.step)), ("csptrain.run_id", checkpoint.runID),
+                           ("csptrain.vocabulary", "<blank>" + String(Vocabulary.characters.symbols))])
+            do { try Data(bytes).write(to: URL(fileURLWithPath: out), options: .atomic) } catch {
+                throw ValidationError("cannot write \(out): \(error.localizedDescription)")
+            }
+            StandardError.write("wrote \(out): \(bytes.count) bytes, ONNX opset 17, step \(checkpoint.step)"
+                                + (ranks.isEmpty ? "" : ", \(ranks.count) tensors as low-rank factors") + "\n")
         }
 
         private func writeReference(audio path: String, model: AcousticModel, parameters: [Float], mean: [Float], std: [Float]) throws {

@@ -20,7 +20,7 @@ struct EvalCommand: ParsableCommand {
     @Option(help: ArgumentHelp("NeMo-style JSONL manifest.", valueName: "file")) var manifest: String?
     @Option(help: ArgumentHelp("LibriSpeech-layout folder.", valueName: "dir")) var librispeech: String?
     @Option(help: "Prefix beam search with this many beams (1: greedy).") var beam = 1
-    @Flag(help: "Print one JSON object with wer, cer, utterances, real_time_factor.") var json = false
+    @Flag(help: "Print one JSON object with wer, cer, utterances, real_time_factor and each utterance's transcript.") var json = false
 
     func validate() throws {
         guard (manifest == nil) != (librispeech == nil) else { throw ValidationError("give exactly one of --manifest and --librispeech") }
@@ -38,7 +38,8 @@ struct EvalCommand: ParsableCommand {
         if json {
             let object: [String: Any] = ["wer": result.rates.wer, "cer": result.rates.cer, "utterances": result.rates.utterances,
                                          "real_time_factor": result.realTimeFactor, "skipped": result.skipped.count,
-                                         "audio_seconds": result.audioSeconds]
+                                         "audio_seconds": result.audioSeconds,
+                                         "transcripts": result.hypotheses.map { ["audio": $0.audio, "text": $0.text] }]
             try output(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         } else {
             try output(String(format: "WER %.2f%%  CER %.2f%%  utterances %d  real-time factor %.4f", 100 * result.rates.wer, 100 * result.rates.cer,

@@ -4,7 +4,6 @@ import Configuration
 import Experiments
 import FileIO
 import Foundation
-import Plots
 import Pruning
 import Runtime
 import Wire
@@ -71,11 +70,15 @@ struct PruningSweep: ParsableCommand {
         if let chosen, let unknown = chosen.first(where: { !settings.methods.contains($0) }) {
             throw ValidationError("--only \(unknown): not among the settings' methods (\(settings.methods.joined(separator: ", ")))")
         }
-        let plan = PruningExperimentPlan.runs(settings, denseCheckpoint: dense.path)
         SweepSignals.install()
         try sweep.scoreDense(dense)
         var failures: [String] = []
-        for run in plan where chosen?.contains(run.method) ?? true {
+        // Plan again after every run: a tuned method's other targets, and the extra seeds of the
+        // best baseline, enter the plan once the runs they depend on have been validated.
+        var attempted = Set<String>()
+        var plan = sweep.plan(dense: dense)
+        while let run = plan.first(where: { !attempted.contains($0.name) && (chosen?.contains($0.method) ?? true) }) {
+            attempted.insert(run.name)
             do {
                 if SweepSignals.received != 0 { throw SweepInterrupted(description: "interrupted; run the same command again to continue") }
                 try sweep.execute(run)
@@ -87,6 +90,7 @@ struct PruningSweep: ParsableCommand {
                 failures.append("\(run.name): \(error)")
                 log("\(run.name) failed: \(error)")
             }
+            plan = sweep.plan(dense: dense)
             try sweep.writeReport(plan: plan, dense: dense)
         }
         try sweep.writeReport(plan: plan, dense: dense)
@@ -272,104 +276,6 @@ struct Sweep {
         guard let data = try? Data(contentsOf: file) else { return nil }
         return try? JSONDecoder().decode(Scores.self, from: data)
     }
-
-    /// Rewrites results.json, results.md and the plot from every scored run.
-    func writeReport(plan: [PlannedRun], dense: URL) throws {
-        var results: [PruningResult] = []
-        var missing: [String] = []
-        var computeSeconds = 0.0
-        let denseScores = readScores(runsFolder.appendingPathComponent("dense/test-scores.json"))
-        if let denseScores, var r = try? record(method: "dense", target: 0, name: "dense", checkpoint: dense, scores: denseScores, summary: nil) {
-            r.setIntervals(denseScores, samples: settings.bootstrapSamples)
-            results.append(r)
-        }
-        var scoresByRun: [String: Scores] = [:]
-        for run in plan {
-            guard let scores = readScores(scoresFile(run.name)), let summary = try? readSummary(folder(run.name)),
-                  var r = try? record(method: run.method, target: run.target, name: run.name,
-                                      checkpoint: URL(fileURLWithPath: scores.checkpoint), scores: scores, summary: summary) else {
-                missing.append(run.name)
-                continue
-            }
-            scoresByRun[run.name] = scores
-            r.setIntervals(scores, samples: settings.bootstrapSamples)
-            computeSeconds += r.wallSeconds + r.evalSeconds
-            results.append(r)
-        }
-        // CSP against its two baselines, utterance by utterance.
-        for i in results.indices where results[i].method == "csp" {
-            let pct = Int((results[i].targetSparsity * 100).rounded())
-            guard let csp = scoresByRun["csp-\(pct)"] else { continue }
-            func compare(_ baseline: String) -> PruningResult.Comparison? {
-                guard let b = scoresByRun["\(baseline)-\(pct)"], b.clean.words == csp.clean.words, b.channel.words == csp.channel.words else { return nil }
-                return .init(clean: PairedDifference(csp.clean, b.clean, samples: settings.bootstrapSamples),
-                             channel: PairedDifference(csp.channel, b.channel, samples: settings.bootstrapSamples))
-            }
-            results[i].deltaWerVsGradual = compare("gradual-magnitude")
-            results[i].deltaWerVsAdmm = compare("admm-magnitude")
-        }
-        try PruningReport.json(results).write(to: out.appendingPathComponent("results.json"), options: .atomic)
-        try Data(PruningReport.markdown(results, settings: settings, denseCheckpoint: dense.path, computeSeconds: computeSeconds,
-                                        missing: missing).utf8).write(to: out.appendingPathComponent("results.md"), options: .atomic)
-        let figure = RunFigures.sweep(results.map(PlotCommand.point), order: PruningReport.methodOrder, title: "WER against sparsity")
-        try Data(figure.svg().utf8).write(to: out.appendingPathComponent("wer-vs-sparsity.svg"), options: .atomic)
-    }
-
-    /// A results.json record from a checkpoint, its test scores and its run's files.
-    func record(method: String, target: Double, name: String, checkpoint: URL, scores: Scores, summary: RunSummary?) throws -> PruningResult {
-        let ckpt = try CheckpointStore.load(checkpoint)
-        let config = try RunConfiguration.parse(yaml: ckpt.configYAML, source: checkpoint.path)
-        let evaluator = try EvalCommand.evaluator(ckpt, config: config, url: checkpoint)
-        let layout = evaluator.model.layout, values = evaluator.parameters
-        // Low-rank layers store their factors: the ranks are in the run's last support update.
-        var ranks: [String: Int] = [:]
-        if let text = try? String(contentsOf: RunFolder(folder(name).path).pruningFile, encoding: .utf8),
-           let last = text.split(separator: "\n").last {
-            let decoder = JSONDecoder()
-            decoder.keyDecodingStrategy = .convertFromSnakeCase
-            if let update = try? decoder.decode(SupportUpdate.self, from: Data(last.utf8)) {
-                for layer in update.layers { if let r = layer.rank { ranks[layer.name] = r } }
-            }
-        }
-        let pruned = Set(PrunedLayers(layout: layout, exclude: config.pruning.exclude).tensors.map(\.name))
-        let wire = broadcastBytesPerTensor(values, layout: layout, half: config.coordinator.broadcastValues == .f16)
-        var layerSparsity: [String: Double] = [:]
-        var params = 0, prunedStored = 0, prunedTotal = 0, bytes = 0
-        for (i, spec) in layout.tensors.enumerated() {
-            var stored = values[spec.range].reduce(0) { $0 + ($1 != 0 ? 1 : 0) }
-            var tensorBytes = wire[i]
-            if let r = ranks[spec.name], spec.shape.count >= 2 {
-                let m = spec.shape[0], n = spec.count / m
-                stored = r * (m + n)
-                tensorBytes = 4 * stored + 16
-            }
-            params += stored
-            bytes += tensorBytes
-            if pruned.contains(spec.name) {
-                prunedStored += stored
-                prunedTotal += spec.count
-                layerSparsity[spec.name] = 1 - Double(stored) / Double(spec.count)
-            }
-        }
-        var r = PruningResult(method: method, targetSparsity: target, run: name)
-        r.wer = scores.clean.wer
-        r.cer = scores.clean.cer
-        r.werChannel = scores.channel.wer
-        r.cerChannel = scores.channel.cer
-        r.validWer = summary?.validWer
-        r.validWerChannel = summary?.validWerChannel
-        r.sparsity = prunedTotal == 0 ? 0 : 1 - Double(prunedStored) / Double(prunedTotal)
-        r.sparsityOverall = 1 - Double(params) / Double(layout.totalCount)
-        r.layerSparsity = layerSparsity
-        r.params = params
-        r.paramsDense = layout.totalCount
-        r.encodedBytes = bytes
-        r.wallSeconds = summary?.wallSeconds ?? 0
-        r.projectionSeconds = summary?.projectionSeconds ?? 0
-        r.evalSeconds = scores.seconds
-        r.testUtterances = scores.clean.count
-        return r
-    }
 }
 
 /// Results written from concurrent lanes.
@@ -379,12 +285,4 @@ final class ResultSlots: @unchecked Sendable {
     init(count: Int) { slots = Array(repeating: nil, count: count) }
     func set(_ i: Int, _ r: SpeechEvaluator.Result) { lock.lock(); slots[i] = r; lock.unlock() }
     func get(_ i: Int) -> SpeechEvaluator.Result { lock.lock(); defer { lock.unlock() }; return slots[i]! }
-}
-
-extension PruningResult {
-    /// The run's own WER intervals on the clean and channel test sets (for `csptrain plot`).
-    mutating func setIntervals(_ scores: Sweep.Scores, samples: Int) {
-        werInterval = BootstrapInterval(scores.clean, samples: samples)
-        werChannelInterval = BootstrapInterval(scores.channel, samples: samples)
-    }
 }

@@ -78,7 +78,11 @@ struct PlotCommand: ParsableCommand {
         do { records = try decoder.decode([PruningResult].self, from: Data(contentsOf: results)) } catch {
             throw ValidationError("\(results.path): not an `experiment pruning` results file: \(error)")
         }
-        return RunFigures.sweep(records.map(Self.point), order: PruningReport.methodOrder, title: title)
+        // Each method's primary runs (not the unchosen tuning setting, not the extra seeds).
+        let primary = records.filter(\.isPrimary)
+        var order = PruningReport.methodOrder
+        for m in primary.map(\.method) where !order.contains(m) { order.append(m) }
+        return RunFigures.sweep(primary.map(Self.point), order: order, title: title)
     }
 
     /// The dense model's x is 0; pruned runs sit at their achieved sparsity.

@@ -81,6 +81,7 @@ final class SimulatedShell {
     var rng: SplitMix64
     private(set) var performed: [Directive] = []
     private(set) var responses: [RequestID: Response] = [:]
+    private(set) var foldedRequests: Set<RequestID> = []
     /// Requests fed to the machine and not answered yet, with the sender's session (empty before joining).
     private(set) var unanswered: [RequestID: SessionID] = [:]
     private(set) var requests: [RequestID: (inbound: Inbound, origin: Origin)] = [:]
@@ -177,6 +178,8 @@ final class SimulatedShell {
                 responses[id] = response
                 // The shell sends a reply when it is made, unless the test holds it back.
                 if holdReplies { unsent.append(id) } else { perform(machine.handle(.replySent(id, now: now)), into: &out) }
+            case let .fold(id, _, _, _, _):
+                foldedRequests.insert(id)
             case let .applyStep(step):
                 // The shell applies a step within the event that completed it.
                 perform(machine.handle(.stepApplied(.init(step: step), now: now)), into: &out)
@@ -282,4 +285,6 @@ func refusalCode(_ response: Response?) -> RefusalCode? {
 extension SimulatedShell {
     var finishMessages: [String?] { performed.compactMap { if case let .finish(_, m) = $0 { m } else { nil } } }
     var folds: Int { performed.filter { if case .fold = $0 { true } else { false } }.count }
+    /// True when request `id`'s chunk was folded.
+    func folded(_ id: RequestID) -> Bool { foldedRequests.contains(id) }
 }

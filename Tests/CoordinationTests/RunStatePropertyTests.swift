@@ -119,12 +119,56 @@ final class Simulation {
             for _ in 0 ..< burst where workers[w].session == session { askForWork(w, session) }
         }
         if workers[w].kind == .noisy, workers[w].session == session { mischief(w, session) }
+        if workers[w].kind == .thief, workers[w].session == session { steal(w, session) }
     }
 
     @discardableResult
     private func send(_ w: Int, _ inbound: Inbound, session: SessionID, step: UInt64 = 0, have: UInt64? = nil) -> RequestID {
         owners[shell.upcomingID] = (w, session, have)
-        return shell.send(inbound, from: shell.origin(pipe: workers[w].pipe, session: session, step: step))
+        let origin = shell.origin(pipe: workers[w].pipe, session: session, step: step)
+        let id = shell.send(inbound, from: origin)
+        if workers[w].kind == .resender, rng.chance(0.3) { resend(inbound, origin, original: id) }
+        return id
+    }
+
+    /// The same request again, as REQ re-sends it; its reply goes nowhere (REQ takes the first).
+    /// Answered at once, it must be the original's answer (the in-flight cap aside).
+    private func resend(_ inbound: Inbound, _ origin: Origin, original: RequestID) {
+        guard let first = shell.responses[original] else { return }
+        let comparable = switch first {
+        case .task, .ack(.accepted), .finished(reason: "goodbye"): true
+        default: false
+        }
+        let again = shell.send(inbound, from: origin)
+        guard comparable, let second = shell.responses[again] else { return }
+        if case .refusal(.overloaded, _) = second { return }
+        if second != first { checker.fail("a re-sent \(inbound) got \(second), the original \(first)", shell) }
+    }
+
+    /// Uses another member's session from this worker's own connection.
+    private func steal(_ w: Int, _ own: SessionID) {
+        guard rng.chance(0.3) else { return }
+        let others = shell.machine.membership.members.values.filter { $0.session != own && $0.pipe != workers[w].pipe }
+            .sorted { $0.id < $1.id }
+        guard let victim = others.randomElement(using: &rng) else { return }
+        let origin = shell.origin(pipe: workers[w].pipe, session: victim.session, step: UInt64(shell.machine.step))
+        let inbound: Inbound = switch rng.int(0 ... 2) {
+        case 0: .work(haveVersion: shell.machine.weightsVersion)
+        case 1: .leave(reason: "stolen")
+        default: .chunk(TestRun.chunkHeader(TaskAssignment(kind: .train(epoch: 0), index: 0, examples: shell.machine.round.microBatches[0].examples,
+                                                           weightsVersion: shell.machine.weightsVersion, weights: .none, deadlineSeconds: 0),
+                                            tensor: 0, chunk: 0))
+        }
+        checker.borrowed.insert(shell.upcomingID)
+        let id = shell.send(inbound, from: origin)
+        guard case .refusal(.unknownSession, _)? = shell.responses[id] else {
+            checker.fail("\(victim.name)'s session used from connection \(workers[w].pipe) got \(String(describing: shell.responses[id]))", shell)
+            return
+        }
+        if shell.folded(id) { checker.fail("a chunk sent with a stolen session was folded", shell) }
+        if shell.machine.membership.members[victim.session]?.pipe != victim.pipe {
+            checker.fail("\(victim.name) lost its session to a request from another connection", shell)
+        }
     }
 
     private func askForWork(_ w: Int, _ session: SessionID) {
@@ -188,7 +232,8 @@ final class Simulation {
         let foreign = TaskAssignment(kind: .train(epoch: 0), index: mb, examples: m.round.microBatches[mb].examples,
                                      weightsVersion: m.weightsVersion, weights: .none, deadlineSeconds: 0)
         let id = sendChunk(w, foreign, TestRun.chunkKeys.randomElement(using: &rng)!, session: session)
-        if shell.responses[id] == .ack(.accepted) { checker.fail("a chunk for micro-batch \(mb), held by another, was accepted", shell) }
+        // Accepted without a fold: this worker's own chunk of a micro-batch it held earlier, sent again.
+        if shell.folded(id) { checker.fail("a chunk for micro-batch \(mb), held by another, was folded", shell) }
     }
 
     /// Replies reach their worker (a reply to an earlier life of the worker is dropped).

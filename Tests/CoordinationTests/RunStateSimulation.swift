@@ -18,6 +18,12 @@ struct SimWorker {
         case noisy
         /// Responsive, but asks for work in bursts past the in-flight cap.
         case flooder
+        /// Responsive; nng's REQ re-sends some of its requests (the same request again, on the
+        /// same connection): each must get the same answer and have no second effect.
+        case resender
+        /// Responsive, and uses other members' sessions (learnt from a log or a capture) from its
+        /// own connection: every such request is refused and the members keep their sessions.
+        case thief
     }
 
     struct Job {
@@ -107,6 +113,8 @@ final class InvariantChecker {
     private(set) var finished = false
     private var training: (step: Int, since: Double, reassignments: Int)?
     private var lateReported = false
+    /// Requests sent with another member's session from another connection.
+    var borrowed: Set<RequestID> = []
 
     init(_ scenario: Scenario, startStep: Int) {
         self.scenario = scenario
@@ -161,8 +169,9 @@ final class InvariantChecker {
                     fail("completed without a written final checkpoint (\(message ?? ""))", shell)
                 }
             case let .reply(id, response) where finishedBefore:
-                // Once finished, a worker asking for work is told so, member or not.
-                guard case .work? = shell.requests[id]?.inbound else { break }
+                // Once finished, a worker asking for work is told so, member or not (a session
+                // used from another connection stays refused).
+                guard case .work? = shell.requests[id]?.inbound, !borrowed.contains(id) else { break }
                 if case .finished = response {} else { fail("a work request after the finish got \(response)", shell) }
             default:
                 break

@@ -131,7 +131,7 @@ struct JoinHandshakeTests {
 
     @Test func rightProofIsAcceptedOnce() {
         var h = JoinHandshake(token: token, runID: "run-a")
-        h.issue(serverNonce: server, now: 0)
+        h.issue(serverNonce: server, clientNonce: client, now: 0)
         let mac = JoinHandshake.joinMAC(token: token, runID: "run-a", serverNonce: server, clientNonce: client, workerName: "w")
         #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: server, mac: mac, now: 1) == .accepted)
         // A replayed proof finds no open challenge.
@@ -140,7 +140,7 @@ struct JoinHandshakeTests {
 
     @Test func wrongTokenIsRefused() {
         var h = JoinHandshake(token: token, runID: "run-a")
-        h.issue(serverNonce: server, now: 0)
+        h.issue(serverNonce: server, clientNonce: client, now: 0)
         let mac = JoinHandshake.joinMAC(token: Array("guess".utf8), runID: "run-a", serverNonce: server, clientNonce: client, workerName: "w")
         #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: server, mac: mac, now: 1) == .badProof)
     }
@@ -149,21 +149,21 @@ struct JoinHandshakeTests {
         let mac = JoinHandshake.joinMAC(token: token, runID: "run-a", serverNonce: server, clientNonce: client, workerName: "w")
         for (run, name) in [("run-b", "w"), ("run-a", "x")] {
             var h = JoinHandshake(token: token, runID: run)
-            h.issue(serverNonce: server, now: 0)
+            h.issue(serverNonce: server, clientNonce: client, now: 0)
             #expect(h.verify(workerName: name, clientNonce: client, serverNonce: server, mac: mac, now: 0) == .badProof)
         }
     }
 
     @Test func challengesExpire() {
         var h = JoinHandshake(token: token, runID: "r", challengeLifetime: 30)
-        h.issue(serverNonce: server, now: 0)
+        h.issue(serverNonce: server, clientNonce: client, now: 0)
         let mac = JoinHandshake.joinMAC(token: token, runID: "r", serverNonce: server, clientNonce: client, workerName: "w")
         #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: server, mac: mac, now: 31) == .unknownChallenge)
     }
 
     @Test func openChallengesAreBounded() {
         var h = JoinHandshake(token: token, runID: "r", maxOpenChallenges: 2)
-        for i in 0 ..< 3 { h.issue(serverNonce: Data([UInt8(i)]), now: Double(i)) }
+        for i in 0 ..< 3 { h.issue(serverNonce: Data([UInt8(i)]), clientNonce: Data(repeating: UInt8(i), count: 16), now: Double(i)) }
         let mac = JoinHandshake.joinMAC(token: token, runID: "r", serverNonce: Data([0]), clientNonce: client, workerName: "w")
         #expect(h.verify(workerName: "w", clientNonce: client, serverNonce: Data([0]), mac: mac, now: 3) == .unknownChallenge)
     }
@@ -200,13 +200,18 @@ struct MembershipTests {
         #expect(m.members[s1]?.lastSeen == 116 && m.members[s2]?.lastSeen == 130)
     }
 
-    @Test func touchFollowsAReconnectedPipe() {
+    @Test func aSessionIsValidOnlyOnThePipeThatJoinedIt() {
         var m = Membership()
         let s = SessionID(Data([1]))
-        _ = m.join(name: "a", session: s, pipe: 10, now: 0)
-        #expect(m.touch(s, pipe: 12, now: 1)?.pipe == 12)
-        #expect(m.removeAll(onPipe: 10).isEmpty)
-        #expect(m.touch(SessionID(Data([9])), pipe: 1, now: 1) == nil)
+        let a = m.join(name: "a", session: s, pipe: 10, now: 0)
+        // Another connection with the session: refused, and it does not count as the member's activity.
+        #expect(m.touch(s, pipe: 12, now: 5) == .otherPipe(a))
+        #expect(m.members[s]?.lastSeen == 0 && m.members[s]?.pipe == 10)
+        // Closing that other connection leaves the member alone; its own pipe still works.
+        #expect(m.removeAll(onPipe: 12).isEmpty)
+        guard case let .member(member) = m.touch(s, pipe: 10, now: 6) else { Issue.record("the member's own pipe was refused"); return }
+        #expect(member.lastSeen == 6)
+        #expect(m.touch(SessionID(Data([9])), pipe: 1, now: 1) == .unknown)
     }
 }
 

@@ -295,13 +295,12 @@ struct CoordinatorTests {
         return try #require(try probe.listen("tcp://127.0.0.1:0", maxMessageSize: 1024).boundPort)
     }
 
-    /// Deterministic runs: the first worker fixes the run's compute signature (OpenBLAS kernel,
-    /// kernel variant); a worker that would compute other bits is refused with what to change.
-    @Test func deterministicRunsRefuseWorkersThatComputeDifferently() async throws {
-        let run = try await startCoordinator(["--steps", "100000", "--set", "deterministic=true"])
-        defer { run.coordinator.signal(SIGKILL); try? FileManager.default.removeItem(at: run.dir) }
-        let first = try worker(run, name: "first")
-        defer { first.signal(SIGKILL) }
+    /// Deterministic runs: the run's compute signature is fixed before anyone joins (the
+    /// coordinator's own here, logged at start), so a stranger joining first with another one is
+    /// refused with what to change, and csptrain's own worker then trains to the end.
+    @Test func deterministicRunsRefuseAFirstJoiningWorkerThatComputesDifferently() async throws {
+        let run = try await startCoordinator(["--steps", "30", "--set", "deterministic=true"])
+        defer { try? FileManager.default.removeItem(at: run.dir) }
         let deadline = Date().addingTimeInterval(30)
         while !run.coordinator.stderr.contains("deterministic run: every worker must compute with"), Date() < deadline {
             try await Task.sleep(for: .milliseconds(50))
@@ -309,9 +308,20 @@ struct CoordinatorTests {
         #expect(run.coordinator.stderr.contains("deterministic run: every worker must compute with openblas"))
         let token = try String(contentsOf: run.token, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let (client, reply) = try await handshake(run.url, token: token, signature: "openblas Prescott, kernels generic")
-        defer { client.close() }
+        client.close()
         #expect(reply.refusal.code == .incompatible, "\(reply)")
-        #expect(reply.refusal.reason.contains("openblas Prescott, kernels generic") && reply.refusal.reason.contains("OPENBLAS_CORETYPE"))
+        let reason = reply.refusal.reason
+        #expect(reason.contains("openblas Prescott, kernels generic") && reason.contains("the run needs openblas"), "\(reason)")
+        #expect(reason.contains("OPENBLAS_CORETYPE=") && reason.contains("compute_signature"), "\(reason)")
+        let w = try worker(run, name: "ours")
+        let (status, stdout, stderr) = await run.coordinator.wait(seconds: 90)
+        #expect(status == 0, "coordinator: \(stderr)")
+        #expect(try Summary.parse(stdout).status == "completed")
+        #expect(await w.wait(seconds: 30).status == 0)
+        // The checkpoint shows the signature the run was computed with.
+        let inspect = try Child(["checkpoint", "inspect", run.dir.path])
+        let (inspectStatus, inspectOut, _) = await inspect.wait(seconds: 30)
+        #expect(inspectStatus == 0 && inspectOut.contains("compute signature openblas"), "\(inspectOut)")
     }
 
     // MARK: Helpers

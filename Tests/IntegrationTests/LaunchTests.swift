@@ -56,14 +56,44 @@ struct LaunchTests {
         #expect(finals[0].bitPattern == finals[1].bitPattern, "\(finals)")
     }
 
-    @Test(arguments: ["csp", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor", "structured", "low-rank"])
-    func prunedLaunchReachesItsTarget(method: String) async throws {
+    /// The inputs' second moments are summed exactly in deterministic mode: csp with
+    /// `operator: activations` gives the same weights, bit for bit, on 1 and 3 workers.
+    @Test func activationsOperatorStaysDeterministicAcrossWorkerCounts() async throws {
+        var weights: [[UInt32]] = []
+        for workers in [1, 3] {
+            let dir = temporaryRunDir()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let child = try Child(["launch", "--workers", "\(workers)", "--steps", "16", "--run-dir", dir.path, "--json",
+                                   "--set", "deterministic=true", "--set", "pruning.method=csp", "--set", "pruning.operator=activations",
+                                   "--set", "pruning.schedule.target=0.7", "--set", "pruning.schedule.end_step=12",
+                                   "--set", "pruning.schedule.interval=4"])
+            let (status, stdout, stderr) = await child.wait(seconds: 120)
+            #expect(status == 0, "launch failed: \(stderr)")
+            let summary = try Summary.parse(stdout)
+            #expect(summary.status == "completed" && abs(summary.sparsity - 0.7) <= 0.005, "sparsity \(summary.sparsity)")
+            let checkpoint = try CheckpointStore.load(try #require(CheckpointStore(runDirectory: dir).latestPath()))
+            weights.append(checkpoint.records.filter { $0.role == "param" }.flatMap { $0.values.map(\.bitPattern) })
+        }
+        #expect(!weights[0].isEmpty && weights[0] == weights[1])
+    }
+
+    /// `csp:activations`: csp with `pruning.operator: activations` (workers send the inputs'
+    /// second moments with their gradients).
+    @Test(arguments: ["csp", "csp:activations", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor", "structured",
+                      "low-rank", "wanda", "one-shot-reconstruction"])
+    func prunedLaunchReachesItsTarget(variant: String) async throws {
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let child = try Child(["launch", "--workers", "2", "--steps", "30", "--run-dir", dir.path, "--json",
-                               "--set", "pruning.method=\(method)", "--set", "pruning.schedule.target=0.8",
-                               "--set", "pruning.schedule.end_step=20", "--set", "pruning.schedule.interval=5",
-                               "--set", "pruning.block=64", "--set", "pruning.schedule.start_step=\(method == "one-shot-magnitude" ? 10 : 0)"])
+        let parts = variant.split(separator: ":").map(String.init)
+        let method = parts[0]
+        let oneShot = method.hasPrefix("one-shot")
+        var arguments = ["launch", "--workers", "2", "--steps", "30", "--run-dir", dir.path, "--json",
+                         "--set", "pruning.method=\(method)", "--set", "pruning.schedule.target=0.8",
+                         "--set", "pruning.schedule.end_step=20", "--set", "pruning.schedule.interval=5",
+                         "--set", "pruning.block=64", "--set", "pruning.schedule.start_step=\(oneShot ? 10 : 0)"]
+        if parts.count > 1 { arguments += ["--set", "pruning.operator=\(parts[1])"] }
+        let readsInputs = parts.count > 1 || method == "wanda" || method == "one-shot-reconstruction"
+        let child = try Child(arguments)
         let (status, stdout, stderr) = await child.wait(seconds: 120)
         #expect(status == 0, "launch failed: \(stderr)")
         let summary = try Summary.parse(stdout)
@@ -75,12 +105,16 @@ struct LaunchTests {
         #expect(summary.finalLoss.map(\.isFinite) == true)
         // Every support change is on record, per pruned layer.
         let lines = try String(contentsOf: dir.appendingPathComponent("pruning.jsonl"), encoding: .utf8).split(separator: "\n")
-        #expect(lines.count == (method == "one-shot-magnitude" ? 1 : 5))
+        #expect(lines.count == (oneShot ? 1 : 5))
         let last = try #require(try JSONSerialization.jsonObject(with: Data(lines.last!.utf8)) as? [String: Any])
         #expect(abs((last["sparsity"] as? Double ?? -1) - target) < 1e-9)
         let layers = try #require(last["layers"] as? [[String: Any]])
         #expect(layers.map { $0["name"] as? String } == ["w1", "w2"])
-        if method == "csp" { #expect(layers.allSatisfy { $0["overlap_with_top_k"] != nil && $0["recovery_error"] != nil }) }
+        if variant == "csp" { #expect(layers.allSatisfy { $0["overlap_with_top_k"] != nil && $0["recovery_error"] != nil }) }
+        if readsInputs && method != "wanda" {
+            // The output error the new weights leave, relative to removing the layer: in [0, 1).
+            #expect(layers.allSatisfy { (($0["output_error"] as? Double) ?? -1) >= 0 && (($0["output_error"] as? Double) ?? 1) < 1 }, "\(layers)")
+        }
         if method == "low-rank" {
             // Exact by construction: the stored parameters of the factors, r·(m + n) per matrix.
             let stored = layers.compactMap { $0["parameters"] as? Int }.reduce(0, +)

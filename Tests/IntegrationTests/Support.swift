@@ -17,16 +17,30 @@ final class Child: @unchecked Sendable {
     let stdoutPipe = Pipe()
     let stderrFile: URL
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
-        process.executableURL = Binary.url
-        process.arguments = arguments
+    /// `descriptorLimit`: started under `ulimit -Sn N -Hn N`, as a login shell's default would.
+    /// `stdin`: bytes written to the child's standard input (then closed) from another thread.
+    init(_ arguments: [String], environment: [String: String] = [:], descriptorLimit: Int? = nil, stdin: Data? = nil) throws {
+        if let limit = descriptorLimit {
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = ["-c", "ulimit -Sn \(limit) -Hn \(limit) && exec \"$0\" \"$@\"", Binary.url.path] + arguments
+        } else {
+            process.executableURL = Binary.url
+            process.arguments = arguments
+        }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-child-\(UInt64.random(in: 0 ... .max)).log")
         FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process.standardOutput = stdoutPipe
         process.standardError = try FileHandle(forWritingTo: stderrFile)
-        process.standardInput = FileHandle.nullDevice
+        let input = stdin.map { _ in Pipe() }
+        process.standardInput = input ?? FileHandle.nullDevice
         try process.run()
+        if let input, let stdin {
+            Thread.detachNewThread {
+                try? input.fileHandleForWriting.write(contentsOf: stdin)
+                try? input.fileHandleForWriting.close()
+            }
+        }
     }
 
     /// Waits for exit; kills the process and fails when it takes longer than `seconds`.

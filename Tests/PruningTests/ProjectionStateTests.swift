@@ -29,6 +29,24 @@ struct ProjectionStateTests {
         return s
     }
 
+    /// The inputs the methods that read statistics see (conv.0 as im2col patches of 4 × 3).
+    static let sites = [StatisticSite(name: "conv.0", dimension: 12, tensors: ["conv.0.weight"]),
+                        StatisticSite(name: "lstm.l0.input", dimension: 20, tensors: ["lstm.weight_ih_l0"]),
+                        StatisticSite(name: "output", dimension: 16, tensors: ["output.weight"])]
+
+    /// Step `step`'s input statistics: 60 seeded frames per site over 4 examples.
+    static func statistics(step: Int) -> [Float] {
+        var recorder = InputMomentRecorder(sites: sites)
+        var rng = SeededRandom(7, UInt64(step + 1))
+        for site in sites {
+            let rows = (0 ..< 60 * site.dimension).map { _ in rng.nextGaussian() }
+            rows.withUnsafeBufferPointer { recorder.record(site.name, rows: $0, count: 60, frames: 60) }
+        }
+        var out = [Float](repeating: 0, count: ExchangeLayout(parameters: ParameterLayout(), sites: sites).statisticsRange.count)
+        out.withUnsafeMutableBufferPointer { recorder.write(into: $0, examples: 4) }
+        return out
+    }
+
     /// Step `step`'s deterministic "training": weights drift with a pseudo-gradient.
     static func inputs(step: Int, count: Int) -> [Float] {
         var rng = SeededRandom(99, UInt64(step + 1))
@@ -41,6 +59,7 @@ struct ProjectionStateTests {
         for step in steps {
             let g = inputs(step: step, count: layout.totalCount)
             for i in weights.indices { weights[i] -= 0.05 * g[i] }
+            statistics(step: step).withUnsafeBufferPointer { p.observe(statistics: $0, examples: 4) }
             _ = weights.withUnsafeMutableBufferPointer { w in
                 g.withUnsafeBufferPointer { gb in
                     broadcast.withUnsafeMutableBufferPointer { b in
@@ -55,15 +74,25 @@ struct ProjectionStateTests {
 
     @Test(arguments: PruningSettings.Method.allCases)
     func restoredStateContinuesExactly(method: PruningSettings.Method) throws {
-        let settings = Self.settings(method)
+        try check(Self.settings(method))
+    }
+
+    @Test func restoredActivationsOperatorContinuesExactly() throws {
+        var settings = Self.settings(.csp)
+        settings.measurementOperator = .activations
+        try check(settings)
+    }
+
+    func check(_ settings: PruningSettings) throws {
+        let method = settings.method
         var weights = Self.inputs(step: -1, count: Self.layout.totalCount)
-        var original = try settings.makeProjection(layout: Self.layout, seed: 3)
+        var original = try settings.makeProjection(layout: Self.layout, seed: 3, sites: Self.sites)
         _ = Self.run(&original, weights: &weights, steps: 0 ..< 7)
         let saved = original.checkpointState
         let savedWeights = weights
 
         let expected = Self.run(&original, weights: &weights, steps: 7 ..< 20)
-        var restored = try settings.makeProjection(layout: Self.layout, seed: 3)
+        var restored = try settings.makeProjection(layout: Self.layout, seed: 3, sites: Self.sites)
         try restored.restore(saved)
         var restoredWeights = savedWeights
         let continued = Self.run(&restored, weights: &restoredWeights, steps: 7 ..< 20)
@@ -72,7 +101,7 @@ struct ProjectionStateTests {
         // And without the state, a fresh projection does not continue the same way (the test
         // would not notice a restore that does nothing otherwise).
         if method != .none {
-            var fresh = try settings.makeProjection(layout: Self.layout, seed: 3)
+            var fresh = try settings.makeProjection(layout: Self.layout, seed: 3, sites: Self.sites)
             var freshWeights = savedWeights
             #expect(Self.run(&fresh, weights: &freshWeights, steps: 7 ..< 20) != expected, "\(method.rawValue): state made no difference")
         }

@@ -169,6 +169,35 @@ struct TransportTests {
         #expect(removed == PipeEvent(kind: .removed, pipe: try #require(added).pipe))
     }
 
+    /// Past the limit a connection is closed before the socket sees it (a `.refused` event, no
+    /// `.added`); closing an admitted one makes room; TCP keepalive can be set.
+    @Test func connectionsPastTheLimitAreRefusedAndClosedOnesMakeRoom() async throws {
+        let rep = try Socket(.rep)
+        try rep.setKeepAlive(true)
+        rep.limitConnections(2)
+        let url = try rep.listen("tcp://127.0.0.1:0", maxMessageSize: 1 << 16).url
+        var events = rep.pipeEvents.makeAsyncIterator()
+        let clients = try (0 ..< 3).map { _ in try Socket(.req) }
+        defer { for c in clients { c.close() } }
+        var seen: [PipeEvent.Kind] = []
+        var admitted: [PipeID] = []
+        try clients[0].dial(url, maxMessageSize: 1 << 16)
+        try clients[1].dial(url, maxMessageSize: 1 << 16)
+        while admitted.count < 2, let e = await events.next() { seen.append(e.kind); if e.kind == .added { admitted.append(e.pipe) } }
+        #expect(rep.openConnections == 2)
+        try clients[2].dial(url, maxMessageSize: 1 << 16)
+        let refused = await events.next()
+        #expect(refused?.kind == .refused, "\(String(describing: refused)) after \(seen)")
+        #expect(rep.openConnections == 2)
+        // Closing an admitted connection: removed, and a dialer waiting to reconnect gets in.
+        rep.closePipe(admitted[0])
+        var kinds: [PipeEvent.Kind] = []
+        while !kinds.contains(.added), let e = await events.next() { kinds.append(e.kind) }
+        #expect(kinds.contains(.removed) && kinds.last == .added, "\(kinds)")
+        #expect(rep.openConnections == 2)
+        rep.close()
+    }
+
     @Test func errorsNameTheOperation() throws {
         let s = try Socket(.req)
         let error = #expect(throws: NNGError.self) { try s.dial("bogus://nowhere", maxMessageSize: 1024) }

@@ -94,6 +94,10 @@ double csp_sum_squares_bf16(const void *x, long n);
 /// Values of x that are not +0.0 (keep_negative_zero) or not ±0.0 (otherwise).
 long csp_count_stored(const float *x, long n, int keep_negative_zero);
 
+/// Optimal Brain Surgeon's backward elimination of one row to k entries (obs.c): h = Ĝ⁻¹ (d × d,
+/// overwritten), x = the row (overwritten), perm scratch (d); keep[i] = 1 for the entries kept.
+void csp_obs_eliminate(double *h, double *x, int *perm, int d, int k, unsigned char *keep);
+
 #ifdef __cplusplus
 }
 #endif

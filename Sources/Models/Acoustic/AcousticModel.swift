@@ -135,12 +135,20 @@ public struct AcousticModel: Sendable {
     /// `features[b]` is (T_b, F) row-major; `labels[b]` holds classes in 1..<V.
     public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
                                 gradient g: UnsafeMutableBufferPointer<Float>) -> LossReport {
+        var none = InputMomentRecorder(sites: [])
+        return lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &none)
+    }
+
+    /// The same, recording the inputs of the sites `moments` asks for (``statisticSites``).
+    public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
+                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) -> LossReport {
         precondition(features.count == labels.count && p.count == layout.totalCount && g.count == layout.totalCount)
         g.update(repeating: 0)
         let B = features.count
         guard B > 0 else { return LossReport(lossSum: 0, infeasible: 0) }
         let x = SequenceBatch(sequences: features, channels: settings.features)
         let f = forward(x, parameters: p)
+        if !moments.isEmpty { record(f, into: &moments) }
         let V = settings.classes, logits = f.logits
         // CTC per utterance; dlogits (T', B, V) of the mean loss.
         var dlogits = [Float](repeating: 0, count: logits.values.count)

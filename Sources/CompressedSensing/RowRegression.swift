@@ -1,0 +1,168 @@
+import CKernels
+import Tensors
+
+/// Sparse rows that keep a linear layer's output: for every row w of W (rows × d) and the second
+/// moment G = Σ x xᵀ of the layer's inputs, the k-sparse z with the least output error
+///
+///     e(z) = (z − w)ᵀ Ĝ (z − w),    Ĝ = G + λ·mean(diag G)·I.
+///
+/// This is the layer objective of Optimal Brain Surgeon and OBC (Frantar & Alistarh, 2022), which
+/// CHITA (Benbaki et al., 2023) solves by iterative hard thresholding. Read as compressed sensing,
+/// the measurements of a row are the layer's responses y = X w to its input frames X (AᵀA = Ĝ up
+/// to the damping), so the solvers of ``SparseRecovery`` run on the Gram matrix Ĝ and the proxies
+/// Aᵀy = Ĝ w alone: no frame is kept. The damping λ keeps Ĝ positive definite and stands in for the
+/// frames the statistics have not seen.
+///
+/// The support starts from Optimal Brain Surgeon's backward elimination (one entry at a time,
+/// the others compensating; Hassibi & Stork, 1993), then the configured solver refines it where
+/// that lowers the error. Every result is refitted: z takes the least-squares values on its
+/// support (G_SS z_S = (G w)_S, solved in double precision), so the weights kept make up for the
+/// ones removed.
+public struct RowSparseRegression: Sendable {
+    public let dimension: Int
+    /// Ĝ, row-major d × d.
+    public let gram: [Float]
+    public let solver: SparseRecovery.Solver
+    public let iterations: Int
+
+    /// `secondMoment`: G, full and symmetric (d × d). `damping`: λ, relative to mean(diag G).
+    public init(secondMoment: [Float], dimension d: Int, damping: Double, solver: SparseRecovery.Solver, iterations: Int) {
+        precondition(secondMoment.count == d * d && d > 0)
+        var g = secondMoment
+        var trace = 0.0
+        for i in 0 ..< d { trace += Double(g[i * d + i]) }
+        // An all-zero G (a layer whose inputs were all zero) leaves the plain Euclidean problem.
+        let shift = trace > 0 ? damping * trace / Double(d) : 1
+        for i in 0 ..< d { g[i * d + i] += Float(shift) }
+        dimension = d
+        gram = g
+        self.solver = solver
+        self.iterations = iterations
+    }
+
+    public struct Result: Sendable {
+        /// (rows, d): the refitted sparse rows.
+        public var values: [Float]
+        /// (rows, d): 1 where a row keeps the entry.
+        public var support: [UInt8]
+        /// Σ over rows of the output error e(z) and of wᵀĜw (the error of removing everything).
+        public var outputError: Double
+        public var denseEnergy: Double
+    }
+
+    /// The sparse rows for `rows` rows of W, each keeping `keep[r]` entries.
+    public func solve(_ w: UnsafeBufferPointer<Float>, rows: Int, keep: [Int]) -> Result {
+        let d = dimension
+        precondition(w.count >= rows * d && keep.count == rows)
+        let proxy = product(w, rows: rows)
+        let start = eliminate(w, rows: rows, keep: keep)
+        var support = start
+        if rows > 0 {
+            let warm = refit(w, rows: rows, support: start, proxy: proxy)
+            let recovery = SparseRecovery(gram: gram, columns: d, solver: solver, iterations: iterations)
+            let found = recovery.recover(proxy: proxy, blocks: rows, k: keep, start: solver == .niht ? warm : nil)
+            support = found.support
+            // A solver's support is kept only where it lowers the row's error against the start.
+            let candidate = refit(w, rows: rows, support: support, proxy: proxy)
+            let before = rowErrors(warm, w, rows: rows), after = rowErrors(candidate, w, rows: rows)
+            for r in 0 ..< rows where !(after[r] <= before[r]) {
+                for i in 0 ..< d { support[r * d + i] = start[r * d + i] }
+            }
+        }
+        let values = refit(w, rows: rows, support: support, proxy: proxy)
+        let errors = rowErrors(values, w, rows: rows)
+        let zero = [Float](repeating: 0, count: rows * d)
+        let energy = rowErrors(zero, w, rows: rows)
+        return Result(values: values, support: support, outputError: errors.reduce(0, +), denseEnergy: energy.reduce(0, +))
+    }
+
+    /// Optimal Brain Surgeon's backward elimination, row by row (`csp_obs_eliminate`): from the
+    /// dense row, remove one entry at a time, the one whose removal raises e least given that the
+    /// others move to compensate, until k are left. O((d − k)·d²) per row in the worst case; Ĝ⁻¹
+    /// is computed once for the layer. Without an inverse (Ĝ singular: no damping and rank-deficient
+    /// inputs), the support of the diagonal problem, |w_i|·√Ĝ_ii (Wanda's score).
+    func eliminate(_ w: UnsafeBufferPointer<Float>, rows: Int, keep: [Int]) -> [UInt8] {
+        let d = dimension
+        var support = [UInt8](repeating: 0, count: rows * d)
+        guard let inverse = SymmetricMath.inversePositiveDefinite(gram.map(Double.init), n: d) else {
+            var score = [Float](repeating: 0, count: d)
+            for r in 0 ..< rows {
+                for i in 0 ..< d { score[i] = abs(w[r * d + i]) * gram[i * d + i].squareRoot() }
+                var mask = [UInt8](repeating: 0, count: d)
+                SparseRecovery.topK(score, offset: 0, count: d, k: keep[r], into: &mask)
+                for i in 0 ..< d { support[r * d + i] = mask[i] }
+            }
+            return support
+        }
+        support.withUnsafeMutableBufferPointer { out in
+            Parallel.forEach(rows) { r in
+                var h = inverse
+                var x = (0 ..< d).map { Double(w[r * d + $0]) }
+                var perm = [Int32](repeating: 0, count: d)
+                h.withUnsafeMutableBufferPointer { hp in
+                    x.withUnsafeMutableBufferPointer { xp in
+                        perm.withUnsafeMutableBufferPointer { pp in
+                            csp_obs_eliminate(hp.baseAddress!, xp.baseAddress!, pp.baseAddress!, Int32(d), Int32(keep[r]),
+                                              out.baseAddress! + r * d)
+                        }
+                    }
+                }
+            }
+        }
+        return support
+    }
+
+    /// The least-squares values of every row on `support` (rows × d, 1 = kept): z_S = Ĝ_SS⁻¹(Ĝw)_S.
+    public func refit(_ w: UnsafeBufferPointer<Float>, rows: Int, support: [UInt8], proxy given: [Float]? = nil) -> [Float] {
+        let d = dimension
+        let proxy = given ?? product(w, rows: rows)
+        var out = [Float](repeating: 0, count: rows * d)
+        out.withUnsafeMutableBufferPointer { out in
+            Parallel.forEach(rows) { r in
+                let s = (0 ..< d).filter { support[r * d + $0] != 0 }
+                let k = s.count
+                guard k > 0 else { return }
+                var a = [Double](repeating: 0, count: k * k)
+                var b = [Double](repeating: 0, count: k)
+                for (p, i) in s.enumerated() {
+                    b[p] = Double(proxy[r * d + i])
+                    for (q, j) in s.enumerated() { a[p * k + q] = Double(gram[i * d + j]) }
+                }
+                guard SymmetricMath.solvePositiveDefinite(&a, &b, n: k) else {
+                    // Ĝ is positive definite whenever λ > 0; without damping a rank-deficient G can
+                    // leave Ĝ_SS singular: keep w's values there, as a mask would.
+                    for i in s { out[r * d + i] = w[r * d + i] }
+                    return
+                }
+                for (p, i) in s.enumerated() { out[r * d + i] = Float(b[p]) }
+            }
+        }
+        return out
+    }
+
+    /// e(z) per row: D = Z − W, (D Ĝ) by one matrix product, then each row's D·(DĜ) in double.
+    public func rowErrors(_ z: [Float], _ w: UnsafeBufferPointer<Float>, rows: Int) -> [Double] {
+        let d = dimension
+        var difference = [Float](repeating: 0, count: rows * d)
+        for i in 0 ..< rows * d { difference[i] = z[i] - w[i] }
+        let weighted = difference.withUnsafeBufferPointer { product($0, rows: rows) }
+        var errors = [Double](repeating: 0, count: rows)
+        for r in 0 ..< rows {
+            var e = 0.0
+            for i in r * d ..< (r + 1) * d { e += Double(difference[i]) * Double(weighted[i]) }
+            errors[r] = e
+        }
+        return errors
+    }
+
+    /// W Ĝ (rows × d).
+    func product(_ w: UnsafeBufferPointer<Float>, rows: Int) -> [Float] {
+        let d = dimension
+        var out = [Float](repeating: 0, count: rows * d)
+        guard rows > 0 else { return out }
+        gram.withUnsafeBufferPointer { g in
+            out.withUnsafeMutableBufferPointer { VectorMath.gemm(m: rows, n: d, k: d, w.baseAddress!, g.baseAddress!, $0.baseAddress!) }
+        }
+        return out
+    }
+}

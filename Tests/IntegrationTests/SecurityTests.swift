@@ -1,0 +1,168 @@
+import Foundation
+import Testing
+import Wire
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A coordinator under attack while it trains (issue 12): borrowed sessions, wrong tokens,
+/// joins past a limit, and thousands of silent connections under the usual descriptor limit.
+/// A real worker finishes the run each time, with its ledger and checkpoints whole.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct SecurityTests {
+    func metricsLines(_ run: CoordinatorTests.Run) -> Int {
+        ((try? String(contentsOf: run.dir.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? "").split(separator: "\n").count
+    }
+
+    func waitForTraining(_ run: CoordinatorTests.Run, lines: Int, seconds: Double = 60) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while metricsLines(run) < lines {
+            guard Date() < deadline else { throw TestFailure("no training: \(metricsLines(run)) metrics lines after \(seconds) s\n\(run.coordinator.stderr)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    @Test func aBorrowedSessionAWrongTokenAndAJoinPastMaxWorkersAreRefusedWhileTrainingGoesOn() async throws {
+        let run = try await CoordinatorTests().startCoordinator(["--steps", "300", "--set", "security.max_workers=2"])
+        defer { try? FileManager.default.removeItem(at: run.dir) }
+        let worker = try CoordinatorTests().worker(run, name: "real")
+        try await waitForTraining(run, lines: 2)
+        let token = try String(contentsOf: run.token, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+
+        // A member that joined on its own connection; its session, used from another one.
+        let member = try await CoordinatorTests().join(run.url, token: token)
+        let thief = try RawClient(url: run.url)
+        thief.runID = member.runID
+        thief.session = member.session
+        let work = try await thief.send { $0.work = .with { $0.weightsVersion = 0 } }
+        #expect(work.refusal.code == .unknownSession && work.refusal.reason.contains("another connection"), "\(work)")
+        let leave = try await thief.send { $0.leave = .with { $0.reason = "stolen" } }
+        #expect(leave.refusal.code == .unknownSession, "\(leave)")
+        thief.close()
+        // The member keeps its session: still served on its own connection.
+        let served = try await member.send { $0.work = .with { $0.weightsVersion = 0 } }
+        #expect(served.refusal.reason.isEmpty, "the member lost its session: \(served)")
+        #expect(run.coordinator.stderr.contains("from another connection"))
+
+        // A third worker: past security.max_workers (the real one and the member are in).
+        let (third, full) = try await CoordinatorTests().handshake(run.url, token: token)
+        #expect(full.refusal.code == .overloaded && full.refusal.reason.contains("security.max_workers"), "\(full)")
+        third.close()
+        // A wrong token.
+        let (stranger, wrong) = try await CoordinatorTests().handshake(run.url, token: "not-the-token")
+        #expect(wrong.refusal.code == .badProof, "\(wrong)")
+        stranger.close()
+        member.close()
+
+        let before = metricsLines(run)
+        let (status, stdout, stderr) = await run.coordinator.wait(seconds: 90)
+        #expect(status == 0, "coordinator: \(stderr)")
+        let summary = try Summary.parse(stdout)
+        #expect(summary.status == "completed" && summary.steps == 300)
+        #expect(metricsLines(run) > before, "training went on")
+        #expect(await worker.wait(seconds: 30).status == 0)
+    }
+
+    /// 2,000 connections that finish nng's handshake and stay silent, under `ulimit -n 1024`:
+    /// past security.max_connections they are closed at once, the silent ones after
+    /// security.silent_connection_seconds; training goes on, a second worker gets in, and the run
+    /// completes with every ledger line and checkpoint written. (Before, the coordinator ran out
+    /// of descriptors, lost ledger lines and checkpoints, and died with SIGILL: libdispatch's
+    /// worker-pool monitor cannot open /proc/<tid>/stat and crashes on purpose.)
+    @Test func twoThousandSilentConnectionsUnderTheUsualDescriptorLimit() async throws {
+        guard raiseOwnDescriptorLimit(to: 4096) else {
+            Issue.record("this test needs 2,100 descriptors (ulimit -Hn is below)"); return
+        }
+        let steps = 600
+        let dir = temporaryRunDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let coordinator = try Child(["coordinator", "--listen", "tcp://127.0.0.1:0", "--run-dir", dir.path, "--json", "--steps", "\(steps)",
+                                     "--set", "checkpoint.every_steps=100", "--set", "checkpoint.keep=10",
+                                     "--set", "security.silent_connection_seconds=3"],
+                                    descriptorLimit: 1024)
+        let url = try await waitForFile(dir.appendingPathComponent("endpoint"))
+        let run = CoordinatorTests.Run(dir: dir, coordinator: coordinator, url: url)
+        let first = try CoordinatorTests().worker(run, name: "first")
+        try await waitForTraining(run, lines: 20)
+
+        let port = Int(url.split(separator: ":").last!)!
+        let flood = SilentFlood(port: port, count: 2000)
+        defer { flood.close() }
+        let during = metricsLines(run)
+        // A worker that arrives during the flood gets in once silent connections are closed.
+        let second = try CoordinatorTests().worker(run, name: "second")
+        let deadline = Date().addingTimeInterval(30)
+        while !coordinator.stderr.contains("worker=second"), Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(coordinator.stderr.contains("worker=second"), "the second worker never joined during the flood")
+        try await waitForTraining(run, lines: during + 20)
+        flood.close()
+        print("silent flood: \(flood.opened) connections opened, \(flood.failed) refused by the kernel")
+        #expect(flood.opened >= 1500)
+
+        let (status, stdout, stderr) = await coordinator.wait(seconds: 120)
+        #expect(status == 0, "coordinator: \(stderr.suffix(3000))")
+        #expect(!stderr.contains("Too many open files"))
+        #expect(stderr.contains("security.max_connections") && stderr.contains("security.silent_connection_seconds"))
+        let summary = try Summary.parse(stdout)
+        #expect(summary.status == "completed" && summary.steps == steps)
+        // The ledger: one line for every step, 1 … steps.
+        let ledger = dir.appendingPathComponent("ledger")
+        var ledgerSteps: [Int] = []
+        for file in try FileManager.default.contentsOfDirectory(atPath: ledger.path) where file.hasSuffix(".jsonl") {
+            for line in try String(contentsOf: ledger.appendingPathComponent(file), encoding: .utf8).split(separator: "\n") {
+                let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+                ledgerSteps.append(try #require(object?["step"] as? Int))
+            }
+        }
+        #expect(ledgerSteps.sorted() == Array(1 ... steps))
+        // Every checkpoint: 100, 200, … and the final one, each whole (checksums verified).
+        let store = CheckpointStore(runDirectory: dir)
+        for step in stride(from: 100, through: steps, by: 100) {
+            let checkpoint = try CheckpointStore.load(store.path(forStep: step))
+            #expect(checkpoint.step == step)
+        }
+        for w in [first, second] { #expect(await w.wait(seconds: 30).status == 0) }
+    }
+
+    /// Raises this process's soft descriptor limit (the flood's connections are ours too).
+    func raiseOwnDescriptorLimit(to wanted: Int) -> Bool {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_max >= rlim_t(wanted) else { return false }
+        limit.rlim_cur = max(limit.rlim_cur, rlim_t(wanted))
+        return setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0
+    }
+}
+
+/// Plain TCP connections that send the SP handshake of a REQ peer (`00 53 50 00 00 30 00 00`,
+/// Proto/README.md) and then nothing.
+final class SilentFlood: @unchecked Sendable {
+    private var sockets: [Int32] = []
+    private(set) var opened = 0
+    private(set) var failed = 0
+
+    init(port: Int, count: Int) {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let handshake: [UInt8] = [0x00, 0x53, 0x50, 0x00, 0x00, 0x30, 0x00, 0x00]
+        for _ in 0 ..< count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { failed += 1; continue }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { Glibc.close(fd); failed += 1; continue }
+            _ = handshake.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            sockets.append(fd)
+            opened += 1
+        }
+    }
+
+    func close() {
+        for fd in sockets { Glibc.close(fd) }
+        sockets = []
+    }
+}
+
+import Checkpoints

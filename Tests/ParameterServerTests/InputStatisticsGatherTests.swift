@@ -1,0 +1,67 @@
+import Foundation
+import Testing
+@testable import ParameterServer
+@testable import Pruning
+import Tensors
+import Training
+
+/// Workers' input statistics travel after the gradient and are summed like it: the coordinator's
+/// G equals the one a single process measures over all the step's frames.
+struct InputStatisticsGatherTests {
+    let layout = ParameterLayout([("w", [6, 5], true), ("b", [6], false)])
+    let site = StatisticSite(name: "w.input", dimension: 5, tensors: ["w"])
+
+    @Test(arguments: [false, true])
+    func gatheredSecondMomentEqualsASingleProcess(fixedPoint: Bool) throws {
+        var settings = PruningSettings()
+        settings.method = .wanda
+        settings.schedule = SparsitySchedule()
+        settings.schedule.kind = .cubic
+        settings.schedule.target = 0.5
+        settings.schedule.startStep = 5
+        settings.schedule.endStep = 10
+        settings.schedule.interval = 5
+        let projection = try settings.makeProjection(layout: layout, seed: 1, sites: [site])
+        #expect(projection.statisticSites == [site])
+        var o = OptimizerSettings()
+        o.kind = .sgd
+        let w = [Float](repeating: 0.1, count: layout.totalCount)
+        let server = ParameterServer(layout: layout, settings: .init(optimizer: o, totalSteps: 20, fixedPoint: fixedPoint, halfBroadcast: false),
+                                     weights: w, broadcast: w, optimizer: Optimizer(settings: o, parameterCount: layout.totalCount),
+                                     projection: projection, version: 1, timer: { 0 })
+        #expect(server.exchange.totalCount == layout.totalCount + 15 + 1)
+        // Three micro-batches of different sizes, each with its own frames per example.
+        var rng = SeededRandom(9)
+        var reference = InputMomentRecorder(sites: [site])
+        var allFrames = 0
+        for (mb, examples) in [3, 1, 4].enumerated() {
+            let frames = examples * (2 + mb)
+            let rows = (0 ..< frames * 5).map { _ in rng.nextGaussian() * 2 }
+            var moments = InputMomentRecorder(sites: [site])
+            rows.withUnsafeBufferPointer {
+                moments.record("w.input", rows: $0, count: frames, frames: frames)
+                reference.record("w.input", rows: $0, count: frames, frames: frames)
+            }
+            allFrames += frames
+            var message = [Float](repeating: 0, count: server.exchange.totalCount)
+            message.withUnsafeMutableBufferPointer { moments.write(into: UnsafeMutableBufferPointer(rebasing: $0[server.exchange.statisticsRange]), examples: examples) }
+            for spec in server.exchange.combined.tensors {
+                #expect(message.withUnsafeBufferPointer { all in
+                    server.fold(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: all[spec.range])), at: spec.offset, examples: examples)
+                })
+            }
+            server.addMicroBatch(mb, examples: examples, lossSum: 1)
+        }
+        _ = try server.apply(step: 0)
+        let gathered = try #require((server.projection as? MaskedProjection)?.statistics)
+        #expect(gathered.frames == [Double(allFrames)])
+        var expected = [Float](repeating: 0, count: ExchangeLayout(parameters: ParameterLayout(), sites: [site]).statisticsRange.count)
+        expected.withUnsafeMutableBufferPointer { reference.write(into: $0, examples: 1) }
+        let perFrame = gathered.secondMoment(0)
+        let reference5 = Array(expected.prefix(15)).withUnsafeBufferPointer { SymmetricMath.unpackUpper($0, n: 5) }
+        for i in 0 ..< 25 {
+            let got = Double(perFrame[i]) * Double(allFrames), want = Double(reference5[i])
+            #expect(abs(got - want) <= 1e-4 * max(1, abs(want)), "entry \(i): \(got) vs \(want)")
+        }
+    }
+}
