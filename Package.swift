@@ -21,6 +21,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"4.0.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // The coordinator's /metrics: swift-metrics instruments over a Prometheus registry per run.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         // `csptrain certs init` makes the run's CA and certificates (no openssl on the path).
         .package(url: "https://github.com/apple/swift-certificates", exact: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
@@ -83,16 +86,25 @@ let package = Package(
             .product(name: "SwiftASN1", package: "swift-asn1"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Watching a run: the coordinator's HTTP endpoint on nng's HTTP server (/metrics through
+        // swift-metrics and swift-prometheus, the status API, the live page). Fed by the shell.
+        .target(name: "Observe", dependencies: [
+            "Transport", "Coordination",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // The YAML run configuration: composes the modules' settings structs.
         .target(name: "Configuration", dependencies: [
-            "Models", "Training", "Pruning", "CompressedSensing", "Coordination", "Transport", "Checkpoints", "Speech",
+            "Models", "Training", "Pruning", "CompressedSensing", "Coordination", "Transport", "Checkpoints", "Speech", "Observe",
             .product(name: "Yams", package: "Yams"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // The shells: coordinator and worker services, launcher, metrics files.
         .target(name: "Runtime", dependencies: [
             "FileIO", "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints", "ParameterServer",
-            "Coordination", "Configuration", "Tasks", "Speech", "CMalloc", "TLSMaterial",
+            "Coordination", "Configuration", "Tasks", "Speech", "CMalloc", "TLSMaterial", "Observe",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -102,7 +114,7 @@ let package = Package(
         .target(name: "Inference", dependencies: ["Models", "Speech", "Tasks", "Tensors", "CKernels", "CBLAS"],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Throughput benchmarks (`csptrain bench`), kept apart from the tests.
-        .target(name: "Benchmarks", dependencies: ["FileIO", "Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning", "Checkpoints", "Inference", "Speech", "Tasks"]),
+        .target(name: "Benchmarks", dependencies: ["FileIO", "Transport", "Wire", "Tensors", "Training", "Runtime", "Coordination", "Models", "Pruning", "Checkpoints", "Inference", "Speech", "Tasks", "Observe", "Configuration"]),
         // Experiments made of many runs: their plans, statistics and reports (pure; the
         // executable's `experiment` command is the shell that launches and scores the runs).
         .target(name: "Experiments", dependencies: ["Tensors", .product(name: "Yams", package: "Yams")]),
@@ -110,10 +122,12 @@ let package = Package(
         // mutator, the seed corpus and the seeded harness (a test; `csptrain-fuzz` for libFuzzer).
         .target(name: "Fuzzing", dependencies: ["Wire", "Tensors", "Coordination"]),
         .executableTarget(name: "csptrain-fuzz", dependencies: ["Fuzzing"]),
+        // Figures as SVG written by csptrain itself: a run's curves, a sweep's WER against sparsity.
+        .target(name: "Plots"),
         // The executable: argument-parser commands only.
         .executableTarget(name: "csptrain", dependencies: [
             "FileIO", "Tensors",
-            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Experiments", "Wire", "Inference",
+            "Runtime", "Configuration", "Benchmarks", "Checkpoints", "Speech", "Tasks", "Models", "Pruning", "Plots", "Experiments", "Wire", "Inference",
             "TLSMaterial",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -134,6 +148,8 @@ let package = Package(
         .testTarget(name: "ParameterServerTests", dependencies: ["ParameterServer", "Pruning", "Training", "Tensors", "Wire"]),
         .testTarget(name: "InferenceTests", dependencies: ["Inference", "Models", "Tensors", "Speech", "Tasks"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments"]),
+        .testTarget(name: "ObserveTests", dependencies: ["Observe", "Coordination", "Transport"]),
+        .testTarget(name: "PlotsTests", dependencies: ["Plots"]),
         .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "Wire", "Tensors"], resources: [.copy("Corpus")]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "FileIO", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),

@@ -55,6 +55,12 @@ for r in records:
                 c = d[side]
                 if not (c["ci_low"] <= c["delta"] + 1e-12 and c["delta"] <= c["ci_high"] + 1e-12):
                     problems.append(f"{name}: {key}.{side} interval does not hold its estimate")
+    for key, value in [("wer_interval", r["wer"]), ("wer_channel_interval", r["wer_channel"])]:
+        i = r.get(key)
+        if not i:
+            problems.append(f"{name}: no {key} (the run's own bootstrap interval)")
+        elif not (i["low"] <= value + 1e-12 and value <= i["high"] + 1e-12):
+            problems.append(f"{name}: {key} [{i['low']}, {i['high']}] does not hold {value}")
 for f in ["results.md", "wer-vs-sparsity.svg"]:
     if not os.path.getsize(os.path.join(args.folder, f)):
         problems.append(f"{f} is empty")

@@ -11,6 +11,10 @@ packages=(
   libfftw3-dev      # FFTs for log-mel features
   espeak-ng         # the built-in spoken corpus
   python3-venv      # the tests' Python environment (numpy, safetensors: scripts/python-env.sh)
+  # The live page's browser test (Tests/IntegrationTests/ObserveTests.swift, through selenium):
+  # about 1.5 minutes to install on a fresh machine.
+  chromium
+  chromium-driver
   iproute2          # scripts/netns-test.sh: network namespaces, veth links, tc tbf
   nftables          # scripts/netns-test.sh: packet loss on a link
 )

@@ -3,6 +3,7 @@ import Checkpoints
 import CompressedSensing
 import Coordination
 import Models
+import Observe
 import Pruning
 import Speech
 import Training
@@ -27,6 +28,7 @@ extension RunConfiguration: ConfigSection {
             .init("checkpoint", \.checkpoint, "how often to checkpoint, how many to keep, what a failed write does"),
             .init("transport", \.transport, "nng socket limits"),
             .init("security", \.security, "limits that keep the coordinator serving while strangers connect"),
+            .init("observe", \.observe, "the coordinator's HTTP endpoint: Prometheus /metrics and the live page"),
         ]
     }
 }
@@ -210,6 +212,17 @@ extension SecuritySettings: ConfigSection {
             .init("silent_connection_seconds", \.silentConnectionSeconds, "close a connection without a worker that sends nothing for this long", check: positive),
             .init("join_attempts_per_minute", \.joinAttemptsPerMinute, "join attempts one host may make per minute (0: no limit)", check: nonNegative),
             .init("max_workers", \.maxWorkers, "workers in the run at once (0: no limit)", check: nonNegative),
+        ]
+    }
+}
+
+extension ObserveSettings: ConfigSection {
+    static var fields: [ConfigField<ObserveSettings>] {
+        [
+            .init("http", \.http, "host:port for /metrics, /api/status and the live page (port 0: a free one; empty: off)"),
+            .init("token_file", \.tokenFile, "a file holding a bearer token that every HTTP route but /metrics requires (empty: none)"),
+            .init("departed_series_seconds", \.departedSeriesSeconds, "a departed worker's labelled series are removed after this long", check: nonNegative),
+            .init("goal_wer", \.goalWer, "validation WER goal drawn on the live page and by `csptrain plot` (0: none)", check: probability),
         ]
     }
 }

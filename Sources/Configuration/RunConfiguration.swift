@@ -2,6 +2,7 @@ import Checkpoints
 import Coordination
 import Foundation
 import Models
+import Observe
 import Pruning
 import Speech
 import Training
@@ -34,6 +35,7 @@ public struct RunConfiguration: Sendable, Equatable {
     public var checkpoint = CheckpointSettings()
     public var transport = TransportSettings()
     public var security = SecuritySettings()
+    public var observe = ObserveSettings()
 
     public init() {}
 

@@ -18,6 +18,15 @@ public struct Membership: Sendable {
         /// valid on.
         public let pipe: UInt32
         public var lastSeen: Double
+
+        /// For benchmarks that feed observers a synthetic run; members are made by ``join``.
+        package init(id: UInt32, name: String, session: SessionID, pipe: UInt32, lastSeen: Double) {
+            self.id = id
+            self.name = name
+            self.session = session
+            self.pipe = pipe
+            self.lastSeen = lastSeen
+        }
     }
 
     public private(set) var members: [SessionID: Member] = [:]

@@ -76,3 +76,40 @@ public struct PairedDifference: Codable, Sendable, Equatable {
         return sorted[lower] + (sorted[upper] - sorted[lower]) * f
     }
 }
+
+/// One system's WER with a percentile bootstrap interval over utterances (resampled with
+/// replacement, WER recomputed from the summed edits and words of each resample).
+public struct BootstrapInterval: Codable, Sendable, Equatable {
+    public var wer: Double
+    public var low: Double
+    public var high: Double
+    public var level: Double
+    public var samples: Int
+
+    public init(_ scores: UtteranceScores, samples: Int = 2000, level: Double = 0.95, seed: UInt64 = 1) {
+        let n = scores.count
+        wer = scores.wer
+        self.level = level
+        self.samples = samples
+        guard n > 0, samples > 0 else {
+            low = wer
+            high = wer
+            return
+        }
+        var rng = SeededRandom(seed, 0x424F4F54)
+        var rates = [Double](repeating: 0, count: samples)
+        for s in 0 ..< samples {
+            var edits = 0, words = 0
+            for _ in 0 ..< n {
+                let i = Int(rng.next() % UInt64(n))
+                edits += scores.wordEdits[i]
+                words += scores.words[i]
+            }
+            rates[s] = ratio(edits, words)
+        }
+        rates.sort()
+        let tail = (1 - level) / 2
+        low = PairedDifference.percentile(rates, tail)
+        high = PairedDifference.percentile(rates, 1 - tail)
+    }
+}

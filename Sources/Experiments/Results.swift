@@ -33,6 +33,10 @@ public struct PruningResult: Codable, Sendable, Equatable {
     /// csp only: WER(csp) − WER(baseline) on the clean and channel test sets, paired bootstrap.
     public var deltaWerVsGradual: Comparison?
     public var deltaWerVsAdmm: Comparison?
+    /// This run's test WER with a 95% bootstrap interval over utterances (clean, channel);
+    /// absent in results written before it was stored.
+    public var werInterval: BootstrapInterval?
+    public var werChannelInterval: BootstrapInterval?
     /// False for runs that do not stand for their method in the table: the tuning setting not
     /// chosen, and the repeats with extra seeds (nil: the only run).
     public var primary: Bool? = nil
@@ -64,7 +68,7 @@ extension PruningResult {
     }
 }
 
-/// Writes results.md and wer-vs-sparsity.svg from the records.
+/// Writes results.md from the records (`csptrain plot` draws wer-vs-sparsity.svg).
 public enum PruningReport {
     public static let methodOrder = ["dense"] + PruningExperimentPlan.knownMethods
 

@@ -3,6 +3,8 @@ import Configuration
 import Coordination
 import Foundation
 import Logging
+import Observe
+import Synchronization
 import Tensors
 import Transport
 import Synchronization
@@ -26,6 +28,12 @@ public final class CoordinatorService: Sendable {
     let folder: RunFolder
     /// Replies with weights being copied and sent at once (see `serve`).
     let weightsGate = AsyncGate(capacity: 2)
+    let observeSettings: ObserveSettings
+    /// The HTTP endpoint (`observe.http`), started once the coordinator listens.
+    private let observe = Mutex<ObserveService?>(nil)
+
+    /// The live page's address, when `observe.http` is on and serving.
+    public var pageURL: String? { observe.withLock { $0?.url } }
 
     /// `start`: from step 0, or from a checkpoint (see ``RunStart``).
     public init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger,
@@ -53,6 +61,7 @@ public final class CoordinatorService: Sendable {
         lingerSeconds = min(30, max(3, config.coordinator.stepDeadlineSeconds + 1))
         self.logger = logger
         self.folder = folder
+        observeSettings = config.observe
     }
 
     /// Descriptors kept free of connections: run folder files, checkpoint writes, nng's own, and
@@ -79,6 +88,16 @@ public final class CoordinatorService: Sendable {
         let bound = listener.url
         try? folder.write(bound + "\n", to: folder.endpointFile)
         logger.info("listening", metadata: ["url": "\(bound)", "max_request_bytes": "\(maxRequestBytes)"])
+        if let observer = shell.observer {
+            do {
+                let service = try ObserveService(settings: observeSettings, observer: observer, logger: logger, clock: { Monotonic.now })
+                observe.withLock { $0 = service }
+                try? folder.write(service.url + "\n", to: folder.pageFile)
+            } catch {
+                socket.close()
+                throw RunFolderError("\(error)")
+            }
+        }
         return bound
     }
 
@@ -89,7 +108,14 @@ public final class CoordinatorService: Sendable {
     }
 
     /// Closes the socket of a service that never ran (a start abandoned after listening).
-    public func close() { socket.close() }
+    public func close() {
+        stopObserving()
+        socket.close()
+    }
+
+    private func stopObserving() {
+        observe.withLock { $0?.stop(); $0 = nil }
+    }
 
     /// Ends the run early (Ctrl-C, SIGTERM): a final checkpoint and summary are written.
     public func stop(_ status: RunSummary.Status, message: String) {
@@ -144,6 +170,7 @@ public final class CoordinatorService: Sendable {
         }
         socket.close()
         await shell.flushCheckpoints()
+        stopObserving()
         return summary
     }
 
@@ -178,6 +205,7 @@ public final class CoordinatorService: Sendable {
                 logger.warning("could not send a reply: \(error)", metadata: ["peer": "\(peer)"])
             }
             if carriesWeights { await weightsGate.leave() }
+            shell.observer?.replySent(bytes: frame.count)
             if let request { await shell.replySent(request) }
         }
     }

@@ -4,6 +4,7 @@ import Coordination
 import Foundation
 import Logging
 import Models
+import Observe
 import ParameterServer
 import Pruning
 import Tensors
@@ -46,6 +47,9 @@ actor CoordinatorShell {
     private var examplesProcessed = 0
     private var projectionSecondsTotal = 0.0
     private var outcome: RunSummary?
+    /// What the HTTP endpoint shows (nil: `observe.http` is off). Fed the machine's directives
+    /// and the step numbers; it decides nothing.
+    let observer: RunObserver?
     private var finishedWaiters: [CheckedContinuation<RunSummary, Never>] = []
 
     nonisolated static func now() -> Double { Monotonic.now }
@@ -68,6 +72,17 @@ actor CoordinatorShell {
         writer = CheckpointWriter(store: store)
         runStart = start
         connections = ConnectionWatch(silentSeconds: config.security.silentConnectionSeconds)
+        observer = config.observe.http.isEmpty ? nil : RunObserver(Self.observedRun(config, parts: parts), now: now)
+    }
+
+    static func observedRun(_ config: RunConfiguration, parts: CoordinatorParts) -> RunObserver.Run {
+        let pruning = config.pruning.method != .none
+        return RunObserver.Run(runID: parts.machine.runID, totalSteps: config.steps, startStep: parts.machine.step,
+                               method: parts.server.projection.name,
+                               layers: parts.model.layout.tensors.filter(\.prunable).map(\.name),
+                               goalSparsity: pruning ? config.pruning.schedule.target : nil,
+                               goalWer: config.observe.goalWer > 0 ? config.observe.goalWer : nil,
+                               departedSeriesSeconds: config.observe.departedSeriesSeconds)
     }
 
     /// Brings the run folder to where the state starts: checkpoints past a resume point set
@@ -131,6 +146,16 @@ actor CoordinatorShell {
                 case .hello, .proof: entropy = randomBytes(JoinHandshake.nonceBytes + JoinHandshake.sessionBytes)
                 default: break
                 }
+                if let observer {
+                    var worker: String?
+                    switch decoded.inbound {
+                    case .hello, .proof: break
+                    default: worker = machine.membership.members[decoded.origin(pipe: pipe, peer: peer).session]?.name
+                    }
+                    var chunk = false
+                    if case .chunk = decoded.inbound { chunk = true }
+                    observer.request(id, worker: worker, chunk: chunk, bytes: bytes.count, now: now)
+                }
                 // Registered before the machine runs: a reply among its directives resumes it at
                 // once; a held request is resumed by a later event.
                 replies[id] = continuation
@@ -177,6 +202,8 @@ actor CoordinatorShell {
     // MARK: Directives
 
     private func perform(_ directives: [RunStateMachine.Directive], chunk: UnsafeRawBufferPointer? = nil, bf16: Bool = false) {
+        // Before performing: the machine is as the event left it (applying a step starts the next).
+        observer?.observe(directives, machine: machine, now: Self.now())
         for directive in directives {
             switch directive {
             case let .reply(id, response):
@@ -192,7 +219,9 @@ actor CoordinatorShell {
             case let .writeCheckpoint(step, final):
                 writeCheckpoint(step: step, final: final)
             case let .recordStep(record):
-                let line = recorder.recordStep(record, numbers: numbers.removeValue(forKey: record.step), now: Self.now())
+                let stepNumbers = numbers.removeValue(forKey: record.step)
+                let line = recorder.recordStep(record, numbers: stepNumbers, now: Self.now())
+                observer?.recorded(.init(line, sparsityOverall: stepNumbers?.sparsity.overall ?? 0))
                 progress(.step(line, total: config.steps))
             case let .memberJoined(member, peer):
                 logger.info("worker joined", metadata: ["worker": "\(member.name)", "id": "\(member.id)", "peer": "\(peer)",
@@ -245,7 +274,12 @@ actor CoordinatorShell {
             examplesProcessed += n.examples
             parts.examplesSeen += n.examples
             projectionSecondsTotal += n.projectionSeconds
-            if let update = n.supportUpdate { recorder.recordSupportUpdate(update, method: server.projection.name, seconds: n.projectionSeconds) }
+            if let update = n.supportUpdate {
+                recorder.recordSupportUpdate(update, method: server.projection.name, seconds: n.projectionSeconds)
+                observer?.supportUpdated(step: update.step + 1, layers: update.layers.map {
+                    .init(name: $0.name, density: $0.density, overlapWithTopK: $0.overlapWithTopK, recoveryError: $0.recoveryError)
+                })
+            }
             // The weights of the next version, framed once for every reply that carries them.
             frames = (nil, server.delta.map { delta in
                 server.broadcast.withUnsafeBufferPointer { WeightsFrame(delta, layout: server.layout, source: $0) }
@@ -272,10 +306,12 @@ actor CoordinatorShell {
         var checkpoint = state.checkpoint(context)
         checkpoint.state.computeSignature = machine.computeSignature ?? ""
         let logger = self.logger
+        let observer = self.observer
         let snapshotSeconds = String(format: "%.4f", Self.now() - snapshotStart)
         writer.submit(checkpoint, final: final) { report in
             switch report.outcome {
             case let .written(url):
+                observer?.checkpointWritten(seconds: report.seconds)
                 logger.debug("checkpoint written", metadata: ["step": "\(report.step)", "path": "\(url.path)", "bytes": "\(report.bytes)",
                                                               "snapshot_seconds": "\(snapshotSeconds)", "final": "\(final)",
                                                               "write_seconds": "\(String(format: "%.3f", report.seconds))"])

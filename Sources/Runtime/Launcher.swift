@@ -21,6 +21,8 @@ public final class Launcher: Sendable {
         public var resume = ResumeRequest.no
         /// Resume even when settings that change the maths differ from the checkpoint's.
         public var allowChangedSettings = false
+        /// Extra arguments for every worker process (`--log-format json`).
+        public var workerArguments: [String] = []
         public init(workers: Int, folder: RunFolder, config: RunConfiguration) {
             self.workers = workers
             self.folder = folder
@@ -47,6 +49,7 @@ public final class Launcher: Sendable {
         defer { started.hold() }
         let coordinator = started.service
         let url = started.url
+        if let page = coordinator.pageURL { logger.notice("live page: \(page)  (Prometheus: \(page)metrics)") }
         // Workers on this machine read the token from a file: the run folder's, or the one given.
         let tokenFile: String
         if let file = started.tokenFile { tokenFile = file } else {
@@ -95,7 +98,7 @@ public final class Launcher: Sendable {
     private func spawnWorker(index: Int, url: String, tokenFile: String) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.executablePath)
-        process.arguments = ["worker", "--connect", url, "--token-file", tokenFile, "--name", "worker-\(index)"]
+        process.arguments = ["worker", "--connect", url, "--token-file", tokenFile, "--name", "worker-\(index)"] + options.workerArguments
         let tls = options.config.transport.tls.dir
         if !tls.isEmpty { process.arguments! += ["--tls", tls] }
         var environment = ProcessInfo.processInfo.environment

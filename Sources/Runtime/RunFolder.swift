@@ -21,6 +21,8 @@ public struct RunFolder: Sendable {
     public var tokenFile: URL { url.appendingPathComponent("token") }
     public var lockFile: URL { url.appendingPathComponent("coordinator.lock") }
     public var endpointFile: URL { url.appendingPathComponent("endpoint") }
+    /// The live page's address, when `observe.http` is on (port filled in).
+    public var pageFile: URL { url.appendingPathComponent("page") }
     public var logsFolder: URL { url.appendingPathComponent("logs", isDirectory: true) }
     public var ledgerFolder: URL { url.appendingPathComponent("ledger", isDirectory: true) }
 

@@ -36,6 +36,11 @@ struct Bench: AsyncParsableCommand {
                          another member keeps 200 work requests in flight, on a 1 M-parameter
                          loadtest model, against the bound RSS ≤ RSS(1) + 2 × model bytes
                          (not run unless asked for with --only memory)
+            observe      the coordinator's per-step cost of updating every Prometheus series with
+                         8 workers' labels and of one /metrics scrape, against a speech-sized
+                         step's coordinator share measured in the same run with the endpoint on
+                         and scraped once a second; goal ≤ 1% of the step at 1 scrape/s
+                         (not run unless asked for with --only observe)
             inference    PCM to text on one thread with the streaming model's shape: dense
                          against sparse kernels on the same weights at 0-90% unstructured
                          sparsity, 2:4, 1:10 and low-rank; whole utterances at batch 1 and 8 and
@@ -45,7 +50,7 @@ struct Bench: AsyncParsableCommand {
     )
 
     enum Name: String, ExpressibleByArgument, CaseIterable {
-        case ingest, aggregation, speech, project, checkpoint, step, memory, inference
+        case ingest, aggregation, speech, project, checkpoint, step, memory, inference, observe
     }
 
     @Option(name: .customLong("only"), help: "Run only these benchmarks (repeatable): \(Name.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -167,6 +172,10 @@ struct Bench: AsyncParsableCommand {
             settings.parameters = memoryParameters
             memory = try MemoryBenchmark.run(settings)
         }
+        var observe: ObserveBenchmark.Report?
+        if selected.contains(.observe) {
+            observe = try await ObserveBenchmark.run(.init(), logger: logger)
+        }
         if selected.contains(.speech) {
             var lengths: [Int]?
             if let folder = lengthsFrom {
@@ -199,6 +208,7 @@ struct Bench: AsyncParsableCommand {
                                          "notes": notes + (step?.notes ?? [])]
             if let step { object["step"] = step.json }
             if let memory { object["memory"] = memory.json }
+            if let observe { object["observe"] = observe.json }
             if let inference { object["inference"] = inference.json }
             let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             try output(String(decoding: data, as: UTF8.self))
@@ -227,6 +237,7 @@ struct Bench: AsyncParsableCommand {
             }
             for line in step?.lines ?? [] { try output(line) }
             for line in memory?.lines ?? [] { try output(line) }
+            for line in observe?.lines ?? [] { try output(line) }
             for line in inference?.lines ?? [] { try output(line) }
             for note in notes { try output(note) }
         }

@@ -18,7 +18,7 @@ struct CSPTrain: AsyncParsableCommand {
         Start here:  csptrain launch --workers 2 --steps 200 --run-dir runs/first
         """,
         subcommands: [Launch.self, CoordinatorCommand.self, WorkerCommand.self, DataCommand.self, EvalCommand.self, TranscribeCommand.self,
-                      CheckpointCommand.self, ConfigCommand.self, ExperimentCommand.self, Bench.self,
+                      CheckpointCommand.self, ConfigCommand.self, ExperimentCommand.self, PlotCommand.self, Bench.self,
                       CertsCommand.self]
     )
 
@@ -50,6 +50,16 @@ struct ResumeOptions: ParsableArguments {
         }
         return out
     }
+}
+
+/// `--http`: the coordinator's HTTP endpoint (`observe.http`).
+struct ObserveOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Serve the live page, /api/status and Prometheus /metrics on this address (port 0: a free one; the URL is printed and written to <run-dir>/page). Same as --set observe.http=ADDR:PORT.",
+        valueName: "addr:port"))
+    var http: String?
+
+    var overrides: [String] { http.map { ["observe.http=\($0)"] } ?? [] }
 }
 
 /// Options that select and adjust the run configuration.
@@ -103,12 +113,23 @@ struct LogOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(help: "Log lines as text for a person, or json: one object per line (timestamp, level, label, message, source, file, line and every metadata field) for a log collector.")
+    var logFormat: LogFormat = .text
+
+    enum LogFormat: String, ExpressibleByArgument, CaseIterable { case text, json }
+
     func bootstrap(label: String) -> Logger {
         let level = logLevel
+        let format = logFormat
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            switch format {
+            case .text:
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            case .json:
+                return JSONLogHandler(label: label, logLevel: level)
+            }
         }
         return Logger(label: label)
     }
@@ -163,6 +184,8 @@ struct Launch: AsyncParsableCommand {
     @Flag(help: "Print the run summary as one JSON object on stdout (progress and logs go to stderr).")
     var json = false
 
+    @OptionGroup var observeOptions: ObserveOptions
+
     @OptionGroup var resumeOptions: ResumeOptions
     @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var logOptions: LogOptions
@@ -180,18 +203,23 @@ struct Launch: AsyncParsableCommand {
         do {
             let folder = RunFolder(runDir)
             let source = try CoordinatorSetup.configSource(explicit: configOptions.config, folder: folder, resume: resumeOptions.request)
-            let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"] + tlsOptions.overrides, source: source)
+            let config = try configOptions.resolve(extra: ["coordinator.min_workers=\(workers)"] + tlsOptions.overrides + observeOptions.overrides,
+                                                   source: source)
             var options = Launcher.Options(workers: workers, folder: folder, config: config)
             options.listen = listen ?? (config.transport.tls.dir.isEmpty ? "tcp://127.0.0.1:0" : "tls+tcp://127.0.0.1:0")
             options.resume = resumeOptions.request
             options.allowChangedSettings = resumeOptions.allowChangedSettings
+            options.workerArguments = ["--log-format", logOptions.logFormat.rawValue]
+            // Every stderr line is a JSON object then: no progress lines between them.
+            options.showProgress = logOptions.logFormat == .text
             summary = try await Launcher(options: options, logger: logger).run()
         } catch {
             logger.error("\(error)")
             if json { try? printJSON(jsonObject(["status": "failed", "error": "\(error)"])) }
             throw ExitCode.failure
         }
-        if json { try printJSON(summary.json(pretty: false)) } else { report(summary) }
+        // With --log-format json the coordinator's "run completed" line says it.
+        if json { try printJSON(summary.json(pretty: false)) } else if logOptions.logFormat == .text { report(summary) }
         throw runExitCode(summary)
     }
 
@@ -232,6 +260,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Print the run summary as one JSON object on stdout.")
     var json = false
 
+    @OptionGroup var observeOptions: ObserveOptions
     @OptionGroup var resumeOptions: ResumeOptions
     @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var logOptions: LogOptions
@@ -245,7 +274,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         do {
             let request = resumeOptions.request
             let source = try CoordinatorSetup.configSource(explicit: configOptions.config, folder: folder, resume: request)
-            let config = try configOptions.resolve(extra: tlsOptions.overrides, source: source)
+            let config = try configOptions.resolve(extra: tlsOptions.overrides + observeOptions.overrides, source: source)
             var startup = CoordinatorStartup.Request(folder: folder, config: config, listen: listen)
             startup.resume = request
             startup.allowChangedSettings = resumeOptions.allowChangedSettings

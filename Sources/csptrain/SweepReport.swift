@@ -40,7 +40,8 @@ extension Sweep {
         var missing: [String] = []
         var computeSeconds = 0.0
         let denseScores = readScores(runsFolder.appendingPathComponent("dense/test-scores.json"))
-        if let denseScores, let r = try? record(method: "dense", target: 0, name: "dense", checkpoint: dense, scores: denseScores, summary: nil) {
+        if let denseScores, var r = try? record(method: "dense", target: 0, name: "dense", checkpoint: dense, scores: denseScores, summary: nil) {
+            r.setIntervals(denseScores, samples: settings.bootstrapSamples)
             results.append(r)
         }
         var scoresByRun: [String: Scores] = [:]
@@ -59,6 +60,7 @@ extension Sweep {
                     && PruningExperimentPlan.primaryRunName(settings, run.method, target: run.target, validation: validation) == run.name
             }
             scoresByRun[run.name] = scores
+            r.setIntervals(scores, samples: settings.bootstrapSamples)
             computeSeconds += r.wallSeconds + r.evalSeconds
             results.append(r)
         }
@@ -142,5 +144,13 @@ extension Sweep {
         r.evalSeconds = scores.seconds
         r.testUtterances = scores.clean.count
         return r
+    }
+}
+
+extension PruningResult {
+    /// The run's own WER intervals on the clean and channel test sets (for `csptrain plot`).
+    mutating func setIntervals(_ scores: Sweep.Scores, samples: Int) {
+        werInterval = BootstrapInterval(scores.clean, samples: samples)
+        werChannelInterval = BootstrapInterval(scores.channel, samples: samples)
     }
 }

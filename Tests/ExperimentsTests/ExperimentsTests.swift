@@ -116,7 +116,5 @@ struct ReportTests {
         #expect(md.contains("CSP wins against gradual-magnitude at 80%"))
         #expect(md.contains("| 80% | csp | 10.00 | +5.00 |"))
         #expect(md.contains("Not finished yet:** taylor-80"))
-        let svg = PruningReport.svg(results)
-        #expect(svg.hasPrefix("<svg") && svg.contains("polyline") && svg.hasSuffix("</svg>\n"))
     }
 }
