@@ -35,11 +35,17 @@ struct Bench: AsyncParsableCommand {
                          another member keeps 200 work requests in flight, on a 1 M-parameter
                          loadtest model, against the bound RSS ≤ RSS(1) + 2 × model bytes
                          (not run unless asked for with --only memory)
+            statistics   sensing through the layers' inputs on the reference speech model: a
+                         worker's micro-batch with its inputs' second moments against without,
+                         the bytes it sends against the gradient alone, and the coordinator's
+                         support update at 80% (csp with activations, wanda, one-shot
+                         reconstruction) against a worker's micro-batch (not run unless asked
+                         for with --only statistics)
             """
     )
 
     enum Name: String, ExpressibleByArgument, CaseIterable {
-        case ingest, aggregation, speech, project, checkpoint, step, memory
+        case ingest, aggregation, speech, project, checkpoint, step, memory, statistics
     }
 
     @Option(name: .customLong("only"), help: "Run only these benchmarks (repeatable): \(Name.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -152,6 +158,9 @@ struct Bench: AsyncParsableCommand {
             var settings = MemoryBenchmark.Settings()
             settings.parameters = memoryParameters
             memory = try MemoryBenchmark.run(settings)
+        }
+        if selected.contains(.statistics) {
+            results += try StatisticsBenchmark.run()
         }
         if selected.contains(.speech) {
             var lengths: [Int]?
