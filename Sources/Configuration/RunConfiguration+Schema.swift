@@ -97,6 +97,7 @@ extension PruningSettings.Scope: ConfigEnum {}
 extension SparsitySchedule.Kind: ConfigEnum {}
 extension MeasurementOperator.Kind: ConfigEnum {}
 extension PruningSettings.Operator: ConfigEnum {}
+extension RowSparseRegression.WarmStart: ConfigEnum {}
 extension SparseRecovery.Solver: ConfigEnum {}
 extension PruningSettings: ConfigSection {
     static var fields: [ConfigField<PruningSettings>] {
@@ -110,6 +111,7 @@ extension PruningSettings: ConfigSection {
             .init("operator", \.measurementOperator, "csp: how W + U is measured: a seeded random operator (gaussian, rademacher, srht) or the layer's own inputs (activations)"),
             .init("solver", \.solver, "csp, one-shot-reconstruction: the sparse-recovery solver"),
             .init("iterations", \.iterations, "csp, one-shot-reconstruction: solver iterations", check: positive),
+            .init("warm_start", \.warmStart, "csp with operator activations, one-shot-reconstruction: where each row's solver starts: obs (backward elimination; slow, better) or diagonal (|w|·√G_ii)"),
             .init("damping", \.damping, "csp with operator activations, wanda, one-shot-reconstruction: λ of G + λ·mean(diag G)·I", check: nonNegative),
             .init("rho", \.rho, "csp, admm-magnitude: strength of the proximal pull towards Z", check: nonNegative),
             .init("dual_interval", \.dualInterval, "csp, admm-magnitude: steps between dual updates", check: positive),

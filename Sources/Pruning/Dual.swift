@@ -204,7 +204,8 @@ public struct DualProjection: ProjectionStep {
         for i in 0 ..< n { v[i] = w[spec.offset + i] + dual[spec.offset + i] }
         let keeps = blockKeeps(count: n, block: d, sparsity: s)
         let regression = RowSparseRegression(secondMoment: statistics.secondMoment(site), dimension: d,
-                                             damping: settings.damping, solver: settings.solver, iterations: settings.iterations)
+                                             damping: settings.damping, solver: settings.solver, iterations: settings.iterations,
+                                                 warmStart: settings.warmStart)
         let result = v.withUnsafeBufferPointer { regression.solve($0, rows: rows, keep: keeps) }
         var topK = [UInt8](repeating: 0, count: n)
         for (r, k) in keeps.enumerated() { SparseRecovery.topK(v, offset: r * d, count: d, k: k, into: &topK) }

@@ -154,7 +154,8 @@ public struct MaskedProjection: ProjectionStep {
             guard let site = statistics.site(of: spec.name) else { continue }
             let d = statistics.sites[site].dimension, rows = spec.count / d
             let regression = RowSparseRegression(secondMoment: statistics.secondMoment(site), dimension: d,
-                                                 damping: settings.damping, solver: settings.solver, iterations: settings.iterations)
+                                                 damping: settings.damping, solver: settings.solver, iterations: settings.iterations,
+                                                 warmStart: settings.warmStart)
             let keeps = blockKeeps(count: spec.count, block: d, sparsity: s)
             let result = regression.solve(UnsafeBufferPointer(rebasing: w[spec.range]), rows: rows, keep: keeps)
             for i in 0 ..< spec.count {

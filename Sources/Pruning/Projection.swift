@@ -177,6 +177,8 @@ public struct PruningSettings: Sendable, Equatable {
     public var measurementOperator: Operator = .gaussian
     /// Methods that read input statistics: λ of Ĝ = G + λ·mean(diag G)·I.
     public var damping = 0.01
+    /// csp with activations, one-shot-reconstruction: where each row's solver starts.
+    public var warmStart: RowSparseRegression.WarmStart = .obs
     public var solver: SparseRecovery.Solver = .niht
     public var iterations = 30
     /// Dual methods: ρ, the strength of the proximal pull ρ(W − Z + U), applied decoupled from the

@@ -46,11 +46,17 @@ struct Bench: AsyncParsableCommand {
                          sparsity, 2:4, 1:10 and low-rank; whole utterances at batch 1 and 8 and
                          100 ms streaming chunks; bytes of weights read, time shares, latency,
                          exported file sizes (not run unless asked for with --only inference)
+            statistics   sensing through the layers' inputs on the reference speech model: a
+                         worker's micro-batch with its inputs' second moments against without,
+                         the bytes it sends against the gradient alone, and the coordinator's
+                         support update at 80% (csp with activations, wanda, one-shot
+                         reconstruction) against a worker's micro-batch (not run unless asked
+                         for with --only statistics)
             """
     )
 
     enum Name: String, ExpressibleByArgument, CaseIterable {
-        case ingest, aggregation, speech, project, checkpoint, step, memory, inference, observe
+        case ingest, aggregation, speech, project, checkpoint, step, memory, inference, observe, statistics
     }
 
     @Option(name: .customLong("only"), help: "Run only these benchmarks (repeatable): \(Name.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -171,6 +177,9 @@ struct Bench: AsyncParsableCommand {
             var settings = MemoryBenchmark.Settings()
             settings.parameters = memoryParameters
             memory = try MemoryBenchmark.run(settings)
+        }
+        if selected.contains(.statistics) {
+            results += try StatisticsBenchmark.run()
         }
         var observe: ObserveBenchmark.Report?
         if selected.contains(.observe) {

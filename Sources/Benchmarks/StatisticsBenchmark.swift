@@ -1,0 +1,89 @@
+import Foundation
+import CompressedSensing
+import Models
+import Pruning
+import Tensors
+
+/// What sensing through the layers' own inputs costs (Sources/Pruning/README.md, "Activations"):
+/// on the reference speech model (2.9 M parameters) with the LSTM and second convolution pruned,
+///   - a worker's micro-batch with its inputs' second moments measured, against the same
+///     micro-batch without (one thread, the same batch);
+///   - the bytes a micro-batch sends with the statistics, against the gradient alone;
+///   - the coordinator's support update at 80% for each method that reads them, against the
+///     worker's micro-batch (the work a support update holds the run up by).
+public enum StatisticsBenchmark {
+    public static func run(utterances: Int = 8, frames: Int = 300, seed: UInt64 = 1) throws -> [Benchmarks.Result] {
+        VectorMath.setThreadCount(1)
+        let model = AcousticModel(settings: AcousticSettings())
+        let layout = model.layout
+        var pruning = PruningSettings()
+        pruning.exclude = ["conv.0.*", "output.*"]
+        pruning.method = .wanda
+        let sites = pruning.statisticSites(layout: layout, available: model.statisticSites)
+        var rng = SeededRandom(seed, 0x5354)
+        let features = (0 ..< utterances).map { _ in (0 ..< frames * model.settings.features).map { _ in rng.nextGaussian() } }
+        let labels = (0 ..< utterances).map { _ in (0 ..< 20).map { _ in 1 + Int(rng.next() % 27) } }
+        let parameters = model.initialParameters(seed: seed)
+        var gradient = [Float](repeating: 0, count: layout.totalCount)
+        func microBatch(_ moments: inout InputMomentRecorder) -> Double {
+            let start = ContinuousClock.now
+            parameters.withUnsafeBufferPointer { p in
+                gradient.withUnsafeMutableBufferPointer { g in
+                    _ = model.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &moments)
+                }
+            }
+            return (ContinuousClock.now - start).seconds
+        }
+        var none = InputMomentRecorder(sites: [])
+        var recorder = InputMomentRecorder(sites: sites)
+        let plain = (0 ..< 3).map { _ in microBatch(&none) }.min()!
+        let measured = (0 ..< 3).map { _ in
+            var r = InputMomentRecorder(sites: sites)
+            let t = microBatch(&r)
+            recorder = r
+            return t
+        }.min()!
+        let exchange = ExchangeLayout(parameters: layout, sites: sites)
+        var statistics = [Float](repeating: 0, count: exchange.statisticsRange.count)
+        statistics.withUnsafeMutableBufferPointer { recorder.write(into: $0, examples: utterances) }
+        var results = [
+            Benchmarks.Result(name: "statistics: a worker's micro-batch (\(utterances) × \(frames) frames) with its inputs' second moments",
+                              ours: measured, baseline: plain, unit: "s", baselineName: "the same micro-batch without"),
+            Benchmarks.Result(name: "statistics: bytes a micro-batch sends (gradient + \(sites.count) sites' packed G)",
+                              ours: Double(4 * exchange.totalCount), baseline: Double(4 * layout.totalCount), unit: "B",
+                              baselineName: "the gradient alone"),
+        ]
+        // One support update at 80% per method, from enough frames (the window's floor is 8·d).
+        let methods: [(String, PruningSettings.Method, PruningSettings.Operator, RowSparseRegression.WarmStart)] = [
+            ("csp, operator activations, warm_start obs", .csp, .activations, .obs),
+            ("csp, operator activations, warm_start diagonal", .csp, .activations, .diagonal),
+            ("wanda", .wanda, .gaussian, .obs),
+            ("one-shot-reconstruction, warm_start obs", .oneShotReconstruction, .gaussian, .obs),
+        ]
+        for (name, method, op, start) in methods {
+            var s = pruning
+            s.method = method
+            s.measurementOperator = op
+            s.warmStart = start
+            s.iterations = 10
+            s.schedule.kind = .oneShot
+            s.schedule.startStep = 0
+            s.schedule.target = 0.8
+            var projection = try s.makeProjection(layout: layout, seed: 1, sites: model.statisticSites)
+            let repeats = sites.map { 8 * $0.dimension }.max()! / max(1, recorder.frames.min() ?? 1) + 1
+            for _ in 0 ..< repeats { statistics.withUnsafeBufferPointer { projection.observe(statistics: $0, examples: utterances) } }
+            var weights = parameters
+            var broadcast = parameters
+            let start = ContinuousClock.now
+            _ = weights.withUnsafeMutableBufferPointer { w in
+                broadcast.withUnsafeMutableBufferPointer { b in
+                    projection.project(weights: w, gradient: UnsafeBufferPointer(w), step: 0, learningRate: 3e-4, layout: layout, broadcast: b)
+                }
+            }
+            let seconds = (ContinuousClock.now - start).seconds
+            results.append(Benchmarks.Result(name: "statistics: the coordinator's support update at 80% (\(name))", ours: seconds,
+                                             baseline: plain, unit: "s", baselineName: "one worker micro-batch"))
+        }
+        return results
+    }
+}
