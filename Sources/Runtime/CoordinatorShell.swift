@@ -50,6 +50,9 @@ actor CoordinatorShell {
     /// What the HTTP endpoint shows (nil: `observe.http` is off). Fed the machine's directives
     /// and the step numbers; it decides nothing.
     let observer: RunObserver?
+    /// The run's data order again, for the seconds of audio in each step (speech: record sizes
+    /// are 2 bytes per 16 kHz sample plus a transcript of a few dozen bytes); only with an observer.
+    private var audioOrder: DataOrder?
     private var finishedWaiters: [CheckedContinuation<RunSummary, Never>] = []
 
     nonisolated static func now() -> Double { Monotonic.now }
@@ -73,6 +76,11 @@ actor CoordinatorShell {
         runStart = start
         connections = ConnectionWatch(silentSeconds: config.security.silentConnectionSeconds)
         observer = config.observe.http.isEmpty ? nil : RunObserver(Self.observedRun(config, parts: parts), now: now)
+        if observer != nil, let costs = parts.model.exampleCosts {
+            audioOrder = DataOrder(seed: config.seed, examples: parts.model.trainingExamples, globalBatch: config.coordinator.globalBatch,
+                                   microBatches: config.coordinator.microBatches, costs: costs,
+                                   groupingWindow: config.coordinator.lengthGrouping)
+        }
     }
 
     static func observedRun(_ config: RunConfiguration, parts: CoordinatorParts) -> RunObserver.Run {
@@ -221,7 +229,15 @@ actor CoordinatorShell {
             case let .recordStep(record):
                 let stepNumbers = numbers.removeValue(forKey: record.step)
                 let line = recorder.recordStep(record, numbers: stepNumbers, now: Self.now())
-                observer?.recorded(.init(line, sparsityOverall: stepNumbers?.sparsity.overall ?? 0))
+                if let observer {
+                    var observed = RunObserver.Step(line, sparsityOverall: stepNumbers?.sparsity.overall ?? 0)
+                    if var order = audioOrder, let costs = parts.model.exampleCosts {
+                        let examples = order.examplesByEpoch(forStep: record.step - 1).flatMap(\.examples)
+                        observed.audioSeconds = Double(examples.reduce(0) { $0 + costs[$1] }) / 32_000
+                        audioOrder = order
+                    }
+                    observer.recorded(observed)
+                }
                 progress(.step(line, total: config.steps))
             case let .memberJoined(member, peer):
                 logger.info("worker joined", metadata: ["worker": "\(member.name)", "id": "\(member.id)", "peer": "\(peer)",
