@@ -8,14 +8,15 @@ import Testing
 struct LauncherRestartTests {
     static let root = DeployCommandLineTests.root
 
-    /// Configs/local.yaml's MLP, short, with its first checkpoint well after the kill.
+    /// Configs/local.yaml's MLP, short; its only checkpoint is the final one, so the kill always
+    /// comes before it (with every 100 steps, a loaded CI machine once let 100 steps pass first).
     static let config = """
         seed: 1
         steps: 200
         model: {kind: mlp, input_dim: 32, hidden_dim: 64, classes: 8}
         data: {kind: synthetic, examples: 16384, noise: 1.5}
         coordinator: {global_batch: 256, micro_batches: 8, step_deadline_seconds: 3}
-        checkpoint: {every_steps: 100, keep: 3}
+        checkpoint: {every_steps: 1000, keep: 3}
         """
 
     static func freePort() -> Int { Int.random(in: 20000 ..< 60000) }
