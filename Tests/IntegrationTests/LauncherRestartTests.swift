@@ -8,15 +8,16 @@ import Testing
 struct LauncherRestartTests {
     static let root = DeployCommandLineTests.root
 
-    /// Configs/local.yaml's MLP, short; its only checkpoint is the final one, so the kill always
-    /// comes before it (with every 100 steps, a loaded CI machine once let 100 steps pass first).
+    /// Configs/local.yaml's MLP; its only checkpoint is the final one, and 1,000 steps leave the
+    /// test time to see the first ones before the run ends (on a loaded CI machine 100, then 200
+    /// steps passed before the test looked).
     static let config = """
         seed: 1
-        steps: 200
+        steps: 1000
         model: {kind: mlp, input_dim: 32, hidden_dim: 64, classes: 8}
         data: {kind: synthetic, examples: 16384, noise: 1.5}
         coordinator: {global_batch: 256, micro_batches: 8, step_deadline_seconds: 3}
-        checkpoint: {every_steps: 1000, keep: 3}
+        checkpoint: {every_steps: 5000, keep: 3}
         """
 
     static func freePort() -> Int { Int.random(in: 20000 ..< 60000) }
@@ -100,7 +101,7 @@ struct LauncherRestartTests {
         #expect(!script.isRunning && script.terminationStatus == 0, "the job did not complete: \(output.suffix(3000))")
         #expect(output.contains("restarting it in place (1 of 3)"), "\(output.suffix(3000))")
         let summary = try Self.summary(runDir)
-        #expect(summary.status == "completed" && summary.steps == 200)
+        #expect(summary.status == "completed" && summary.steps == 1000)
         // The same worker process, never restarted, joined the restarted coordinator.
         let afterRestart = output.components(separatedBy: "restarting it in place").last ?? ""
         for pid in workers {
@@ -153,6 +154,6 @@ struct LauncherRestartTests {
         }
         for worker in workers { #expect(await worker.wait(seconds: 30).status == 0) }
         let summary = try Self.summary(runDir)
-        #expect(summary.status == "completed" && summary.steps == 200)
+        #expect(summary.status == "completed" && summary.steps == 1000)
     }
 }
