@@ -71,20 +71,24 @@ public struct RowSparseRegression: Sendable {
         let proxy = product(w, rows: rows)
         let start = warmStart == .obs ? eliminate(w, rows: rows, keep: keep) : diagonalSupport(w, rows: rows, keep: keep)
         var support = start
+        var values: [Float] = [], errors: [Double] = []
         if rows > 0 {
-            let warm = refit(w, rows: rows, support: start, proxy: proxy)
+            values = refit(w, rows: rows, support: start, proxy: proxy)
+            errors = rowErrors(values, w, rows: rows)
             let recovery = SparseRecovery(gram: gram, columns: d, solver: solver, iterations: iterations)
-            let found = recovery.recover(proxy: proxy, blocks: rows, k: keep, start: solver == .niht ? warm : nil)
-            support = found.support
-            // A solver's support is kept only where it lowers the row's error against the start.
-            let candidate = refit(w, rows: rows, support: support, proxy: proxy)
-            let before = rowErrors(warm, w, rows: rows), after = rowErrors(candidate, w, rows: rows)
-            for r in 0 ..< rows where !(after[r] <= before[r]) {
-                for i in 0 ..< d { support[r * d + i] = start[r * d + i] }
+            let found = recovery.recover(proxy: proxy, blocks: rows, k: keep, start: solver == .niht ? values : nil)
+            // A solver's support (and its refit) is kept only where it lowers the row's error
+            // against the start; each support is refitted once.
+            let candidate = refit(w, rows: rows, support: found.support, proxy: proxy)
+            let after = rowErrors(candidate, w, rows: rows)
+            for r in 0 ..< rows where after[r] <= errors[r] {
+                for i in r * d ..< (r + 1) * d {
+                    support[i] = found.support[i]
+                    values[i] = candidate[i]
+                }
+                errors[r] = after[r]
             }
         }
-        let values = refit(w, rows: rows, support: support, proxy: proxy)
-        let errors = rowErrors(values, w, rows: rows)
         let zero = [Float](repeating: 0, count: rows * d)
         let energy = rowErrors(zero, w, rows: rows)
         return Result(values: values, support: support, outputError: errors.reduce(0, +), denseEnergy: energy.reduce(0, +))

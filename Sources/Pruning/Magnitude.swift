@@ -96,10 +96,10 @@ public struct MaskedProjection: ProjectionStep {
             let s = criterion == .structured ? 1 - Double(settings.structuredKeep) / Double(settings.structuredGroup)
                                              : settings.schedule.sparsity(atStep: step)
             var reports: [String: SupportUpdate.Layer] = [:]
-            switch criterion {
-            case .wanda: selectWanda(UnsafeBufferPointer(weights), sparsity: s)
-            case .reconstruction: reports = reconstruct(weights, sparsity: s)
-            default: selectMask(UnsafeBufferPointer(weights), sparsity: s)
+            if criterion == .reconstruction {
+                reports = reconstruct(weights, sparsity: s)
+            } else {
+                selectMask(UnsafeBufferPointer(weights), sparsity: s)
             }
             statistics?.reset()
             active = true
