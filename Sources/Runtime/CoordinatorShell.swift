@@ -362,6 +362,7 @@ actor CoordinatorShell {
                                  reassignedMicroBatches: m.reassignedMicroBatches,
                                  validWer: m.lastValidation["valid"]?.wordErrorRate,
                                  validWerChannel: m.lastValidation["valid_channel"]?.wordErrorRate, message: message)
+        summary.resentRequests = m.resentRequests
         summary.pruningMethod = server.projection.name
         summary.projectionSeconds = projectionSecondsTotal
         summary.deterministic = config.deterministic

@@ -215,10 +215,14 @@ public final class WorkerService: Sendable {
         let senders = try (0 ..< max(1, session.sendWindow)).map { _ in try socket.openContext() }
         for s in senders { try s.setResendTime(.seconds(session.resendSeconds)) }
 
+        // Work requests are numbered, so that the coordinator tells nng's re-send of one (same
+        // bytes, same number) from this worker's next request.
+        var sequence: UInt64 = 0
         while true {
             try Task.checkCancellation()
+            sequence += 1
             var poll = Request()
-            poll.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id)
+            poll.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id, sequence: sequence)
             poll.work = Csptrain_V1_WorkRequest.with { $0.weightsVersion = haveVersion }
             // The weights a task carries are decoded from the reply where it arrived.
             let message = try await control.request(Message(poll.serializedBytes() as [UInt8]),
