@@ -191,6 +191,8 @@ extension TransportSettings: ConfigSection {
             .init("max_message_bytes", \.maxMessageBytes, "largest message accepted (NNG_OPT_RECVMAXSZ)", check: positive),
             .init("coordinator_contexts", \.coordinatorContexts, "concurrent exchanges the coordinator serves", check: positive),
             .init("resend_seconds", \.resendSeconds, "REQ re-send time", check: positive),
+            .init("request_timeout_seconds", \.requestTimeoutSeconds,
+                  "a worker asks again, keeping its session, after this long without an answer", check: positive),
             .init("send_window", \.sendWindow, "gradient chunks a worker keeps in flight", check: positive),
             .init("tls", \.tls, "TLS for tls+tcp:// addresses"),
         ]
