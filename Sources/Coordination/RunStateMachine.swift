@@ -44,6 +44,9 @@ public struct RunStateMachine: Sendable {
         public var evalBatch = 20
         /// 0: only the final checkpoint.
         public var checkpointEverySteps = 0
+        /// Steps after which a checkpoint is written whatever `checkpointEverySteps` says: the
+        /// pruning schedule's snapshots (the shell keeps those under their own name).
+        public var snapshotSteps: Set<Int> = []
         /// Failed checkpoint writes in a row that stop the run (`checkpoint.on_write_failure:
         /// stop`); nil keeps training (`continue`).
         public var checkpointFailuresToStop: Int? = 3

@@ -34,6 +34,7 @@ actor CoordinatorShell {
     private let run: RunDescription
     private let checkpoints: CheckpointStore
     private let writer: CheckpointWriter
+    private let snapshots: SnapshotKeeper
 
     private var replies: [RequestID: CheckedContinuation<ReplyFrame, Never>] = [:]
     /// Open connections and when each was last heard from (silent ones are closed).
@@ -73,6 +74,7 @@ actor CoordinatorShell {
         let store = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
         checkpoints = store
         writer = CheckpointWriter(store: store)
+        snapshots = SnapshotKeeper(schedule: config.pruning.schedule, pruning: config.pruning.method != .none, store: store, logger: logger)
         runStart = start
         connections = ConnectionWatch(silentSeconds: config.security.silentConnectionSeconds)
         observer = config.observe.http.isEmpty ? nil : RunObserver(Self.observedRun(config, parts: parts), now: now)
@@ -324,9 +326,12 @@ actor CoordinatorShell {
         let logger = self.logger
         let observer = self.observer
         let snapshotSeconds = String(format: "%.4f", Self.now() - snapshotStart)
-        writer.submit(checkpoint, final: final) { report in
+        let snapshots = self.snapshots
+        // A pruning snapshot is never skipped for a newer checkpoint.
+        writer.submit(checkpoint, final: final || snapshots.isSnapshot(step)) { report in
             switch report.outcome {
             case let .written(url):
+                snapshots.written(step: report.step, at: url)
                 observer?.checkpointWritten(seconds: report.seconds)
                 logger.debug("checkpoint written", metadata: ["step": "\(report.step)", "path": "\(url.path)", "bytes": "\(report.bytes)",
                                                               "snapshot_seconds": "\(snapshotSeconds)", "final": "\(final)",
@@ -335,6 +340,7 @@ actor CoordinatorShell {
             case let .superseded(newer):
                 logger.debug("checkpoint of step \(report.step) skipped: superseded by step \(newer) before it was written")
             case let .failed(failure):
+                snapshots.failed(step: report.step, cause: failure.cause)
                 Task { await self.checkpointReport(.checkpointFailed(step: report.step, message: failure.cause, now: Self.now())) }
             }
         }
@@ -347,6 +353,11 @@ actor CoordinatorShell {
         // Records a full disk held back: written now, or the run did not save all it did.
         if let unsaved = recorder.flushAll() {
             logger.error("\(unsaved)")
+            if status == .completed { status = .failed }
+            message = message.map { $0 + "; " + unsaved } ?? unsaved
+        }
+        if !snapshots.problems.isEmpty {
+            let unsaved = snapshots.problems.joined(separator: "; ")
             if status == .completed { status = .failed }
             message = message.map { $0 + "; " + unsaved } ?? unsaved
         }
