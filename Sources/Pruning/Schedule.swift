@@ -84,6 +84,10 @@ public struct SparsitySchedule: Sendable, Equatable {
         return out
     }
 
+    /// True at the step a hold sets its size: the update there is not deferred for input
+    /// statistics still being gathered (the snapshot must have exactly that size).
+    public func startsHold(_ step: Int) -> Bool { holds.contains { $0.start == step } }
+
     /// Steps the holds add to the ramp: the ramp without snapshots ends at `endStep`, with them at
     /// `endStep + extraSteps` (holds at the target included).
     public var extraSteps: Int { holds.count * max(0, snapshotSteps - 1) }

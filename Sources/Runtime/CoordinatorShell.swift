@@ -35,6 +35,8 @@ actor CoordinatorShell {
     private let checkpoints: CheckpointStore
     private let writer: CheckpointWriter
     private let snapshots: SnapshotKeeper
+    /// The sparsity the last support update set (nil: none seen yet in this process, after a resume).
+    private var supportSparsity: Double?
 
     private var replies: [RequestID: CheckedContinuation<ReplyFrame, Never>] = [:]
     /// Open connections and when each was last heard from (silent ones are closed).
@@ -75,6 +77,7 @@ actor CoordinatorShell {
         checkpoints = store
         writer = CheckpointWriter(store: store)
         snapshots = SnapshotKeeper(schedule: config.pruning.schedule, pruning: config.pruning.method != .none, store: store, logger: logger)
+        supportSparsity = parts.resumedFrom == nil ? 0 : nil
         runStart = start
         connections = ConnectionWatch(silentSeconds: config.security.silentConnectionSeconds)
         observer = config.observe.http.isEmpty ? nil : RunObserver(Self.observedRun(config, parts: parts), now: now)
@@ -293,6 +296,7 @@ actor CoordinatorShell {
             parts.examplesSeen += n.examples
             projectionSecondsTotal += n.projectionSeconds
             if let update = n.supportUpdate {
+                supportSparsity = update.sparsity
                 recorder.recordSupportUpdate(update, method: server.projection.name, seconds: n.projectionSeconds)
                 observer?.supportUpdated(step: update.step + 1, layers: update.layers.map {
                     .init(name: $0.name, density: $0.density, overlapWithTopK: $0.overlapWithTopK, recoveryError: $0.recoveryError)
@@ -327,6 +331,7 @@ actor CoordinatorShell {
         let observer = self.observer
         let snapshotSeconds = String(format: "%.4f", Self.now() - snapshotStart)
         let snapshots = self.snapshots
+        if snapshots.isSnapshot(step), let supportSparsity { snapshots.check(step: step, supportSparsity: supportSparsity) }
         // A pruning snapshot is never skipped for a newer checkpoint.
         writer.submit(checkpoint, final: final || snapshots.isSnapshot(step)) { report in
             switch report.outcome {

@@ -42,6 +42,16 @@ final class SnapshotKeeper: Sendable {
         }
     }
 
+    /// `supportSparsity`: the size the last support update set before the snapshot of `step`.
+    /// A method that deferred the hold's update (input statistics never gathered) is reported,
+    /// not kept silently as a snapshot of the wrong size.
+    func check(step: Int, supportSparsity: Double) {
+        guard let size = sizes[step], abs(supportSparsity - size) > 1e-9 else { return }
+        let failure = "the pruning snapshot at \(String(format: "%g", size * 100))% (step \(step)) has the support of \(String(format: "%.1f", supportSparsity * 100))%: its method deferred the update for input statistics (raise pruning.snapshot_steps or the batch)"
+        logger.error("\(failure)")
+        failures.withLock { $0.append(failure) }
+    }
+
     /// A snapshot whose checkpoint failed to be written.
     func failed(step: Int, cause: String) {
         guard let size = sizes[step] else { return }
