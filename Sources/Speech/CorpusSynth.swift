@@ -242,7 +242,8 @@ public struct CorpusSynth: Sendable {
     static func ownVoices(_ split: VoiceSplit, makeTest: Bool, engines: EngineMix) -> [String: [String]] {
         var out: [String: [String]] = [:]
         for s in CorpusSplit.allCases where s != .test || makeTest {
-            let own = split.own[s]!
+            // Without a test split, validation hears the test voices too.
+            let own = s == .valid && !makeTest ? split.own[.valid]! + split.own[.test]! : split.own[s]!
             var names: [String] = []
             if engines.engines.contains(.espeakNG) {
                 names += own.accents.map { "espeak-ng:\($0)" } + own.variants.map { "espeak-ng:+\($0.isEmpty ? "(the voice's own)" : $0)" }

@@ -39,8 +39,8 @@ struct DataCommand: ParsableCommand {
         @Option(help: "Seed for sentences, voices, styles and channel simulation.") var seed: UInt64 = 1
         @Option(help: ArgumentHelp("Corpus recipe: 2 (espeak-ng and flite, held-out voices) or 1 (espeak-ng style grid, as before issue 16).", valueName: "n"))
         var recipe = 2
-        @Option(help: ArgumentHelp("Recipe 2: the engines' shares of the utterances.", valueName: "engine=share,..."))
-        var engines = "espeak-ng=0.6,flite=0.4"
+        @Option(help: ArgumentHelp("Recipe 2: the engines' shares of the utterances (default espeak-ng=0.6,flite=0.4).", valueName: "engine=share,..."))
+        var engines: String?
         @Option(help: ArgumentHelp("Command domain (templates and slots).", valueName: "file")) var domain: String?
         @Option(help: "Synthesizer processes at once.") var jobs = 2
         @Flag(help: "Print the report as one JSON object.") var json = false
@@ -48,7 +48,8 @@ struct DataCommand: ParsableCommand {
         func validate() throws {
             guard testUtterances >= 0, utterances >= 1 else { throw ValidationError("--utterances must be at least 1 and --test-utterances at least 0") }
             guard CorpusRecipe(rawValue: recipe) != nil else { throw ValidationError("--recipe \(recipe): expected 1 or 2") }
-            do { _ = try EngineMix(parsing: engines) } catch { throw ValidationError("\(error)") }
+            guard recipe != 1 || engines == nil else { throw ValidationError("--engines: recipe 1 speaks with espeak-ng only (use --recipe 2)") }
+            do { _ = try engines.map { try EngineMix(parsing: $0) } } catch { throw ValidationError("\(error)") }
         }
 
         func run() throws {
@@ -59,7 +60,7 @@ struct DataCommand: ParsableCommand {
             options.jobs = jobs
             options.testUtterances = testUtterances
             options.recipe = CorpusRecipe(rawValue: recipe)!
-            options.engines = try EngineMix(parsing: engines)
+            if let engines { options.engines = try EngineMix(parsing: engines) }
             let progress = CountProgress(label: "synthesising", enabled: !json)
             let report = try CorpusSynth(options: options).synthesize { i, n in progress.tick(i, n) }
             progress.done()

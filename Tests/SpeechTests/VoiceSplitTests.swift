@@ -69,6 +69,15 @@ struct VoiceSplitTests {
         }
     }
 
+    @Test func reportedOwnVoicesAreWhatEachSplitHears() throws {
+        let split = try recipe(seed: 4).voices
+        let withTest = CorpusSynth.ownVoices(split, makeTest: true, engines: .standard)
+        #expect(withTest["valid"]!.contains("flite:rms") && !withTest["valid"]!.contains("flite:slt") && withTest["test"]!.contains("flite:slt"))
+        let validOnly = CorpusSynth.ownVoices(split, makeTest: false, engines: .standard)
+        #expect(validOnly["test"] == nil && Set(validOnly["valid"]!) == Set(withTest["valid"]! + withTest["test"]!))
+        #expect(try CorpusSynth.ownVoices(split, makeTest: true, engines: EngineMix(parsing: "flite"))["train"] == ["flite:kal16", "flite:awb"])
+    }
+
     @Test func engineSharesAreRespected() throws {
         let n = 3000
         let mixes = [EngineMix.standard, EngineMix(weights: [.espeakNG: 1, .flite: 3]), try EngineMix(parsing: "flite")]
