@@ -110,9 +110,9 @@ public struct FliteSplit: Sendable, Equatable {
 /// espeak-ng: its accent voices (`en-us`, `en-gb-scotland`, …) and its variants (`f3`, `m2`,
 /// `klatt`, …, "" for the voice's own) are each shuffled by the seed; validation and test each
 /// take `heldOutAccents` regional accents (training keeps en-gb and en-us, and at least one
-/// accent) and a fraction of the variants. A held-out split speaks its own variants in its own or the training
-/// accents, so every held-out espeak-ng speaker is new, and some speak an accent training never
-/// heard. flite: ``FliteSplit``. The training voices do not depend on whether a test split is
+/// accent) and a fraction of the variants. A held-out split speaks its own variants in its own or
+/// the training accents, so every held-out espeak-ng speaker is new, and some speak an accent
+/// training never heard. flite: ``FliteSplit``. The training voices do not depend on whether a test split is
 /// made; without one, validation takes the test voices too.
 public struct VoiceSplit: Sendable, Equatable {
     public struct Voices: Sendable, Equatable {
