@@ -10,6 +10,8 @@ packages=(
   libsoxr-dev       # band-limited resampling
   libfftw3-dev      # FFTs for log-mel features
   espeak-ng         # the built-in spoken corpus
+  flite             # the built-in spoken corpus (recipe 2): voices kal16, awb, rms, slt, built in
+  sox               # the built-in spoken corpus (recipe 2): tempo and pitch perturbation
   python3-venv      # the tests' Python environment (numpy, safetensors: scripts/python-env.sh)
   # The live page's browser test (Tests/IntegrationTests/ObserveTests.swift, through selenium):
   # about 1.5 minutes to install on a fresh machine.

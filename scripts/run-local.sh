@@ -17,7 +17,10 @@ swift build -c release --product csptrain
 csptrain=.build/release/csptrain
 if [[ ! -f runs/corpus/shards/test_channel/shards.json ]]; then
   rm -rf runs/corpus
-  "$csptrain" data synth --out runs/corpus --utterances 6000 --test-utterances 600 --seed 1
+  # Recipe 1 (espeak-ng only), the corpus the README's model was trained and scored on, and the
+  # pruning sweep's (Configs/experiment-pruning.yaml). Recipe 2 (espeak-ng + flite, held-out
+  # voices; `data synth`'s default) becomes the main job's corpus when the model is retrained on it.
+  "$csptrain" data synth --out runs/corpus --recipe 1 --utterances 6000 --test-utterances 600 --seed 1
   for split in train valid valid_channel test test_channel; do
     "$csptrain" data prepare --manifest "runs/corpus/$split.jsonl" --out "runs/corpus/shards/$split"
   done

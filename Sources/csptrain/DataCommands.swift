@@ -13,31 +13,54 @@ struct DataCommand: ParsableCommand {
 
     struct Synth: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Make a spoken voice-command corpus with espeak-ng.",
+            abstract: "Make a spoken voice-command corpus with espeak-ng and flite.",
             discussion: """
             Writes OUT/train.jsonl, OUT/valid.jsonl and OUT/valid_channel.jsonl (NeMo-style manifests) with \
-            WAV files, and with --test-utterances also OUT/test.jsonl and OUT/test_channel.jsonl. Held-out \
-            sentences and speaker styles (voice, variant, speed, pitch) do not occur in training, and test \
-            shares neither with validation; the _channel sets are the held-out sets through a simulated \
-            room, telephone band, gain and noise. The training set is the same with or without a test split.
+            WAV files, and with --test-utterances also OUT/test.jsonl and OUT/test_channel.jsonl, plus \
+            OUT/styles.json (every utterance's engine, voice and style). Held-out sentences never occur in \
+            training, and test shares none with validation; the _channel sets are the held-out sets through a \
+            simulated room, telephone band, gain and noise. The training set is the same with or without a \
+            test split.
+
+            Recipe 2 (the default) speaks with espeak-ng and flite in the shares --engines gives, speeds and \
+            pitches drawn from continuous ranges, half the utterances then through sox tempo and pitch \
+            perturbation. Validation and test each hold out whole voices: flite's rms (validation) and slt \
+            (test) while training hears kal16 and awb, and an espeak-ng accent and a tenth of its variants each. \
+            Needs espeak-ng, flite and sox (scripts/install-deps.sh).
+
+            Recipe 1 is the espeak-ng corpus of the main job and the pruning sweeps up to issue 16, \
+            reproduced as it was: every English voice and variant at five speeds and five pitches, with \
+            held-out (voice, variant, speed, pitch) combinations.
             """
         )
         @Option(help: ArgumentHelp("Output folder.", valueName: "dir")) var out: String
         @Option(help: "Utterances to make (10% become validation).") var utterances = 6000
         @Option(help: "Test utterances to make in addition (0: no test split).") var testUtterances = 0
-        @Option(help: "Seed for sentences, styles and channel simulation.") var seed: UInt64 = 1
+        @Option(help: "Seed for sentences, voices, styles and channel simulation.") var seed: UInt64 = 1
+        @Option(help: ArgumentHelp("Corpus recipe: 2 (espeak-ng and flite, held-out voices) or 1 (espeak-ng style grid, as before issue 16).", valueName: "n"))
+        var recipe = 2
+        @Option(help: ArgumentHelp("Recipe 2: the engines' shares of the utterances (default espeak-ng=0.6,flite=0.4).", valueName: "engine=share,..."))
+        var engines: String?
         @Option(help: ArgumentHelp("Command domain (templates and slots).", valueName: "file")) var domain: String?
-        @Option(help: "espeak-ng processes at once.") var jobs = 2
+        @Option(help: "Synthesizer processes at once.") var jobs = 2
         @Flag(help: "Print the report as one JSON object.") var json = false
 
-        func run() throws {
+        func validate() throws {
             guard testUtterances >= 0, utterances >= 1 else { throw ValidationError("--utterances must be at least 1 and --test-utterances at least 0") }
+            guard CorpusRecipe(rawValue: recipe) != nil else { throw ValidationError("--recipe \(recipe): expected 1 or 2") }
+            guard recipe != 1 || engines == nil else { throw ValidationError("--engines: recipe 1 speaks with espeak-ng only (use --recipe 2)") }
+            do { _ = try engines.map { try EngineMix(parsing: $0) } } catch { throw ValidationError("\(error)") }
+        }
+
+        func run() throws {
             guard let domainFile = domain ?? Self.defaultDomain() else {
                 throw ValidationError("cannot find Configs/voice-commands.txt: pass --domain FILE")
             }
             var options = CorpusSynth.Options(out: out, utterances: utterances, seed: seed, domainFile: domainFile)
             options.jobs = jobs
             options.testUtterances = testUtterances
+            options.recipe = CorpusRecipe(rawValue: recipe)!
+            if let engines { options.engines = try EngineMix(parsing: engines) }
             let progress = CountProgress(label: "synthesising", enabled: !json)
             let report = try CorpusSynth(options: options).synthesize { i, n in progress.tick(i, n) }
             progress.done()
@@ -48,10 +71,18 @@ struct DataCommand: ParsableCommand {
                 try output(String(decoding: try encoder.encode(report), as: UTF8.self))
             } else {
                 try output("""
-                \(report.train) training, \(report.valid) validation and \(report.test) test utterances (+ channel-degraded copies of validation and test) in \(out)
-                \(report.trainSentences) training / \(report.validSentences) validation / \(report.testSentences) test sentences; \(report.voices.count) voices × \(report.variants.count + 1) variants
+                recipe \(report.recipe): \(report.train) training, \(report.valid) validation and \(report.test) test utterances (+ channel-degraded copies of validation and test) in \(out)
+                \(report.trainSentences) training / \(report.validSentences) validation / \(report.testSentences) test sentences\(report.voices.isEmpty ? "" : "; espeak-ng: \(report.voices.count) voices × \(report.variants.count + 1) variants")
                 training audio: \(String(format: "%.0f", report.trainSeconds)) s
                 """)
+                for split in ["train", "valid", "test"] {
+                    guard let seconds = report.seconds[split] else { continue }
+                    let parts = seconds.keys.sorted().map { "\($0) \(String(format: "%.2f", seconds[$0]! / 3600)) h" }
+                    try output("  \(split): \(parts.joined(separator: ", "))")
+                }
+                for (split, voices) in report.ownVoices.sorted(by: { $0.key < $1.key }) where split != "train" {
+                    try output("  voices only \(split) hears: \(voices.joined(separator: ", "))")
+                }
                 if !report.rejectedVariants.isEmpty {
                     try output("variants that do not change the voice (left out): \(report.rejectedVariants.joined(separator: ", "))")
                 }

@@ -61,8 +61,9 @@ struct PruningSweep: ParsableCommand {
         for path in [settings.test, settings.testChannel] where !FileManager.default.fileExists(atPath: path) {
             throw ValidationError("""
             test manifest \(path.isEmpty ? "(test / test_channel not set in \(config))" : path) not found: make a test split with \
-            `csptrain data synth --out DIR --test-utterances 600` (the training set stays the same) and point test and \
-            test_channel at DIR/test.jsonl and DIR/test_channel.jsonl
+            `csptrain data synth --out DIR --test-utterances 600` and the training corpus's --recipe and --seed (the main \
+            job's: --recipe 1 --seed 1; the training set stays the same) and point test and test_channel at DIR/test.jsonl \
+            and DIR/test_channel.jsonl
             """)
         }
         let dense = try sweep.denseCheckpoint(override: denseCheckpoint)
