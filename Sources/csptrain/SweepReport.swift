@@ -99,7 +99,10 @@ extension Sweep {
             results[i].deltaWerVsAdmm = all["admm-magnitude"]
         }
         try PruningReport.json(results).write(to: out.appendingPathComponent("results.json"), options: .atomic)
-        try Data(PruningReport.markdown(results, settings: settings, denseCheckpoint: dense.path, computeSeconds: computeSeconds,
+        // Relative to the working directory where it lies under it: results.md is committed.
+        let cwd = FileManager.default.currentDirectoryPath + "/"
+        let densePath = dense.path.hasPrefix(cwd) ? String(dense.path.dropFirst(cwd.count)) : dense.path
+        try Data(PruningReport.markdown(results, settings: settings, denseCheckpoint: densePath, computeSeconds: computeSeconds,
                                         missing: missing).utf8).write(to: out.appendingPathComponent("results.md"), options: .atomic)
         try Data(PruningReport.svg(results).utf8).write(to: out.appendingPathComponent("wer-vs-sparsity.svg"), options: .atomic)
     }
