@@ -205,7 +205,10 @@ struct CheckpointCommand: ParsableCommand {
             let config = try RunConfiguration.parse(yaml: checkpoint.configYAML, source: "\(url.path) (its configuration)")
             // The same model, weights and feature statistics `eval` scores.
             let evaluator = try EvalCommand.evaluator(checkpoint, config: config, url: url)
-            let model = evaluator.model, settings = model.settings, parameters = evaluator.parameters
+            guard let model = evaluator.model else {
+                throw ValidationError("\(url.path) is an RNN-T model: export writes CTC models only for now (eval scores it; the transducer's export is issue 16's next step)")
+            }
+            let settings = model.settings, parameters = evaluator.parameters
             let mean = evaluator.normalization.mean, std = evaluator.normalization.std
             if format == .onnx {
                 guard layout == .dense else { throw ValidationError("--layout \(layout.rawValue) is for safetensors; ONNX weights are dense (pruned ones are zeros)") }

@@ -165,7 +165,10 @@ enum InferenceLoader {
         for (key, rank) in checkpoint.state.projectionIntegers where key.hasPrefix("rank/") && rank > 0 {
             options.ranks[String(key.dropFirst("rank/".count))] = Int(rank)
         }
-        let model = InferenceModel(model: evaluator.model, parameters: evaluator.parameters, options: options)
+        guard let acoustic = evaluator.model else {
+            throw ValidationError("\(url.path) is an RNN-T model: transcribe runs CTC models only for now; score it with `csptrain eval --checkpoint \(path) --manifest FILE`")
+        }
+        let model = InferenceModel(model: acoustic, parameters: evaluator.parameters, options: options)
         return Recognizer(model: model, normalization: evaluator.normalization)
     }
 }

@@ -26,14 +26,14 @@ extension AcousticModel {
     /// nothing) except the LSTM states, which are carried past a sequence's end and are copied
     /// out for the steps that use them.
     func record(_ f: Forward, into moments: inout InputMomentRecorder) {
-        for (n, cache) in f.convCaches.enumerated() where moments.wants("conv.\(n)") {
+        for (n, cache) in f.encoder.convCaches.enumerated() where moments.wants("conv.\(n)") {
             let rows = cache.output.steps * cache.output.batch
             cache.cols.withUnsafeBufferPointer {
                 moments.record("conv.\(n)", rows: $0, count: rows, frames: cache.output.lengths.reduce(0, +))
             }
         }
         for (n, directions) in lstm.enumerated() {
-            let input = f.lstmInputs[n]
+            let input = f.encoder.lstmInputs[n]
             if moments.wants("lstm.l\(n).input") {
                 input.values.withUnsafeBufferPointer {
                     moments.record("lstm.l\(n).input", rows: $0, count: input.steps * input.batch, frames: input.lengths.reduce(0, +))
@@ -41,7 +41,7 @@ extension AcousticModel {
             }
             for (d, direction) in directions.enumerated() where moments.wants(Self.recurrentSite(n, reverse: direction.reverse)) {
                 // h_{t−1} feeds step t for 1 ≤ t < length: rows (t − 1, b) of the states.
-                let states = f.lstmCaches[n][d].states, B = input.batch, H = direction.hidden
+                let states = f.encoder.lstmCaches[n][d].states, B = input.batch, H = direction.hidden
                 var rows: [Float] = []
                 rows.reserveCapacity(states.count)
                 var count = 0

@@ -1,0 +1,78 @@
+import Models
+import Speech
+import Tensors
+
+/// The network a speech run trains: CTC's acoustic model or the RNN transducer, both over the
+/// same encoder and the same character vocabulary (`model.kind: ctc | rnnt`).
+public enum SpeechNetwork: Sendable {
+    case ctc(AcousticModel)
+    case rnnt(TransducerModel)
+
+    /// The network `model` describes, with the vocabulary's class count.
+    public init(model: ModelSettings) throws {
+        var acoustic = model.acoustic
+        acoustic.classes = Vocabulary.characters.classes
+        switch model.kind {
+        case .ctc: self = .ctc(AcousticModel(settings: acoustic))
+        case .rnnt: self = .rnnt(TransducerModel(settings: acoustic, transducer: model.rnnt))
+        case .mlp, .loadtest: throw TaskError("model.kind \(model.kind.rawValue) is not a speech model: use ctc or rnnt")
+        }
+    }
+
+    /// The encoder's shape (features, subsampling, LSTM sizes) and the class count.
+    public var settings: AcousticSettings {
+        switch self {
+        case let .ctc(m): m.settings
+        case let .rnnt(m): m.settings
+        }
+    }
+
+    public var layout: ParameterLayout {
+        switch self {
+        case let .ctc(m): m.layout
+        case let .rnnt(m): m.layout
+        }
+    }
+
+    public func initialParameters(seed: UInt64) -> [Float] {
+        switch self {
+        case let .ctc(m): m.initialParameters(seed: seed)
+        case let .rnnt(m): m.initialParameters(seed: seed)
+        }
+    }
+
+    /// The linear maps whose inputs the network can measure (none yet for the transducer:
+    /// the pruning methods that read activations refuse it with a message that says so).
+    public var statisticSites: [StatisticSite] {
+        switch self {
+        case let .ctc(m): m.statisticSites
+        case .rnnt: []
+        }
+    }
+
+    /// Writes the gradient of the mean loss into `gradient`; returns the summed loss.
+    public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
+                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) throws -> Double {
+        switch self {
+        case let .ctc(m):
+            return m.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &moments).lossSum
+        case let .rnnt(m):
+            guard moments.isEmpty else { throw ModelError.noStatistics(moments.sites.map(\.name)) }
+            return m.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g).lossSum
+        }
+    }
+
+    /// Class sequences (1..<V) for a batch of normalised feature matrices: CTC greedy or prefix
+    /// beam search of width `beam`; the transducer's greedy search (`beam` not yet used).
+    public func decode(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], beam: Int = 1) -> [[Int]] {
+        switch self {
+        case let .ctc(m):
+            let V = m.settings.classes
+            return m.logits(parameters: p, features: features).map { l in
+                beam > 1 ? CTCDecoder.beamSearch(l, classes: V, beam: beam) : CTCDecoder.greedy(l, classes: V)
+            }
+        case let .rnnt(m):
+            return m.greedy(parameters: p, features: features)
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+import Testing
+@testable import Models
+@testable import Tensors
+
+struct TransducerModelTests {
+    func tiny(bidirectional: Bool = true) -> TransducerModel {
+        var s = AcousticSettings()
+        s.features = 4
+        s.convChannels = 3
+        s.convLayers = 1
+        s.lstmHidden = 3
+        s.lstmLayers = 1
+        s.bidirectional = bidirectional
+        s.classes = 4
+        var r = TransducerSettings()
+        r.predictorEmbedding = 3
+        r.predictorHidden = 3
+        r.jointDim = 4
+        return TransducerModel(settings: s, transducer: r)
+    }
+
+    @Test func layoutFollowsTorchaudioNamesAndEveryMatrixIsPrunable() {
+        let model = tiny()
+        let names = model.layout.tensors.map(\.name)
+        for name in ["transcriber.conv.0.weight", "transcriber.lstm.weight_ih_l0_reverse", "transcriber.output_linear.weight",
+                     "predictor.embedding.weight", "predictor.lstm.weight_hh_l0", "predictor.linear.weight", "joiner.linear.weight"] {
+            #expect(names.contains(name), "\(name) missing from \(names)")
+        }
+        #expect(model.layout["transcriber.output_linear.weight"]?.shape == [4, 6])
+        #expect(model.layout["predictor.embedding.weight"]?.shape == [4, 3])
+        #expect(model.layout["joiner.linear.weight"]?.shape == [4, 4])
+        for spec in model.layout.tensors {
+            #expect(spec.prunable == (spec.shape.count >= 2), "\(spec.name) \(spec.shape) prunable \(spec.prunable)")
+        }
+    }
+
+    /// The mean loss over a batch of two (lengths differ, so padding is exercised) against central
+    /// differences for every parameter. ReLU kinks in the convolution make a central difference
+    /// wrong for one step size only, so each parameter must agree at one of several.
+    @Test(arguments: [true, false])
+    func wholeModelGradientMatchesFiniteDifferences(bidirectional: Bool) {
+        let model = tiny(bidirectional: bidirectional)
+        let features = [randomValues(9 * 4, seed: 41), randomValues(6 * 4, seed: 42)]
+        let labels = [[1, 2, 2], [3]]
+        let p = model.initialParameters(seed: 9).map { $0 * 2 }
+        func loss(_ q: [Float]) -> Double {
+            var g = [Float](repeating: 0, count: q.count)
+            let report = q.withUnsafeBufferPointer { qb in
+                g.withUnsafeMutableBufferPointer { model.lossAndGradient(parameters: qb, features: features, labels: labels, gradient: $0) }
+            }
+            return report.lossSum / Double(features.count)
+        }
+        var g = [Float](repeating: 0, count: p.count)
+        let report = p.withUnsafeBufferPointer { pb in
+            g.withUnsafeMutableBufferPointer { model.lossAndGradient(parameters: pb, features: features, labels: labels, gradient: $0) }
+        }
+        #expect(report.infeasible == 0 && report.lossSum.isFinite && report.lossSum > 0)
+        var worst = 0.0, worstName = ""
+        for spec in model.layout.tensors {
+            for i in spec.range {
+                var best = Double.infinity
+                for eps in [Float(1e-2), 3e-3, 1e-3] where best > 1e-2 {
+                    var a = p, b = p
+                    a[i] += eps
+                    b[i] -= eps
+                    let numeric = (loss(a) - loss(b)) / Double(2 * eps)
+                    best = min(best, abs(numeric - Double(g[i])) / max(1e-2, abs(numeric) + abs(Double(g[i]))))
+                }
+                if best > worst { worst = best; worstName = spec.name }
+            }
+        }
+        #expect(worst < 1e-2, "worst relative error \(worst) (\(worstName)) over \(p.count) parameters")
+        // Every part of the model takes gradient.
+        for spec in model.layout.tensors where spec.prunable {
+            #expect(g[spec.range].contains { $0 != 0 }, "\(spec.name) has no gradient")
+        }
+    }
+
+    /// Greedy decoding steps the prediction network one label at a time; the reference reruns the
+    /// training path (the whole prefix through the batched LSTM, the joint as in training) for
+    /// every decision. They must emit the same labels, for blank biases from "never blank" to
+    /// "always blank"; some of them must mix labels and blanks (the state then moves on both).
+    @Test func greedyDecodingMatchesTheTrainingPath() {
+        let model = tiny(bidirectional: false)
+        let start = model.initialParameters(seed: 3).map { $0 * 3 }
+        let blankBias = model.layout["joiner.linear.bias"]!.offset
+        let features = [randomValues(24 * 4, seed: 51), randomValues(15 * 4, seed: 52)]
+        let J = model.transducer.jointDim, maxSymbols = 3
+        var mixed = 0
+        for bias in stride(from: Float(-2), through: 8, by: 0.25) {
+            var p = start
+            p[blankBias] += bias
+            let decoded = p.withUnsafeBufferPointer { model.greedy(parameters: $0, features: features, maxSymbolsPerFrame: maxSymbols) }
+            for (b, f) in features.enumerated() {
+                var reference: [Int] = []
+                p.withUnsafeBufferPointer { pb in
+                    let enc = model.encode([f], parameters: pb)
+                    for t in 0 ..< enc.encoder.output.lengths[0] {
+                        for _ in 0 ..< maxSymbols {
+                            let pred = model.predict([reference], parameters: pb)
+                            let u = reference.count
+                            let encoded = Array(enc.projected[t * J ..< (t + 1) * J])
+                            let predicted = Array(pred.projected[u * J ..< (u + 1) * J])
+                            let hidden = model.jointHidden(encoded, batch: 1, predicted, b: 0, frames: 1, positions: 1)
+                            let logits = model.joint.forward(hidden, rows: 1, parameters: pb)
+                            let best = logits.indices.max { logits[$0] < logits[$1] }!
+                            if best == 0 { break }
+                            reference.append(best)
+                        }
+                    }
+                }
+                #expect(decoded[b] == reference, "blank bias \(bias), utterance \(b)")
+                if !reference.isEmpty, reference.count < maxSymbols * model.outputFrames(f.count / 4) { mixed += 1 }
+            }
+        }
+        #expect(mixed >= 2, "no blank bias made greedy decoding emit a mix of labels and blanks")
+    }
+}
