@@ -6,6 +6,7 @@ import Foundation
 import Inference
 import Runtime
 import Speech
+import Tasks
 import Tensors
 
 #if canImport(Glibc)
@@ -68,12 +69,26 @@ struct TranscribeCommand: ParsableCommand {
         VectorMath.setThreadCount(1)
         let path = try checkpoint ?? Self.newestRun()
         let streaming = audio == ["-"]
-        var recognizer = try InferenceLoader.recognizer(checkpoint: path, layouts: layouts.choice, batch: 1, chunkFrames: streaming ? 4 : 64)
+        let loaded = try InferenceLoader.load(checkpoint: path)
+        guard loaded.evaluator.model != nil else {
+            // The transducer runs through the training code's dense forward pass, whole files only.
+            guard !streaming else {
+                throw ValidationError("\(loaded.url.path) is an RNN-T model: transcribe streams CTC models only for now; give audio files instead of -")
+            }
+            guard beam == 1 else { throw ValidationError("--beam \(beam): beam search is for CTC models; \(path) is an RNN-T model, which decodes greedily for now") }
+            let extractor = LogMelExtractor()
+            return try files(layouts: [:]) { loaded.evaluator.transcribe(features: [loaded.evaluator.features($0, extractor: extractor)])[0] }
+        }
+        var recognizer = try InferenceLoader.recognizer(loaded, layouts: layouts.choice, batch: 1, chunkFrames: streaming ? 4 : 64)
         recognizer.beam = beam
-        if streaming { try stream(recognizer) } else { try files(recognizer) }
+        if streaming {
+            try stream(recognizer)
+        } else {
+            try files(layouts: Dictionary(recognizer.model.layers.map { ($0.name, "\($0.layout)") }) { a, _ in a }) { recognizer.transcribe($0) }
+        }
     }
 
-    private func files(_ recognizer: Recognizer) throws {
+    private func files(layouts: [String: String], transcribe: ([Float]) -> String) throws {
         var records: [[String: Any]] = []
         var audioSeconds = 0.0, computeSeconds = 0.0
         let clock = ContinuousClock()
@@ -81,7 +96,7 @@ struct TranscribeCommand: ParsableCommand {
             let samples: Audio
             do { samples = try AudioFile.read16k(file) } catch { throw ValidationError("\(error)") }
             let start = clock.now
-            let text = recognizer.transcribe(samples.samples)
+            let text = transcribe(samples.samples)
             let d = clock.now - start
             computeSeconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
             audioSeconds += samples.seconds
@@ -91,7 +106,7 @@ struct TranscribeCommand: ParsableCommand {
         if json {
             let object: [String: Any] = ["transcripts": records, "audio_seconds": audioSeconds,
                                          "real_time_factor": audioSeconds > 0 ? computeSeconds / audioSeconds : 0,
-                                         "layouts": Dictionary(recognizer.model.layers.map { ($0.name, "\($0.layout)") }) { a, _ in a }]
+                                         "layouts": layouts]
             try printJSON(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         }
     }
@@ -151,12 +166,23 @@ struct TranscribeCommand: ParsableCommand {
 
 /// A checkpoint as a Recognizer: the model, weights and feature statistics `eval` uses, packed.
 enum InferenceLoader {
-    static func recognizer(checkpoint path: String, layouts: LayoutChoice, batch: Int, chunkFrames: Int) throws -> Recognizer {
+    struct Loaded {
+        let url: URL
+        let checkpoint: Checkpoint
+        let evaluator: SpeechEvaluator
+    }
+
+    static func load(checkpoint path: String) throws -> Loaded {
         let url: URL
         do { url = try CheckpointStore.resolve(path) } catch { throw ValidationError("\(error)") }
         let checkpoint = try CheckpointStore.load(url)
         let config = try RunConfiguration.parse(yaml: checkpoint.configYAML, source: "\(url.path) (its configuration)")
-        let evaluator = try EvalCommand.evaluator(checkpoint, config: config, url: url)
+        return Loaded(url: url, checkpoint: checkpoint, evaluator: try EvalCommand.evaluator(checkpoint, config: config, url: url))
+    }
+
+    /// A CTC checkpoint's model packed for sparse inference.
+    static func recognizer(_ loaded: Loaded, layouts: LayoutChoice, batch: Int, chunkFrames: Int) throws -> Recognizer {
+        let checkpoint = loaded.checkpoint, evaluator = loaded.evaluator, url = loaded.url
         var options = InferenceModel.Options()
         options.layouts = layouts
         options.batch = batch
@@ -165,9 +191,7 @@ enum InferenceLoader {
         for (key, rank) in checkpoint.state.projectionIntegers where key.hasPrefix("rank/") && rank > 0 {
             options.ranks[String(key.dropFirst("rank/".count))] = Int(rank)
         }
-        guard let acoustic = evaluator.model else {
-            throw ValidationError("\(url.path) is an RNN-T model: transcribe runs CTC models only for now; score it with `csptrain eval --checkpoint \(path) --manifest FILE`")
-        }
+        guard let acoustic = evaluator.model else { throw ValidationError("\(url.path) is an RNN-T model: sparse inference packs CTC models only") }
         let model = InferenceModel(model: acoustic, parameters: evaluator.parameters, options: options)
         return Recognizer(model: model, normalization: evaluator.normalization)
     }

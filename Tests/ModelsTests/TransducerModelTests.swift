@@ -35,6 +35,27 @@ struct TransducerModelTests {
         }
     }
 
+    @Test func exportUsesTorchaudioNamesAndKeepsEveryValue() {
+        let model = tiny()
+        let p = randomValues(model.layout.totalCount, seed: 61)
+        let tensors = model.exportedTensors(parameters: p)
+        let names = tensors.map(\.name)
+        #expect(Set(names).count == names.count)
+        #expect(names.allSatisfy { $0.hasPrefix("transcriber.") || $0.hasPrefix("predictor.") || $0.hasPrefix("joiner.") })
+        #expect(!names.contains { $0.hasPrefix("predictor.lstm.") })
+        let byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0) })
+        let layout = model.layout
+        #expect(byName["predictor.lstm_layers.0.x2g.weight"]?.values == Array(p[layout["predictor.lstm.weight_ih_l0"]!.range]))
+        #expect(byName["predictor.lstm_layers.0.p2g.weight"]?.values == Array(p[layout["predictor.lstm.weight_hh_l0"]!.range]))
+        let bias = zip(p[layout["predictor.lstm.bias_ih_l0"]!.range], p[layout["predictor.lstm.bias_hh_l0"]!.range]).map { $0 + $1 }
+        #expect(byName["predictor.lstm_layers.0.x2g.bias"]?.values == bias)
+        for name in ["transcriber.lstm.weight_hh_l0_reverse", "transcriber.output_linear.bias", "predictor.embedding.weight", "joiner.linear.weight"] {
+            #expect(byName[name]?.values == Array(p[layout[name]!.range]), "\(name)")
+        }
+        // One bias vector fewer per predictor layer: b_ih and b_hh become x2g.bias.
+        #expect(tensors.reduce(0) { $0 + $1.values.count } == layout.totalCount - 4 * model.transducer.predictorHidden)
+    }
+
     /// The mean loss over a batch of two (lengths differ, so padding is exercised) against central
     /// differences for every parameter. ReLU kinks in the convolution make a central difference
     /// wrong for one step size only, so each parameter must agree at one of several.
