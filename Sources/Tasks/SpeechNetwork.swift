@@ -41,24 +41,22 @@ public enum SpeechNetwork: Sendable {
         }
     }
 
-    /// The linear maps whose inputs the network can measure (none yet for the transducer:
-    /// the pruning methods that read activations refuse it with a message that says so).
+    /// The linear maps whose inputs the network can measure: every weight matrix of either.
     public var statisticSites: [StatisticSite] {
         switch self {
         case let .ctc(m): m.statisticSites
-        case .rnnt: []
+        case let .rnnt(m): m.statisticSites
         }
     }
 
     /// Writes the gradient of the mean loss into `gradient`; returns the summed loss.
     public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
-                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) throws -> Double {
+                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) -> Double {
         switch self {
         case let .ctc(m):
             return m.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &moments).lossSum
         case let .rnnt(m):
-            guard moments.isEmpty else { throw ModelError.noStatistics(moments.sites.map(\.name)) }
-            return m.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g).lossSum
+            return m.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &moments).lossSum
         }
     }
 

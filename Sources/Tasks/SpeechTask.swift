@@ -109,7 +109,7 @@ public struct SpeechTask: TrainableModel {
             features.append(f)
             labels.append(vocabulary.encode(text))
         }
-        return try model.lossAndGradient(parameters: parameters, features: features, labels: labels, gradient: gradient, moments: &moments)
+        return model.lossAndGradient(parameters: parameters, features: features, labels: labels, gradient: gradient, moments: &moments)
     }
 
     enum Purpose {

@@ -56,6 +56,51 @@ struct TransducerModelTests {
         #expect(tensors.reduce(0) { $0 + $1.values.count } == layout.totalCount - 4 * model.transducer.predictorHidden)
     }
 
+    /// Every prunable matrix has a site; a padded batch of two records what each utterance
+    /// records alone; the joiner's site is Σ h hᵀ over the lattice nodes, by hand; the embedding's
+    /// is n · I for n lookups.
+    @Test func sitesCoverEveryMatrixAndIgnorePadding() {
+        let model = tiny()
+        let p = model.initialParameters(seed: 4)
+        let sites = model.statisticSites
+        let covered = Set(sites.flatMap(\.tensors))
+        for spec in model.layout.tensors where spec.prunable { #expect(covered.contains(spec.name), "\(spec.name) has no site") }
+        for site in sites {
+            for name in site.tensors { #expect(model.layout[name]?.shape.dropFirst().reduce(1, *) == site.dimension, "\(site.name) → \(name)") }
+        }
+        let a = randomValues(9 * 4, seed: 1), b = randomValues(14 * 4, seed: 2)
+        func record(_ features: [[Float]], labels: [[Int]]) -> [Float] {
+            var moments = InputMomentRecorder(sites: sites)
+            var g = [Float](repeating: 0, count: p.count)
+            p.withUnsafeBufferPointer { pb in
+                g.withUnsafeMutableBufferPointer { _ = model.lossAndGradient(parameters: pb, features: features, labels: labels, gradient: $0, moments: &moments) }
+            }
+            var out = [Float](repeating: 0, count: ExchangeLayout(parameters: ParameterLayout(), sites: sites).statisticsRange.count)
+            out.withUnsafeMutableBufferPointer { moments.write(into: $0, examples: 1) }
+            return out
+        }
+        let both = record([a, b], labels: [[1, 3], [2]])
+        let alone = zip(record([a], labels: [[1, 3]]), record([b], labels: [[2]])).map { $0 + $1 }
+        #expect(InputMomentTests.close(both, alone, tolerance: 1e-4))
+        // joiner.linear: tanh(f_t + g_u) at every node of each utterance's lattice.
+        var hiddens: [[Float]] = []
+        p.withUnsafeBufferPointer { pb in
+            for (f, y) in [(a, [1, 3]), (b, [2])] {
+                let enc = model.encode([f], parameters: pb), pred = model.predict([y], parameters: pb)
+                let T = enc.encoder.output.lengths[0], N = y.count + 1, J = model.transducer.jointDim
+                let h = model.jointHidden(enc.projected, batch: 1, pred.projected, b: 0, frames: T, positions: N)
+                for r in 0 ..< T * N { hiddens.append(Array(h[r * J ..< (r + 1) * J])) }
+            }
+        }
+        let joiner = InputMomentTests.sum(both, sites: sites, site: sites.firstIndex { $0.name == "joiner.linear" }!, examples: 1)
+        #expect(InputMomentTests.close(joiner.g, InputMomentTests.bruteForce(hiddens)))
+        #expect(Int(joiner.frames) == hiddens.count)
+        let embedding = InputMomentTests.sum(both, sites: sites, site: sites.firstIndex { $0.name == "predictor.embedding" }!, examples: 1)
+        let E = model.transducer.predictorEmbedding
+        #expect(embedding.frames == 5)
+        for i in 0 ..< E { for j in 0 ..< E { #expect(abs(embedding.g[i * E + j] - (i == j ? 5 : 0)) < 1e-4) } }
+    }
+
     /// The mean loss over a batch of two (lengths differ, so padding is exercised) against central
     /// differences for every parameter. ReLU kinks in the convolution make a central difference
     /// wrong for one step size only, so each parameter must agree at one of several.

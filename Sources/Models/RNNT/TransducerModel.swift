@@ -129,12 +129,20 @@ public struct TransducerModel: Sendable {
     /// (overwriting). `features[b]` is (T_b, F) row-major; `labels[b]` holds classes in 1..<V.
     public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
                                 gradient g: UnsafeMutableBufferPointer<Float>) -> LossReport {
+        var none = InputMomentRecorder(sites: [])
+        return lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &none)
+    }
+
+    /// The same, recording the inputs of the sites `moments` asks for (``statisticSites``).
+    public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
+                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) -> LossReport {
         precondition(features.count == labels.count && p.count == layout.totalCount && g.count == layout.totalCount)
         g.update(repeating: 0)
         let B = features.count
         guard B > 0 else { return LossReport(lossSum: 0, infeasible: 0) }
         let enc = encode(features, parameters: p)
         let pred = predict(labels, parameters: p)
+        if !moments.isEmpty { record(enc, pred, into: &moments) }
         let J = transducer.jointDim, frames = enc.encoder.output.lengths
         var dEncoded = [Float](repeating: 0, count: enc.projected.count)     // (T', B, J)
         var dPredicted = [Float](repeating: 0, count: pred.projected.count)  // (U+1, B, J)
@@ -143,6 +151,9 @@ public struct TransducerModel: Sendable {
             let T = frames[b], N = labels[b].count + 1
             guard T > 0 else { report.infeasible += 1; continue }
             let hidden = jointHidden(enc.projected, batch: B, pred.projected, b: b, frames: T, positions: N)   // (T·N, J)
+            if moments.wants("joiner.linear") {
+                hidden.withUnsafeBufferPointer { moments.record("joiner.linear", rows: $0, count: T * N, frames: T * N) }
+            }
             let logits = joint.forward(hidden, rows: T * N, parameters: p)                                      // (T·N, V)
             let result = logits.withUnsafeBufferPointer { RNNTLoss.loss(logits: $0, frames: T, classes: settings.classes, labels: labels[b]) }
             if result.loss.isNaN { report.lossSum = .nan; continue }
