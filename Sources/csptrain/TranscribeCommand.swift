@@ -25,7 +25,8 @@ struct TranscribeCommand: ParsableCommand {
         With `-` as the only file, reads signed 16-bit little-endian mono 16 kHz PCM from stdin and \
         prints a line `partial: TEXT` each time the text so far changes, then the final text when \
         stdin closes (with --json: one JSON object per line, the last with "final": true). Only a \
-        unidirectional model can stream.
+        unidirectional model can stream. An RNN-T checkpoint decodes greedily; streamed, its \
+        transcriber runs packed as above.
 
         Example:  arecord -q -f S16_LE -r 16000 -c 1 | csptrain transcribe - --checkpoint runs/streaming
         """
@@ -70,19 +71,29 @@ struct TranscribeCommand: ParsableCommand {
         let path = try checkpoint ?? Self.newestRun()
         let streaming = audio == ["-"]
         let loaded = try InferenceLoader.load(checkpoint: path)
-        guard loaded.evaluator.model != nil else {
-            // The transducer runs through the training code's dense forward pass, whole files only.
-            guard !streaming else {
-                throw ValidationError("\(loaded.url.path) is an RNN-T model: transcribe streams CTC models only for now; give audio files instead of -")
-            }
+        if case let .rnnt(transducer) = loaded.evaluator.network {
             guard beam == 1 else { throw ValidationError("--beam \(beam): beam search is for CTC models; \(path) is an RNN-T model, which decodes greedily for now") }
-            let extractor = LogMelExtractor()
-            return try files(layouts: [:]) { loaded.evaluator.transcribe(features: [loaded.evaluator.features($0, extractor: extractor)])[0] }
+            guard streaming else {
+                // Whole files through the training code's dense forward pass and greedy search.
+                let extractor = LogMelExtractor()
+                return try files(layouts: [:]) { loaded.evaluator.transcribe(features: [loaded.evaluator.features($0, extractor: extractor)])[0] }
+            }
+            var options = InferenceModel.Options()
+            options.layouts = layouts.choice
+            options.chunkFrames = 4
+            var stream: TransducerStream
+            do {
+                stream = try TransducerStream(model: transducer, parameters: loaded.evaluator.parameters,
+                                              normalization: loaded.evaluator.normalization, options: options)
+            } catch { throw ValidationError("cannot stream: \(error)") }
+            return try self.stream(&stream)
         }
         var recognizer = try InferenceLoader.recognizer(loaded, layouts: layouts.choice, batch: 1, chunkFrames: streaming ? 4 : 64)
         recognizer.beam = beam
         if streaming {
-            try stream(recognizer)
+            var stream: TranscriptionStream
+            do { stream = try TranscriptionStream(recognizer: recognizer) } catch { throw ValidationError("cannot stream: \(error)") }
+            try self.stream(&stream)
         } else {
             try files(layouts: Dictionary(recognizer.model.layers.map { ($0.name, "\($0.layout)") }) { a, _ in a }) { recognizer.transcribe($0) }
         }
@@ -111,9 +122,7 @@ struct TranscribeCommand: ParsableCommand {
         }
     }
 
-    private func stream(_ recognizer: Recognizer) throws {
-        var stream: TranscriptionStream
-        do { stream = try TranscriptionStream(recognizer: recognizer) } catch { throw ValidationError("cannot stream: \(error)") }
+    private func stream(_ stream: inout some SpeechStream) throws {
         var buffer = [UInt8](repeating: 0, count: 3200)   // 100 ms
         var carry: UInt8?
         var samples = 0

@@ -145,16 +145,18 @@ struct TransducerModelTests {
 
     /// Greedy decoding steps the prediction network one label at a time; the reference reruns the
     /// training path (the whole prefix through the batched LSTM, the joint as in training) for
-    /// every decision. They must emit the same labels, for blank biases from "never blank" to
-    /// "always blank"; some of them must mix labels and blanks (the state then moves on both).
+    /// every decision. They must emit the same labels at every blank bias tried: a bisection
+    /// between "a label at every decision" and "blank at once" that stops at a mix of both (the
+    /// state then moves on labels and on frames).
     @Test func greedyDecodingMatchesTheTrainingPath() {
         let model = tiny(bidirectional: false)
-        let start = model.initialParameters(seed: 3).map { $0 * 3 }
+        let start = model.initialParameters(seed: 3)
         let blankBias = model.layout["joiner.linear.bias"]!.offset
         let features = [randomValues(24 * 4, seed: 51), randomValues(15 * 4, seed: 52)]
         let J = model.transducer.jointDim, maxSymbols = 3
-        var mixed = 0
-        for bias in stride(from: Float(-2), through: 8, by: 0.25) {
+        let most = features.map { maxSymbols * model.outputFrames($0.count / 4) }
+        /// Labels emitted for both utterances at this blank bias, after checking them.
+        func decode(_ bias: Float) -> [Int] {
             var p = start
             p[blankBias] += bias
             let decoded = p.withUnsafeBufferPointer { model.greedy(parameters: $0, features: features, maxSymbolsPerFrame: maxSymbols) }
@@ -177,9 +179,17 @@ struct TransducerModelTests {
                     }
                 }
                 #expect(decoded[b] == reference, "blank bias \(bias), utterance \(b)")
-                if !reference.isEmpty, reference.count < maxSymbols * model.outputFrames(f.count / 4) { mixed += 1 }
             }
+            return decoded.map(\.count)
         }
-        #expect(mixed >= 2, "no blank bias made greedy decoding emit a mix of labels and blanks")
+        var low: Float = -20, high: Float = 20
+        #expect(decode(low) == most && decode(high) == [0, 0])
+        var mixed = false
+        for _ in 0 ..< 30 where !mixed {
+            let middle = (low + high) / 2, counts = decode(middle)
+            mixed = zip(counts, most).contains { $0 > 0 && $0 < $1 }
+            if counts == most { low = middle } else { high = middle }
+        }
+        #expect(mixed, "no blank bias made greedy decoding mix labels and blanks")
     }
 }

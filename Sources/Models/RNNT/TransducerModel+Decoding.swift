@@ -6,36 +6,65 @@ import Tensors
 /// `maxSymbolsPerFrame` labels came out of that frame; then move to the next frame.
 extension TransducerModel {
     /// One prediction-network state: each LSTM layer's h and c, (P) each.
-    struct PredictorState {
+    struct PredictorState: Sendable {
         var h: [[Float]]
         var c: [[Float]]
         var output: [Float] = []     // g (J) for the last label fed
+    }
+
+    /// Greedy decoding of one utterance, a frame at a time: takes the transcriber's outputs f_t
+    /// as they come (whole files, or a stream), keeps the prediction network's state between.
+    public struct GreedyDecoder: Sendable {
+        let model: TransducerModel
+        var state: PredictorState
+        public let maxSymbolsPerFrame: Int
+        /// Labels (1..<V) so far.
+        public private(set) var labels: [Int] = []
+
+        public init(model: TransducerModel, parameters p: UnsafeBufferPointer<Float>, maxSymbolsPerFrame: Int = 8) {
+            self.model = model
+            self.maxSymbolsPerFrame = maxSymbolsPerFrame
+            let zeros = model.predictor.map { [Float](repeating: 0, count: $0.hidden) }
+            state = model.feed(0, to: PredictorState(h: zeros, c: zeros), parameters: p)
+        }
+
+        /// Consumes encoded frames f (m, J), the transcriber's output_linear outputs; returns
+        /// whether any label came out.
+        @discardableResult
+        public mutating func push(_ encoded: ArraySlice<Float>, parameters p: UnsafeBufferPointer<Float>) -> Bool {
+            let J = model.transducer.jointDim, V = model.settings.classes
+            precondition(encoded.count % J == 0)
+            let before = labels.count
+            var sum = [Float](repeating: 0, count: J), hidden = sum
+            var f = encoded.startIndex
+            while f < encoded.endIndex {
+                for _ in 0 ..< maxSymbolsPerFrame {
+                    for j in 0 ..< J { sum[j] = encoded[f + j] + state.output[j] }
+                    csp_tanh(sum, &hidden, J)
+                    let logits = model.joint.forward(hidden, rows: 1, parameters: p)
+                    var best = 0
+                    for k in 1 ..< V where logits[k] > logits[best] { best = k }
+                    if best == 0 { break }
+                    labels.append(best)
+                    state = model.feed(best, to: state, parameters: p)
+                }
+                f += J
+            }
+            return labels.count > before
+        }
     }
 
     /// Label sequences (classes in 1..<V) for a batch of feature matrices (T_b, F).
     public func greedy(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], maxSymbolsPerFrame: Int = 8) -> [[Int]] {
         guard !features.isEmpty else { return [] }
         let enc = encode(features, parameters: p)
-        let B = features.count, J = transducer.jointDim, V = settings.classes
+        let B = features.count, J = transducer.jointDim
         return (0 ..< B).map { b in
-            var state = feed(0, to: PredictorState(h: predictor.map { [Float](repeating: 0, count: $0.hidden) },
-                                                   c: predictor.map { [Float](repeating: 0, count: $0.hidden) }), parameters: p)
-            var labels: [Int] = []
-            var sum = [Float](repeating: 0, count: J), hidden = sum
+            var decoder = GreedyDecoder(model: self, parameters: p, maxSymbolsPerFrame: maxSymbolsPerFrame)
             for t in 0 ..< enc.encoder.output.lengths[b] {
-                let f = (t * B + b) * J
-                for _ in 0 ..< maxSymbolsPerFrame {
-                    for j in 0 ..< J { sum[j] = enc.projected[f + j] + state.output[j] }
-                    csp_tanh(sum, &hidden, J)
-                    let logits = joint.forward(hidden, rows: 1, parameters: p)
-                    var best = 0
-                    for k in 1 ..< V where logits[k] > logits[best] { best = k }
-                    if best == 0 { break }
-                    labels.append(best)
-                    state = feed(best, to: state, parameters: p)
-                }
+                decoder.push(enc.projected[(t * B + b) * J ..< (t * B + b + 1) * J], parameters: p)
             }
-            return labels
+            return decoder.labels
         }
     }
 
@@ -66,5 +95,21 @@ extension TransducerModel {
         }
         next.output = predictorProjection.forward(x, rows: 1, parameters: p)
         return next
+    }
+
+    /// The transcriber as CTC's acoustic model with `jointDim` outputs: its logits are the
+    /// transcriber's f_t. Sparse inference (the Inference module packs acoustic models, whole
+    /// files or streamed) runs the transcriber through it.
+    public func transcriberAsAcousticModel(parameters p: [Float]) -> (model: AcousticModel, parameters: [Float]) {
+        var s = settings
+        s.classes = transducer.jointDim
+        let acoustic = AcousticModel(settings: s)
+        var q = [Float](repeating: 0, count: acoustic.layout.totalCount)
+        for spec in acoustic.layout.tensors {
+            let name = spec.name.hasPrefix("output.") ? "transcriber.output_linear." + spec.name.dropFirst("output.".count) : "transcriber." + spec.name
+            guard let source = layout[name], source.shape == spec.shape else { preconditionFailure("no transcriber tensor \(name) of shape \(spec.shape)") }
+            q.replaceSubrange(spec.range, with: p[source.range])
+        }
+        return (acoustic, q)
     }
 }
