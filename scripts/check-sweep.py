@@ -16,6 +16,8 @@ parser = argparse.ArgumentParser()
 parser.add_argument("folder")
 parser.add_argument("--methods", type=int, required=True, help="methods expected at every target")
 parser.add_argument("--targets", type=float, nargs="+", required=True)
+parser.add_argument("--snapshot-methods", type=int, default=0,
+                    help="methods expected with a snapshot at every target (one run to every size)")
 args = parser.parse_args()
 
 problems = []
@@ -28,8 +30,13 @@ for t in args.targets:
     at = [r for r in records if r["method"] != "dense" and abs(r["target_sparsity"] - t) < 1e-9 and r.get("primary", True) is not False]
     if len(at) != args.methods:
         problems.append(f"{len(at)} records at target {t}, expected {args.methods}")
+snapshots = [r for r in records if r.get("snapshot")]
+if len(snapshots) != args.snapshot_methods * len(args.targets):
+    problems.append(f"{len(snapshots)} snapshot records, expected {args.snapshot_methods} methods x {len(args.targets)} sizes")
+if args.snapshot_methods and "## One run, every size" not in open(os.path.join(args.folder, "results.md")).read():
+    problems.append("results.md has no 'One run, every size' section")
 for r in records:
-    name = f'{r["method"]} at {r["target_sparsity"]}'
+    name = f'{r["method"]} at {r["target_sparsity"]}' + (" (snapshot)" if r.get("snapshot") else "")
     missing = [f for f in FIELDS if f not in r]
     if missing:
         problems.append(f"{name}: missing {missing}")
@@ -45,7 +52,7 @@ for r in records:
         problems.append(f"{name}: stored-parameter sparsity {s:.4f} below the target")
     if not (0 <= r["wer"] <= 5 and 0 <= r["wer_channel"] <= 5):
         problems.append(f"{name}: implausible WER {r['wer']}, {r['wer_channel']}")
-    if r["method"] == "csp":
+    if r["method"] == "csp" and r.get("primary", True) is not False:
         for key in ["delta_wer_vs_gradual", "delta_wer_vs_admm"]:
             d = r.get(key)
             if not d:

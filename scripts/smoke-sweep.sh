@@ -19,7 +19,7 @@ before=$(ls -l --time-style=+%s "$out"/sweep/runs/*/summary.json | md5sum)
 "$csptrain" experiment pruning --config Configs/experiment-smoke.yaml --out "$out/sweep" 2> "$out/resume.log"
 after=$(ls -l --time-style=+%s "$out"/sweep/runs/*/summary.json | md5sum)
 [[ "$before" == "$after" ]] || { echo "smoke sweep: resuming retrained runs"; exit 1; }
-python3 scripts/check-sweep.py "$out/sweep" --methods 10 --targets 0.5 0.9
+python3 scripts/check-sweep.py "$out/sweep" --methods 10 --targets 0.5 0.9 --snapshot-methods 7
 # `csptrain plot` draws the sweep and one of its runs.
 "$csptrain" plot "$out/sweep" --out "$out/plot-sweep.svg" > /dev/null
 "$csptrain" plot "$(ls -d "$out"/sweep/runs/*/ | head -1)" --out "$out/plot-run.svg" > /dev/null

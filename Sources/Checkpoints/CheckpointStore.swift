@@ -121,6 +121,23 @@ public struct CheckpointStore: Sendable {
         return leftovers
     }
 
+    /// Where a pruning snapshot of `sparsity` is kept: `snapshot-80.ckpt` for 0.8 (a tenth of a
+    /// percent where needed: `snapshot-87.5.ckpt`).
+    public func snapshotPath(sparsity: Double) -> URL {
+        let percent = (sparsity * 1000).rounded() / 10
+        let name = percent == percent.rounded() ? String(Int(percent)) : String(percent)
+        return directory.appendingPathComponent("snapshot-\(name).ckpt")
+    }
+
+    /// Keeps the written checkpoint `url` as the snapshot of `sparsity` (a second name for the
+    /// same file: rotation of `step-*.ckpt` leaves it alone); returns its path.
+    @discardableResult
+    public func keepSnapshot(_ url: URL, sparsity: Double) throws(CheckpointError) -> URL {
+        let target = snapshotPath(sparsity: sparsity)
+        do { try AtomicFile.link(url.path, to: target.path) } catch { throw .file(error) }
+        return target
+    }
+
     /// Checkpoint files present, by step, oldest first.
     public func steps() -> [Int] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []

@@ -90,20 +90,29 @@ extension Bool: ConfigValue {
     var yaml: Node { Node(self ? "true" : "false", .implicit) }
 }
 
-extension Array: ConfigValue where Element == String {
-    static var expected: String { "a list of strings" }
-    static func parse(_ node: Node, at key: String, source: String) throws(ConfigError) -> [String] {
+/// Values a list may hold (`exclude: [...]`, `snapshots: [...]`).
+protocol ConfigListElement: ConfigValue {
+    /// The plural for errors ("strings", "numbers").
+    static var plural: String { get }
+}
+
+extension String: ConfigListElement { static var plural: String { "strings" } }
+extension Double: ConfigListElement { static var plural: String { "numbers" } }
+
+extension Array: ConfigValue where Element: ConfigListElement {
+    static var expected: String { "a list of \(Element.plural)" }
+    static func parse(_ node: Node, at key: String, source: String) throws(ConfigError) -> [Element] {
         guard case let .sequence(items) = node else {
             throw configError(node, key, source, "expected \(expected), found \(scalarText(node))")
         }
-        var out: [String] = []
+        var out: [Element] = []
         for item in items {
-            guard case let .scalar(s) = item else { throw configError(item, key, source, "expected \(expected), found \(scalarText(item))") }
-            out.append(s.string)
+            guard case .scalar = item else { throw configError(item, key, source, "expected \(expected), found \(scalarText(item))") }
+            out.append(try Element.parse(item, at: key, source: source))
         }
         return out
     }
-    var yaml: Node { .sequence(Node.Sequence(map { Node($0, .implicit, .doubleQuoted) }, .implicit, .flow)) }
+    var yaml: Node { .sequence(Node.Sequence(map(\.yaml), .implicit, .flow)) }
 }
 
 /// String-backed enums: the error lists every allowed value.

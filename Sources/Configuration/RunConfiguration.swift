@@ -116,6 +116,11 @@ public struct RunConfiguration: Sendable, Equatable {
             throw ConfigError(source: source, line: nil, key: "coordinator.global_batch",
                               message: "the global batch (\(coordinator.globalBatch)) is larger than the data set (\(data.examples) examples)")
         }
+        let schedule = pruning.schedule
+        if pruning.method != .none, let last = schedule.holds.last, last.snapshotStep > steps {
+            throw ConfigError(source: source, line: nil, key: "pruning.snapshots",
+                              message: "the snapshot at \(String(format: "%g", last.size * 100))% is kept after step \(last.snapshotStep) (the ramp to end_step \(schedule.endStep) plus \(schedule.snapshotSteps) steps held at each of \(schedule.holds.count) sizes), after the run's last step (steps = \(steps)): raise steps or lower pruning.snapshot_steps")
+        }
         if transport.maxMessageBytes < coordinator.chunkValues * 4 + 4096 {
             throw ConfigError(source: source, line: nil, key: "transport.max_message_bytes",
                               message: "\(transport.maxMessageBytes) bytes cannot carry a gradient chunk of \(coordinator.chunkValues) values")

@@ -20,14 +20,20 @@ public struct Origin: Sendable, Equatable {
     public var session: SessionID
     /// The step the request is about (chunks: the step computed).
     public var step: UInt64
+    /// The worker's number for this request, counting up within its session; 0 when it does not
+    /// number them. nng's REQ re-sends a request with the same bytes, so the same number again
+    /// is a re-send, and a new number a new request.
+    public var sequence: UInt64
 
-    public init(pipe: UInt32, peer: String, protocolVersion: UInt32, runID: String, session: SessionID, step: UInt64 = 0) {
+    public init(pipe: UInt32, peer: String, protocolVersion: UInt32, runID: String, session: SessionID, step: UInt64 = 0,
+                sequence: UInt64 = 0) {
         self.pipe = pipe
         self.peer = peer
         self.protocolVersion = protocolVersion
         self.runID = runID
         self.session = session
         self.step = step
+        self.sequence = sequence
     }
 }
 

@@ -58,7 +58,7 @@ extension RunStateMachine {
         pending[id] = session
         switch inbound {
         case let .work(have):
-            return work(id, session: session, haveVersion: have, now: now)
+            return work(id, session: session, haveVersion: have, sequence: origin.sequence, now: now)
         case let .chunk(header):
             return chunk(id, header, origin: origin, now: now)
         case let .evalResult(batch, set, version, counts):
@@ -75,43 +75,61 @@ extension RunStateMachine {
 
     // MARK: Work
 
-    private mutating func work(_ id: RequestID, session: SessionID, haveVersion: UInt64, now: Double) -> [Directive] {
+    private mutating func work(_ id: RequestID, session: SessionID, haveVersion: UInt64, sequence: UInt64, now: Double) -> [Directive] {
         // Asked again while the member's last task is still waiting for its connection: not a
         // lost reply (that one would have left). Held until it has left, so that one member never
         // has more than one task (and copy of the weights) waiting to be sent.
         if unsentTask[session] != nil {
-            // The same request as the one whose task is waiting to leave: a REQ re-send (a worker
-            // asks for work on one context, one request at a time).
-            held.append(Held(request: id, session: session, haveVersion: haveVersion, until: now + settings.pollHoldSeconds,
-                             asksAgain: true, resend: lastTask[session]?.have == haveVersion))
+            held.append(Held(request: id, session: session, haveVersion: haveVersion, sequence: sequence,
+                             until: now + settings.pollHoldSeconds, resend: isResend(session, haveVersion, sequence)))
             return []
         }
-        if let response = answerWork(id, session: session, haveVersion: haveVersion, now: now) {
+        if let response = answerWork(id, session: session, haveVersion: haveVersion, sequence: sequence, now: now) {
             return [.reply(id, response)]
         }
-        held.append(Held(request: id, session: session, haveVersion: haveVersion, until: now + settings.pollHoldSeconds))
+        held.append(Held(request: id, session: session, haveVersion: haveVersion, sequence: sequence,
+                         until: now + settings.pollHoldSeconds))
         return []
     }
 
-    /// A task, Finished, or nil (nothing to hand out now) for work request `id`.
+    /// True when a work request repeats the one that got the member's last task: the same
+    /// request number (a worker numbers its requests; nng's REQ re-sends the same bytes), or,
+    /// from a worker that does not number them, the same weights version.
+    func isResend(_ session: SessionID, _ haveVersion: UInt64, _ sequence: UInt64) -> Bool {
+        guard let last = lastTask[session] else { return false }
+        return sequence != 0 ? last.sequence == sequence : last.have == haveVersion
+    }
+
+    /// A task, Finished, Wait, or nil (nothing to hand out now) for work request `id`.
     ///
-    /// The same work request again (nng's REQ re-sends it when the reply is late or lost) while
-    /// nothing of the member's last task has arrived gets that task again: the same answer, no
-    /// second assignment. Otherwise a task that received no chunk goes back to the pool (possibly
-    /// to the same member at once); micro-batches whose chunks are on their way stay with the
-    /// member: it asks for its next task while they are in flight.
-    private mutating func answerWork(_ id: RequestID, session: SessionID, haveVersion: UInt64, now: Double) -> Response? {
-        if let last = lastTask[session], last.have == haveVersion, holds(last.task, session, unstartedOnly: true) {
-            resentRequests += 1
-            unsentTask[session] = id
-            return .task(last.task)
+    /// The same work request again (nng's REQ re-sends it when the reply is late or lost) gets
+    /// the task its original got: the same answer, no second assignment. A numbered re-send whose
+    /// task is gone (the step moved on) is told to wait: the worker took its original's answer,
+    /// and REQ drops this one. Otherwise a task that received no chunk goes back to the pool
+    /// (possibly to the same member at once); micro-batches whose chunks have arrived stay with
+    /// the member.
+    ///
+    /// Requests that are not numbered (sequence 0) are told apart by the weights version alone:
+    /// the same version while nothing of the last task has arrived counts as a re-send, which a
+    /// worker asking for its next task with that task's chunks still in flight cannot be told from.
+    private mutating func answerWork(_ id: RequestID, session: SessionID, haveVersion: UInt64, sequence: UInt64, now: Double) -> Response? {
+        if let last = lastTask[session], isResend(session, haveVersion, sequence) {
+            if holds(last.task, session, unstartedOnly: sequence == 0) {
+                resentRequests += 1
+                unsentTask[session] = id
+                return .task(last.task)
+            }
+            if sequence != 0 {
+                resentRequests += 1
+                return .wait
+            }
         }
         round.releaseUnstarted(session)
         evaluation?.release(session)
         let response = assignment(for: session, haveVersion: haveVersion, now: now)
         if case let .task(task)? = response {
             unsentTask[session] = id
-            lastTask[session] = (haveVersion, task)
+            lastTask[session] = (haveVersion, sequence, task)
         }
         return response
     }
@@ -196,12 +214,12 @@ extension RunStateMachine {
                 // The member's last task has not left yet (see `work`).
                 if now >= h.until { out.append(.reply(h.request, .wait)) } else { still.append(h) }
             } else {
-                if h.resend, let last = lastTask[h.session], holds(last.task, h.session, unstartedOnly: false) {
+                if h.resend, h.sequence == 0, let last = lastTask[h.session], holds(last.task, h.session, unstartedOnly: false) {
                     // Its original's task has left: the same task again (REQ keeps whichever reply comes first).
                     resentRequests += 1
                     unsentTask[h.session] = h.request
                     out.append(.reply(h.request, .task(last.task)))
-                } else if let response = answerWork(h.request, session: h.session, haveVersion: h.haveVersion, now: now) {
+                } else if let response = answerWork(h.request, session: h.session, haveVersion: h.haveVersion, sequence: h.sequence, now: now) {
                     out.append(.reply(h.request, response))
                 } else if now >= h.until {
                     out.append(.reply(h.request, .wait))

@@ -102,7 +102,8 @@ extension RunStateMachine {
         var out: [Directive] = []
         let evalDue = settings.evalEverySteps > 0 && settings.evalSets.values.contains { $0 > 0 }
             && (step % settings.evalEverySteps == 0 || step >= settings.totalSteps)
-        if settings.checkpointEverySteps > 0, step % settings.checkpointEverySteps == 0, step < settings.totalSteps {
+        let periodic = settings.checkpointEverySteps > 0 && step % settings.checkpointEverySteps == 0
+        if periodic || settings.snapshotSteps.contains(step), step < settings.totalSteps {
             // After a validation, the checkpoint waits for it (nothing changes meanwhile): a kill
             // during the validation resumes before the step and scores it again, so metrics.jsonl
             // never lacks the step's line.

@@ -44,6 +44,9 @@ public struct RunStateMachine: Sendable {
         public var evalBatch = 20
         /// 0: only the final checkpoint.
         public var checkpointEverySteps = 0
+        /// Steps after which a checkpoint is written whatever `checkpointEverySteps` says: the
+        /// pruning schedule's snapshots (the shell keeps those under their own name).
+        public var snapshotSteps: Set<Int> = []
         /// Failed checkpoint writes in a row that stop the run (`checkpoint.on_write_failure:
         /// stop`); nil keeps training (`continue`).
         public var checkpointFailuresToStop: Int? = 3
@@ -155,10 +158,9 @@ public struct RunStateMachine: Sendable {
         let request: RequestID
         let session: SessionID
         let haveVersion: UInt64
+        /// The worker's number for the request (0: not numbered).
+        let sequence: UInt64
         let until: Double
-        /// Held because the member's last task had not left yet: served as `work` serves a
-        /// request that asks again.
-        var asksAgain = false
         /// The same request as the one whose task was waiting to leave (a REQ re-send).
         var resend = false
     }
@@ -176,9 +178,9 @@ public struct RunStateMachine: Sendable {
 
     // nng's REQ sends a request again when its reply is late: a re-send gets the answer the
     // original got and has no effect of its own. What that takes is remembered here.
-    /// Per member, its last task and the version it asked with (a re-sent work request gets the
-    /// same task while nothing of it has arrived).
-    var lastTask: [SessionID: (have: UInt64, task: TaskAssignment)] = [:]
+    /// Per member, its last task and the request that got it: the version it asked with and its
+    /// number (a re-sent work request gets the same task).
+    var lastTask: [SessionID: (have: UInt64, sequence: UInt64, task: TaskAssignment)] = [:]
     /// Chunks and evaluation results each member delivered for the current and the previous
     /// weights version: a re-send is acknowledged as accepted again, not counted or folded twice.
     var delivered: [SessionID: Set<Delivery>] = [:]

@@ -47,6 +47,12 @@ public struct PruningExperimentSettings: Sendable, Equatable {
     /// variants, or `best-baseline`: the non-CSP method with the lowest validation WER there).
     public var extraSeeds: [Int] = []
     public var seeded: [String] = []
+    /// "One run, every size": per scheduled method (with its chosen setting), one more run that
+    /// ramps to the largest of these with `pruning.snapshots` at each, every snapshot scored
+    /// beside the runs per target. Empty: none.
+    public var snapshots: [Double] = []
+    /// Steps each snapshot size is held (`pruning.snapshot_steps`).
+    public var snapshotSteps = 100
 
     /// The `--set` overrides that make `name` (a method or a variant).
     public func overrides(of name: String) -> [String] { variants[name] ?? ["pruning.method=\(name)"] }
@@ -90,7 +96,7 @@ public struct PruningExperimentSettings: Sendable, Equatable {
         }
         let known: Set = ["base", "dense_checkpoint", "dense_config", "workers", "steps", "ramp_end_step", "interval", "methods",
                           "targets", "structured_group", "test", "test_channel", "bootstrap_samples", "set", "method_set", "tuning",
-                          "variants", "tuning_settings", "tuning_target", "extra_seeds", "seeded"]
+                          "variants", "tuning_settings", "tuning_target", "extra_seeds", "seeded", "snapshots", "snapshot_steps"]
         if let unknown = map.keys.filter({ !known.contains($0) }).sorted().first {
             throw ExperimentError("\(source): unknown key \(unknown) (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -103,6 +109,16 @@ public struct PruningExperimentSettings: Sendable, Equatable {
         if let v = try int("interval", minimum: 0) { s.interval = v }
         if let v = try int("structured_group", minimum: 2) { s.structuredGroup = v }
         if let v = try int("bootstrap_samples", minimum: 100) { s.bootstrapSamples = v }
+        if let v = try int("snapshot_steps", minimum: 1) { s.snapshotSteps = v }
+        if let v = map["snapshots"] {
+            guard let list = v as? [Any] else { throw ExperimentError("\(source): snapshots must be a list of fractions (got \(v))") }
+            s.snapshots = try list.map { t in
+                guard let d = (t as? Double) ?? (t as? Int).map(Double.init), d > 0, d < 1 else {
+                    throw ExperimentError("\(source): snapshots: \(t) is not a sparsity fraction in (0, 1)")
+                }
+                return d
+            }.sorted()
+        }
         if let v = try string("test") { s.test = v }
         if let v = try string("test_channel") { s.testChannel = v }
         if let v = try string("tuning") { s.tuning = v }
@@ -192,11 +208,13 @@ public struct PlannedRun: Sendable, Equatable {
     public var setting: Int?
     /// An extra seed, for the repeats of `seeded`.
     public var seed: Int?
+    /// The sizes a "one run, every size" run keeps (its target is the largest); nil otherwise.
+    public var snapshots: [Double]? = nil
     /// `--set` overrides on top of the base configuration.
     public var overrides: [String]
     /// "csp-80", "csp-activations-80-b", "taylor-90-s2".
     public var name: String {
-        var n = "\(method)-\(Int((target * 100).rounded()))"
+        var n = snapshots == nil ? "\(method)-\(Int((target * 100).rounded()))" : "\(method)-snapshots"
         if let setting { n += "-" + ["a", "b"][setting] }
         if let seed { n += "-s\(seed)" }
         return n
@@ -243,7 +261,39 @@ public enum PruningExperimentPlan {
                 }
             }
         }
+        for method in s.methods where !s.snapshots.isEmpty && rampsThroughSizes(s.method(of: method)) {
+            if s.tuningSettings[method] != nil {
+                guard let i = chosenSetting(s, method, validation: validation) else { continue }
+                runs.append(snapshotRun(s, method, setting: i, dense: denseCheckpoint))
+            } else {
+                runs.append(snapshotRun(s, method, setting: nil, dense: denseCheckpoint))
+            }
+        }
         return runs
+    }
+
+    /// Methods whose schedule ramps through sizes (one-shot methods prune once; structured N:M
+    /// has one N per run).
+    public static func rampsThroughSizes(_ method: String) -> Bool {
+        !["one-shot-magnitude", "one-shot-reconstruction", "structured"].contains(method)
+    }
+
+    /// Steps of a snapshot run: the sweep's, plus `snapshot_steps − 1` per size held.
+    public static func snapshotRunSteps(_ s: PruningExperimentSettings) -> Int {
+        s.steps + s.snapshots.count * (s.snapshotSteps - 1)
+    }
+
+    /// One run to the largest snapshot size, holding every size on the way.
+    static func snapshotRun(_ s: PruningExperimentSettings, _ method: String, setting: Int?, dense: String) -> PlannedRun {
+        var run = make(s, method, s.snapshots.last!, setting: setting, seed: nil, dense: dense)
+        let steps = snapshotRunSteps(s)
+        run.overrides = run.overrides.map { o in
+            for key in ["steps=", "checkpoint.every_steps=", "coordinator.eval_every_steps="] where o.hasPrefix(key) { return key + String(steps) }
+            return o
+        }
+        run.overrides += ["pruning.snapshots=[\(s.snapshots.map { String($0) }.joined(separator: ", "))]", "pruning.snapshot_steps=\(s.snapshotSteps)"]
+        run.snapshots = s.snapshots
+        return run
     }
 
     /// The tuning setting with the lower validation WER (the first on a tie), once both are known.

@@ -46,6 +46,9 @@ public struct PruningResult: Codable, Sendable, Equatable {
     public var seed: Int? = nil
     /// Methods that run csp: WER(this) − WER(baseline) against every baseline at the target, by name.
     public var comparisons: [String: Comparison]? = nil
+    /// A snapshot kept on the way by the method's one run to every size (`snapshots`); its
+    /// wall time is that whole run's.
+    public var snapshot: Bool? = nil
 
     public var isPrimary: Bool { primary ?? true }
 
@@ -130,6 +133,37 @@ public enum PruningReport {
         }
         md += "\n" + summaryParagraph(verdicts) + "\n"
         md += comparisonSection(results, settings: settings)
+        md += snapshotSection(all, settings: settings)
+        return md
+    }
+
+    /// "One run, every size": each snapshot against the run trained for its size alone, and the
+    /// training time of the one run against the runs per size.
+    static func snapshotSection(_ all: [PruningResult], settings: PruningExperimentSettings) -> String {
+        let snapshots = all.filter { $0.snapshot == true }
+        guard !snapshots.isEmpty else { return "" }
+        var md = "\n## One run, every size\n\n"
+        md += "Per method, one run ramps to \(pct(settings.snapshots.last ?? 0, 0))% and holds each of "
+        md += "\(settings.snapshots.map { pct($0, 0) + "%" }.joined(separator: ", ")) for \(settings.snapshotSteps) steps with its mask fixed "
+        md += "(\(PruningExperimentPlan.snapshotRunSteps(settings)) steps in all), keeping a checkpoint at the end of each hold; "
+        md += "the runs per size train \(settings.steps) steps each. Test WER in percent, snapshot against the run for that size "
+        md += "(Δ in points; negative: the snapshot makes fewer errors). Training time: the one run against the runs per size it replaces.\n\n"
+        md += "| method | size | WER run | WER snapshot | Δ | WER channel run | snapshot | Δ |\n|---|---|---|---|---|---|---|---|\n"
+        var times: [(String, Double, Double, Int)] = []
+        for m in order(snapshots) where m != "dense" {
+            let mine = snapshots.filter { $0.method == m }.sorted { $0.targetSparsity < $1.targetSparsity }
+            var perSize = 0.0, found = 0
+            for r in mine {
+                let own = all.first { $0.method == m && $0.targetSparsity == r.targetSparsity && $0.isPrimary && $0.snapshot != true }
+                if let own { perSize += own.wallSeconds; found += 1 }
+                md += "| \(m) | \(pct(r.targetSparsity, 0))% | \(own.map { pct($0.wer, 2) } ?? "–") | \(pct(r.wer, 2)) | "
+                md += "\(own.map { signed(r.wer - $0.wer) } ?? "–") | \(own.map { pct($0.werChannel, 2) } ?? "–") | \(pct(r.werChannel, 2)) | "
+                md += "\(own.map { signed(r.werChannel - $0.werChannel) } ?? "–") |\n"
+            }
+            if let first = mine.first { times.append((m, first.wallSeconds, perSize, found)) }
+        }
+        md += "\n| method | one run, s | runs per size, s (sizes found) |\n|---|---|---|\n"
+        for (m, one, per, n) in times { md += "| \(m) | \(Int(one.rounded())) | \(Int(per.rounded())) (\(n)) |\n" }
         return md
     }
 

@@ -71,6 +71,28 @@ public enum AtomicFile {
         try write(Array(text.utf8), to: path, mode: mode)
     }
 
+    /// Gives the complete file `source` a second name, `path`, atomically: a hard link under a
+    /// temporary name renamed over `path`, the folder fsynced (no byte is copied). Where the file
+    /// system has no hard links, a copy written as ``write(_:to:mode:)`` writes.
+    public static func link(_ source: String, to path: String) throws(FileError) {
+        let temp = path + ".tmp"
+        unlink(temp)
+        if Glibc.link(source, temp) != 0 {
+            let code = errno
+            guard code == EPERM || code == EOPNOTSUPP || code == EXDEV || code == EMLINK else {
+                throw FileError("link \(source) as", path: temp, code: code)
+            }
+            try write(try FileReader.read(source), to: path)
+            return
+        }
+        if rename(temp, path) != 0 {
+            let error = FileError.lastError("rename \(temp) to", path: path)
+            unlink(temp)
+            throw error
+        }
+        try syncFolder(of: path)
+    }
+
     /// fsyncs the folder holding `path`, so that a rename or a new file in it survives a crash.
     public static func syncFolder(of path: String) throws(FileError) {
         let folder = parent(of: path)

@@ -80,7 +80,9 @@ public struct DualProjection: ProjectionStep {
                                  step: Int, learningRate: Double, layout: ParameterLayout,
                                  broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate? {
         var updating = settings.schedule.isUpdateStep(step) || pendingUpdate
-        if updating, let statistics, !statistics.ready(for: layers) {
+        // A snapshot's size is set when its hold starts, from the statistics gathered so far.
+        if updating, let statistics, !statistics.ready(for: layers),
+           !(settings.schedule.startsHold(step) && statistics.seenAny(for: layers)) {
             pendingUpdate = true
             updating = false
         }

@@ -58,6 +58,11 @@ public struct InputStatistics: Sendable, Equatable {
         layers.tensors.allSatisfy { spec in siteOf[spec.name].map(isReady) ?? true }
     }
 
+    /// Every site a pruned tensor reads has seen at least one frame (G exists, if not yet well estimated).
+    public func seenAny(for layers: PrunedLayers) -> Bool {
+        layers.tensors.allSatisfy { spec in siteOf[spec.name].map { frames[$0] > 0 } ?? true }
+    }
+
     /// G of `site` as a full d × d matrix, per frame (Σ x xᵀ / frames).
     public func secondMoment(_ site: Int) -> [Float] {
         let d = sites[site].dimension

@@ -118,6 +118,7 @@ struct CoordinatorParts {
         s.evalSets = evaluationSets.filter { $0.value > 0 }.mapValues { c.evalExamples > 0 ? min(c.evalExamples, $0) : $0 }
         s.evalBatch = c.evalBatch
         s.checkpointEverySteps = config.checkpoint.everySteps
+        s.snapshotSteps = config.pruning.method == .none ? [] : Set(config.pruning.schedule.holds.map(\.snapshotStep))
         s.checkpointFailuresToStop = config.checkpoint.onWriteFailure == .stop ? CheckpointSettings.failedWritesBeforeStop : nil
         let security = config.security
         s.maxWorkers = security.maxWorkers > 0 ? security.maxWorkers : nil

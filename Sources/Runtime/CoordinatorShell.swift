@@ -34,6 +34,9 @@ actor CoordinatorShell {
     private let run: RunDescription
     private let checkpoints: CheckpointStore
     private let writer: CheckpointWriter
+    private let snapshots: SnapshotKeeper
+    /// The sparsity the last support update set (nil: none seen yet in this process, after a resume).
+    private var supportSparsity: Double?
 
     private var replies: [RequestID: CheckedContinuation<ReplyFrame, Never>] = [:]
     /// Open connections and when each was last heard from (silent ones are closed).
@@ -73,6 +76,8 @@ actor CoordinatorShell {
         let store = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
         checkpoints = store
         writer = CheckpointWriter(store: store)
+        snapshots = SnapshotKeeper(schedule: config.pruning.schedule, pruning: config.pruning.method != .none, store: store, logger: logger)
+        supportSparsity = parts.resumedFrom == nil ? 0 : nil
         runStart = start
         connections = ConnectionWatch(silentSeconds: config.security.silentConnectionSeconds)
         observer = config.observe.http.isEmpty ? nil : RunObserver(Self.observedRun(config, parts: parts), now: now)
@@ -291,6 +296,7 @@ actor CoordinatorShell {
             parts.examplesSeen += n.examples
             projectionSecondsTotal += n.projectionSeconds
             if let update = n.supportUpdate {
+                supportSparsity = update.sparsity
                 recorder.recordSupportUpdate(update, method: server.projection.name, seconds: n.projectionSeconds)
                 observer?.supportUpdated(step: update.step + 1, layers: update.layers.map {
                     .init(name: $0.name, density: $0.density, overlapWithTopK: $0.overlapWithTopK, recoveryError: $0.recoveryError)
@@ -324,9 +330,13 @@ actor CoordinatorShell {
         let logger = self.logger
         let observer = self.observer
         let snapshotSeconds = String(format: "%.4f", Self.now() - snapshotStart)
-        writer.submit(checkpoint, final: final) { report in
+        let snapshots = self.snapshots
+        if snapshots.isSnapshot(step), let supportSparsity { snapshots.check(step: step, supportSparsity: supportSparsity) }
+        // A pruning snapshot is never skipped for a newer checkpoint.
+        writer.submit(checkpoint, final: final || snapshots.isSnapshot(step)) { report in
             switch report.outcome {
             case let .written(url):
+                snapshots.written(step: report.step, at: url)
                 observer?.checkpointWritten(seconds: report.seconds)
                 logger.debug("checkpoint written", metadata: ["step": "\(report.step)", "path": "\(url.path)", "bytes": "\(report.bytes)",
                                                               "snapshot_seconds": "\(snapshotSeconds)", "final": "\(final)",
@@ -335,6 +345,7 @@ actor CoordinatorShell {
             case let .superseded(newer):
                 logger.debug("checkpoint of step \(report.step) skipped: superseded by step \(newer) before it was written")
             case let .failed(failure):
+                snapshots.failed(step: report.step, cause: failure.cause)
                 Task { await self.checkpointReport(.checkpointFailed(step: report.step, message: failure.cause, now: Self.now())) }
             }
         }
@@ -350,6 +361,11 @@ actor CoordinatorShell {
             if status == .completed { status = .failed }
             message = message.map { $0 + "; " + unsaved } ?? unsaved
         }
+        if !snapshots.problems.isEmpty {
+            let unsaved = snapshots.problems.joined(separator: "; ")
+            if status == .completed { status = .failed }
+            message = message.map { $0 + "; " + unsaved } ?? unsaved
+        }
         let latest = checkpoints.latestPath()
         let sparsity = server.projection.sparsityReport(server.broadcast, layout: server.layout)
         let wall = Self.now() - recorder.runStarted
@@ -362,6 +378,7 @@ actor CoordinatorShell {
                                  reassignedMicroBatches: m.reassignedMicroBatches,
                                  validWer: m.lastValidation["valid"]?.wordErrorRate,
                                  validWerChannel: m.lastValidation["valid_channel"]?.wordErrorRate, message: message)
+        summary.resentRequests = m.resentRequests
         summary.pruningMethod = server.projection.name
         summary.projectionSeconds = projectionSecondsTotal
         summary.deterministic = config.deterministic

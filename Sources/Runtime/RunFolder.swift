@@ -183,6 +183,8 @@ public struct RunSummary: Codable, Sendable {
     public var duplicateChunks: Int
     public var staleChunks: Int
     public var reassignedMicroBatches: Int
+    /// Requests nng's REQ sent again (a late reply) that were answered as their originals were.
+    public var resentRequests: Int?
     /// The last validation word error rates (clean, channel-degraded), when measured.
     public var validWer: Double?
     public var validWerChannel: Double?

@@ -100,6 +100,8 @@ public final class WorkerService: Sendable {
         let chunkValues: Int
         let sendWindow: Int
         let resendSeconds: Double
+        /// transport.request_timeout_seconds: how long a request waits before it is asked again.
+        let requestTimeoutSeconds: Double
         /// coordinator.gradient_values: bf16.
         let gradientBF16: Bool
     }
@@ -178,6 +180,7 @@ public final class WorkerService: Sendable {
                        exchange: ExchangeLayout(parameters: model.layout, sites: sites),
                        chunkValues: Int(welcome.chunkValues), sendWindow: config.transport.sendWindow,
                        resendSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.resendSeconds),
+                       requestTimeoutSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.requestTimeoutSeconds),
                        gradientBF16: config.coordinator.gradientValues == .bf16)
     }
 
@@ -215,14 +218,26 @@ public final class WorkerService: Sendable {
         let senders = try (0 ..< max(1, session.sendWindow)).map { _ in try socket.openContext() }
         for s in senders { try s.setResendTime(.seconds(session.resendSeconds)) }
 
+        // Work requests are numbered, so that the coordinator tells nng's re-send of one (same
+        // bytes, same number) from this worker's next request.
+        var sequence: UInt64 = 0
         while true {
             try Task.checkCancellation()
+            sequence += 1
             var poll = Request()
-            poll.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id)
+            poll.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id, sequence: sequence)
             poll.work = Csptrain_V1_WorkRequest.with { $0.weightsVersion = haveVersion }
             // The weights a task carries are decoded from the reply where it arrived.
-            let message = try await control.request(Message(poll.serializedBytes() as [UInt8]),
-                                                    timeout: .seconds(options.requestTimeoutSeconds))
+            let message: Message
+            do {
+                message = try await control.request(Message(poll.serializedBytes() as [UInt8]),
+                                                    timeout: .seconds(session.requestTimeoutSeconds))
+            } catch let error as NNGError where error.isTimeout {
+                // A busy coordinator (a long projection step): ask again with a new number and
+                // the same session, which releases a task the unanswered request may get.
+                try keepWaiting(since: lastContact, error)
+                continue
+            }
             let (reply, weights) = try message.withUnsafeBytes { raw in
                 do { return try Reply.parseLeavingWeights(raw) } catch {
                     throw WorkerError("the coordinator at \(options.connect) sent a reply that does not parse (\(raw.count) bytes): \(error)")
@@ -335,19 +350,30 @@ public final class WorkerService: Sendable {
         // A chunk refused for too many requests in flight is sent again after a pause.
         var queue = Array(pieces.indices.reversed())
         var stale = false
-        let timeout = Duration.seconds(options.requestTimeoutSeconds)
-        try await withThrowingTaskGroup(of: (Reply, Int, Int).self) { group in
+        let timeout = Duration.seconds(session.requestTimeoutSeconds)
+        var since = Monotonic.now
+        try await withThrowingTaskGroup(of: (Result<Reply, NNGError>, Int, Int).self) { group in
             func start(_ slot: Int, after pause: Duration = .zero) throws {
                 guard let piece = queue.popLast() else { return }
                 let m = try message(piece)
                 let sender = senders[slot]
                 group.addTask {
                     if pause > .zero { try await Task.sleep(for: pause) }
-                    return try await (self.parse(sender.request(m, timeout: timeout)), slot, piece)
+                    do { return try await (.success(self.parse(sender.request(m, timeout: timeout))), slot, piece) } catch let error as NNGError where error.isTimeout {
+                        return (.failure(error), slot, piece)
+                    }
                 }
             }
             for slot in senders.indices { try start(slot) }
-            while let (reply, slot, piece) = try await group.next() {
+            while let (answer, slot, piece) = try await group.next() {
+                guard case let .success(reply) = answer else {
+                    // Unanswered: sent again (a chunk delivered twice is acknowledged, not folded twice).
+                    if case let .failure(error) = answer { try keepWaiting(since: since, error) }
+                    queue.append(piece)
+                    try start(slot)
+                    continue
+                }
+                since = Monotonic.now
                 var pause = Duration.zero
                 if case let .refusal(refusal)? = reply.body, refusal.code == .notAssigned {
                     stale = true
@@ -362,6 +388,17 @@ public final class WorkerService: Sendable {
             }
         }
         if stale { logger.debug("the step moved on while sending (or the micro-batch went to another worker); dropping the rest of micro-batch \(task.microBatch)") }
+    }
+}
+
+extension WorkerService {
+    /// After an unanswered request: rethrows `error` once the coordinator has been silent for
+    /// longer than the worker's patience (the caller then gives up), else logs and returns.
+    func keepWaiting(since lastContact: Double, _ error: NNGError) throws(NNGError) {
+        let silent = Monotonic.now - lastContact
+        guard silent <= options.patienceSeconds else { throw error }
+        logger.warning("no answer from the coordinator for \(Int(silent)) s (busy: a long projection step, a loaded host?); asking again with the same session",
+                       metadata: ["url": "\(options.connect)"])
     }
 }
 

@@ -56,6 +56,10 @@ public struct TransportSettings: Sendable, Equatable {
     /// update takes seconds), waiting requests are re-sent and answered as duplicates: extra
     /// traffic, never a wrong result.
     public var resendSeconds: Double = 5
+    /// A worker's request without an answer after this long is asked again, with a new number
+    /// and the same session (a coordinator busy for longer, such as a CSP support update of
+    /// minutes, does not cost the worker its session); the worker gives up after its patience.
+    public var requestTimeoutSeconds: Double = 30
     /// Gradient chunks a worker keeps in flight at once.
     public var sendWindow: Int = 4
     /// TLS for `tls+tcp://` addresses (see ``TLSSettings``).

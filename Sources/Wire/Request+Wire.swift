@@ -17,13 +17,16 @@ public struct DecodedRequest: Sendable {
     public var runID: String
     public var session: SessionID
     public var step: UInt64
+    /// The worker's number for the request (0: not numbered); see ``Origin/sequence``.
+    public var sequence: UInt64 = 0
     public var inbound: Inbound
     public var values: Range<Int>?
     /// The chunk's values are bfloat16 (2 bytes each) rather than float32.
     public var valuesBF16 = false
 
     public func origin(pipe: UInt32, peer: String) -> Origin {
-        Origin(pipe: pipe, peer: peer, protocolVersion: protocolVersion, runID: runID, session: session, step: step)
+        Origin(pipe: pipe, peer: peer, protocolVersion: protocolVersion, runID: runID, session: session, step: step,
+               sequence: sequence)
     }
 }
 
@@ -85,7 +88,7 @@ public enum RequestDecoding {
         let raw = UnsafeRawBufferPointer(rebasing: bytes[values])
         chunk.sumOfSquares = bf16 ? VectorMath.sumOfSquares(bf16Bytes: raw) : VectorMath.sumOfSquares(littleEndianBytes: raw)
         return DecodedRequest(protocolVersion: header.protocolVersion, runID: header.runID, session: SessionID(header.session),
-                              step: header.step, inbound: .chunk(chunk), values: values, valuesBF16: bf16)
+                              step: header.step, sequence: header.sequence, inbound: .chunk(chunk), values: values, valuesBF16: bf16)
     }
 
     /// Every other request is small: SwiftProtobuf parses it.
@@ -112,7 +115,7 @@ public enum RequestDecoding {
         case nil: throw ProtocolViolation("the request has no body (expected hello, proof, work, chunk, eval_result or leave)")
         }
         return DecodedRequest(protocolVersion: h.protocolVersion, runID: h.runID, session: SessionID(h.session), step: h.step,
-                              inbound: inbound, values: nil)
+                              sequence: h.sequence, inbound: inbound, values: nil)
     }
 
     /// A Data view of bytes, without copying them, for parsing within their scope (SwiftProtobuf
@@ -216,12 +219,13 @@ public struct ChunkEncoder: Sendable {
 
 extension Csptrain_V1_Header {
     /// A request's or reply's envelope in this build's protocol version.
-    public static func make(runID: String, step: UInt64 = 0, session: Data = Data()) -> Csptrain_V1_Header {
+    public static func make(runID: String, step: UInt64 = 0, session: Data = Data(), sequence: UInt64 = 0) -> Csptrain_V1_Header {
         var h = Csptrain_V1_Header()
         h.protocolVersion = Wire.protocolVersion
         h.runID = runID
         h.step = step
         h.session = session
+        h.sequence = sequence
         return h
     }
 }

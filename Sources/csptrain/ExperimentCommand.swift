@@ -214,7 +214,8 @@ struct Sweep {
                 log("\(run.name): the run there did not complete or has another configuration; starting it again")
                 try FileManager.default.removeItem(at: folder)
             }
-            log("\(run.name): training \(settings.steps) steps")
+            let steps = run.snapshots == nil ? settings.steps : PruningExperimentPlan.snapshotRunSteps(settings)
+            log("\(run.name): training \(steps) steps")
             try launch(["--config", settings.base] + run.overrides.flatMap { ["--set", $0] }, folder: folder, logName: "\(run.name).log")
             guard let summary = try? readSummary(folder), summary.status == .completed else {
                 throw ExperimentError("the run did not complete (see \(runsFolder.path)/\(run.name).log)")
@@ -222,7 +223,20 @@ struct Sweep {
         }
         let summary = try readSummary(folder)
         guard let checkpoint = summary.checkpoint else { throw ExperimentError("the run wrote no checkpoint") }
-        try score(checkpoint: URL(fileURLWithPath: checkpoint), into: scoresFile(run.name))
+        let scored = readScores(scoresFile(run.name))?.matches(checkpoint: checkpoint, settings: settings) ?? false
+        if !scored { try score(checkpoint: URL(fileURLWithPath: checkpoint), into: scoresFile(run.name)) }
+        // "One run, every size": each snapshot the run kept, scored as a run per target is.
+        let store = CheckpointStore(runDirectory: folder)
+        for size in run.snapshots ?? [] {
+            let snapshot = store.snapshotPath(sparsity: size), file = snapshotScoresFile(run.name, size)
+            guard FileManager.default.fileExists(atPath: snapshot.path) else { throw ExperimentError("the run kept no snapshot at \(size): \(snapshot.path) is missing") }
+            if let scores = readScores(file), scores.matches(checkpoint: snapshot.path, settings: settings) { continue }
+            try score(checkpoint: snapshot, into: file, label: "\(run.name), the snapshot at \(Int((size * 100).rounded()))%")
+        }
+    }
+
+    func snapshotScoresFile(_ name: String, _ size: Double) -> URL {
+        folder(name).appendingPathComponent("test-scores-snapshot-\(Int((size * 100).rounded())).json")
     }
 
     func scoreDense(_ checkpoint: URL) throws {
@@ -255,7 +269,7 @@ struct Sweep {
 
     /// Scores a checkpoint on both test sets at once (one thread each) and keeps every
     /// utterance's counts for the paired bootstrap.
-    func score(checkpoint: URL, into file: URL) throws {
+    func score(checkpoint: URL, into file: URL, label: String? = nil) throws {
         let evaluator = try EvalCommand.loadEvaluator(checkpoint.path)
         let sets = [try Manifest.read(settings.test), try Manifest.read(settings.testChannel)]
         let start = Date()
@@ -267,7 +281,7 @@ struct Sweep {
                             characterEdits: r.perUtterance.map(\.characterEdits), characters: r.perUtterance.map(\.characters))
         }
         let clean = scores(results.get(0)), channel = scores(results.get(1))
-        log("\(file.deletingLastPathComponent().lastPathComponent): test WER \(String(format: "%.2f", 100 * clean.wer))% clean, \(String(format: "%.2f", 100 * channel.wer))% channel (\(String(format: "%.0f", seconds)) s)")
+        log("\(label ?? file.deletingLastPathComponent().lastPathComponent): test WER \(String(format: "%.2f", 100 * clean.wer))% clean, \(String(format: "%.2f", 100 * channel.wer))% channel (\(String(format: "%.0f", seconds)) s)")
         let data = try JSONEncoder().encode(Scores(checkpoint: checkpoint.path, test: Scores.testSets(settings), clean: clean, channel: channel, seconds: seconds))
         try data.write(to: file, options: .atomic)
     }

@@ -59,10 +59,24 @@ extension Sweep {
                 r.primary = run.seed == nil
                     && PruningExperimentPlan.primaryRunName(settings, run.method, target: run.target, validation: validation) == run.name
             }
+            if run.snapshots != nil { r.primary = false }
             scoresByRun[run.name] = scores
             r.setIntervals(scores, samples: settings.bootstrapSamples)
             computeSeconds += r.wallSeconds + r.evalSeconds
             results.append(r)
+            // The sizes the one run kept on its way.
+            let store = CheckpointStore(runDirectory: folder(run.name))
+            for size in run.snapshots ?? [] {
+                guard let s = readScores(snapshotScoresFile(run.name, size)),
+                      var k = try? record(method: run.method, target: size, name: run.name, checkpoint: store.snapshotPath(sparsity: size),
+                                          scores: s, summary: summary) else { continue }
+                k.snapshot = true
+                k.primary = false
+                k.setting = r.setting
+                k.setIntervals(s, samples: settings.bootstrapSamples)
+                computeSeconds += k.evalSeconds
+                results.append(k)
+            }
         }
         // Every CSP method against every baseline, utterance by utterance (primary runs only).
         let primary = Dictionary(results.filter { $0.isPrimary && $0.method != "dense" }.map { ("\($0.method)@\($0.targetSparsity)", $0.run) },
@@ -98,11 +112,12 @@ extension Sweep {
         let layout = evaluator.network.layout, values = evaluator.parameters
         // Low-rank layers store their factors: the ranks are in the run's last support update.
         var ranks: [String: Int] = [:]
-        if let text = try? String(contentsOf: RunFolder(folder(name).path).pruningFile, encoding: .utf8),
-           let last = text.split(separator: "\n").last {
+        // The last update in force at the checkpoint (pruning.jsonl counts steps from 1).
+        if let text = try? String(contentsOf: RunFolder(folder(name).path).pruningFile, encoding: .utf8) {
             let decoder = JSONDecoder()
             decoder.keyDecodingStrategy = .convertFromSnakeCase
-            if let update = try? decoder.decode(SupportUpdate.self, from: Data(last.utf8)) {
+            let updates = text.split(separator: "\n").compactMap { try? decoder.decode(SupportUpdate.self, from: Data($0.utf8)) }
+            if let update = updates.last(where: { $0.step <= ckpt.step }) {
                 for layer in update.layers { if let r = layer.rank { ranks[layer.name] = r } }
             }
         }

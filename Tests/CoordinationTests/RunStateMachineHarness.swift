@@ -195,9 +195,10 @@ final class SimulatedShell {
 // MARK: Workers' requests
 
 extension SimulatedShell {
-    func origin(pipe: UInt32, session: SessionID = SessionID(Data()), step: UInt64 = 0,
+    func origin(pipe: UInt32, session: SessionID = SessionID(Data()), step: UInt64 = 0, sequence: UInt64 = 0,
                 runID: String = TestRun.id, protocolVersion: UInt32 = TestRun.protocolVersion) -> Origin {
-        Origin(pipe: pipe, peer: "peer-\(pipe)", protocolVersion: protocolVersion, runID: runID, session: session, step: step)
+        Origin(pipe: pipe, peer: "peer-\(pipe)", protocolVersion: protocolVersion, runID: runID, session: session, step: step,
+               sequence: sequence)
     }
 
     func origin(_ worker: TestWorker, step: UInt64 = 0) -> Origin { origin(pipe: worker.pipe, session: worker.session, step: step) }
@@ -222,8 +223,8 @@ extension SimulatedShell {
     }
 
     @discardableResult
-    func askForWork(_ worker: TestWorker, have: UInt64? = nil) -> RequestID {
-        send(.work(haveVersion: have ?? worker.version), from: origin(worker))
+    func askForWork(_ worker: TestWorker, have: UInt64? = nil, sequence: UInt64 = 0) -> RequestID {
+        send(.work(haveVersion: have ?? worker.version), from: origin(pipe: worker.pipe, session: worker.session, sequence: sequence))
     }
 
     /// The reply to `id` (a method, so that `shell.response(shell.send(…))` reads it after the send).

@@ -125,7 +125,12 @@ final class Simulation {
     @discardableResult
     private func send(_ w: Int, _ inbound: Inbound, session: SessionID, step: UInt64 = 0, have: UInt64? = nil) -> RequestID {
         owners[shell.upcomingID] = (w, session, have)
-        let origin = shell.origin(pipe: workers[w].pipe, session: session, step: step)
+        var sequence: UInt64 = 0
+        if case .work = inbound {
+            workers[w].requests += 1
+            sequence = workers[w].requests
+        }
+        let origin = shell.origin(pipe: workers[w].pipe, session: session, step: step, sequence: sequence)
         let id = shell.send(inbound, from: origin)
         if workers[w].kind == .resender, rng.chance(0.3) { resend(inbound, origin, original: id) }
         return id
@@ -293,26 +298,18 @@ struct RunStatePropertyTests {
         return (problems, sim.shell.events, scenario)
     }
 
-    /// Seeds that break an invariant today, kept out of the timed loop and run here instead, where
-    /// they are expected to fail until fixed. 767: a work request re-sent right after its original
-    /// was answered with a task got another task (the machine cannot tell a re-send from a
-    /// worker asking for its next task while its chunks are in flight; telling them apart needs
-    /// nng's request id, which the shell does not pass yet). The cost is a micro-batch handed to a
-    /// reply the worker's REQ socket drops, waiting out its deadline; never a wrong sum.
-    static let knownFailures: Set<UInt64> = [767]
-
-    @Test(arguments: Array(knownFailures))
-    func knownFailuresStillFail(seed: UInt64) {
-        let (problems, _, _) = Self.check(seed: seed)
-        withKnownIssue("seed \(seed): a re-sent work request can get a second task") {
-            #expect(problems.isEmpty, "\(problems)")
-        }
+    /// Seed 767 once broke the re-send invariant: a work request re-sent right after its original
+    /// was answered with a task got a second task (before workers numbered their requests, a
+    /// re-send could not be told from a worker asking for its next task).
+    @Test func seed767ReSendGetsItsOriginalsTask() {
+        let (problems, _, scenario) = Self.check(seed: 767)
+        #expect(problems.isEmpty, "seed 767 (\(scenario.summary)): \(problems)")
     }
 
     @Test func seededRandomRunsKeepEveryInvariant() {
         let clock = ContinuousClock(), start = clock.now
         var ran = 0, events = 0
-        for seed in UInt64(1) ... 2000 where clock.now - start < Self.budget && !Self.knownFailures.contains(seed) {
+        for seed in UInt64(1) ... 2000 where clock.now - start < Self.budget {
             let (problems, count, scenario) = Self.check(seed: seed)
             ran += 1
             events += count

@@ -41,6 +41,8 @@ struct SimWorker {
     var version: UInt64 = 0
     /// Work requests not answered yet.
     var waiting = 0
+    /// Work requests numbered so far (the worker numbers them; a REQ re-send repeats the number).
+    var requests: UInt64 = 0
     var jobs: [Job] = []
     var lastTraining: TaskAssignment?
     var silent = false

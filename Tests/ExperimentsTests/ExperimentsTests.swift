@@ -62,7 +62,7 @@ struct PlanTests {
         #expect(s.steps == 400 && s.targets == [0.8, 0.9] && s.methods.count == 7)
         // Two thirds of 400 is 266; a sixth of that is 44; the ramp ends on a multiple of it.
         #expect(s.ramp.end == 264 && s.ramp.interval == 44)
-        #expect(throws: ExperimentError("x.yaml: unknown key stepz (known: base, bootstrap_samples, dense_checkpoint, dense_config, extra_seeds, interval, method_set, methods, ramp_end_step, seeded, set, steps, structured_group, targets, test, test_channel, tuning, tuning_settings, tuning_target, variants, workers)")) {
+        #expect(throws: ExperimentError("x.yaml: unknown key stepz (known: base, bootstrap_samples, dense_checkpoint, dense_config, extra_seeds, interval, method_set, methods, ramp_end_step, seeded, set, snapshot_steps, snapshots, steps, structured_group, targets, test, test_channel, tuning, tuning_settings, tuning_target, variants, workers)")) {
             try PruningExperimentSettings.parse(yaml: "base: b.yaml\nstepz: 3\n", source: "x.yaml")
         }
         #expect(throws: ExperimentError("x.yaml: methods: unknown method magic (known: admm-magnitude, csp, gradual-magnitude, low-rank, one-shot-magnitude, one-shot-reconstruction, structured, taylor, wanda; name others under variants)")) {

@@ -51,6 +51,28 @@ struct SweepPlanTests {
         #expect(PruningExperimentPlan.primaryRunName(s, "csp-activations", target: 0.9, validation: validation) == "csp-activations-90-b")
     }
 
+    /// One run per scheduled method to the largest size, holding every size, with the method's
+    /// chosen setting once it is known; one-shot methods have none.
+    @Test func oneRunEverySizeForEachScheduledMethod() throws {
+        let s = try PruningExperimentSettings.parse(yaml: yaml.replacingOccurrences(of: "gradual-magnitude, taylor]", with: "gradual-magnitude, taylor, one-shot-magnitude]")
+            + "\nsnapshots: [0.9, 0.7]\nsnapshot_steps: 10\n", source: "test")
+        #expect(s.snapshots == [0.7, 0.9] && s.snapshotSteps == 10)
+        let before = PruningExperimentPlan.runs(s, denseCheckpoint: "dense").filter { $0.snapshots != nil }.map(\.name)
+        #expect(before == ["gradual-magnitude-snapshots"], "tuned methods wait for their setting; one-shot has none")
+        let validation = ["csp-activations-80-a": 0.30, "csp-activations-80-b": 0.20, "taylor-80-a": 0.22, "taylor-80-b": 0.24]
+        let runs = PruningExperimentPlan.runs(s, denseCheckpoint: "dense", validation: validation).filter { $0.snapshots != nil }
+        #expect(runs.map(\.name) == ["csp-activations-snapshots-b", "gradual-magnitude-snapshots", "taylor-snapshots-a"])
+        let csp = try #require(runs.first)
+        #expect(csp.target == 0.9 && csp.setting == 1)
+        #expect(csp.overrides.contains("optimizer.learning_rate=0.0001"))
+        // 100 steps plus 9 more for each of the two holds, the final checkpoint and validation at its end.
+        for key in ["steps=118", "checkpoint.every_steps=118", "coordinator.eval_every_steps=118",
+                    "pruning.snapshots=[0.7, 0.9]", "pruning.snapshot_steps=10", "pruning.schedule.target=0.9"] {
+            #expect(csp.overrides.contains(key), "\(key) not in \(csp.overrides)")
+        }
+        #expect(!csp.overrides.contains("steps=100"))
+    }
+
     @Test func settingsErrorsNameTheKey() {
         let bad = yaml.replacingOccurrences(of: "    - [pruning.taylor_decay=0.99]\n", with: "")
         #expect(throws: ExperimentError.self) { try PruningExperimentSettings.parse(yaml: bad, source: "test") }

@@ -56,6 +56,47 @@ struct LaunchTests {
         #expect(finals[0].bitPattern == finals[1].bitPattern, "\(finals)")
     }
 
+    /// The coordinator stops for 3 s mid-run (SIGSTOP: as under a long projection step) while
+    /// workers' REQ sockets re-send after 1.2 s and their requests time out after 1.5 s: the
+    /// re-sends are answered from memory, the workers ask again with their sessions, nobody is
+    /// dropped, and the weights are those of a run without the pause.
+    @Test func reqReSendsDuringAStalledCoordinatorChangeNothing() async throws {
+        var weights: [[UInt32]] = []
+        for stall in [false, true] {
+            let dir = temporaryRunDir()
+            defer { try? FileManager.default.removeItem(at: dir) }
+            let child = try Child(["launch", "--workers", "3", "--steps", "400", "--run-dir", dir.path, "--json",
+                                   "--set", "deterministic=true", "--set", "checkpoint.every_steps=0",
+                                   "--set", "coordinator.poll_hold_seconds=0.2", "--set", "transport.resend_seconds=0.5",
+                                   "--set", "transport.request_timeout_seconds=1.5"])
+            if stall {
+                let metrics = dir.appendingPathComponent("metrics.jsonl")
+                let deadline = Date().addingTimeInterval(60)
+                while Date() < deadline, ((try? String(contentsOf: metrics, encoding: .utf8))?.count { $0 == "\n" } ?? 0) < 20 {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                child.signal(SIGSTOP)
+                try await Task.sleep(for: .seconds(3))
+                child.signal(SIGCONT)
+            }
+            let (status, stdout, stderr) = await child.wait(seconds: 150)
+            #expect(status == 0, "launch failed: \(stderr)")
+            let summary = try Summary.parse(stdout)
+            // A task whose request timed out goes to whoever asks next (reassigned), not to a
+            // worker that was dropped.
+            #expect(summary.status == "completed" && summary.workersFailed == 0, "stalled \(stall): \(stdout)")
+            if stall {
+                #expect((summary.resentRequests ?? 0) > 0, "no re-sends across a 3 s stall: \(stdout)")
+                let asked = try String(contentsOf: dir.appendingPathComponent("logs/worker-0.log"), encoding: .utf8)
+                #expect(asked.contains("asking again with the same session"), "worker 0 did not time out across the stall")
+                print("LaunchTests: \(summary.resentRequests ?? 0) re-sent requests answered from memory across a 3 s stall, reassigned \(summary.reassignedMicroBatches)")
+            }
+            let checkpoint = try CheckpointStore.load(try #require(CheckpointStore(runDirectory: dir).latestPath()))
+            weights.append(checkpoint.records.filter { $0.role == "param" }.flatMap { $0.values.map(\.bitPattern) })
+        }
+        #expect(!weights[0].isEmpty && weights[0] == weights[1])
+    }
+
     /// The inputs' second moments are summed exactly in deterministic mode: csp with
     /// `operator: activations` gives the same weights, bit for bit, on 1 and 3 workers.
     @Test func activationsOperatorStaysDeterministicAcrossWorkerCounts() async throws {

@@ -104,6 +104,7 @@ struct Summary: Decodable {
     let duplicateChunks: Int
     let staleChunks: Int
     let reassignedMicroBatches: Int
+    let resentRequests: Int?
     let validWer: Double?
     let validWerChannel: Double?
 

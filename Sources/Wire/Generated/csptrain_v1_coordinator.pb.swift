@@ -145,6 +145,12 @@ public nonisolated struct Csptrain_V1_Header: Sendable {
   /// The session granted in Welcome (16 bytes). Empty in Hello and Proof.
   public var session: Data = Data()
 
+  /// The worker's number for this request, counting up from 1 within its session (0: not
+  /// numbered). nng's REQ sends a request again, with the same bytes, when its reply is late: the
+  /// coordinator answers a repeated number as it answered the first, with no second effect, and
+  /// treats a new number as a new request.
+  public var sequence: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -817,7 +823,7 @@ nonisolated extension Csptrain_V1_Encoding: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Csptrain_V1_Header: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Header"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}run_id\0\u{1}step\0\u{1}session\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}run_id\0\u{1}step\0\u{1}session\0\u{1}sequence\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -829,6 +835,7 @@ nonisolated extension Csptrain_V1_Header: SwiftProtobuf.Message, SwiftProtobuf._
       case 2: try { try decoder.decodeSingularStringField(value: &self.runID) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.step) }()
       case 4: try { try decoder.decodeSingularBytesField(value: &self.session) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       default: break
       }
     }
@@ -847,6 +854,9 @@ nonisolated extension Csptrain_V1_Header: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.session.isEmpty {
       try visitor.visitSingularBytesField(value: self.session, fieldNumber: 4)
     }
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -855,6 +865,7 @@ nonisolated extension Csptrain_V1_Header: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.runID != rhs.runID {return false}
     if lhs.step != rhs.step {return false}
     if lhs.session != rhs.session {return false}
+    if lhs.sequence != rhs.sequence {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+@testable import Coordination
+import Tensors
+
+/// Work requests numbered by the worker (`Origin.sequence`): nng's REQ re-sends a request with the
+/// same bytes, so the same number is a re-send (answered as its original was, with no second
+/// effect) and a new number is the worker's next request, whatever state its last task is in.
+struct NumberedRequestTests {
+    func makeShell(_ change: (inout RunStateMachine.Settings) -> Void = { _ in }) -> SimulatedShell {
+        SimulatedShell(TestRun.settings(totalSteps: 3, change), microBatches: 3)
+    }
+
+    /// Seed 767's case: the re-send comes after its original's task has left and a chunk of it
+    /// is in, so "nothing of it has arrived" cannot tell it from a new request; the number can.
+    @Test func aReSentRequestGetsItsOriginalsTaskEvenOnceItsChunksAreArriving() throws {
+        let shell = makeShell()
+        let a = try shell.joined("a", pipe: 1)
+        let task = try #require(shell.task(shell.askForWork(a, sequence: 1)))
+        shell.sendChunk(a, task)
+        let again = try #require(shell.task(shell.askForWork(a, sequence: 1)))
+        #expect(again == task)
+        #expect(shell.machine.round.microBatches[task.index].assignments == 1)
+        let assigned = shell.machine.round.microBatches.indices.filter { shell.machine.round.assignee(of: $0) == a.session }
+        #expect(assigned == [task.index], "the re-send took a second micro-batch")
+        #expect(shell.machine.resentRequests == 1)
+    }
+
+    @Test func aNewNumberWithChunksInIsTheNextTask() throws {
+        let shell = makeShell()
+        let a = try shell.joined("a", pipe: 1)
+        let first = try #require(shell.task(shell.askForWork(a, sequence: 1)))
+        shell.sendChunk(a, first)
+        let next = try #require(shell.task(shell.askForWork(a, sequence: 2)))
+        #expect(next.index != first.index)
+        #expect(shell.machine.round.assignee(of: first.index) == a.session, "the first keeps its chunks' owner")
+        #expect(shell.machine.resentRequests == 0)
+    }
+
+    /// A worker that dropped its task (its weights did not decode) asks again with a new number
+    /// and the same version: the unstarted task goes back to the pool instead of being repeated.
+    @Test func aNewNumberWithTheSameVersionIsNotTakenForAReSend() throws {
+        let shell = makeShell()
+        let a = try shell.joined("a", pipe: 1)
+        _ = try #require(shell.task(shell.askForWork(a, have: 0, sequence: 1)))
+        _ = try #require(shell.task(shell.askForWork(a, have: 0, sequence: 2)))
+        #expect(shell.machine.resentRequests == 0)
+        let held = shell.machine.round.microBatches.indices.filter { shell.machine.round.assignee(of: $0) == a.session }
+        #expect(held.count == 1, "an unstarted task was kept beside the new one: \(held)")
+    }
+
+    @Test func aReSentRequestHeldBehindItsOriginalsUnsentReplyGetsTheSameTask() throws {
+        let shell = makeShell()
+        let a = try shell.joined("a", pipe: 1)
+        shell.holdReplies = true
+        let original = shell.askForWork(a, sequence: 1)
+        let task = try #require(shell.task(original))
+        let resend = shell.askForWork(a, sequence: 1)
+        #expect(shell.response(resend) == nil, "held until the original's reply has left")
+        shell.sendReplies()
+        #expect(shell.task(resend) == task)
+        #expect(shell.machine.round.microBatches[task.index].assignments == 1)
+    }
+
+    /// Both the original and its re-send wait for a task (no member may start yet): the first
+    /// task goes to the original, and the re-send gets the same one.
+    @Test func aReSentRequestHeldBesideItsOriginalGetsTheSameTask() throws {
+        let shell = makeShell { $0.minWorkers = 2; $0.pollHoldSeconds = 5 }
+        let a = try shell.joined("a", pipe: 1)
+        let original = shell.askForWork(a, sequence: 1), resend = shell.askForWork(a, sequence: 1)
+        #expect(shell.response(original) == nil && shell.response(resend) == nil)
+        _ = try shell.joined("b", pipe: 2)
+        let task = try #require(shell.task(original))
+        #expect(shell.task(resend) == task)
+        let held = shell.machine.round.microBatches.indices.filter { shell.machine.round.assignee(of: $0) == a.session }
+        #expect(held == [task.index])
+    }
+
+    /// The re-send of a request whose task is done (the step was applied): the worker took the
+    /// original's answer (REQ drops this one), so it is told to wait rather than given work.
+    @Test func aReSentRequestWhoseTaskIsDoneIsToldToWait() throws {
+        let shell = SimulatedShell(TestRun.settings(totalSteps: 3), microBatches: 1)
+        let a = try shell.joined("a", pipe: 1)
+        let task = try #require(shell.task(shell.askForWork(a, sequence: 1)))
+        shell.sendAllChunks(a, task)
+        #expect(shell.machine.step == 1)
+        #expect(shell.response(shell.askForWork(a, have: 0, sequence: 1)) == .wait)
+        #expect(shell.machine.round.assignee(of: 0) == nil, "the re-send took the next step's micro-batch")
+        #expect(shell.task(shell.askForWork(a, have: task.weightsVersion, sequence: 2)) != nil)
+    }
+}
