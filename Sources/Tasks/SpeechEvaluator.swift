@@ -9,7 +9,7 @@ public struct SpeechEvaluator: Sendable {
     public let parameters: [Float]
     public let normalization: FeatureNormalization
     public let vocabulary = Vocabulary.characters
-    /// 0 or 1: greedy; more: prefix beam search of that width (CTC).
+    /// 0 or 1: greedy; more: beam search of that width (CTC's prefix search, the transducer's).
     public var beam = 1
 
     public init(network: SpeechNetwork, parameters: [Float], normalization: FeatureNormalization) {

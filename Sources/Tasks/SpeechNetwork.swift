@@ -60,8 +60,8 @@ public enum SpeechNetwork: Sendable {
         }
     }
 
-    /// Class sequences (1..<V) for a batch of normalised feature matrices: CTC greedy or prefix
-    /// beam search of width `beam`; the transducer's greedy search (`beam` not yet used).
+    /// Class sequences (1..<V) for a batch of normalised feature matrices: greedy, or for `beam`
+    /// above 1 CTC's prefix beam search or the transducer's beam search of that width.
     public func decode(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], beam: Int = 1) -> [[Int]] {
         switch self {
         case let .ctc(m):
@@ -70,7 +70,7 @@ public enum SpeechNetwork: Sendable {
                 beam > 1 ? CTCDecoder.beamSearch(l, classes: V, beam: beam) : CTCDecoder.greedy(l, classes: V)
             }
         case let .rnnt(m):
-            return m.greedy(parameters: p, features: features)
+            return beam > 1 ? m.beamSearch(parameters: p, features: features, beam: beam) : m.greedy(parameters: p, features: features)
         }
     }
 }

@@ -12,14 +12,14 @@ struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Score a speech checkpoint: word and character error rates.",
-        discussion: "Greedy decoding (CTC or RNN-T) unless --beam is given (CTC prefix beam search); no language model or lexicon. Any common sample rate, WAV or FLAC."
+        discussion: "Greedy decoding (CTC or RNN-T) unless --beam is given (CTC: prefix beam search; RNN-T: ESPnet's default beam search, after Graves 2012); no language model or lexicon. Any common sample rate, WAV or FLAC."
     )
 
     @Option(help: ArgumentHelp("Checkpoint file (or a run folder: its latest checkpoint).", valueName: "path"))
     var checkpoint: String
     @Option(help: ArgumentHelp("NeMo-style JSONL manifest.", valueName: "file")) var manifest: String?
     @Option(help: ArgumentHelp("LibriSpeech-layout folder.", valueName: "dir")) var librispeech: String?
-    @Option(help: "Prefix beam search with this many beams (1: greedy).") var beam = 1
+    @Option(help: "Beam search with this many beams (1: greedy).") var beam = 1
     @Flag(help: "Print one JSON object with wer, cer, utterances, real_time_factor and each utterance's transcript.") var json = false
 
     func validate() throws {
@@ -32,9 +32,6 @@ struct EvalCommand: ParsableCommand {
         ProcessTuning.keepLargeBuffersMapped()
         let evaluator = try Self.loadEvaluator(checkpoint)
         var e = evaluator
-        if evaluator.model == nil, beam > 1 {
-            throw ValidationError("--beam \(beam): beam search is for CTC models; \(checkpoint) is an RNN-T model, which decodes greedily for now (drop --beam)")
-        }
         e.beam = beam
         let utterances = try manifest.map { try Manifest.read($0) } ?? LibriSpeech.read(librispeech!)
         let result = e.evaluate(utterances)

@@ -25,8 +25,8 @@ struct TranscribeCommand: ParsableCommand {
         With `-` as the only file, reads signed 16-bit little-endian mono 16 kHz PCM from stdin and \
         prints a line `partial: TEXT` each time the text so far changes, then the final text when \
         stdin closes (with --json: one JSON object per line, the last with "final": true). Only a \
-        unidirectional model can stream. An RNN-T checkpoint decodes greedily; streamed, its \
-        transcriber runs packed as above.
+        unidirectional model can stream. An RNN-T checkpoint's whole files run dense (greedy or \
+        --beam); streamed, its transcriber runs packed as above and decodes greedily.
 
         Example:  arecord -q -f S16_LE -r 16000 -c 1 | csptrain transcribe - --checkpoint runs/streaming
         """
@@ -72,12 +72,14 @@ struct TranscribeCommand: ParsableCommand {
         let streaming = audio == ["-"]
         let loaded = try InferenceLoader.load(checkpoint: path)
         if case let .rnnt(transducer) = loaded.evaluator.network {
-            guard beam == 1 else { throw ValidationError("--beam \(beam): beam search is for CTC models; \(path) is an RNN-T model, which decodes greedily for now") }
             guard streaming else {
-                // Whole files through the training code's dense forward pass and greedy search.
+                // Whole files through the training code's dense forward pass, greedy or beam search.
+                var evaluator = loaded.evaluator
+                evaluator.beam = beam
                 let extractor = LogMelExtractor()
-                return try files(layouts: [:]) { loaded.evaluator.transcribe(features: [loaded.evaluator.features($0, extractor: extractor)])[0] }
+                return try files(layouts: [:]) { evaluator.transcribe(features: [evaluator.features($0, extractor: extractor)])[0] }
             }
+            guard beam == 1 else { throw ValidationError("--beam \(beam): an RNN-T model streams with greedy search only; drop --beam, or give audio files") }
             var options = InferenceModel.Options()
             options.layouts = layouts.choice
             options.chunkFrames = 4

@@ -192,4 +192,54 @@ struct TransducerModelTests {
         }
         #expect(mixed, "no blank bias made greedy decoding mix labels and blanks")
     }
+
+    /// With a beam as wide as the labels, beam search returns the most probable single alignment
+    /// over every label sequence: the best Viterbi path through each sequence's lattice, found
+    /// here by trying every sequence of up to 4 labels, for random models until two of them
+    /// prefer a non-empty sequence (every alignment has T blanks, so random weights often make
+    /// the empty one the best); cases whose best has 3 or 4 labels, which a longer one might
+    /// beat, are not judged.
+    @Test func wideBeamSearchFindsTheBestAlignment() {
+        let model = tiny(bidirectional: false)
+        let V = model.settings.classes, J = model.transducer.jointDim
+        var sequences: [[Int]] = [[]], frontier: [[Int]] = [[]]
+        for _ in 0 ..< 4 {
+            frontier = frontier.flatMap { y in (1 ..< V).map { y + [$0] } }
+            sequences += frontier
+        }
+        var labelled = 0
+        for seed in UInt64(1) ... 40 where labelled < 2 {
+            let p = model.initialParameters(seed: seed).map { $0 * 3 }
+            let features = [randomValues(8 * 4, seed: 70 + seed)]
+            let found = p.withUnsafeBufferPointer { model.scoredBeamSearch(parameters: $0, features: features, beam: V - 1) }[0]
+            var best = (labels: [Int](), score: -Double.infinity)
+            p.withUnsafeBufferPointer { pb in
+                let enc = model.encode(features, parameters: pb)
+                let T = enc.encoder.output.lengths[0]
+                for y in sequences {
+                    let pred = model.predict([y], parameters: pb), N = y.count + 1
+                    let table = (0 ..< T).map { t in
+                        (0 ..< N).map { u in
+                            model.jointLogSoftmax(enc.projected[t * J ..< (t + 1) * J], Array(pred.projected[u * J ..< (u + 1) * J]), parameters: pb)
+                        }
+                    }
+                    var delta = [Double](repeating: -.infinity, count: T * N)
+                    delta[0] = 0
+                    for t in 0 ..< T {
+                        for u in 0 ..< N where t > 0 || u > 0 {
+                            let viaBlank = t > 0 ? delta[(t - 1) * N + u] + table[t - 1][u][0] : -.infinity
+                            let viaLabel = u > 0 ? delta[t * N + u - 1] + table[t][u - 1][y[u - 1]] : -.infinity
+                            delta[t * N + u] = max(viaBlank, viaLabel)
+                        }
+                    }
+                    let score = delta[T * N - 1] + table[T - 1][N - 1][0]
+                    if score > best.score { best = (y, score) }
+                }
+            }
+            guard best.labels.count < 3 else { continue }   // a longer sequence might win: not a case this can judge
+            #expect(found.labels == best.labels && abs(found.score - best.score) < 1e-9, "seed \(seed): beam \(found), brute force \(best)")
+            if !best.labels.isEmpty { labelled += 1 }
+        }
+        #expect(labelled == 2, "fewer than two seeds gave a best alignment with labels")
+    }
 }
