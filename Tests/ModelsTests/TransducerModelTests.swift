@@ -193,8 +193,8 @@ struct TransducerModelTests {
         #expect(mixed, "no blank bias made greedy decoding mix labels and blanks")
     }
 
-    /// With a beam as wide as the labels, beam search returns the most probable single alignment
-    /// over every label sequence: the best Viterbi path through each sequence's lattice, found
+    /// With a beam as wide as the labels (and up to 4 labels a frame), beam search returns the
+    /// most probable single alignment over every label sequence: the best Viterbi path through each sequence's lattice, found
     /// here by trying every sequence of up to 4 labels, for random models until two of them
     /// prefer a non-empty sequence (every alignment has T blanks, so random weights often make
     /// the empty one the best); cases whose best has 3 or 4 labels, which a longer one might
@@ -208,21 +208,29 @@ struct TransducerModelTests {
             sequences += frontier
         }
         var labelled = 0
-        for seed in UInt64(1) ... 40 where labelled < 2 {
+        // Seeds 1 to 12 hold the first two such models (6 and 12; the others prefer the empty
+        // sequence, or a longer one): those two first, then the rest if the weights' draw changes.
+        for seed in [UInt64(6), 12] + Array(1 ... 40).filter({ $0 != 6 && $0 != 12 }) where labelled < 2 {
             let p = model.initialParameters(seed: seed).map { $0 * 3 }
             let features = [randomValues(8 * 4, seed: 70 + seed)]
-            let found = p.withUnsafeBufferPointer { model.scoredBeamSearch(parameters: $0, features: features, beam: V - 1) }[0]
+            let found = p.withUnsafeBufferPointer { model.scoredBeamSearch(parameters: $0, features: features, beam: V - 1, maxSymbolsPerFrame: 4) }[0]
             var best = (labels: [Int](), score: -Double.infinity)
             p.withUnsafeBufferPointer { pb in
                 let enc = model.encode(features, parameters: pb)
                 let T = enc.encoder.output.lengths[0]
+                // log softmax of the joint at every frame, per label prefix (a prefix's g_u is the
+                // predictor's last output on it).
+                var byPrefix: [[Int]: [[Double]]] = [:]
                 for y in sequences {
-                    let pred = model.predict([y], parameters: pb), N = y.count + 1
-                    let table = (0 ..< T).map { t in
-                        (0 ..< N).map { u in
-                            model.jointLogSoftmax(enc.projected[t * J ..< (t + 1) * J], Array(pred.projected[u * J ..< (u + 1) * J]), parameters: pb)
-                        }
+                    let pred = model.predict([y], parameters: pb), u = y.count
+                    byPrefix[y] = (0 ..< T).map { t in
+                        model.jointLogSoftmax(enc.projected[t * J ..< (t + 1) * J], Array(pred.projected[u * J ..< (u + 1) * J]), parameters: pb)
                     }
+                }
+                for y in sequences {
+                    let N = y.count + 1
+                    let prefixes = (0 ..< N).map { byPrefix[Array(y.prefix($0))]! }
+                    let table = (0 ..< T).map { t in (0 ..< N).map { u in prefixes[u][t] } }
                     var delta = [Double](repeating: -.infinity, count: T * N)
                     delta[0] = 0
                     for t in 0 ..< T {

@@ -21,15 +21,21 @@ extension TransducerModel {
         /// when the hypothesis is taken out (most extensions never are).
         var state: PredictorState
         var pending: Int?
+        /// Labels this hypothesis took in the current frame.
+        var emitted = 0
     }
 
-    /// The label sequence (1..<V) of the best-scoring hypothesis, for each utterance.
-    public func beamSearch(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], beam: Int) -> [[Int]] {
-        scoredBeamSearch(parameters: p, features: features, beam: beam).map(\.labels)
+    /// The label sequence (1..<V) of the best-scoring hypothesis, for each utterance. As in greedy
+    /// decoding, a hypothesis takes at most `maxSymbolsPerFrame` labels in one frame (ESPnet's
+    /// search has no such bound; without it a model that rarely says blank makes the search of
+    /// one frame grow without end).
+    public func beamSearch(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], beam: Int, maxSymbolsPerFrame: Int = 8) -> [[Int]] {
+        scoredBeamSearch(parameters: p, features: features, beam: beam, maxSymbolsPerFrame: maxSymbolsPerFrame).map(\.labels)
     }
 
     /// The best hypothesis of each utterance with its score, the log-probability of its alignment.
-    func scoredBeamSearch(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], beam: Int) -> [(labels: [Int], score: Double)] {
+    func scoredBeamSearch(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], beam: Int,
+                          maxSymbolsPerFrame: Int = 8) -> [(labels: [Int], score: Double)] {
         precondition(beam >= 1)
         guard !features.isEmpty else { return [] }
         let enc = encode(features, parameters: p)
@@ -40,7 +46,7 @@ extension TransducerModel {
             var kept = [Hypothesis(score: 0, labels: [], state: start, pending: nil)]
             for t in 0 ..< enc.encoder.output.lengths[b] {
                 let f = enc.projected[(t * B + b) * J ..< (t * B + b + 1) * J]
-                var open = kept
+                var open = kept.map { h in var h = h; h.emitted = 0; return h }
                 kept = []
                 while let best = open.indices.max(by: { open[$0].score < open[$1].score }) {
                     var hypothesis = open.remove(at: best)
@@ -50,10 +56,11 @@ extension TransducerModel {
                     }
                     let logProb = jointLogSoftmax(f, hypothesis.state.output, parameters: p)
                     kept.append(Hypothesis(score: hypothesis.score + logProb[0], labels: hypothesis.labels, state: hypothesis.state, pending: nil))
-                    let extensions = (1 ..< V).sorted { logProb[$0] > logProb[$1] }.prefix(width)
-                    for k in extensions {
-                        open.append(Hypothesis(score: hypothesis.score + logProb[k], labels: hypothesis.labels + [k],
-                                               state: hypothesis.state, pending: k))
+                    if hypothesis.emitted < maxSymbolsPerFrame {
+                        for k in (1 ..< V).sorted(by: { logProb[$0] > logProb[$1] }).prefix(width) {
+                            open.append(Hypothesis(score: hypothesis.score + logProb[k], labels: hypothesis.labels + [k],
+                                                   state: hypothesis.state, pending: k, emitted: hypothesis.emitted + 1))
+                        }
                     }
                     let openBest = open.map(\.score).max() ?? -.infinity
                     let ahead = kept.filter { $0.score > openBest }
