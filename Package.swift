@@ -138,7 +138,7 @@ let package = Package(
         .testTarget(name: "TLSMaterialTests", dependencies: ["TLSMaterial", "Transport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Tensors"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors", "CKernels"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors", "CKernels"], exclude: ["Fixtures"]),
         .testTarget(name: "SpeechTests", dependencies: ["Speech", "Tensors"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Tensors"]),
         .testTarget(name: "CompressedSensingTests", dependencies: ["CompressedSensing", "Tensors"]),

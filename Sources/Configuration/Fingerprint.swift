@@ -24,7 +24,9 @@ public struct MathsFingerprint: Sendable, Equatable {
                            "coordinator.broadcast_values", "coordinator.gradient_values"]
     /// Keys added after checkpoints were first written, with the value a checkpoint without them
     /// was computed with: absent there means this value.
-    static let addedLater = ["coordinator.gradient_values": "f32", "pruning.snapshots": "[]", "pruning.snapshot_steps": "100"]
+    static let addedLater = ["coordinator.gradient_values": "f32", "pruning.snapshots": "[]", "pruning.snapshot_steps": "100",
+                             "model.rnnt.predictor_embedding": "128", "model.rnnt.predictor_hidden": "256",
+                             "model.rnnt.predictor_layers": "1", "model.rnnt.joint_dim": "256"]
     /// Paths: where the data are, not what they are.
     static let excluded = ["data.train", "data.valid", "data.valid_channel"]
 

@@ -42,7 +42,8 @@ extension ModelSettings: ConfigSection {
             .init("hidden_dim", \.hiddenDim, "hidden units", check: positive),
             .init("classes", \.classes, "output classes", check: { $0 >= 2 ? nil : "must be at least 2" }),
             .init("parameters", \.parameters, "loadtest: parameter count", check: { $0 >= 2 ? nil : "must be at least 2" }),
-            .init("acoustic", \.acoustic, "ctc: the acoustic model's sizes"),
+            .init("acoustic", \.acoustic, "ctc, rnnt: the acoustic model's (the transducer's encoder's) sizes"),
+            .init("rnnt", \.rnnt, "rnnt: the prediction and joint networks' sizes"),
         ]
     }
 }
@@ -244,6 +245,17 @@ extension AcousticSettings: ConfigSection {
             .init("lstm_hidden", \.lstmHidden, "LSTM units per direction", check: positive),
             .init("lstm_layers", \.lstmLayers, "LSTM layers", check: positive),
             .init("bidirectional", \.bidirectional, "bidirectional LSTM layers"),
+        ]
+    }
+}
+
+extension TransducerSettings: ConfigSection {
+    static var fields: [ConfigField<TransducerSettings>] {
+        [
+            .init("predictor_embedding", \.predictorEmbedding, "width of the prediction network's label embedding", check: positive),
+            .init("predictor_hidden", \.predictorHidden, "LSTM units of the prediction network", check: positive),
+            .init("predictor_layers", \.predictorLayers, "LSTM layers of the prediction network", check: positive),
+            .init("joint_dim", \.jointDim, "width of the joint network (both projections and the tanh)", check: positive),
         ]
     }
 }

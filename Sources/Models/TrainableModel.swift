@@ -65,6 +65,10 @@ public struct ModelSettings: Sendable, Equatable {
         /// The speech model: convolutional subsampling, (bi)LSTM layers, linear output, CTC
         /// (`acoustic` gives its sizes); trains on `data.kind: speech`.
         case ctc
+        /// The RNN transducer: the ctc model's encoder (`acoustic`, with `bidirectional: false`
+        /// to stream), a prediction network and a joint network (`rnnt`), trained with the
+        /// RNN-T loss; trains on `data.kind: speech`.
+        case rnnt
     }
     public var kind: Kind = .mlp
     public var inputDim = 32
@@ -72,8 +76,10 @@ public struct ModelSettings: Sendable, Equatable {
     public var classes = 8
     /// `loadtest` only: number of parameters.
     public var parameters = 1 << 20
-    /// `ctc` only: the acoustic model's shape.
+    /// `ctc` and `rnnt`: the acoustic model's (the transducer's encoder's) shape.
     public var acoustic = AcousticSettings()
+    /// `rnnt` only: the prediction and joint networks.
+    public var rnnt = TransducerSettings()
     public init() {}
 }
 

@@ -12,10 +12,10 @@ public enum ModelFactory {
             return MLPClassifier(task: task, hiddenDim: model.hiddenDim)
         case (.loadtest, _):
             return LoadTestModel(parameters: model.parameters, examples: data.examples)
-        case (.ctc, .speech):
-            return try SpeechTask(settings: model.acoustic, data: data, augmentation: augmentation, seed: seed)
-        case (.mlp, .speech), (.ctc, .synthetic):
-            throw TaskError("model.kind \(model.kind.rawValue) cannot train on data.kind \(data.kind.rawValue): use mlp with synthetic, or ctc with speech")
+        case (.ctc, .speech), (.rnnt, .speech):
+            return try SpeechTask(model: model, data: data, augmentation: augmentation, seed: seed)
+        case (.mlp, .speech), (.ctc, .synthetic), (.rnnt, .synthetic):
+            throw TaskError("model.kind \(model.kind.rawValue) cannot train on data.kind \(data.kind.rawValue): use mlp with synthetic, or ctc or rnnt with speech")
         }
     }
 }

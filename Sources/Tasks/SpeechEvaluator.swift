@@ -3,20 +3,27 @@ import Models
 import Speech
 import Tensors
 
-/// Transcribes utterances with a trained acoustic model and scores them.
+/// Transcribes utterances with a trained speech network (CTC or RNN-T) and scores them.
 public struct SpeechEvaluator: Sendable {
-    public let model: AcousticModel
+    public let network: SpeechNetwork
     public let parameters: [Float]
     public let normalization: FeatureNormalization
     public let vocabulary = Vocabulary.characters
-    /// 0 or 1: greedy; more: prefix beam search of that width.
+    /// 0 or 1: greedy; more: beam search of that width (CTC's prefix search, the transducer's).
     public var beam = 1
 
-    public init(model: AcousticModel, parameters: [Float], normalization: FeatureNormalization) {
-        precondition(parameters.count == model.layout.totalCount)
-        self.model = model
+    public init(network: SpeechNetwork, parameters: [Float], normalization: FeatureNormalization) {
+        precondition(parameters.count == network.layout.totalCount)
+        self.network = network
         self.parameters = parameters
         self.normalization = normalization
+    }
+
+    /// CTC's acoustic model; nil for a transducer (sparse inference and the ONNX and
+    /// safetensors exports know the CTC model only).
+    public var model: AcousticModel? {
+        if case let .ctc(m) = network { return m }
+        return nil
     }
 
     /// Normalised log-mel features of 16 kHz samples.
@@ -28,12 +35,8 @@ public struct SpeechEvaluator: Sendable {
 
     /// Transcripts of a batch of feature matrices (frames, bands).
     public func transcribe(features: [[Float]]) -> [String] {
-        let logits = parameters.withUnsafeBufferPointer { model.logits(parameters: $0, features: features) }
-        let V = model.settings.classes
-        return logits.map { l in
-            let classes = beam > 1 ? CTCDecoder.beamSearch(l, classes: V, beam: beam) : CTCDecoder.greedy(l, classes: V)
-            return vocabulary.decode(classes)
-        }
+        let decoded = parameters.withUnsafeBufferPointer { network.decode(parameters: $0, features: features, beam: beam) }
+        return decoded.map { vocabulary.decode($0) }
     }
 
     public struct Result: Sendable {

@@ -3,14 +3,14 @@ import Models
 import Speech
 import Tensors
 
-/// The acoustic model trained with CTC on prepared speech shards: what a worker computes for a
-/// micro-batch of example indices.
+/// A speech network (CTC's acoustic model or the RNN transducer) trained on prepared speech
+/// shards: what a worker computes for a micro-batch of example indices.
 ///
 /// Per example: 16 kHz audio from the shards → waveform augmentation → 80-band log-mel →
 /// global mean/variance normalisation (statistics from the training shards) → SpecAugment.
 /// All random draws are keyed by (seed, epoch, example), so any worker computes the same thing.
 public struct SpeechTask: TrainableModel {
-    public let model: AcousticModel
+    public let model: SpeechNetwork
     public let train: ShardSet
     public let augmentation: AugmentationSettings
     public let seed: UInt64
@@ -19,7 +19,7 @@ public struct SpeechTask: TrainableModel {
     /// Validation shard sets by name ("valid", "valid_channel").
     public let validation: [String: ShardSet]
 
-    public init(settings: AcousticSettings, data: DataSettings, augmentation: AugmentationSettings, seed: UInt64) throws {
+    public init(model settings: ModelSettings, data: DataSettings, augmentation: AugmentationSettings, seed: UInt64) throws {
         guard !data.train.isEmpty else {
             throw TaskError("data.train is empty: give the folder of prepared training shards (csptrain data prepare)")
         }
@@ -27,8 +27,8 @@ public struct SpeechTask: TrainableModel {
         guard train.count > 0 else {
             throw TaskError("\(data.train) holds no examples (were all files skipped when it was prepared? see its shards.json)")
         }
-        var s = settings
-        s.classes = Vocabulary.characters.classes
+        model = try SpeechNetwork(model: settings)
+        let s = model.settings
         guard train.index.featureMean.count == s.features else {
             throw TaskError("\(data.train)/shards.json has statistics for \(train.index.featureMean.count) bands, the model expects model.acoustic.features = \(s.features)")
         }
@@ -36,7 +36,6 @@ public struct SpeechTask: TrainableModel {
               train.index.featureStd.allSatisfy({ $0.isFinite && $0 > 0 }), train.index.featureMean.allSatisfy(\.isFinite) else {
             throw TaskError("\(data.train)/shards.json: feature_mean/feature_std must hold \(s.features) finite values, the deviations positive")
         }
-        model = AcousticModel(settings: s)
         normalization = FeatureNormalization(mean: train.index.featureMean, std: train.index.featureStd)
         self.augmentation = augmentation
         self.seed = seed
@@ -60,10 +59,10 @@ public struct SpeechTask: TrainableModel {
             features.append(f)
             references.append(text)
         }
-        let logits = model.logits(parameters: parameters, features: features)
+        let decoded = model.decode(parameters: parameters, features: features)
         var rates = ErrorRates()
-        for (l, reference) in zip(logits, references) {
-            rates.add(reference: reference, hypothesis: vocabulary.decode(CTCDecoder.greedy(l, classes: model.settings.classes)))
+        for (classes, reference) in zip(decoded, references) {
+            rates.add(reference: reference, hypothesis: vocabulary.decode(classes))
         }
         return EvaluationCounts(wordEdits: rates.wordEdits, words: rates.words, characterEdits: rates.characterEdits,
                                 characters: rates.characters, utterances: rates.utterances)
@@ -110,7 +109,7 @@ public struct SpeechTask: TrainableModel {
             features.append(f)
             labels.append(vocabulary.encode(text))
         }
-        return model.lossAndGradient(parameters: parameters, features: features, labels: labels, gradient: gradient, moments: &moments).lossSum
+        return model.lossAndGradient(parameters: parameters, features: features, labels: labels, gradient: gradient, moments: &moments)
     }
 
     enum Purpose {

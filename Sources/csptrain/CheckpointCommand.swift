@@ -170,6 +170,12 @@ struct CheckpointCommand: ParsableCommand {
             compressed-tensors (<prefix>.shape, .compressed, .bitmask, .row_offsets, the prefix being \
             the name without .weight).
 
+            An RNN-T checkpoint (model.kind: rnnt) exports with torchaudio.models.RNNT's part names: \
+            transcriber.conv.<n>.*, transcriber.lstm.*, transcriber.output_linear.*, \
+            predictor.embedding.weight, predictor.lstm_layers.<n>.x2g.weight/.bias and .p2g.weight \
+            (torchaudio's _CustomLSTM without layer norm), predictor.linear.*, and joiner.linear.* \
+            applied to tanh(transcriber + predictor); safetensors only.
+
             --format onnx writes the whole model as an ONNX graph (opset 17) that onnxruntime runs: \
             input features (1, T, F) raw log-mels, output logits (1, T', V); normalisation, Conv, \
             LSTM (gates reordered to ONNX's i, o, f, c) and the output layer inside. Pruned weights \
@@ -205,36 +211,48 @@ struct CheckpointCommand: ParsableCommand {
             let config = try RunConfiguration.parse(yaml: checkpoint.configYAML, source: "\(url.path) (its configuration)")
             // The same model, weights and feature statistics `eval` scores.
             let evaluator = try EvalCommand.evaluator(checkpoint, config: config, url: url)
-            let model = evaluator.model, settings = model.settings, parameters = evaluator.parameters
+            let parameters = evaluator.parameters
             let mean = evaluator.normalization.mean, std = evaluator.normalization.std
-            if format == .onnx {
-                guard layout == .dense else { throw ValidationError("--layout \(layout.rawValue) is for safetensors; ONNX weights are dense (pruned ones are zeros)") }
-                try writeONNX(model: model, parameters: parameters, mean: mean, std: std, checkpoint: checkpoint)
-                if let reference { try writeReference(audio: reference, model: model, parameters: parameters, mean: mean, std: std) }
-                return
+            let tensors: [(name: String, shape: [Int], values: [Float], prunable: Bool)]
+            let architecture: [String: Any]
+            switch evaluator.network {
+            case let .ctc(model):
+                let settings = model.settings
+                if format == .onnx {
+                    guard layout == .dense else { throw ValidationError("--layout \(layout.rawValue) is for safetensors; ONNX weights are dense (pruned ones are zeros)") }
+                    try writeONNX(model: model, parameters: parameters, mean: mean, std: std, checkpoint: checkpoint)
+                    if let reference { try writeReference(audio: reference, model: model, parameters: parameters, mean: mean, std: std) }
+                    return
+                }
+                let prunable = Set(PrunedLayers(layout: model.layout, exclude: []).tensors.map(\.name))
+                tensors = model.layout.tensors.map { ($0.name, $0.shape, Array(parameters[$0.range]), prunable.contains($0.name)) }
+                architecture = [
+                    "kind": "ctc", "features": settings.features, "conv_channels": settings.convChannels, "conv_layers": settings.convLayers,
+                    "conv_kernel": 3, "conv_stride": 2, "conv_padding": 1, "lstm_hidden": settings.lstmHidden,
+                    "lstm_layers": settings.lstmLayers, "bidirectional": settings.bidirectional, "classes": settings.classes,
+                ]
+            case let .rnnt(model):
+                guard format == .safetensors, reference == nil else {
+                    throw ValidationError("\(url.path) is an RNN-T model: it exports as safetensors without --reference for now (ONNX and the reference logits are the CTC model's)")
+                }
+                tensors = model.exportedTensors(parameters: parameters).map { ($0.name, $0.shape, $0.values, $0.prunable) }
+                architecture = model.exportedArchitecture
             }
             var writer = SafeTensorsWriter()
-            let prunable = Set(PrunedLayers(layout: model.layout, exclude: []).tensors.map(\.name))
-            for spec in model.layout.tensors {
-                let values = Array(parameters[spec.range])
-                if layout == .bitmask, spec.shape.count >= 2, prunable.contains(spec.name) {
-                    let parts = SparseBitmask.compress(values, shape: spec.shape)
-                    let prefix = SparseBitmask.prefix(of: spec.name)
-                    writer.add("\(prefix).shape", int64: spec.shape.map { Int64($0) }, shape: [spec.shape.count])
+            for tensor in tensors {
+                if layout == .bitmask, tensor.shape.count >= 2, tensor.prunable {
+                    let parts = SparseBitmask.compress(tensor.values, shape: tensor.shape)
+                    let prefix = SparseBitmask.prefix(of: tensor.name)
+                    writer.add("\(prefix).shape", int64: tensor.shape.map { Int64($0) }, shape: [tensor.shape.count])
                     writer.add("\(prefix).compressed", floats: parts.compressed, shape: [parts.compressed.count])
                     writer.add("\(prefix).bitmask", bytes: parts.bitmask, shape: [parts.rows, (parts.columns + 7) / 8])
                     writer.add("\(prefix).row_offsets", int64: parts.rowOffsets, shape: [parts.rows])
                 } else {
-                    writer.add(spec.name, floats: values, shape: spec.shape)
+                    writer.add(tensor.name, floats: tensor.values, shape: tensor.shape)
                 }
             }
             writer.add("feature_normalization.mean", floats: mean, shape: [mean.count])
             writer.add("feature_normalization.std", floats: std, shape: [std.count])
-            let architecture: [String: Any] = [
-                "kind": "ctc", "features": settings.features, "conv_channels": settings.convChannels, "conv_layers": settings.convLayers,
-                "conv_kernel": 3, "conv_stride": 2, "conv_padding": 1, "lstm_hidden": settings.lstmHidden,
-                "lstm_layers": settings.lstmLayers, "bidirectional": settings.bidirectional, "classes": settings.classes,
-            ]
             writer.metadata = [
                 "format": "pt",
                 "csptrain.layout": layout.rawValue,
@@ -249,7 +267,7 @@ struct CheckpointCommand: ParsableCommand {
             }
             let zeros = parameters.reduce(0) { $0 + ($1 == 0 ? 1 : 0) }
             StandardError.write("wrote \(out): \(bytes.count) bytes, \(writer.names.count) tensors, step \(checkpoint.step), \(String(format: "%.2f", 100 * Double(zeros) / Double(max(1, parameters.count))))% zeros, layout \(layout.rawValue)\n")
-            if let reference {
+            if let reference, case let .ctc(model) = evaluator.network {
                 try writeReference(audio: reference, model: model, parameters: parameters, mean: mean, std: std)
             }
         }

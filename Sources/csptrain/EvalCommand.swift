@@ -12,14 +12,14 @@ struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Score a speech checkpoint: word and character error rates.",
-        discussion: "Greedy CTC decoding unless --beam is given; no language model or lexicon. Any common sample rate, WAV or FLAC."
+        discussion: "Greedy decoding (CTC or RNN-T) unless --beam is given (CTC: prefix beam search; RNN-T: ESPnet's default beam search, after Graves 2012); no language model or lexicon. Any common sample rate, WAV or FLAC."
     )
 
     @Option(help: ArgumentHelp("Checkpoint file (or a run folder: its latest checkpoint).", valueName: "path"))
     var checkpoint: String
     @Option(help: ArgumentHelp("NeMo-style JSONL manifest.", valueName: "file")) var manifest: String?
     @Option(help: ArgumentHelp("LibriSpeech-layout folder.", valueName: "dir")) var librispeech: String?
-    @Option(help: "Prefix beam search with this many beams (1: greedy).") var beam = 1
+    @Option(help: "Beam search with this many beams (1: greedy).") var beam = 1
     @Flag(help: "Print one JSON object with wer, cer, utterances, real_time_factor and each utterance's transcript.") var json = false
 
     func validate() throws {
@@ -59,17 +59,15 @@ struct EvalCommand: ParsableCommand {
 
     /// An evaluator from a loaded checkpoint and its parsed configuration.
     static func evaluator(_ checkpoint: Checkpoint, config: RunConfiguration, url: URL) throws -> SpeechEvaluator {
-        guard config.model.kind == .ctc else {
-            throw ValidationError("\(url.path) is a \(config.model.kind.rawValue) model, not a speech (ctc) model")
+        guard config.model.kind == .ctc || config.model.kind == .rnnt else {
+            throw ValidationError("\(url.path) is a \(config.model.kind.rawValue) model, not a speech (ctc or rnnt) model")
         }
-        var settings = config.model.acoustic
-        settings.classes = Vocabulary.characters.classes
-        let model = AcousticModel(settings: settings)
-        let parameters = try checkpoint.flatValues(role: "param", layout: model.layout)
+        let network = try SpeechNetwork(model: config.model)
+        let parameters = try checkpoint.flatValues(role: "param", layout: network.layout)
         guard let mean = checkpoint.record(named: "feature_mean", role: "normalization")?.values,
               let std = checkpoint.record(named: "feature_std", role: "normalization")?.values else {
             throw ValidationError("\(url.path) has no feature normalisation statistics")
         }
-        return SpeechEvaluator(model: model, parameters: parameters, normalization: FeatureNormalization(mean: mean, std: std))
+        return SpeechEvaluator(network: network, parameters: parameters, normalization: FeatureNormalization(mean: mean, std: std))
     }
 }

@@ -112,7 +112,7 @@ extension Sweep {
         let ckpt = try CheckpointStore.load(checkpoint)
         let config = try RunConfiguration.parse(yaml: ckpt.configYAML, source: checkpoint.path)
         let evaluator = try EvalCommand.evaluator(ckpt, config: config, url: checkpoint)
-        let layout = evaluator.model.layout, values = evaluator.parameters
+        let layout = evaluator.network.layout, values = evaluator.parameters
         // Low-rank layers store their factors: the ranks are in the run's last support update.
         var ranks: [String: Int] = [:]
         // The last update in force at the checkpoint (pruning.jsonl counts steps from 1).

@@ -6,6 +6,7 @@ import Foundation
 import Inference
 import Runtime
 import Speech
+import Tasks
 import Tensors
 
 #if canImport(Glibc)
@@ -24,7 +25,8 @@ struct TranscribeCommand: ParsableCommand {
         With `-` as the only file, reads signed 16-bit little-endian mono 16 kHz PCM from stdin and \
         prints a line `partial: TEXT` each time the text so far changes, then the final text when \
         stdin closes (with --json: one JSON object per line, the last with "final": true). Only a \
-        unidirectional model can stream.
+        unidirectional model can stream. An RNN-T checkpoint's whole files run dense (greedy or \
+        --beam); streamed, its transcriber runs packed as above and decodes greedily.
 
         Example:  arecord -q -f S16_LE -r 16000 -c 1 | csptrain transcribe - --checkpoint runs/streaming
         """
@@ -68,12 +70,38 @@ struct TranscribeCommand: ParsableCommand {
         VectorMath.setThreadCount(1)
         let path = try checkpoint ?? Self.newestRun()
         let streaming = audio == ["-"]
-        var recognizer = try InferenceLoader.recognizer(checkpoint: path, layouts: layouts.choice, batch: 1, chunkFrames: streaming ? 4 : 64)
+        let loaded = try InferenceLoader.load(checkpoint: path)
+        if case let .rnnt(transducer) = loaded.evaluator.network {
+            guard streaming else {
+                // Whole files through the training code's dense forward pass, greedy or beam search.
+                var evaluator = loaded.evaluator
+                evaluator.beam = beam
+                let extractor = LogMelExtractor()
+                return try files(layouts: [:]) { evaluator.transcribe(features: [evaluator.features($0, extractor: extractor)])[0] }
+            }
+            guard beam == 1 else { throw ValidationError("--beam \(beam): an RNN-T model streams with greedy search only; drop --beam, or give audio files") }
+            var options = InferenceModel.Options()
+            options.layouts = layouts.choice
+            options.chunkFrames = 4
+            var stream: TransducerStream
+            do {
+                stream = try TransducerStream(model: transducer, parameters: loaded.evaluator.parameters,
+                                              normalization: loaded.evaluator.normalization, options: options)
+            } catch { throw ValidationError("cannot stream: \(error)") }
+            return try self.stream(&stream)
+        }
+        var recognizer = try InferenceLoader.recognizer(loaded, layouts: layouts.choice, batch: 1, chunkFrames: streaming ? 4 : 64)
         recognizer.beam = beam
-        if streaming { try stream(recognizer) } else { try files(recognizer) }
+        if streaming {
+            var stream: TranscriptionStream
+            do { stream = try TranscriptionStream(recognizer: recognizer) } catch { throw ValidationError("cannot stream: \(error)") }
+            try self.stream(&stream)
+        } else {
+            try files(layouts: Dictionary(recognizer.model.layers.map { ($0.name, "\($0.layout)") }) { a, _ in a }) { recognizer.transcribe($0) }
+        }
     }
 
-    private func files(_ recognizer: Recognizer) throws {
+    private func files(layouts: [String: String], transcribe: ([Float]) -> String) throws {
         var records: [[String: Any]] = []
         var audioSeconds = 0.0, computeSeconds = 0.0
         let clock = ContinuousClock()
@@ -81,7 +109,7 @@ struct TranscribeCommand: ParsableCommand {
             let samples: Audio
             do { samples = try AudioFile.read16k(file) } catch { throw ValidationError("\(error)") }
             let start = clock.now
-            let text = recognizer.transcribe(samples.samples)
+            let text = transcribe(samples.samples)
             let d = clock.now - start
             computeSeconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
             audioSeconds += samples.seconds
@@ -91,14 +119,12 @@ struct TranscribeCommand: ParsableCommand {
         if json {
             let object: [String: Any] = ["transcripts": records, "audio_seconds": audioSeconds,
                                          "real_time_factor": audioSeconds > 0 ? computeSeconds / audioSeconds : 0,
-                                         "layouts": Dictionary(recognizer.model.layers.map { ($0.name, "\($0.layout)") }) { a, _ in a }]
+                                         "layouts": layouts]
             try printJSON(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         }
     }
 
-    private func stream(_ recognizer: Recognizer) throws {
-        var stream: TranscriptionStream
-        do { stream = try TranscriptionStream(recognizer: recognizer) } catch { throw ValidationError("cannot stream: \(error)") }
+    private func stream(_ stream: inout some SpeechStream) throws {
         var buffer = [UInt8](repeating: 0, count: 3200)   // 100 ms
         var carry: UInt8?
         var samples = 0
@@ -151,12 +177,23 @@ struct TranscribeCommand: ParsableCommand {
 
 /// A checkpoint as a Recognizer: the model, weights and feature statistics `eval` uses, packed.
 enum InferenceLoader {
-    static func recognizer(checkpoint path: String, layouts: LayoutChoice, batch: Int, chunkFrames: Int) throws -> Recognizer {
+    struct Loaded {
+        let url: URL
+        let checkpoint: Checkpoint
+        let evaluator: SpeechEvaluator
+    }
+
+    static func load(checkpoint path: String) throws -> Loaded {
         let url: URL
         do { url = try CheckpointStore.resolve(path) } catch { throw ValidationError("\(error)") }
         let checkpoint = try CheckpointStore.load(url)
         let config = try RunConfiguration.parse(yaml: checkpoint.configYAML, source: "\(url.path) (its configuration)")
-        let evaluator = try EvalCommand.evaluator(checkpoint, config: config, url: url)
+        return Loaded(url: url, checkpoint: checkpoint, evaluator: try EvalCommand.evaluator(checkpoint, config: config, url: url))
+    }
+
+    /// A CTC checkpoint's model packed for sparse inference.
+    static func recognizer(_ loaded: Loaded, layouts: LayoutChoice, batch: Int, chunkFrames: Int) throws -> Recognizer {
+        let checkpoint = loaded.checkpoint, evaluator = loaded.evaluator, url = loaded.url
         var options = InferenceModel.Options()
         options.layouts = layouts
         options.batch = batch
@@ -165,7 +202,8 @@ enum InferenceLoader {
         for (key, rank) in checkpoint.state.projectionIntegers where key.hasPrefix("rank/") && rank > 0 {
             options.ranks[String(key.dropFirst("rank/".count))] = Int(rank)
         }
-        let model = InferenceModel(model: evaluator.model, parameters: evaluator.parameters, options: options)
+        guard let acoustic = evaluator.model else { throw ValidationError("\(url.path) is an RNN-T model: sparse inference packs CTC models only") }
+        let model = InferenceModel(model: acoustic, parameters: evaluator.parameters, options: options)
         return Recognizer(model: model, normalization: evaluator.normalization)
     }
 }

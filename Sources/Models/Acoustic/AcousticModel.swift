@@ -21,46 +21,29 @@ public struct AcousticSettings: Sendable, Equatable {
 public struct AcousticModel: Sendable {
     public let settings: AcousticSettings
     public let layout: ParameterLayout
-    let convs: [Conv1D]
-    let lstm: [[LSTMDirection]]
+    let encoder: SpeechEncoder
     let outputWeight: TensorSpec   // (V, D)
     let outputBias: TensorSpec     // (V)
+    var convs: [Conv1D] { encoder.convs }
+    var lstm: [[LSTMDirection]] { encoder.lstm }
 
     public init(settings s: AcousticSettings) {
         settings = s
         var layout = ParameterLayout()
-        var channels = s.features
-        var convs: [Conv1D] = []
-        for n in 0 ..< s.convLayers {
-            convs.append(Conv1D(inChannels: channels, outChannels: s.convChannels, name: "conv.\(n)", layout: &layout))
-            channels = s.convChannels
-        }
-        var lstm: [[LSTMDirection]] = []
-        for n in 0 ..< s.lstmLayers {
-            var directions = [LSTMDirection(inputSize: channels, hidden: s.lstmHidden, reverse: false, name: "lstm", suffix: "l\(n)", layout: &layout)]
-            if s.bidirectional {
-                directions.append(LSTMDirection(inputSize: channels, hidden: s.lstmHidden, reverse: true, name: "lstm", suffix: "l\(n)_reverse", layout: &layout))
-            }
-            lstm.append(directions)
-            channels = s.lstmHidden * directions.count
-        }
-        outputWeight = layout.append("output.weight", shape: [s.classes, channels], prunable: true)
+        encoder = SpeechEncoder(settings: s, layout: &layout)
+        outputWeight = layout.append("output.weight", shape: [s.classes, encoder.outputChannels], prunable: true)
         outputBias = layout.append("output.bias", shape: [s.classes], prunable: false)
-        self.convs = convs
-        self.lstm = lstm
         self.layout = layout
     }
 
     /// Frames after subsampling for an input of `frames` frames.
-    public func outputFrames(_ frames: Int) -> Int { convs.reduce(frames) { $1.outputLength($0) } }
+    public func outputFrames(_ frames: Int) -> Int { encoder.outputFrames(frames) }
 
     /// PyTorch's default initialisation: U(−1/√fan_in, 1/√fan_in) for every tensor
     /// (fan_in = hidden size for LSTM tensors).
     public func initialParameters(seed: UInt64) -> [Float] {
         var p = [Float](repeating: 0, count: layout.totalCount)
-        var fanIn: [String: Int] = [:]
-        for c in convs { fanIn[c.weight.name] = c.inChannels * c.kernel; fanIn[c.bias.name] = c.inChannels * c.kernel }
-        for d in lstm.joined() { for spec in [d.weightIH, d.weightHH, d.biasIH, d.biasHH] { fanIn[spec.name] = d.hidden } }
+        var fanIn = encoder.fanIn
         fanIn[outputWeight.name] = outputWeight.shape[1]
         fanIn[outputBias.name] = outputWeight.shape[1]
         for spec in layout.tensors {
@@ -72,36 +55,15 @@ public struct AcousticModel: Sendable {
     }
 
     struct Forward {
-        var convCaches: [Conv1D.Cache] = []
-        var convInputs: [SequenceBatch] = []
-        var lstmInputs: [SequenceBatch] = []
-        var lstmCaches: [[LSTMDirection.Cache]] = []
+        var encoder: SpeechEncoder.Forward
         var top: SequenceBatch            // input of the output layer (T', B, D)
         var logits: SequenceBatch         // (T', B, V)
     }
 
     func forward(_ x: SequenceBatch, parameters p: UnsafeBufferPointer<Float>) -> Forward {
-        var h = x
-        var f = Forward(top: x, logits: x)
-        for conv in convs {
-            f.convInputs.append(h)
-            let cache = conv.forward(h, parameters: p)
-            f.convCaches.append(cache)
-            h = cache.output
-        }
-        for directions in lstm {
-            f.lstmInputs.append(h)
-            var caches: [LSTMDirection.Cache] = []
-            var outputs: [SequenceBatch] = []
-            for d in directions {
-                let (y, cache) = d.forward(h, parameters: p)
-                outputs.append(y)
-                caches.append(cache)
-            }
-            f.lstmCaches.append(caches)
-            h = Self.concatenate(outputs)
-        }
-        f.top = h
+        let e = encoder.forward(x, parameters: p)
+        let h = e.output
+        var f = Forward(encoder: e, top: h, logits: h)
         var logits = SequenceBatch(zeros: h.steps, batch: h.batch, channels: settings.classes, lengths: h.lengths)
         let rows = h.steps * h.batch
         if rows > 0 {
@@ -178,47 +140,7 @@ public struct AcousticModel: Sendable {
                 }
             }
         }
-        // LSTM layers, top down.
-        var dh = dtop
-        for (n, directions) in lstm.enumerated().reversed() {
-            let input = f.lstmInputs[n]
-            let parts = Self.split(dh, steps: input.steps, batch: B, pieces: directions.count, width: settings.lstmHidden)
-            var dx = [Float](repeating: 0, count: input.values.count)
-            for (d, direction) in directions.enumerated() {
-                let part = direction.backward(parts[d], cache: f.lstmCaches[n][d], parameters: p, gradient: g)
-                for i in 0 ..< dx.count { dx[i] += part[i] }
-            }
-            dh = dx
-        }
-        // Convolutions, top down.
-        for (n, conv) in convs.enumerated().reversed() {
-            dh = conv.backward(dh, cache: f.convCaches[n], input: f.convInputs[n], parameters: p, gradient: g)
-        }
+        encoder.backward(dtop, forward: f.encoder, parameters: p, gradient: g)
         return report
-    }
-
-    /// Concatenates along channels: (T, B, H) × k → (T, B, k·H).
-    static func concatenate(_ parts: [SequenceBatch]) -> SequenceBatch {
-        guard parts.count > 1 else { return parts[0] }
-        let first = parts[0], H = first.channels, k = parts.count
-        var out = SequenceBatch(zeros: first.steps, batch: first.batch, channels: H * k, lengths: first.lengths)
-        for r in 0 ..< first.steps * first.batch {
-            for (i, part) in parts.enumerated() {
-                for j in 0 ..< H { out.values[r * H * k + i * H + j] = part.values[r * H + j] }
-            }
-        }
-        return out
-    }
-
-    /// The inverse of `concatenate` for gradients.
-    static func split(_ values: [Float], steps: Int, batch: Int, pieces: Int, width: Int) -> [[Float]] {
-        guard pieces > 1 else { return [values] }
-        var out = [[Float]](repeating: [Float](repeating: 0, count: steps * batch * width), count: pieces)
-        for r in 0 ..< steps * batch {
-            for i in 0 ..< pieces {
-                for j in 0 ..< width { out[i][r * width + j] = values[r * width * pieces + i * width + j] }
-            }
-        }
-        return out
     }
 }
