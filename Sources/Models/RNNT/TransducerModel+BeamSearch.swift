@@ -29,13 +29,18 @@ extension TransducerModel {
     /// decoding, a hypothesis takes at most `maxSymbolsPerFrame` labels in one frame (ESPnet's
     /// search has no such bound; without it a model that rarely says blank makes the search of
     /// one frame grow without end).
-    public func beamSearch(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], beam: Int, maxSymbolsPerFrame: Int = 8) -> [[Int]] {
-        scoredBeamSearch(parameters: p, features: features, beam: beam, maxSymbolsPerFrame: maxSymbolsPerFrame).map(\.labels)
+    /// The final pick, as ESPnet's `sort_nbest`, is by score per token (the labels and the start
+    /// symbol), so that every label's cost does not make the shortest hypothesis win.
+    public func beamSearch(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], beam: Int, maxSymbolsPerFrame: Int = 64) -> [[Int]] {
+        finalBeams(parameters: p, features: features, beam: beam, maxSymbolsPerFrame: maxSymbolsPerFrame).map { kept in
+            kept.max { $0.score / Double($0.labels.count + 1) < $1.score / Double($1.labels.count + 1) }?.labels ?? []
+        }
     }
 
-    /// The best hypothesis of each utterance with its score, the log-probability of its alignment.
-    func scoredBeamSearch(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], beam: Int,
-                          maxSymbolsPerFrame: Int = 8) -> [(labels: [Int], score: Double)] {
+    /// Each utterance's hypotheses at the end of its last frame, with their scores (the
+    /// log-probability of their alignments).
+    func finalBeams(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], beam: Int,
+                    maxSymbolsPerFrame: Int = 64) -> [[(labels: [Int], score: Double)]] {
         precondition(beam >= 1)
         guard !features.isEmpty else { return [] }
         let enc = encode(features, parameters: p)
@@ -70,8 +75,7 @@ extension TransducerModel {
                     }
                 }
             }
-            let winner = kept.max { $0.score < $1.score }
-            return (winner?.labels ?? [], winner?.score ?? 0)
+            return kept.map { (labels: $0.labels, score: $0.score) }
         }
     }
 

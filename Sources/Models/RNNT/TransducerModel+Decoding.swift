@@ -21,7 +21,7 @@ extension TransducerModel {
         /// Labels (1..<V) so far.
         public private(set) var labels: [Int] = []
 
-        public init(model: TransducerModel, parameters p: UnsafeBufferPointer<Float>, maxSymbolsPerFrame: Int = 8) {
+        public init(model: TransducerModel, parameters p: UnsafeBufferPointer<Float>, maxSymbolsPerFrame: Int = 64) {
             self.model = model
             self.maxSymbolsPerFrame = maxSymbolsPerFrame
             let zeros = model.predictor.map { [Float](repeating: 0, count: $0.hidden) }
@@ -55,7 +55,7 @@ extension TransducerModel {
     }
 
     /// Label sequences (classes in 1..<V) for a batch of feature matrices (T_b, F).
-    public func greedy(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], maxSymbolsPerFrame: Int = 8) -> [[Int]] {
+    public func greedy(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], maxSymbolsPerFrame: Int = 64) -> [[Int]] {
         guard !features.isEmpty else { return [] }
         let enc = encode(features, parameters: p)
         let B = features.count, J = transducer.jointDim
