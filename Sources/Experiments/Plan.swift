@@ -94,6 +94,15 @@ public struct PruningExperimentSettings: Sendable, Equatable {
             }
             return list.map { $0 as! String }
         }
+        func fractions(_ key: String, _ v: Any) throws -> [Double] {
+            guard let list = v as? [Any] else { throw ExperimentError("\(source): \(key) must be a list of fractions (got \(v))") }
+            return try list.map { t in
+                guard let d = (t as? Double) ?? (t as? Int).map(Double.init), d > 0, d < 1 else {
+                    throw ExperimentError("\(source): \(key): \(t) is not a sparsity fraction in (0, 1)")
+                }
+                return d
+            }
+        }
         let known: Set = ["base", "dense_checkpoint", "dense_config", "workers", "steps", "ramp_end_step", "interval", "methods",
                           "targets", "structured_group", "test", "test_channel", "bootstrap_samples", "set", "method_set", "tuning",
                           "variants", "tuning_settings", "tuning_target", "extra_seeds", "seeded", "snapshots", "snapshot_steps"]
@@ -110,29 +119,13 @@ public struct PruningExperimentSettings: Sendable, Equatable {
         if let v = try int("structured_group", minimum: 2) { s.structuredGroup = v }
         if let v = try int("bootstrap_samples", minimum: 100) { s.bootstrapSamples = v }
         if let v = try int("snapshot_steps", minimum: 1) { s.snapshotSteps = v }
-        if let v = map["snapshots"] {
-            guard let list = v as? [Any] else { throw ExperimentError("\(source): snapshots must be a list of fractions (got \(v))") }
-            s.snapshots = try list.map { t in
-                guard let d = (t as? Double) ?? (t as? Int).map(Double.init), d > 0, d < 1 else {
-                    throw ExperimentError("\(source): snapshots: \(t) is not a sparsity fraction in (0, 1)")
-                }
-                return d
-            }.sorted()
-        }
+        if let v = map["snapshots"] { s.snapshots = try fractions("snapshots", v).sorted() }
         if let v = try string("test") { s.test = v }
         if let v = try string("test_channel") { s.testChannel = v }
         if let v = try string("tuning") { s.tuning = v }
         if let v = map["methods"] { s.methods = try strings("methods", v) }
         if let v = map["set"] { s.overrides = try strings("set", v) }
-        if let v = map["targets"] {
-            guard let list = v as? [Any] else { throw ExperimentError("\(source): targets must be a list of fractions (got \(v))") }
-            s.targets = try list.map { t in
-                guard let d = (t as? Double) ?? (t as? Int).map(Double.init), d > 0, d < 1 else {
-                    throw ExperimentError("\(source): targets: \(t) is not a sparsity fraction in (0, 1)")
-                }
-                return d
-            }
-        }
+        if let v = map["targets"] { s.targets = try fractions("targets", v) }
         if let v = map["variants"] {
             guard let m = v as? [String: Any] else { throw ExperimentError("\(source): variants must map names to lists of key=value") }
             for (k, list) in m {
