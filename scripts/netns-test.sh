@@ -91,7 +91,10 @@ start_run() {
     read -r i url tls <<< "$spec"
     local worker_tls=()
     [[ $tls != - ]] && worker_tls=(--tls "$tls")
-    ip netns exec "$tag-w$i" "$BIN" worker --connect "$url" --token-file "$work/token" --name "w$i" --patience 20 \
+    # Patience above the 30 s request timeout: a request caught by the cut can wait for TCP's
+    # backed-off retransmission (the next one 10-13 s after a 16 s outage) past 30 s; with less
+    # patience than one timeout the worker gave up instead of asking again (one CI run in ~10).
+    ip netns exec "$tag-w$i" "$BIN" worker --connect "$url" --token-file "$work/token" --name "w$i" --patience 45 \
       "${worker_tls[@]}" 2> "$work/$name.w$i.log" &
     worker_pids+=($!); pids+=($!)
   done
