@@ -33,10 +33,10 @@ final class SnapshotKeeper: Sendable {
         guard let size = sizes[step] else { return }
         do {
             let kept = try store.keepSnapshot(url, sparsity: size)
-            logger.notice("pruning snapshot kept: \(String(format: "%g", size * 100))% sparse after step \(step)",
+            logger.notice("pruning snapshot kept: \(Self.percent(size))% sparse after step \(step)",
                           metadata: ["path": "\(kept.path)"])
         } catch {
-            let failure = "the pruning snapshot at \(String(format: "%g", size * 100))% (step \(step)) was not kept: \(error)"
+            let failure = "the pruning snapshot at \(Self.percent(size))% (step \(step)) was not kept: \(error)"
             logger.error("\(failure)")
             failures.withLock { $0.append(failure) }
         }
@@ -47,7 +47,7 @@ final class SnapshotKeeper: Sendable {
     /// not kept silently as a snapshot of the wrong size.
     func check(step: Int, supportSparsity: Double) {
         guard let size = sizes[step], abs(supportSparsity - size) > 1e-9 else { return }
-        let failure = "the pruning snapshot at \(String(format: "%g", size * 100))% (step \(step)) has the support of \(String(format: "%.1f", supportSparsity * 100))%: its method deferred the update for input statistics (raise pruning.snapshot_steps or the batch)"
+        let failure = "the pruning snapshot at \(Self.percent(size))% (step \(step)) has the support of \(String(format: "%.1f", supportSparsity * 100))%: its method deferred the update for input statistics (raise pruning.snapshot_steps or the batch)"
         logger.error("\(failure)")
         failures.withLock { $0.append(failure) }
     }
@@ -55,8 +55,11 @@ final class SnapshotKeeper: Sendable {
     /// A snapshot whose checkpoint failed to be written.
     func failed(step: Int, cause: String) {
         guard let size = sizes[step] else { return }
-        failures.withLock { $0.append("the pruning snapshot at \(String(format: "%g", size * 100))% (step \(step)) was not written: \(cause)") }
+        failures.withLock { $0.append("the pruning snapshot at \(Self.percent(size))% (step \(step)) was not written: \(cause)") }
     }
 
     var problems: [String] { failures.withLock { $0 } }
+
+    /// 0.8 → "80".
+    static func percent(_ size: Double) -> String { String(format: "%g", size * 100) }
 }

@@ -91,8 +91,7 @@ struct LaunchTests {
                 #expect(asked.contains("asking again with the same session"), "worker 0 did not time out across the stall")
                 print("LaunchTests: \(summary.resentRequests ?? 0) re-sent requests answered from memory across a 3 s stall, reassigned \(summary.reassignedMicroBatches)")
             }
-            let checkpoint = try CheckpointStore.load(try #require(CheckpointStore(runDirectory: dir).latestPath()))
-            weights.append(checkpoint.records.filter { $0.role == "param" }.flatMap { $0.values.map(\.bitPattern) })
+            weights.append(try finalParameterBits(dir))
         }
         #expect(!weights[0].isEmpty && weights[0] == weights[1])
     }
@@ -112,8 +111,7 @@ struct LaunchTests {
             #expect(status == 0, "launch failed: \(stderr)")
             let summary = try Summary.parse(stdout)
             #expect(summary.status == "completed" && abs(summary.sparsity - 0.7) <= 0.005, "sparsity \(summary.sparsity)")
-            let checkpoint = try CheckpointStore.load(try #require(CheckpointStore(runDirectory: dir).latestPath()))
-            weights.append(checkpoint.records.filter { $0.role == "param" }.flatMap { $0.values.map(\.bitPattern) })
+            weights.append(try finalParameterBits(dir))
         }
         #expect(!weights[0].isEmpty && weights[0] == weights[1])
     }
@@ -298,4 +296,10 @@ struct LaunchTests {
         #expect(status != 0)
         #expect(stderr.contains("already holds checkpoints"), "stderr: \(stderr)")
     }
+}
+
+/// The bits of every parameter in the run folder's newest checkpoint, in record order.
+func finalParameterBits(_ dir: URL) throws -> [UInt32] {
+    let checkpoint = try CheckpointStore.load(try #require(CheckpointStore(runDirectory: dir).latestPath()))
+    return checkpoint.records.filter { $0.role == "param" }.flatMap { $0.values.map(\.bitPattern) }
 }
