@@ -83,7 +83,7 @@ start_run() {
   [[ $scheme == tls+tcp ]] && tls_args=(--tls "$work/tls" --require-client-cert)
   ip netns exec "$C" "$BIN" coordinator --listen "$scheme://0.0.0.0:7450" --run-dir "$rd" \
     --config Configs/local.yaml --steps "$steps" --token-file "$work/token" "${tls_args[@]}" \
-    --set coordinator.step_deadline_seconds=$DEADLINE --set coordinator.min_workers=2 --set checkpoint.every_steps=0 \
+    --set coordinator.step_deadline_seconds=$DEADLINE --set coordinator.min_workers=2 --set transport.request_timeout_seconds=8 --set checkpoint.every_steps=0 \
     2> "$work/$name.coordinator.log" &
   coordinator=$!; pids+=("$coordinator")
   worker_pids=()
@@ -91,9 +91,10 @@ start_run() {
     read -r i url tls <<< "$spec"
     local worker_tls=()
     [[ $tls != - ]] && worker_tls=(--tls "$tls")
-    # Patience above the 30 s request timeout: a request caught by the cut can wait for TCP's
-    # backed-off retransmission (the next one 10-13 s after a 16 s outage) past 30 s; with less
-    # patience than one timeout the worker gave up instead of asking again (one CI run in ~10).
+    # A request caught by the cut can wait for TCP's backed-off retransmissions far past the
+    # outage, on a connection left half open (one CI run in ~10 before workers redialed). With an
+    # 8 s request timeout (set on the coordinator below) the worker asks again at 8 s, gives the
+    # connection up for a fresh one at 16 s and joins again, well within its 45 s of patience.
     ip netns exec "$tag-w$i" "$BIN" worker --connect "$url" --token-file "$work/token" --name "w$i" --patience 45 \
       "${worker_tls[@]}" 2> "$work/$name.w$i.log" &
     worker_pids+=($!); pids+=($!)

@@ -98,6 +98,7 @@ extension PruningSettings.Scope: ConfigEnum {}
 extension SparsitySchedule.Kind: ConfigEnum {}
 extension MeasurementOperator.Kind: ConfigEnum {}
 extension PruningSettings.Operator: ConfigEnum {}
+extension PruningSettings.RhoGrowth: ConfigEnum {}
 extension RowSparseRegression.WarmStart: ConfigEnum {}
 extension SparseRecovery.Solver: ConfigEnum {}
 extension PruningSettings: ConfigSection {
@@ -119,6 +120,8 @@ extension PruningSettings: ConfigSection {
             .init("warm_start", \.warmStart, "csp with operator activations, one-shot-reconstruction: where each row's solver starts: obs (backward elimination; slow, better) or diagonal (|w|·√G_ii)"),
             .init("damping", \.damping, "csp with operator activations, wanda, one-shot-reconstruction: λ of G + λ·mean(diag G)·I", check: nonNegative),
             .init("rho", \.rho, "csp, admm-magnitude: strength of the proximal pull towards Z", check: nonNegative),
+            .init("rho_growth", \.rhoGrowth,
+                  "csp, admm-magnitude: sparsity (ρ/(1 − s) once the support has sparsity s, the dual rescaled to match) or none (ρ throughout; collapses at 90%)"),
             .init("dual_interval", \.dualInterval, "csp, admm-magnitude: steps between dual updates", check: positive),
             .init("seed", \.seed, "csp: seeds the measurement operators (0: the run's seed)"),
             .init("taylor_decay", \.taylorDecay, "taylor: weight of the running average of |w·g| per step", check: probability),

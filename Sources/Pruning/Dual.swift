@@ -7,12 +7,14 @@ import Tensors
 /// Sources/Pruning/README.md. Per pruned layer, with master weights W (after the optimizer step),
 /// dual variable U (the accumulated compression error) and support mask M:
 ///
-///     W ← W − min(1, lr·ρ) · (W − Z + U)    proximal pull on the pruned entries (M = 0),
+///     W ← W − min(1, lr·ρ') · (W − Z + U)   proximal pull on the pruned entries (M = 0),
 ///                                            decoupled from the optimizer's scaling
 ///     every `interval` steps: M ← support(W + U)  (csp: recovered from block measurements;
 ///                                                  admm-magnitude: top-k of each block)
 ///     Z ← M ⊙ (W + U)
 ///     U ← U + W − Z                          every `dualInterval` steps
+///     after a support change to sparsity s:  ρ' ← ρ / (1 − s),  U ← U · ρ'_old / ρ'
+///                                            (`rho_growth: sparsity`; ρ' = ρ under `none`)
 ///
 /// and the workers receive Z. Layers are cut into blocks of b consecutive weights (the last one
 /// zero-padded); each block keeps k_b = round((1 − s) · b) entries at the scheduled sparsity s.
@@ -31,6 +33,11 @@ public struct DualProjection: ProjectionStep {
     public private(set) var statistics: InputStatistics?
     /// An update step passed while the statistics were short of frames.
     public private(set) var pendingUpdate = false
+    /// The sparsity of the current support (0 before the first): sets ρ' under `rho_growth`.
+    public private(set) var supportSparsity = 0.0
+
+    /// ρ', the pull's strength under the current support.
+    public var effectiveRho: Double { settings.rho * settings.rhoGrowth.scale(sparsity: supportSparsity) }
 
     public init(settings: PruningSettings, layout: ParameterLayout, seed: UInt64, statistics: InputStatistics? = nil) {
         self.settings = settings
@@ -57,6 +64,7 @@ public struct DualProjection: ProjectionStep {
         state.floats["sparse"] = sparse
         state.masks["mask"] = mask
         state.integers["active"] = active ? 1 : 0
+        if settings.rhoGrowth != .none { state.integers["support_sparsity_bits"] = Int64(bitPattern: supportSparsity.bitPattern) }
         if let statistics {
             statistics.save(into: &state)
             state.integers["pending_update"] = pendingUpdate ? 1 : 0
@@ -69,6 +77,7 @@ public struct DualProjection: ProjectionStep {
         let z = try state.floats("sparse", count: sparse.count)
         let m = try state.mask("mask", count: mask.count)
         active = try state.integer("active") != 0
+        if settings.rhoGrowth != .none { supportSparsity = Double(bitPattern: UInt64(bitPattern: try state.integer("support_sparsity_bits"))) }
         if statistics != nil {
             try statistics!.restore(state)
             pendingUpdate = try state.integer("pending_update") != 0
@@ -94,7 +103,7 @@ public struct DualProjection: ProjectionStep {
             // The fraction of the gap closed this step; above 1 the pull would overshoot. Only
             // pruned entries are pulled: on a kept entry Z − U is last step's W, so the pull would
             // only slow (at a = 1, freeze) the weights the model keeps.
-            let pull = Float(min(1, learningRate * settings.rho))
+            let pull = Float(min(1, learningRate * effectiveRho))
             for spec in layers.tensors {
                 for i in spec.range where mask[i] == 0 { w[i] -= pull * (w[i] - sparse[i] + dual[i]) }
             }
@@ -125,6 +134,14 @@ public struct DualProjection: ProjectionStep {
                 broadcast[i] = z
                 if accumulate { dual[i] = v - z }
             }
+        }
+        if let update {
+            // ρ' changes with the support's size; U is the scaled dual (the multiplier over ρ'),
+            // so it is rescaled to leave the multiplier itself unchanged.
+            let before = effectiveRho
+            supportSparsity = update.sparsity
+            let ratio = Float(before / effectiveRho)
+            if ratio != 1 { for spec in layers.tensors { for i in spec.range { dual[i] *= ratio } } }
         }
         return update
     }

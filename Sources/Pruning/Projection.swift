@@ -158,6 +158,22 @@ public struct PruningSettings: Sendable, Equatable {
         case gaussian, rademacher, srht, activations
         var random: MeasurementOperator.Kind? { MeasurementOperator.Kind(rawValue: rawValue) }
     }
+    /// How the dual methods' ρ follows the support's size (Sources/Pruning/README.md, "The
+    /// collapse at 90%").
+    public enum RhoGrowth: String, Sendable, CaseIterable {
+        /// ρ throughout (before 2026-11-30). At 90% the pull is too weak for the pruned mass: U
+        /// grows to the size of W and the model collapses.
+        case none
+        /// ρ / (1 − s) once the support has sparsity s, with U rescaled by the ratio of the old
+        /// ρ to the new one at each change (the scaled dual of Boyd et al. 2011, §3.4.1): the
+        /// pull grows with the mass it holds at zero, 10× at 90%.
+        case sparsity
+
+        /// ρ's multiplier under a support of sparsity `s` (capped at 100, s = 0.99).
+        public func scale(sparsity s: Double) -> Double {
+            self == .sparsity ? 1 / max(0.01, 1 - s) : 1
+        }
+    }
     public enum Scope: String, Sendable, CaseIterable {
         /// Every pruned layer reaches the target sparsity.
         case layer
@@ -188,6 +204,8 @@ public struct PruningSettings: Sendable, Equatable {
     /// trained speech model from 6.7% to 47% WER). With lr·ρ = a the pruned (W, U) pair evolves by
     /// a matrix with eigenvalues of modulus √(1 − a): a ≈ 0.1–0.3 damps it within tens of steps.
     public var rho = 300.0
+    /// Dual methods: how ρ follows the support's size.
+    public var rhoGrowth = RhoGrowth.sparsity
     /// Dual methods: the dual variable U accumulates W − Z every this many steps.
     public var dualInterval = 1
     /// Seeds the measurement operators (with each layer's name).
@@ -199,6 +217,9 @@ public struct PruningSettings: Sendable, Equatable {
     public var structuredGroup = 4
 
     public init() {}
+
+    /// The dual (ADMM-style) methods: csp and admm-magnitude.
+    public var isDual: Bool { method == .csp || method == .admmMagnitude }
 
     /// True when the method reads the second moments of the pruned layers' inputs.
     public var needsInputStatistics: Bool {

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Models
 import Pruning
+import Synchronization
 import Tasks
 import Tensors
 import Transport
@@ -12,7 +13,9 @@ import Wire
 /// A worker: joins the coordinator, computes micro-batch gradients, sends them in chunks.
 ///
 /// It survives a coordinator restart: the dialer reconnects by itself, and a reply saying the
-/// session is unknown makes the worker join again.
+/// session is unknown makes the worker join again. A connection that stays silent through two
+/// request timeouts in a row is given up for a fresh one (a link cut can leave it half open, its
+/// requests waiting on TCP's backed-off retransmissions for minutes), and the worker joins again.
 public final class WorkerService: Sendable {
     public struct Options: Sendable {
         public var connect: String
@@ -42,30 +45,64 @@ public final class WorkerService: Sendable {
 
     let options: Options
     let logger: Logger
-    let socket: Socket
+    private let tls: TLSConfig?
+    private let connection: Mutex<Connection>
+
+    private struct Connection {
+        var socket: Socket
+        var closed = false
+    }
 
     public init(options: Options, logger: Logger) throws {
         self.options = options
         self.logger = logger
-        socket = try Socket(.req)
-        // The kernel's keepalive probes end a connection whose link was cut; the dialer then reconnects.
-        try socket.setKeepAlive(true)
-        try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes,
-                        tls: TransportSecurity.client(url: options.connect, dir: options.tlsDir, logger: logger))
+        tls = try TransportSecurity.client(url: options.connect, dir: options.tlsDir, logger: logger)
+        connection = Mutex(Connection(socket: try Self.dial(options, tls: tls)))
     }
 
-    public func close() { socket.close() }
+    private static func dial(_ options: Options, tls: TLSConfig?) throws -> Socket {
+        let socket = try Socket(.req)
+        // The kernel's keepalive probes end an idle connection whose link was cut; the dialer then reconnects.
+        try socket.setKeepAlive(true)
+        try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes, tls: tls)
+        return socket
+    }
+
+    /// The socket requests go out on now (`redial` replaces it).
+    private var socket: Socket { connection.withLock { $0.socket } }
+
+    /// Closes the connection; a request waiting on it ends with an error.
+    public func close() {
+        connection.withLock {
+            $0.closed = true
+            $0.socket.close()
+        }
+    }
+
+    /// Gives up the current connection for a fresh one. Closing it ends the session on the
+    /// coordinator's side too (a session is bound to its connection), which hands back any
+    /// micro-batch it held; the caller joins again.
+    private func redial() throws {
+        try connection.withLock {
+            guard !$0.closed else { throw CancellationError() }
+            $0.socket.close()
+            $0.socket = try Self.dial(options, tls: tls)
+        }
+    }
 
     /// Runs until the coordinator says the run is over, or a fatal error.
     public func run() async throws -> Exit {
         var lastContact = Monotonic.now
         var backoff = 0.1
+        // The run's transport.request_timeout_seconds once a join told it.
+        var requestTimeout = options.requestTimeoutSeconds
         while true {
             try Task.checkCancellation()
             do {
                 let session = try await join()
                 lastContact = Monotonic.now
                 backoff = 0.1
+                requestTimeout = session.requestTimeoutSeconds
                 if let exit = try await work(session, lastContact: &lastContact) { return exit }
             } catch let error as NNGError where error.isTimeout || error.isConnectionRefused {
                 let silent = Monotonic.now - lastContact
@@ -73,14 +110,16 @@ public final class WorkerService: Sendable {
                     throw WorkerError("no answer from the coordinator at \(options.connect) for \(Int(silent)) s; giving up (is it running? is the address right?)")
                 }
                 logger.info("no answer from the coordinator yet; retrying", metadata: ["url": "\(options.connect)", "silent_s": "\(Int(silent))"])
+                // A join unanswered through two timeouts may sit on a half-open connection.
+                if error.isTimeout, silent >= Self.redialAfter * requestTimeout { try redial() }
                 try await Task.sleep(for: .seconds(backoff))
                 backoff = min(backoff * 2, 2)
             } catch let limit as Overloaded where limit.atJoin {
                 // A join refused by a limit (security.max_workers, join attempts per minute): wait, try again.
                 logger.warning("the coordinator refused to let this worker join yet: \(limit.reason); trying again in 5 s")
                 try await Task.sleep(for: .seconds(5))
-            } catch is Rejoin {
-                logger.info("the coordinator does not know this session (it restarted or dropped us); joining again")
+            } catch let rejoin as Rejoin {
+                logger.info("\(rejoin.reason); joining again", metadata: ["url": "\(options.connect)"])
                 // Back off when rejoining keeps failing (a flood of joins, an overloaded coordinator).
                 try await Task.sleep(for: .seconds(backoff))
                 backoff = min(backoff * 2, 2)
@@ -189,7 +228,7 @@ public final class WorkerService: Sendable {
         switch refusal.code {
         case .unknownSession, .challengeExpired, .wrongRun:
             // The coordinator restarted (new run or lost sessions) or dropped us: join again.
-            throw Rejoin()
+            throw Rejoin(reason: "the coordinator does not know this session (it restarted or dropped us)")
         case .badProof:
             throw WorkerError("the coordinator refused this worker's proof: the token is not the run's token (\(refusal.reason))")
         case .incompatible:
@@ -235,7 +274,7 @@ public final class WorkerService: Sendable {
             } catch let error as NNGError where error.isTimeout {
                 // A busy coordinator (a long projection step): ask again with a new number and
                 // the same session, which releases a task the unanswered request may get.
-                try keepWaiting(since: lastContact, error)
+                try keepWaiting(since: lastContact, timeout: session.requestTimeoutSeconds, error)
                 continue
             }
             let (reply, weights) = try message.withUnsafeBytes { raw in
@@ -368,7 +407,7 @@ public final class WorkerService: Sendable {
             while let (answer, slot, piece) = try await group.next() {
                 guard case let .success(reply) = answer else {
                     // Unanswered: sent again (a chunk delivered twice is acknowledged, not folded twice).
-                    if case let .failure(error) = answer { try keepWaiting(since: since, error) }
+                    if case let .failure(error) = answer { try keepWaiting(since: since, timeout: session.requestTimeoutSeconds, error) }
                     queue.append(piece)
                     try start(slot)
                     continue
@@ -392,17 +431,32 @@ public final class WorkerService: Sendable {
 }
 
 extension WorkerService {
-    /// After an unanswered request: rethrows `error` once the coordinator has been silent for
-    /// longer than the worker's patience (the caller then gives up), else logs and returns.
-    func keepWaiting(since lastContact: Double, _ error: NNGError) throws(NNGError) {
+    /// Silence, in request timeouts, after which the connection is given up for a fresh one:
+    /// past the first timeout (a busy coordinator: a long projection step answers late), before
+    /// the second one ends.
+    static let redialAfter = 1.5
+
+    /// After an unanswered request, `lastContact` the last answer (or the first unanswered
+    /// request). Through one request timeout the coordinator may only be busy: logs and returns,
+    /// and the caller asks again with the same session. Through two, the connection may be half
+    /// open (a cut link, a NAT that forgot it): dials a fresh one and throws `Rejoin`. Past the
+    /// worker's patience rethrows `error`: the caller gives up.
+    func keepWaiting(since lastContact: Double, timeout: Double, _ error: NNGError) throws {
         let silent = Monotonic.now - lastContact
         guard silent <= options.patienceSeconds else { throw error }
+        if silent >= Self.redialAfter * timeout {
+            try redial()
+            throw Rejoin(reason: "no answer from the coordinator for \(Int(silent)) s, through two request timeouts; dialed a fresh connection (a cut link can leave the old one half open)")
+        }
         logger.warning("no answer from the coordinator for \(Int(silent)) s (busy: a long projection step, a loaded host?); asking again with the same session",
                        metadata: ["url": "\(options.connect)"])
     }
 }
 
-struct Rejoin: Error {}
+/// The session is gone (unknown to the coordinator, or its connection given up): join again.
+struct Rejoin: Error {
+    let reason: String
+}
 
 /// The coordinator refused a request because too many of this session's were in flight.
 /// The coordinator refused a request for a limit: in flight (wait and send again) or at join

@@ -207,7 +207,8 @@ struct Sweep {
         let wanted = try resolvedConfiguration(run)
         if let summary = try? readSummary(folder), summary.status == .completed,
            let text = try? String(contentsOf: RunFolder(folder.path).configFile, encoding: .utf8),
-           let existing = try? RunConfiguration.parse(yaml: text, source: folder.path), existing == wanted {
+           let existing = try? RunConfiguration.parse(yaml: text, source: folder.path), existing == wanted,
+           computedAlike(wanted, checkpoint: summary.checkpoint) {
             if let scores = readScores(scoresFile(run.name)), scores.matches(checkpoint: summary.checkpoint, settings: settings) { return }
             log("\(run.name): reusing the completed run; scoring it")
         } else {
@@ -234,6 +235,19 @@ struct Sweep {
             if let scores = readScores(file), scores.matches(checkpoint: snapshot.path, settings: settings) { continue }
             try score(checkpoint: snapshot, into: file, label: "\(run.name), the snapshot at \(Int((size * 100).rounded()))%")
         }
+    }
+
+    /// True when the run's final checkpoint was computed with the maths `wanted` asks for. Its
+    /// config.yaml alone cannot tell: read by a newer build, a key the run was written without
+    /// takes today's default, which need not be what the run computed with (`pruning.rho_growth`
+    /// before 2026-11-30). The checkpoint's own list of settings can.
+    func computedAlike(_ wanted: RunConfiguration, checkpoint: String?) -> Bool {
+        guard let checkpoint, let saved = try? CheckpointStore.load(URL(fileURLWithPath: checkpoint)) else { return false }
+        let differences = MathsFingerprint(config: wanted, dataFingerprint: "")
+            .differences(from: MathsFingerprint(text: saved.mathsSettings))
+            .filter { !$0.hasPrefix("data.content:") }
+        if !differences.isEmpty { log("the completed run at \(checkpoint) was computed with other maths: \(differences.joined(separator: "; "))") }
+        return differences.isEmpty
     }
 
     func snapshotScoresFile(_ name: String, _ size: Double) -> URL {

@@ -143,4 +143,20 @@ struct FingerprintTests {
         // The text round-trips, as checkpoints store it.
         #expect(MathsFingerprint(text: print.text) == print && print.digest.count == 32)
     }
+
+    /// `pruning.rho_growth` (2026-11-30) changes only the dual methods: a checkpoint written
+    /// before it holds no such key, which reads as `none`. A dual run's today (`sparsity`) is
+    /// told apart from it, by name; another method's fingerprint does not carry the key at all.
+    @Test func aKeyAddedLaterSetsApartOnlyTheRunsItChanges() throws {
+        for (method, dual) in [("admm-magnitude", true), ("csp", true), ("gradual-magnitude", false), ("wanda", false)] {
+            var c = try RunConfiguration.load(file: nil)
+            try c.apply(override: "pruning.method=\(method)")
+            let today = MathsFingerprint(config: c, dataFingerprint: "abc")
+            let before = MathsFingerprint(text: today.text.split(separator: "\n").filter { !$0.hasPrefix("pruning.rho_growth ") }.joined(separator: "\n"))
+            #expect(today.text.contains("pruning.rho_growth = sparsity") == dual, "\(method): \(today.text)")
+            #expect(today.differences(from: before) == (dual ? ["pruning.rho_growth: sparsity now, none in the checkpoint"] : []), "\(method)")
+            try c.apply(override: "pruning.rho_growth=none")
+            #expect(MathsFingerprint(config: c, dataFingerprint: "abc").differences(from: before).isEmpty, "\(method) with rho_growth none")
+        }
+    }
 }

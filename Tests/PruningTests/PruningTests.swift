@@ -182,6 +182,7 @@ struct ProjectionTests {
         p.method = .admmMagnitude
         p.block = 4
         p.rho = 10
+        p.rhoGrowth = .none
         p.schedule.kind = .oneShot
         p.schedule.target = 0.5
         p.schedule.startStep = 0
@@ -200,6 +201,37 @@ struct ProjectionTests {
         #expect(z == [3, 0, 0, -4])
         let dual = (projection as! DualProjection).dual
         #expect(abs(dual[1] - (w1[1] + -1)) < 1e-6 && abs(dual[2] - (w1[2] + 0.5)) < 1e-6 && dual[0] == 0 && dual[3] == 0)
+    }
+
+    /// `rho_growth: sparsity`, by hand on the same layer: once the support has sparsity 0.5, ρ'
+    /// is 2ρ and U is halved (the multiplier ρ'·U unchanged); the next pull closes 2·lr·ρ of the gap.
+    @Test func rhoGrowsWithTheSupportAndTheDualIsRescaled() throws {
+        let layout = ParameterLayout([("w", [4], true)])
+        var p = PruningSettings()
+        p.method = .admmMagnitude
+        p.block = 4
+        p.rho = 10
+        p.rhoGrowth = .sparsity
+        p.schedule.kind = .oneShot
+        p.schedule.target = 0.5
+        p.schedule.startStep = 0
+        var projection = try p.makeProjection(layout: layout, seed: 1)
+        #expect((projection as! DualProjection).effectiveRho == 10)
+        var w: [Float] = [3, -1, 0.5, -4]
+        var z = [Float](repeating: 0, count: 4)
+        _ = w.withUnsafeMutableBufferPointer { wv in z.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: UnsafeBufferPointer(wv), step: 0, learningRate: 0.01, layout: layout, broadcast: $0) } }
+        var dual = projection as! DualProjection
+        // Step 0: U = W − Z = [0, −1, 0.5, 0], then halved as ρ' goes from 10 to 20.
+        #expect(z == [3, 0, 0, -4] && dual.effectiveRho == 20 && dual.dual == [0, -0.5, 0.25, 0])
+        _ = w.withUnsafeMutableBufferPointer { wv in z.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: UnsafeBufferPointer(wv), step: 1, learningRate: 0.01, layout: layout, broadcast: $0) } }
+        // Step 1: lr·ρ' = 0.2: W₁ = −1 − 0.2·(−1 + (−0.5)) = −0.7, W₂ = 0.5 − 0.2·(0.5 + 0.25) = 0.35;
+        // U ← U + W − Z with no support change, so no rescale.
+        dual = projection as! DualProjection
+        #expect(abs(w[1] + 0.7) < 1e-6 && abs(w[2] - 0.35) < 1e-6, "\(w)")
+        #expect(abs(dual.dual[1] + 1.2) < 1e-6 && abs(dual.dual[2] - 0.6) < 1e-6 && dual.dual[0] == 0 && dual.dual[3] == 0, "\(dual.dual)")
+        // ρ's multiplier at the sizes the sweep uses; capped where nothing would be kept.
+        #expect(PruningSettings.RhoGrowth.sparsity.scale(sparsity: 0.9) > 9.999 && PruningSettings.RhoGrowth.sparsity.scale(sparsity: 1) == 100)
+        #expect(PruningSettings.RhoGrowth.none.scale(sparsity: 0.9) == 1)
     }
 
     @Test func cspReportsItsRecoveryAgainstTopK() throws {
