@@ -27,10 +27,10 @@ public struct MathsFingerprint: Sendable, Equatable {
     static let addedLater = ["coordinator.gradient_values": "f32", "pruning.snapshots": "[]", "pruning.snapshot_steps": "100",
                              "model.rnnt.predictor_embedding": "128", "model.rnnt.predictor_hidden": "256",
                              "model.rnnt.predictor_layers": "1", "model.rnnt.joint_dim": "256",
-                             "pruning.rho_growth": "none"]
-    /// Keys that change only the dual methods' maths, left out for the others (so that adding
-    /// one does not set every other method's runs apart from their checkpoints).
-    static let dualOnly = ["pruning.rho_growth"]
+                             "pruning.rho_growth": "none", "pruning.recover": "target"]
+    /// Keys that change only some methods' maths, left out for the others (so that adding one
+    /// does not set every other method's runs apart from their checkpoints).
+    static let onlyFor: [String: Set<String>] = ["pruning.rho_growth": ["csp", "admm-magnitude"], "pruning.recover": ["csp"]]
     /// Paths: where the data are, not what they are.
     static let excluded = ["data.train", "data.valid", "data.valid_channel"]
 
@@ -40,7 +40,7 @@ public struct MathsFingerprint: Sendable, Equatable {
         var picked = flat.filter { key, _ in
             !Self.excluded.contains(key) && Self.included.contains { $0.hasSuffix(".") ? key.hasPrefix($0) : key == $0 }
         }
-        if !config.pruning.isDual { picked.removeAll { Self.dualOnly.contains($0.0) } }
+        picked.removeAll { key, _ in Self.onlyFor[key].map { !$0.contains(config.pruning.method.rawValue) } ?? false }
         if !dataFingerprint.isEmpty { picked.append(("data.content", dataFingerprint)) }
         // The fixed-point unit is part of deterministic mode's maths: a build with another
         // unit must not continue a run bit for bit as if nothing changed.

@@ -99,6 +99,7 @@ extension SparsitySchedule.Kind: ConfigEnum {}
 extension MeasurementOperator.Kind: ConfigEnum {}
 extension PruningSettings.Operator: ConfigEnum {}
 extension PruningSettings.RhoGrowth: ConfigEnum {}
+extension PruningSettings.Recovery: ConfigEnum {}
 extension RowSparseRegression.WarmStart: ConfigEnum {}
 extension SparseRecovery.Solver: ConfigEnum {}
 extension PruningSettings: ConfigSection {
@@ -115,6 +116,8 @@ extension PruningSettings: ConfigSection {
             .init("block", \.block, "csp, admm-magnitude: weights per block", check: { $0 >= 2 ? nil : "must be at least 2" }),
             .init("measurements", \.measurements, "csp: measurements per block, auto (2k ln(b/k)) or a ratio of the block"),
             .init("operator", \.measurementOperator, "csp: how W + U is measured: a seeded random operator (gaussian, rademacher, srht) or the layer's own inputs (activations)"),
+            .init("recover", \.recover,
+                  "csp with a random operator: signal (recover W + U at its current sparsity, then keep the largest k) or target (a k-sparse estimate directly; before 2026-11-30)"),
             .init("solver", \.solver, "csp, one-shot-reconstruction: the sparse-recovery solver"),
             .init("iterations", \.iterations, "csp, one-shot-reconstruction: solver iterations", check: positive),
             .init("warm_start", \.warmStart, "csp with operator activations, one-shot-reconstruction: where each row's solver starts: obs (backward elimination; slow, better) or diagonal (|w|·√G_ii)"),

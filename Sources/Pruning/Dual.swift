@@ -159,15 +159,28 @@ public struct DualProjection: ProjectionStep {
         var report = SupportUpdate.Layer(name: spec.name, density: 0)
         var chosen = topK
         if settings.method == .csp {
-            let kb = keptCount(b, sparsity: s)
-            let m = settings.measurements.rows(block: b, kept: kb)
-            let recovery = recovery(for: spec.name, rows: m)
-            var y = [Float](repeating: 0, count: blocks * m)
-            v.withUnsafeBufferPointer { vv in y.withUnsafeMutableBufferPointer { recovery.phi!.measure(vv, blocks: blocks, into: $0) } }
             let lengths = (0 ..< blocks).map { min(b, n - $0 * b) }
-            let result = y.withUnsafeBufferPointer { recovery.recover($0, blocks: blocks, k: k, lengths: lengths) }
-            chosen = result.support
-            // A recovered position where W + U is exactly zero would keep a zero: the block would
+            let estimates: [Float], m: Int
+            switch settings.recover {
+            case .signal:
+                // W + U is about as sparse as the current support (the pull holds the pruned
+                // entries near zero; before the first support it is dense): measure and recover
+                // it at that sparsity, then keep the largest k_j of the estimate.
+                let held = (0 ..< blocks).map { j in (0 ..< lengths[j]).reduce(0) { $0 + Int(mask[spec.offset + j * b + $1]) } }
+                m = settings.measurements.rows(block: b, kept: held.max() ?? b)
+                if m >= b {
+                    estimates = v  // as many measurements as weights: nothing to compress, read as is
+                } else {
+                    estimates = sense(v, layer: spec.name, rows: m, blocks: blocks, k: held, lengths: lengths).estimates
+                }
+                chosen = [UInt8](repeating: 0, count: blocks * b)
+                for j in 0 ..< blocks { SparseRecovery.topK(estimates, offset: j * b, count: lengths[j], k: k[j], into: &chosen) }
+            case .target:
+                m = settings.measurements.rows(block: b, kept: keptCount(b, sparsity: s))
+                let result = sense(v, layer: spec.name, rows: m, blocks: blocks, k: k, lengths: lengths)
+                (estimates, chosen) = (result.estimates, result.support)
+            }
+            // A chosen position where W + U is exactly zero would keep a zero: the block would
             // end sparser than its target. Such picks give way to the largest entries left out
             // (W + U is exactly sparse when the pull closes the whole gap, lr·ρ ≥ 1).
             for j in 0 ..< blocks {
@@ -180,7 +193,7 @@ public struct DualProjection: ProjectionStep {
             }
             var errorSquared = 0.0, normSquared = 0.0
             for i in 0 ..< n {
-                let d = Double(result.estimates[i] - v[i])
+                let d = Double(estimates[i] - v[i])
                 errorSquared += d * d
                 normSquared += Double(v[i]) * Double(v[i])
             }
@@ -196,6 +209,14 @@ public struct DualProjection: ProjectionStep {
         report.density = Double(kept) / Double(max(1, n))
         report.overlapWithTopK = kept > 0 ? Double(shared) / Double(kept) : 1
         return report
+    }
+
+    /// Measures the blocks of `v` with the layer's m × b operator and recovers k_j-sparse estimates.
+    mutating func sense(_ v: [Float], layer: String, rows m: Int, blocks: Int, k: [Int], lengths: [Int]) -> SparseRecovery.Result {
+        let recovery = recovery(for: layer, rows: m)
+        var y = [Float](repeating: 0, count: blocks * m)
+        v.withUnsafeBufferPointer { vv in y.withUnsafeMutableBufferPointer { recovery.phi!.measure(vv, blocks: blocks, into: $0) } }
+        return y.withUnsafeBufferPointer { recovery.recover($0, blocks: blocks, k: k, lengths: lengths) }
     }
 
     mutating func recovery(for layer: String, rows m: Int) -> SparseRecovery {

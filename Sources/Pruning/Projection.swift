@@ -174,6 +174,17 @@ public struct PruningSettings: Sendable, Equatable {
             self == .sparsity ? 1 / max(0.01, 1 - s) : 1
         }
     }
+    /// What `csp` with a random operator asks of its measurements (Sources/Pruning/README.md,
+    /// "What compressed sensing can and cannot do here").
+    public enum Recovery: String, Sendable, CaseIterable {
+        /// Recover W + U at the sparsity it has, that of the current support (measurements
+        /// sized for it: all of a block's while W + U is still dense), then keep the largest
+        /// k of the estimate.
+        case signal
+        /// Ask the solver for a k-sparse estimate at the new size directly, with measurements
+        /// sized for k (before 2026-11-30): a model of the signal sparser than it is.
+        case target
+    }
     public enum Scope: String, Sendable, CaseIterable {
         /// Every pruned layer reaches the target sparsity.
         case layer
@@ -191,6 +202,8 @@ public struct PruningSettings: Sendable, Equatable {
     /// csp: measurements per block.
     public var measurements = Measurements.auto
     public var measurementOperator: Operator = .gaussian
+    /// csp with a random operator: what is recovered from the measurements.
+    public var recover = Recovery.signal
     /// Methods that read input statistics: λ of Ĝ = G + λ·mean(diag G)·I.
     public var damping = 0.01
     /// csp with activations, one-shot-reconstruction: where each row's solver starts.

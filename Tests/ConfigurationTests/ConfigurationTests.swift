@@ -144,19 +144,25 @@ struct FingerprintTests {
         #expect(MathsFingerprint(text: print.text) == print && print.digest.count == 32)
     }
 
-    /// `pruning.rho_growth` (2026-11-30) changes only the dual methods: a checkpoint written
-    /// before it holds no such key, which reads as `none`. A dual run's today (`sparsity`) is
-    /// told apart from it, by name; another method's fingerprint does not carry the key at all.
+    /// `pruning.rho_growth` and `pruning.recover` (2026-11-30) change only some methods: a
+    /// checkpoint written before them holds neither key, which reads as the old behaviour
+    /// (`none`, `target`). Today's defaults are told apart from it, by name, for the methods
+    /// they change; another method's fingerprint does not carry the key at all.
     @Test func aKeyAddedLaterSetsApartOnlyTheRunsItChanges() throws {
-        for (method, dual) in [("admm-magnitude", true), ("csp", true), ("gradual-magnitude", false), ("wanda", false)] {
+        let keys = [("pruning.rho_growth", "sparsity", "none", ["admm-magnitude", "csp"]), ("pruning.recover", "signal", "target", ["csp"])]
+        for method in ["admm-magnitude", "csp", "gradual-magnitude", "wanda"] {
             var c = try RunConfiguration.load(file: nil)
             try c.apply(override: "pruning.method=\(method)")
             let today = MathsFingerprint(config: c, dataFingerprint: "abc")
-            let before = MathsFingerprint(text: today.text.split(separator: "\n").filter { !$0.hasPrefix("pruning.rho_growth ") }.joined(separator: "\n"))
-            #expect(today.text.contains("pruning.rho_growth = sparsity") == dual, "\(method): \(today.text)")
-            #expect(today.differences(from: before) == (dual ? ["pruning.rho_growth: sparsity now, none in the checkpoint"] : []), "\(method)")
-            try c.apply(override: "pruning.rho_growth=none")
-            #expect(MathsFingerprint(config: c, dataFingerprint: "abc").differences(from: before).isEmpty, "\(method) with rho_growth none")
+            let before = MathsFingerprint(text: today.text.split(separator: "\n").filter { line in !keys.contains { line.hasPrefix($0.0 + " ") } }.joined(separator: "\n"))
+            var expected: [String] = []
+            for (key, now, old, methods) in keys {
+                #expect(today.text.contains("\(key) = \(now)") == methods.contains(method), "\(method): \(today.text)")
+                if methods.contains(method) { expected.append("\(key): \(now) now, \(old) in the checkpoint") }
+                try c.apply(override: "\(key)=\(old)")
+            }
+            #expect(today.differences(from: before) == expected.sorted(), "\(method)")
+            #expect(MathsFingerprint(config: c, dataFingerprint: "abc").differences(from: before).isEmpty, "\(method) with the old settings")
         }
     }
 }
