@@ -114,7 +114,7 @@ extension PruningSettings: ConfigSection {
                   check: positive),
             .init("exclude", \.exclude, "tensor-name patterns never pruned, e.g. [\"conv.0.*\", \"output.*\"]"),
             .init("block", \.block, "csp, admm-magnitude: weights per block", check: { $0 >= 2 ? nil : "must be at least 2" }),
-            .init("measurements", \.measurements, "csp: measurements per block, auto (2k ln(b/k)) or a ratio of the block"),
+            .init("measurements", \.measurements, "csp: measurements per block, auto (2k ln(b/k); under recover signal at least 5.5 per value the block holds) or a ratio of the block"),
             .init("operator", \.measurementOperator, "csp: how W + U is measured: a seeded random operator (gaussian, rademacher, srht) or the layer's own inputs (activations)"),
             .init("recover", \.recover,
                   "csp with a random operator: signal (recover W + U at its current sparsity, then keep the largest k) or target (a k-sparse estimate directly; before 2026-11-30)"),

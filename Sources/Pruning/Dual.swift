@@ -167,7 +167,7 @@ public struct DualProjection: ProjectionStep {
                 // entries near zero; before the first support it is dense): measure and recover
                 // it at that sparsity, then keep the largest k_j of the estimate.
                 let held = (0 ..< blocks).map { j in (0 ..< lengths[j]).reduce(0) { $0 + Int(mask[spec.offset + j * b + $1]) } }
-                m = settings.measurements.rows(block: b, kept: held.max() ?? b)
+                m = settings.measurements.rows(block: b, held: held.max() ?? b)
                 if m >= b {
                     estimates = v  // as many measurements as weights: nothing to compress, read as is
                 } else {

@@ -319,6 +319,15 @@ public enum Measurements: Sendable, Equatable {
         case let .ratio(r): max(1, min(b, Int((r * Double(b)).rounded())))
         }
     }
+
+    /// Measurements to recover a block that holds `held` values (`recover: signal`): `auto`
+    /// adds the floor m ≥ 5.5·k to 2k·ln(b/k), where NIHT recovers exactly sparse 256-weight
+    /// Gaussian-measured blocks in 30 iterations (k/m ≤ 0.18; scripts/niht-phase-transition.py:
+    /// 95–100% recovered at k/m ≈ 0.2, 0–75% above 0.23).
+    public func rows(block b: Int, held k: Int) -> Int {
+        guard case .auto = self, k > 0 else { return rows(block: b, kept: k) }
+        return min(b, max(rows(block: b, kept: k), Int((5.5 * Double(k)).rounded(.up))))
+    }
 }
 
 public struct PruningError: Error, CustomStringConvertible, Equatable {
