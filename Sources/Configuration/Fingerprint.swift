@@ -27,7 +27,8 @@ public struct MathsFingerprint: Sendable, Equatable {
     static let addedLater = ["coordinator.gradient_values": "f32", "pruning.snapshots": "[]", "pruning.snapshot_steps": "100",
                              "model.rnnt.predictor_embedding": "128", "model.rnnt.predictor_hidden": "256",
                              "model.rnnt.predictor_layers": "1", "model.rnnt.joint_dim": "256",
-                             "pruning.rho_growth": "none", "pruning.recover": "target"]
+                             "pruning.rho_growth": "none", "pruning.recover": "target",
+                             "model.dropout": "0.0"]
     /// Keys that change only some methods' maths, left out for the others (so that adding one
     /// does not set every other method's runs apart from their checkpoints).
     static let onlyFor: [String: Set<String>] = ["pruning.rho_growth": ["csp", "admm-magnitude"], "pruning.recover": ["csp"]]

@@ -44,6 +44,8 @@ extension ModelSettings: ConfigSection {
             .init("parameters", \.parameters, "loadtest: parameter count", check: { $0 >= 2 ? nil : "must be at least 2" }),
             .init("acoustic", \.acoustic, "ctc, rnnt: the acoustic model's (the transducer's encoder's) sizes"),
             .init("rnnt", \.rnnt, "rnnt: the prediction and joint networks' sizes"),
+            .init("dropout", \.dropout, "ctc, rnnt: probability of dropping each unit of every encoder LSTM layer's output while training (inverted dropout, masks keyed by seed, epoch and example; 0: off)",
+                  check: { $0 >= 0 && $0 < 1 ? nil : "must be in [0, 1)" }),
         ]
     }
 }

@@ -80,6 +80,9 @@ public struct ModelSettings: Sendable, Equatable {
     public var acoustic = AcousticSettings()
     /// `rnnt` only: the prediction and joint networks.
     public var rnnt = TransducerSettings()
+    /// `ctc`, `rnnt`: probability of dropping each unit of every encoder LSTM layer's output
+    /// while training (``EncoderDropout``); 0: none.
+    public var dropout = 0.0
     public init() {}
 }
 

@@ -49,14 +49,16 @@ public enum SpeechNetwork: Sendable {
         }
     }
 
-    /// Writes the gradient of the mean loss into `gradient`; returns the summed loss.
+    /// Writes the gradient of the mean loss into `gradient`; returns the summed loss. `dropout`
+    /// (training only) masks the encoder's LSTM outputs.
     public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
-                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) -> Double {
+                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder,
+                                dropout: EncoderDropout? = nil) -> Double {
         switch self {
         case let .ctc(m):
-            return m.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &moments).lossSum
+            return m.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &moments, dropout: dropout).lossSum
         case let .rnnt(m):
-            return m.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &moments).lossSum
+            return m.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &moments, dropout: dropout).lossSum
         }
     }
 

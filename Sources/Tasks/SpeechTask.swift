@@ -7,13 +7,16 @@ import Tensors
 /// shards: what a worker computes for a micro-batch of example indices.
 ///
 /// Per example: 16 kHz audio from the shards → waveform augmentation → 80-band log-mel →
-/// global mean/variance normalisation (statistics from the training shards) → SpecAugment.
+/// global mean/variance normalisation (statistics from the training shards) → SpecAugment →
+/// the network, with dropout on the encoder's LSTM outputs (`model.dropout`).
 /// All random draws are keyed by (seed, epoch, example), so any worker computes the same thing.
 public struct SpeechTask: TrainableModel {
     public let model: SpeechNetwork
     public let train: ShardSet
     public let augmentation: AugmentationSettings
     public let seed: UInt64
+    /// `model.dropout`: probability of dropping an encoder LSTM output unit while training.
+    public let dropout: Float
     public let vocabulary = Vocabulary.characters
     public let normalization: FeatureNormalization
     /// Validation shard sets by name ("valid", "valid_channel").
@@ -39,6 +42,10 @@ public struct SpeechTask: TrainableModel {
         normalization = FeatureNormalization(mean: train.index.featureMean, std: train.index.featureStd)
         self.augmentation = augmentation
         self.seed = seed
+        guard settings.dropout >= 0 && settings.dropout < 1 else {
+            throw TaskError("model.dropout is \(settings.dropout): it must be in [0, 1)")
+        }
+        dropout = Float(settings.dropout)
         var validation: [String: ShardSet] = [:]
         for (name, folder) in [("valid", data.valid), ("valid_channel", data.validChannel)] where !folder.isEmpty {
             validation[name] = try ShardSet(folder: folder)
@@ -94,7 +101,7 @@ public struct SpeechTask: TrainableModel {
     public func lossAndGradient(parameters: UnsafeBufferPointer<Float>, examples: [Int], epoch: Int,
                                 gradient: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) throws -> Double {
         let extractor = LogMelExtractor()
-        var features: [[Float]] = [], labels: [[Int]] = []
+        var features: [[Float]] = [], labels: [[Int]] = [], dropoutKeys: [UInt64] = []
         for example in examples {
             // A damaged record must not take the worker (and, reassigned, every other worker) down:
             // it is left out of the micro-batch, as an utterance too short for its transcript is.
@@ -108,8 +115,11 @@ public struct SpeechTask: TrainableModel {
             augmentation.mask(&f, bands: model.settings.features, rng: &rng)
             features.append(f)
             labels.append(vocabulary.encode(text))
+            dropoutKeys.append(EncoderDropout.key(seed: seed, epoch: epoch, example: example))
         }
-        return model.lossAndGradient(parameters: parameters, features: features, labels: labels, gradient: gradient, moments: &moments)
+        let masks = dropout > 0 ? EncoderDropout(probability: dropout, keys: dropoutKeys) : nil
+        return model.lossAndGradient(parameters: parameters, features: features, labels: labels, gradient: gradient,
+                                     moments: &moments, dropout: masks)
     }
 
     enum Purpose {

@@ -165,4 +165,23 @@ struct FingerprintTests {
             #expect(MathsFingerprint(config: c, dataFingerprint: "abc").differences(from: before).isEmpty, "\(method) with the old settings")
         }
     }
+
+    /// `model.dropout` (2026-11-30): a checkpoint written before it holds no such key and was
+    /// computed without dropout, so it resumes under the default; a run with dropout is told apart.
+    @Test func dropoutIsAMathsSettingThatOldCheckpointsLackAsZero() throws {
+        var c = try RunConfiguration.load(file: nil)
+        let today = MathsFingerprint(config: c, dataFingerprint: "abc")
+        let before = MathsFingerprint(text: today.text.split(separator: "\n").filter { !$0.hasPrefix("model.dropout ") }.joined(separator: "\n"))
+        #expect(today.text.contains("model.dropout = "), "\(today.text)")
+        #expect(today.differences(from: before).isEmpty, "\(today.differences(from: before))")
+        try c.apply(override: "model.dropout=0")
+        #expect(MathsFingerprint(config: c, dataFingerprint: "abc") == today, "0 is written as the default is")
+        try c.apply(override: "model.dropout=0.2")
+        #expect(c.model.dropout == 0.2)
+        #expect(MathsFingerprint(config: c, dataFingerprint: "abc").differences(from: before) == ["model.dropout: 0.2 now, 0.0 in the checkpoint"])
+        for bad in ["1", "-0.1", "1.5"] {
+            let error = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: nil, overrides: ["model.dropout=\(bad)"]) }
+            #expect(error?.key == "model.dropout" && error?.description.contains("[0, 1)") == true, "\(bad): \(String(describing: error))")
+        }
+    }
 }

@@ -2,7 +2,7 @@ import Checkpoints
 import Foundation
 import Testing
 
-/// The speech model with CSP pruning (dual variable, sparse Z, masks) and augmentation on:
+/// The speech model with CSP pruning (dual variable, sparse Z, masks), augmentation and dropout on:
 /// stopped and resumed on another number of workers, it ends bit for bit where a run without a
 /// stop ends. Its checkpoint exports to safetensors that Python's `safetensors` loads, and a
 /// numpy forward pass of the export gives the Swift model's logits.
@@ -26,6 +26,7 @@ struct SpeechResumeTests {
         model:
           kind: ctc
           acoustic: {features: 80, conv_channels: 16, conv_layers: 2, lstm_hidden: 12, lstm_layers: 2, bidirectional: true}
+          dropout: 0.2
         data: {kind: speech, train: \(corpus)/shards/train}
         optimizer: {kind: adam, learning_rate: 0.003}
         pruning:

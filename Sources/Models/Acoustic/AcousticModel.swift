@@ -60,8 +60,8 @@ public struct AcousticModel: Sendable {
         var logits: SequenceBatch         // (T', B, V)
     }
 
-    func forward(_ x: SequenceBatch, parameters p: UnsafeBufferPointer<Float>) -> Forward {
-        let e = encoder.forward(x, parameters: p)
+    func forward(_ x: SequenceBatch, parameters p: UnsafeBufferPointer<Float>, dropout: EncoderDropout? = nil) -> Forward {
+        let e = encoder.forward(x, parameters: p, dropout: dropout)
         let h = e.output
         var f = Forward(encoder: e, top: h, logits: h)
         var logits = SequenceBatch(zeros: h.steps, batch: h.batch, channels: settings.classes, lengths: h.lengths)
@@ -94,22 +94,24 @@ public struct AcousticModel: Sendable {
     }
 
     /// Writes the gradient of the mean CTC loss over the utterances into `gradient` (overwriting).
-    /// `features[b]` is (T_b, F) row-major; `labels[b]` holds classes in 1..<V.
+    /// `features[b]` is (T_b, F) row-major; `labels[b]` holds classes in 1..<V. `dropout`
+    /// (training only) masks the encoder's LSTM outputs, one key per utterance.
     public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
-                                gradient g: UnsafeMutableBufferPointer<Float>) -> LossReport {
+                                gradient g: UnsafeMutableBufferPointer<Float>, dropout: EncoderDropout? = nil) -> LossReport {
         var none = InputMomentRecorder(sites: [])
-        return lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &none)
+        return lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &none, dropout: dropout)
     }
 
     /// The same, recording the inputs of the sites `moments` asks for (``statisticSites``).
     public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
-                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) -> LossReport {
+                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder,
+                                dropout: EncoderDropout? = nil) -> LossReport {
         precondition(features.count == labels.count && p.count == layout.totalCount && g.count == layout.totalCount)
         g.update(repeating: 0)
         let B = features.count
         guard B > 0 else { return LossReport(lossSum: 0, infeasible: 0) }
         let x = SequenceBatch(sequences: features, channels: settings.features)
-        let f = forward(x, parameters: p)
+        let f = forward(x, parameters: p, dropout: dropout)
         if !moments.isEmpty { record(f, into: &moments) }
         let V = settings.classes, logits = f.logits
         // CTC per utterance; dlogits (T', B, V) of the mean loss.

@@ -48,10 +48,17 @@ public struct SpeechEncoder: Sendable {
         var convInputs: [SequenceBatch] = []
         var lstmInputs: [SequenceBatch] = []
         var lstmCaches: [[LSTMDirection.Cache]] = []
+        /// With dropout: each LSTM layer's mask (T', B, D); empty without.
+        var lstmMasks: [[Float]] = []
         var output: SequenceBatch         // (T', B, D)
     }
 
-    func forward(_ x: SequenceBatch, parameters p: UnsafeBufferPointer<Float>) -> Forward {
+    /// `dropout` (training only) masks each LSTM layer's output; nil or p = 0: none. The inputs
+    /// the next layers see (and input statistics record, ``record(_:prefix:into:)``) are the
+    /// masked ones: over the masks, E[x xᵀ] keeps its off-diagonal and has its diagonal scaled
+    /// by 1/(1 − p), which ranks a layer's inputs alike for Wanda and acts as a ridge term for
+    /// the methods that invert it.
+    func forward(_ x: SequenceBatch, parameters p: UnsafeBufferPointer<Float>, dropout: EncoderDropout? = nil) -> Forward {
         var h = x
         var f = Forward(output: x)
         for conv in convs {
@@ -60,7 +67,7 @@ public struct SpeechEncoder: Sendable {
             f.convCaches.append(cache)
             h = cache.output
         }
-        for directions in lstm {
+        for (n, directions) in lstm.enumerated() {
             f.lstmInputs.append(h)
             var caches: [LSTMDirection.Cache] = []
             var outputs: [SequenceBatch] = []
@@ -71,6 +78,11 @@ public struct SpeechEncoder: Sendable {
             }
             f.lstmCaches.append(caches)
             h = Self.concatenate(outputs)
+            if let dropout, dropout.isActive {
+                let mask = dropout.mask(layer: n, steps: h.steps, lengths: h.lengths, width: h.channels)
+                for i in 0 ..< mask.count { h.values[i] *= mask[i] }
+                f.lstmMasks.append(mask)
+            }
         }
         f.output = h
         return f
@@ -83,6 +95,10 @@ public struct SpeechEncoder: Sendable {
                   gradient g: UnsafeMutableBufferPointer<Float>) -> [Float] {
         var dh = doutput
         for (n, directions) in lstm.enumerated().reversed() {
+            if !f.lstmMasks.isEmpty {
+                let mask = f.lstmMasks[n]
+                for i in 0 ..< dh.count { dh[i] *= mask[i] }
+            }
             let input = f.lstmInputs[n]
             let parts = Self.split(dh, steps: input.steps, batch: input.batch, pieces: directions.count, width: lstmHidden)
             var dx = [Float](repeating: 0, count: input.values.count)

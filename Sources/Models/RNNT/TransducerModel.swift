@@ -85,8 +85,9 @@ public struct TransducerModel: Sendable {
         var projected: [Float]         // f (T', B, J)
     }
 
-    func encode(_ features: [[Float]], parameters p: UnsafeBufferPointer<Float>) -> Encoded {
-        let e = encoder.forward(SequenceBatch(sequences: features, channels: settings.features), parameters: p)
+    /// `dropout` is for training only (decoding passes none).
+    func encode(_ features: [[Float]], parameters p: UnsafeBufferPointer<Float>, dropout: EncoderDropout? = nil) -> Encoded {
+        let e = encoder.forward(SequenceBatch(sequences: features, channels: settings.features), parameters: p, dropout: dropout)
         let rows = e.output.steps * e.output.batch
         return Encoded(encoder: e, projected: encoderProjection.forward(e.output.values, rows: rows, parameters: p))
     }
@@ -127,20 +128,22 @@ public struct TransducerModel: Sendable {
 
     /// Writes the gradient of the mean RNN-T loss over the utterances into `gradient`
     /// (overwriting). `features[b]` is (T_b, F) row-major; `labels[b]` holds classes in 1..<V.
+    /// `dropout` (training only) masks the transcriber's LSTM outputs, one key per utterance.
     public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
-                                gradient g: UnsafeMutableBufferPointer<Float>) -> LossReport {
+                                gradient g: UnsafeMutableBufferPointer<Float>, dropout: EncoderDropout? = nil) -> LossReport {
         var none = InputMomentRecorder(sites: [])
-        return lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &none)
+        return lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &none, dropout: dropout)
     }
 
     /// The same, recording the inputs of the sites `moments` asks for (``statisticSites``).
     public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
-                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder) -> LossReport {
+                                gradient g: UnsafeMutableBufferPointer<Float>, moments: inout InputMomentRecorder,
+                                dropout: EncoderDropout? = nil) -> LossReport {
         precondition(features.count == labels.count && p.count == layout.totalCount && g.count == layout.totalCount)
         g.update(repeating: 0)
         let B = features.count
         guard B > 0 else { return LossReport(lossSum: 0, infeasible: 0) }
-        let enc = encode(features, parameters: p)
+        let enc = encode(features, parameters: p, dropout: dropout)
         let pred = predict(labels, parameters: p)
         if !moments.isEmpty { record(enc, pred, into: &moments) }
         let J = transducer.jointDim, frames = enc.encoder.output.lengths
