@@ -33,7 +33,7 @@ public struct MathsFingerprint: Sendable, Equatable {
     /// does not set every other method's runs apart from their checkpoints).
     static let onlyFor: [String: Set<String>] = ["pruning.rho_growth": ["csp", "admm-magnitude"], "pruning.recover": ["csp"]]
     /// Paths: where the data are, not what they are.
-    static let excluded = ["data.train", "data.valid", "data.valid_channel"]
+    static let excluded = ["data.train", "data.valid", "data.valid_channel", "data.valid_seen"]
 
     public init(config: RunConfiguration, dataFingerprint: String) {
         var flat: [(String, String)] = []

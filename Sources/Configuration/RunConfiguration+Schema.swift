@@ -60,6 +60,7 @@ extension DataSettings: ConfigSection {
             .init("train", \.train, "speech: prepared training shards (folder)"),
             .init("valid", \.valid, "speech: prepared validation shards (folder)"),
             .init("valid_channel", \.validChannel, "speech: prepared channel-degraded validation shards (folder)"),
+            .init("valid_seen", \.validSeen, "speech: prepared validation shards spoken by training voices (folder; data synth's valid_seen), scored beside valid's held-out voices"),
         ]
     }
 }

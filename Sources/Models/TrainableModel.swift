@@ -98,10 +98,13 @@ public struct DataSettings: Sendable, Equatable {
     public var examples = 16384
     /// Standard deviation of the noise around each class centre (centres are ~N(0, 1) per axis).
     public var noise = 1.5
-    /// `speech`: shard-set folders for training, validation and channel-degraded validation.
+    /// `speech`: shard-set folders for training, validation and channel-degraded validation
+    /// (held-out voices, scored as `valid` and `valid_channel`), and validation by training
+    /// voices (`valid_seen`; empty: none).
     public var train = ""
     public var valid = ""
     public var validChannel = ""
+    public var validSeen = ""
     public init() {}
 }
 

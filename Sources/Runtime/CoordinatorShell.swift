@@ -378,6 +378,7 @@ actor CoordinatorShell {
                                  reassignedMicroBatches: m.reassignedMicroBatches,
                                  validWer: m.lastValidation["valid"]?.wordErrorRate,
                                  validWerChannel: m.lastValidation["valid_channel"]?.wordErrorRate, message: message)
+        summary.validWerSeen = m.lastValidation["valid_seen"]?.wordErrorRate
         summary.resentRequests = m.resentRequests
         summary.pruningMethod = server.projection.name
         summary.projectionSeconds = projectionSecondsTotal
@@ -388,7 +389,12 @@ actor CoordinatorShell {
             summary.message = "summary.json could not be written (see the log)"
         }
         outcome = summary
-        logger.info("run \(status.rawValue)", metadata: ["steps": "\(m.step)", "final_loss": "\(parts.lastLoss ?? .nan)"])
+        var metadata: Logger.Metadata = ["steps": "\(m.step)", "final_loss": "\(parts.lastLoss ?? .nan)"]
+        // Which validation is which: valid and valid_channel hold out voices, valid_seen does not.
+        if let w = summary.validWer { metadata["valid_wer_heldout_voices"] = "\(w)" }
+        if let w = summary.validWerChannel { metadata["valid_wer_heldout_voices_channel"] = "\(w)" }
+        if let w = summary.validWerSeen { metadata["valid_wer_training_voices"] = "\(w)" }
+        logger.info("run \(status.rawValue)", metadata: metadata)
         for waiter in finishedWaiters { waiter.resume(returning: summary) }
         finishedWaiters = []
     }

@@ -30,6 +30,7 @@ public final class ProgressDisplay: Sendable {
             if m.sparsity > 0 { line += String(format: "  sparsity %.1f%% (projection %.0f ms)", 100 * m.sparsity, 1000 * m.projectionSeconds) }
             if let wer = m.validWer { line += String(format: "  valid WER %.2f%%", 100 * wer) }
             if let wer = m.validWerChannel { line += String(format: " (channel %.2f%%)", 100 * wer) }
+            if let wer = m.validWerSeen { line += String(format: ", training voices %.2f%%", 100 * wer) }
             state.withLock { s in
                 if tty {
                     StandardError.write("\r\u{1B}[K" + line)

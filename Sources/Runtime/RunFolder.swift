@@ -162,6 +162,9 @@ public struct StepMetrics: Codable, Sendable {
     public var validWerChannel: Double? = nil
     public var validCer: Double? = nil
     public var validCerChannel: Double? = nil
+    /// The same on `data.valid_seen` (training voices), when the run has it.
+    public var validWerSeen: Double? = nil
+    public var validCerSeen: Double? = nil
 }
 
 /// summary.json.
@@ -185,9 +188,11 @@ public struct RunSummary: Codable, Sendable {
     public var reassignedMicroBatches: Int
     /// Requests nng's REQ sent again (a late reply) that were answered as their originals were.
     public var resentRequests: Int?
-    /// The last validation word error rates (clean, channel-degraded), when measured.
+    /// The last validation word error rates on held-out voices (clean, channel-degraded), when
+    /// measured, and on training voices (`data.valid_seen`), when the run has that set.
     public var validWer: Double?
     public var validWerChannel: Double?
+    public var validWerSeen: Double? = nil
     /// The pruning method and the coordinator's total time in its projection step.
     public var pruningMethod: String = "none"
     public var projectionSeconds: Double = 0
@@ -196,6 +201,17 @@ public struct RunSummary: Codable, Sendable {
     /// The checkpoint this run resumed from (nil: it started at step 0).
     public var resumedFrom: String?
     public var message: String?
+
+    /// "validation WER: 12.30% held-out voices (channel-degraded 15.10%), 4.20% training voices",
+    /// or nil when nothing was scored.
+    public var validationLine: String? {
+        let pct = { (v: Double) in String(format: "%.2f%%", 100 * v) }
+        var parts: [String] = []
+        if let w = validWer { parts.append("\(pct(w)) held-out voices" + (validWerChannel.map { " (channel-degraded \(pct($0)))" } ?? "")) }
+        else if let c = validWerChannel { parts.append("\(pct(c)) held-out voices, channel-degraded") }
+        if let s = validWerSeen { parts.append("\(pct(s)) training voices") }
+        return parts.isEmpty ? nil : "validation WER: " + parts.joined(separator: ", ")
+    }
 
     /// Non-finite numbers are null, named in `non_finite` (see ``JSONRecord``).
     public func json(pretty: Bool = true) -> String {

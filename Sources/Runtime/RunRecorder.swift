@@ -61,6 +61,8 @@ final class RunRecorder {
             line.validWerChannel = v["valid_channel"]?.wordErrorRate
             line.validCer = v["valid"]?.characterErrorRate
             line.validCerChannel = v["valid_channel"]?.characterErrorRate
+            line.validWerSeen = v["valid_seen"]?.wordErrorRate
+            line.validCerSeen = v["valid_seen"]?.characterErrorRate
         }
         line.wallSeconds = now - runStarted
         write(line, to: metrics, file: folder.metricsFile)

@@ -199,6 +199,7 @@ public final class WorkerService: Sendable {
         if let folder = options.dataFolders["train"] { config.data.train = folder }
         if let folder = options.dataFolders["valid"] { config.data.valid = folder }
         if let folder = options.dataFolders["valid_channel"] { config.data.validChannel = folder }
+        if let folder = options.dataFolders["valid_seen"] { config.data.validSeen = folder }
         VectorMath.setThreadCount(1)
         let model = try ModelFactory.make(model: config.model, data: config.data, augmentation: config.augmentation, seed: config.seed)
         let ours = model.layout.wireTensors

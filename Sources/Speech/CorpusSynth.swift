@@ -24,7 +24,9 @@ public struct SpeakerStyle: Hashable, Sendable, Codable {
 /// draws styles from continuous ranges (``MultiEngineRecipe``). Every utterance's draws come from
 /// a stream keyed by the seed and its index, and test utterances follow the others, so the
 /// training set is the same with or without a test split. A channel-degraded copy of each
-/// held-out set is made by ``Augmentation/degradeChannel(_:sampleRate:rng:)``.
+/// held-out set is made by ``Augmentation/degradeChannel(_:sampleRate:rng:)``. Recipe 2 also
+/// makes `valid_seen`: validation's sentences spoken by training voices in training styles, so
+/// a run can tell what unseen speakers cost from what unseen sentences cost.
 public struct CorpusSynth: Sendable {
     public struct Options: Sendable {
         public var out: String
@@ -36,6 +38,10 @@ public struct CorpusSynth: Sendable {
         /// Test utterances, made in addition to `utterances` (0: no test split, and validation
         /// takes all held-out sentences and speakers).
         public var testUtterances = 0
+        /// Recipe 2: `valid_seen` utterances (validation sentences, training voices and styles),
+        /// made after the others so that no other split changes. nil: half as many as validation
+        /// (at least 1); recipe 1 makes none.
+        public var seenValidationUtterances: Int?
         /// Recipe 1's grid.
         public var speeds = [130, 150, 170, 190, 210]
         public var pitches = [25, 40, 55, 70, 85]
@@ -61,6 +67,8 @@ public struct CorpusSynth: Sendable {
         public var train = 0
         public var valid = 0
         public var validChannel = 0
+        /// Recipe 2: validation sentences spoken by training voices.
+        public var validSeen = 0
         public var test = 0
         public var testChannel = 0
         public var testSentences = 0
@@ -122,10 +130,22 @@ public struct CorpusSynth: Sendable {
         }
     }
 
+    /// `valid_seen` utterances this corpus makes.
+    var seenValidationCount: Int {
+        guard options.recipe == .multiEngine else { return 0 }
+        return options.seenValidationUtterances ?? max(1, validationCount / 2)
+    }
+
+    var validationCount: Int { max(1, Int(Double(options.utterances) * options.validationFraction)) }
+
     public func synthesize(progress: @escaping @Sendable (Int, Int) -> Void = { _, _ in }) throws -> Report {
         let fm = FileManager.default
         let makeTest = options.testUtterances > 0
-        let folders = ["train", "valid", "valid-channel", ".probe"] + (makeTest ? ["test", "test-channel"] : [])
+        if options.recipe == .espeakGrid, let n = options.seenValidationUtterances, n > 0 {
+            throw DatasetError(file: options.out, line: nil, message: "recipe 1 is kept as it was and has no valid_seen split (asked for \(n) utterances): use recipe 2")
+        }
+        let makeSeen = seenValidationCount > 0
+        let folders = ["train", "valid", "valid-channel", ".probe"] + (makeTest ? ["test", "test-channel"] : []) + (makeSeen ? ["valid_seen"] : [])
         for sub in folders {
             try fm.createDirectory(atPath: options.out + "/" + sub, withIntermediateDirectories: true)
         }
@@ -155,6 +175,8 @@ public struct CorpusSynth: Sendable {
             pools[.valid] = stride(from: 0, to: heldOut, by: 2).map { sentences[$0] }
             pools[.test] = stride(from: 1, to: heldOut, by: 2).map { sentences[$0] }
         }
+        // valid_seen speaks validation's sentences (never trained on) with training's voices.
+        if makeSeen { pools[.validSeen] = pools[.valid] }
         report.trainSentences = pools[.train]!.count
         report.validSentences = pools[.valid]!.count
         report.testSentences = pools[.test]?.count ?? 0
@@ -199,7 +221,7 @@ public struct CorpusSynth: Sendable {
             report.seconds[split, default: [:]]["\(job.rendering.engine.rawValue):\(job.rendering.voice)", default: 0] += audio.seconds
             if job.split == .train {
                 report.trainSeconds += audio.seconds
-            } else {
+            } else if job.split != .validSeen {
                 var r = SeededRandom(options.seed, 0x4348414E, UInt64(job.index))
                 let degraded = Augmentation.degradeChannel(audio.samples, sampleRate: audio.sampleRate, rng: &r)
                 let channelPath = "\(options.out)/\(split)-channel/\(split)-channel-\(String(format: "%06d", job.index)).wav"
@@ -207,13 +229,15 @@ public struct CorpusSynth: Sendable {
                 sets[split + "_channel", default: []].append(Utterance(audioPath: channelPath, text: job.text, duration: audio.seconds))
             }
         }
-        let names = makeTest ? ["train", "valid", "valid_channel", "test", "test_channel"] : ["train", "valid", "valid_channel"]
+        let names = (makeTest ? ["train", "valid", "valid_channel", "test", "test_channel"] : ["train", "valid", "valid_channel"])
+            + (makeSeen ? ["valid_seen"] : [])
         for name in names { try Manifest.write(sets[name] ?? [], to: "\(options.out)/\(name).jsonl") }
         report.train = sets["train"]?.count ?? 0
         report.valid = sets["valid"]?.count ?? 0
         report.validChannel = sets["valid_channel"]?.count ?? 0
         report.test = sets["test"]?.count ?? 0
         report.testChannel = sets["test_channel"]?.count ?? 0
+        report.validSeen = sets["valid_seen"]?.count ?? 0
         try writeStyles(jobs, extra: extra)
         return report
     }
@@ -222,15 +246,16 @@ public struct CorpusSynth: Sendable {
         "\(options.out)/\(job.split.rawValue)/\(job.split.rawValue)-\(String(format: "%06d", job.index)).wav"
     }
 
-    /// Which split an utterance belongs to: validation first, then training, then test, so the
-    /// training utterances keep their indices (and draws) whether or not a test split is made.
+    /// Which split an utterance belongs to: validation first, then training, then test, then
+    /// valid_seen, so the training utterances keep their indices (and draws) whether or not a
+    /// test or valid_seen split is made, and test's do with or without valid_seen.
     func split(of index: Int) -> CorpusSplit {
-        let validCount = max(1, Int(Double(options.utterances) * options.validationFraction))
-        return index >= options.utterances ? .test : index < validCount ? .valid : .train
+        if index >= options.utterances + options.testUtterances { return .validSeen }
+        return index >= options.utterances ? .test : index < validationCount ? .valid : .train
     }
 
     func multiEngineJobs(sentences: [CorpusSplit: [String]], recipe: MultiEngineRecipe, makeTest: Bool) -> [Job] {
-        (0 ..< options.utterances + options.testUtterances).map { i in
+        (0 ..< options.utterances + options.testUtterances + seenValidationCount).map { i in
             let split = split(of: i)
             var r = SeededRandom(options.seed, 0x4D45_5554, UInt64(i))
             let pool = sentences[split]!
@@ -241,7 +266,7 @@ public struct CorpusSynth: Sendable {
 
     static func ownVoices(_ split: VoiceSplit, makeTest: Bool, engines: EngineMix) -> [String: [String]] {
         var out: [String: [String]] = [:]
-        for s in CorpusSplit.allCases where s != .test || makeTest {
+        for s in CorpusSplit.allCases where s != .validSeen && (s != .test || makeTest) {
             // Without a test split, validation hears the test voices too.
             let own = s == .valid && !makeTest ? split.own[.valid]! + split.own[.test]! : split.own[s]!
             var names: [String] = []

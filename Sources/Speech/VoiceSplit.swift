@@ -19,7 +19,12 @@ public enum SpeechEngine: String, Sendable, CaseIterable, Codable {
     case flite
 }
 
-public enum CorpusSplit: String, Sendable, CaseIterable { case train, valid, test }
+public enum CorpusSplit: String, Sendable, CaseIterable {
+    case train, valid, test
+    /// Recipe 2: validation sentences (never in training) spoken by training voices in training
+    /// styles: beside `valid` (held-out voices) it tells unseen speakers from unseen sentences.
+    case validSeen = "valid_seen"
+}
 
 /// One utterance's speaker and style, as the engine and sox are told.
 public struct Rendering: Sendable, Hashable {
@@ -123,7 +128,7 @@ public struct VoiceSplit: Sendable, Equatable {
             Voices(accents: a.accents + b.accents, variants: a.variants + b.variants, flite: a.flite + b.flite)
         }
     }
-    /// Each split's own voices (disjoint).
+    /// Each split's own voices (disjoint): train, valid and test (`validSeen` has none of its own).
     public var own: [CorpusSplit: Voices]
     /// espeak-ng's General American and British voices, which training always keeps.
     public static let baseAccents: Set = ["en-gb", "en-us"]
@@ -154,7 +159,7 @@ public struct VoiceSplit: Sendable, Equatable {
     public func pool(_ split: CorpusSplit, makeTest: Bool) -> Voices {
         let train = own[.train]!
         switch split {
-        case .train: return train
+        case .train, .validSeen: return train
         case .test: return Voices(accents: train.accents + own[.test]!.accents, variants: own[.test]!.variants, flite: own[.test]!.flite)
         case .valid:
             let heldOut = makeTest ? own[.valid]! : own[.valid]! + own[.test]!
@@ -234,7 +239,7 @@ public struct MultiEngineRecipe: Sendable {
 
     public func draw(_ split: CorpusSplit, makeTest: Bool, rng: inout SeededRandom) -> Rendering {
         let pool = voices.pool(split, makeTest: makeTest)
-        let r = split == .train ? ranges : ranges.widened(by: heldOutWidening)
+        let r = split == .train || split == .validSeen ? ranges : ranges.widened(by: heldOutWidening)
         func unit() -> Double { Double(rng.next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
         func pick(_ items: [String]) -> String { items[Int(rng.next() % UInt64(items.count))] }
         func uniform(_ range: ClosedRange<Double>) -> Double { range.lowerBound + unit() * (range.upperBound - range.lowerBound) }

@@ -19,7 +19,8 @@ public struct SpeechTask: TrainableModel {
     public let dropout: Float
     public let vocabulary = Vocabulary.characters
     public let normalization: FeatureNormalization
-    /// Validation shard sets by name ("valid", "valid_channel").
+    /// Validation shard sets by name: "valid" and "valid_channel" (held-out voices), "valid_seen"
+    /// (training voices).
     public let validation: [String: ShardSet]
 
     public init(model settings: ModelSettings, data: DataSettings, augmentation: AugmentationSettings, seed: UInt64) throws {
@@ -47,7 +48,7 @@ public struct SpeechTask: TrainableModel {
         }
         dropout = Float(settings.dropout)
         var validation: [String: ShardSet] = [:]
-        for (name, folder) in [("valid", data.valid), ("valid_channel", data.validChannel)] where !folder.isEmpty {
+        for (name, folder) in [("valid", data.valid), ("valid_channel", data.validChannel), ("valid_seen", data.validSeen)] where !folder.isEmpty {
             validation[name] = try ShardSet(folder: folder)
         }
         self.validation = validation
@@ -56,7 +57,7 @@ public struct SpeechTask: TrainableModel {
     public var evaluationSets: [String: Int] { validation.mapValues(\.count) }
 
     public func evaluate(parameters: UnsafeBufferPointer<Float>, set: String, examples: [Int]) throws -> EvaluationCounts {
-        guard let shards = validation[set] else { throw TaskError("no validation set '\(set)' (data.valid, data.valid_channel)") }
+        guard let shards = validation[set] else { throw TaskError("no validation set '\(set)' (data.valid, data.valid_channel, data.valid_seen)") }
         let extractor = LogMelExtractor()
         var features: [[Float]] = [], references: [String] = []
         for example in examples {

@@ -86,7 +86,7 @@ struct ConfigOptions: ParsableArguments {
             // Data folders are given relative to the working directory; workers on other machines
             // receive the configuration, so it carries absolute paths.
             let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
-            for path in [\RunConfiguration.data.train, \.data.valid, \.data.validChannel, \.initFrom, \.transport.tls.dir] where !resolved[keyPath: path].isEmpty {
+            for path in [\RunConfiguration.data.train, \.data.valid, \.data.validChannel, \.data.validSeen, \.initFrom, \.transport.tls.dir] where !resolved[keyPath: path].isEmpty {
                 resolved[keyPath: path] = URL(fileURLWithPath: resolved[keyPath: path], relativeTo: cwd).standardizedFileURL.path
             }
             return resolved
@@ -227,6 +227,7 @@ struct Launch: AsyncParsableCommand {
         let loss = { (v: Double?) in v.map { String(format: "%.4f", $0) } ?? "-" }
         var lines = ["run \(s.status.rawValue): \(s.steps) steps in \(String(format: "%.1f", s.wallSeconds)) s, loss \(loss(s.firstLoss)) → \(loss(s.finalLoss)), workers seen \(s.workersSeen), failed \(s.workersFailed)"]
         if let c = s.checkpoint { lines.append("checkpoint: \(c)") }
+        if let validation = s.validationLine { lines.append(validation) }
         if let m = s.message { lines.append(m) }
         lines.append("summary: \(RunFolder(runDir).summaryFile.path)")
         StandardError.write(lines.joined(separator: "\n") + "\n")
@@ -323,7 +324,7 @@ struct WorkerCommand: AsyncParsableCommand {
     var patience: Double = 120
 
     @Option(name: .customLong("data"), help: ArgumentHelp(
-        "Where this machine keeps a data set, when not where the coordinator's configuration says (repeatable): train=DIR, valid=DIR or valid_channel=DIR. The data must be a copy of the coordinator's: its fingerprint is checked.",
+        "Where this machine keeps a data set, when not where the coordinator's configuration says (repeatable): train=DIR, valid=DIR, valid_channel=DIR or valid_seen=DIR. The data must be a copy of the coordinator's: its fingerprint is checked.",
         valueName: "set=dir"))
     var data: [String] = []
 
@@ -335,8 +336,8 @@ struct WorkerCommand: AsyncParsableCommand {
     func validate() throws {
         for entry in data {
             let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, ["train", "valid", "valid_channel"].contains(parts[0]), !parts[1].isEmpty else {
-                throw ValidationError("--data \(entry): expected train=DIR, valid=DIR or valid_channel=DIR")
+            guard parts.count == 2, ["train", "valid", "valid_channel", "valid_seen"].contains(parts[0]), !parts[1].isEmpty else {
+                throw ValidationError("--data \(entry): expected train=DIR, valid=DIR, valid_channel=DIR or valid_seen=DIR")
             }
         }
     }

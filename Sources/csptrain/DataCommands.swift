@@ -26,7 +26,7 @@ struct DataCommand: ParsableCommand {
             pitches drawn from continuous ranges, half the utterances then through sox tempo and pitch \
             perturbation. Validation and test each hold out whole voices: flite's rms (validation) and slt \
             (test) while training hears kal16 and awb, and an espeak-ng accent and a tenth of its variants each. \
-            Needs espeak-ng, flite and sox (scripts/install-deps.sh).
+            Recipe 2 also writes OUT/valid_seen.jsonl: validation's sentences (never in training) spoken by             training voices in training styles. Scored beside valid (data.valid_seen), it separates what unseen             speakers cost from what unseen sentences cost. Needs espeak-ng, flite and sox (scripts/install-deps.sh).
 
             Recipe 1 is the espeak-ng corpus of the main job and the pruning sweeps up to issue 16, \
             reproduced as it was: every English voice and variant at five speeds and five pitches, with \
@@ -36,6 +36,8 @@ struct DataCommand: ParsableCommand {
         @Option(help: ArgumentHelp("Output folder.", valueName: "dir")) var out: String
         @Option(help: "Utterances to make (10% become validation).") var utterances = 6000
         @Option(help: "Test utterances to make in addition (0: no test split).") var testUtterances = 0
+        @Option(help: "Recipe 2: valid_seen utterances (validation sentences, training voices) to make in addition (default: half the validation count; 0: none).")
+        var validSeenUtterances: Int?
         @Option(help: "Seed for sentences, voices, styles and channel simulation.") var seed: UInt64 = 1
         @Option(help: ArgumentHelp("Corpus recipe: 2 (espeak-ng and flite, held-out voices) or 1 (espeak-ng style grid, as before issue 16).", valueName: "n"))
         var recipe = 2
@@ -49,6 +51,8 @@ struct DataCommand: ParsableCommand {
             guard testUtterances >= 0, utterances >= 1 else { throw ValidationError("--utterances must be at least 1 and --test-utterances at least 0") }
             guard CorpusRecipe(rawValue: recipe) != nil else { throw ValidationError("--recipe \(recipe): expected 1 or 2") }
             guard recipe != 1 || engines == nil else { throw ValidationError("--engines: recipe 1 speaks with espeak-ng only (use --recipe 2)") }
+            guard recipe != 1 || (validSeenUtterances ?? 0) == 0 else { throw ValidationError("--valid-seen-utterances: recipe 1 is kept as it was, without a valid_seen split (use --recipe 2)") }
+            guard (validSeenUtterances ?? 0) >= 0 else { throw ValidationError("--valid-seen-utterances must be at least 0") }
             do { _ = try engines.map { try EngineMix(parsing: $0) } } catch { throw ValidationError("\(error)") }
         }
 
@@ -59,6 +63,7 @@ struct DataCommand: ParsableCommand {
             var options = CorpusSynth.Options(out: out, utterances: utterances, seed: seed, domainFile: domainFile)
             options.jobs = jobs
             options.testUtterances = testUtterances
+            options.seenValidationUtterances = validSeenUtterances
             options.recipe = CorpusRecipe(rawValue: recipe)!
             if let engines { options.engines = try EngineMix(parsing: engines) }
             let progress = CountProgress(label: "synthesising", enabled: !json)
@@ -71,11 +76,11 @@ struct DataCommand: ParsableCommand {
                 try output(String(decoding: try encoder.encode(report), as: UTF8.self))
             } else {
                 try output("""
-                recipe \(report.recipe): \(report.train) training, \(report.valid) validation and \(report.test) test utterances (+ channel-degraded copies of validation and test) in \(out)
+                recipe \(report.recipe): \(report.train) training, \(report.valid) validation and \(report.test) test utterances (+ channel-degraded copies of validation and test)\(report.validSeen > 0 ? ", \(report.validSeen) valid_seen (validation sentences, training voices)" : "") in \(out)
                 \(report.trainSentences) training / \(report.validSentences) validation / \(report.testSentences) test sentences\(report.voices.isEmpty ? "" : "; espeak-ng: \(report.voices.count) voices × \(report.variants.count + 1) variants")
                 training audio: \(String(format: "%.0f", report.trainSeconds)) s
                 """)
-                for split in ["train", "valid", "test"] {
+                for split in ["train", "valid", "test", "valid_seen"] {
                     guard let seconds = report.seconds[split] else { continue }
                     let parts = seconds.keys.sorted().map { "\($0) \(String(format: "%.2f", seconds[$0]! / 3600)) h" }
                     try output("  \(split): \(parts.joined(separator: ", "))")

@@ -183,5 +183,9 @@ struct FingerprintTests {
             let error = #expect(throws: ConfigError.self) { try RunConfiguration.load(file: nil, overrides: ["model.dropout=\(bad)"]) }
             #expect(error?.key == "model.dropout" && error?.description.contains("[0, 1)") == true, "\(bad): \(String(describing: error))")
         }
+        // data.valid_seen is a path: where the data are, not what they are.
+        try c.apply(override: "data.valid_seen=/somewhere/valid_seen")
+        #expect(c.data.validSeen == "/somewhere/valid_seen")
+        #expect(!MathsFingerprint(config: c, dataFingerprint: "abc").text.contains("valid_seen"))
     }
 }

@@ -15,9 +15,9 @@ struct SpeechPipelineTests {
         let (synthStatus, synthOut, synthErr) = await synth.wait(seconds: 120)
         #expect(synthStatus == 0, "synth: \(synthErr)")
         let report = try JSONSerialization.jsonObject(with: Data(synthOut.utf8)) as? [String: Any]
-        #expect(report?["train"] as? Int == 22 && report?["valid"] as? Int == 2)
+        #expect(report?["train"] as? Int == 22 && report?["valid"] as? Int == 2 && report?["valid_seen"] as? Int == 1)
 
-        for split in ["train", "valid", "valid_channel"] {
+        for split in ["train", "valid", "valid_channel", "valid_seen"] {
             let prepare = try Child(["data", "prepare", "--manifest", "\(corpus)/\(split).jsonl", "--out", "\(corpus)/shards/\(split)", "--json"])
             let (status, out, err) = await prepare.wait(seconds: 60)
             #expect(status == 0, "prepare \(split): \(err)")
@@ -32,7 +32,7 @@ struct SpeechPipelineTests {
         model:
           kind: ctc
           acoustic: {features: 80, conv_channels: 16, conv_layers: 2, lstm_hidden: 16, lstm_layers: 1, bidirectional: true}
-        data: {kind: speech, train: \(corpus)/shards/train, valid: \(corpus)/shards/valid, valid_channel: \(corpus)/shards/valid_channel}
+        data: {kind: speech, train: \(corpus)/shards/train, valid: \(corpus)/shards/valid, valid_channel: \(corpus)/shards/valid_channel, valid_seen: \(corpus)/shards/valid_seen}
         optimizer: {kind: adam, learning_rate: 0.002}
         coordinator: {global_batch: 8, micro_batches: 4, eval_every_steps: 2, eval_examples: 2, eval_batch: 1}
         """.write(toFile: config, atomically: true, encoding: .utf8)
@@ -42,12 +42,13 @@ struct SpeechPipelineTests {
         #expect(launchStatus == 0, "launch: \(launchErr)")
         let summary = try Summary.parse(launchOut)
         #expect(summary.status == "completed" && summary.workersSeen == 2 && summary.steps == 4)
-        // Validation ran on the workers at steps 2 and 4, on both sets.
-        #expect(summary.validWer != nil && summary.validWerChannel != nil)
+        // Validation ran on the workers at steps 2 and 4, on the three sets: held-out voices (clean,
+        // channel-degraded) and training voices.
+        #expect(summary.validWer != nil && summary.validWerChannel != nil && summary.validWerSeen != nil)
         let lines = try String(contentsOfFile: runDir + "/metrics.jsonl", encoding: .utf8).split(separator: "\n")
         #expect(lines.count == 4)
         let scored = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-            .filter { $0["valid_wer"] != nil && $0["valid_wer_channel"] != nil }.compactMap { $0["step"] as? Int }
+            .filter { $0["valid_wer"] != nil && $0["valid_wer_channel"] != nil && $0["valid_wer_seen"] != nil }.compactMap { $0["step"] as? Int }
         #expect(scored == [2, 4])
 
         // Scored on the 22.05 kHz WAV manifest...

@@ -107,6 +107,7 @@ struct Summary: Decodable {
     let resentRequests: Int?
     let validWer: Double?
     let validWerChannel: Double?
+    let validWerSeen: Double?
 
     static func parse(_ text: String) throws -> Summary {
         let decoder = JSONDecoder()

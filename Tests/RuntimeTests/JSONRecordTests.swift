@@ -60,4 +60,20 @@ struct JSONRecordTests {
             #expect(o["non_finite"] as? [String] == ["examples_per_second", "final_loss"])
         }
     }
+
+    /// The end of a run says which validation is which: held-out voices (valid, valid_channel)
+    /// and training voices (valid_seen), each only when measured.
+    @Test func theValidationLineNamesBothKinds() throws {
+        var summary = RunSummary(status: .completed, runId: "r", steps: 3, startStep: 0, workersSeen: 1, workersFailed: 0,
+                                 firstLoss: 2.5, finalLoss: 1, sparsity: 0, sparsityOverall: 0, checkpoint: nil,
+                                 wallSeconds: 1, examplesPerSecond: 1, duplicateChunks: 0, staleChunks: 0,
+                                 reassignedMicroBatches: 0, validWer: nil, validWerChannel: nil, message: nil)
+        #expect(summary.validationLine == nil)
+        summary.validWer = 0.123
+        summary.validWerChannel = 0.151
+        #expect(summary.validationLine == "validation WER: 12.30% held-out voices (channel-degraded 15.10%)")
+        summary.validWerSeen = 0.042
+        #expect(summary.validationLine == "validation WER: 12.30% held-out voices (channel-degraded 15.10%), 4.20% training voices")
+        #expect(try object(Array(summary.json().utf8))["valid_wer_seen"] as? Double == 0.042)
+    }
 }

@@ -78,24 +78,25 @@ struct CorpusSynthTests {
     @Test func multiEngineCorpusHoldsOutVoicesAndIsReproducible() throws {
         let a = try tempFolder(), b = try tempFolder(), c = try tempFolder()
         defer { for d in [a, b, c] { try? FileManager.default.removeItem(atPath: d) } }
-        func make(_ dir: String, seed: UInt64) throws -> CorpusSynth.Report {
+        func make(_ dir: String, seed: UInt64, seen: Int = 4) throws -> CorpusSynth.Report {
             var options = CorpusSynth.Options(out: dir, utterances: 10, seed: seed, domainFile: domain)
             options.validationFraction = 0.3
             options.testUtterances = 4
+            options.seenValidationUtterances = seen
             options.engines = EngineMix(weights: [.espeakNG: 0.5, .flite: 0.5])
             return try CorpusSynth(options: options).synthesize()
         }
         let report = try make(a, seed: 11)
-        #expect(report.recipe == 2 && report.train == 7 && report.valid == 3 && report.test == 4 && report.testChannel == 4)
+        #expect(report.recipe == 2 && report.train == 7 && report.valid == 3 && report.test == 4 && report.testChannel == 4 && report.validSeen == 4)
         let rows = try Self.styles(a)
         #expect(Set(rows.map { $0["engine"]! }) == ["espeak-ng", "flite"], "a seed whose tiny corpus has both engines")
         #expect(rows.contains { $0["tempo"] != "1" } && rows.contains { $0["tempo"] == "1" }, "some utterances through sox, some not")
         // flite's voices per split; no espeak-ng variant or accent of a held-out split in training.
         let own = report.ownVoices
         for row in rows where row["engine"] == "flite" {
-            #expect([["kal16", "awb"], ["rms"], ["slt"]][["train", "valid", "test"].firstIndex(of: row["split"]!)!].contains(row["voice"]!), "\(row)")
+            #expect([["kal16", "awb"], ["rms"], ["slt"], ["kal16", "awb"]][["train", "valid", "test", "valid_seen"].firstIndex(of: row["split"]!)!].contains(row["voice"]!), "\(row)")
         }
-        let trainEspeak = rows.filter { $0["split"] == "train" && $0["engine"] == "espeak-ng" }.map { $0["voice"]! }
+        let trainEspeak = rows.filter { ["train", "valid_seen"].contains($0["split"]!) && $0["engine"] == "espeak-ng" }.map { $0["voice"]! }
         for voice in trainEspeak {
             let parts = voice.split(separator: "+", maxSplits: 1).map(String.init)
             let names = ["espeak-ng:\(parts[0])", "espeak-ng:+\(parts.count > 1 ? parts[1] : "(the voice's own)")"]
@@ -108,6 +109,21 @@ struct CorpusSynthTests {
             #expect(audio.sampleRate == (row["engine"] == "flite" ? 16_000 : 22_050) && audio.seconds > 0.4, "\(row)")
         }
         #expect(!FileManager.default.fileExists(atPath: a + "/train/train-000003.wav.engine.wav"), "sox's input is removed")
+
+        // valid_seen: held-out sentences (none in training or test) spoken by training voices
+        // (checked above with training's rows), no channel copy, and the other splits unchanged by it.
+        let seen = try Manifest.read(a + "/valid_seen.jsonl"), test = try Manifest.read(a + "/test.jsonl")
+        #expect(seen.count == 4 && rows.filter { $0["split"] == "valid_seen" }.map { $0["text"]! } == seen.map(\.text))
+        #expect(Set(seen.map(\.text)).isDisjoint(with: Set(train.map(\.text))) && Set(seen.map(\.text)).isDisjoint(with: Set(test.map(\.text))))
+        #expect(!FileManager.default.fileExists(atPath: a + "/valid_seen_channel.jsonl"))
+        let unseen = try tempFolder()
+        defer { try? FileManager.default.removeItem(atPath: unseen) }
+        #expect(try make(unseen, seed: 11, seen: 0).validSeen == 0 && !FileManager.default.fileExists(atPath: unseen + "/valid_seen.jsonl"))
+        for file in ["train.jsonl", "valid.jsonl", "test.jsonl", "valid_channel.jsonl", "train/train-000003.wav", "test/test-000012.wav"] {
+            let x = try String(contentsOfFile: a + "/" + file, encoding: .isoLatin1).replacingOccurrences(of: a, with: "")
+            let y = try String(contentsOfFile: unseen + "/" + file, encoding: .isoLatin1).replacingOccurrences(of: unseen, with: "")
+            #expect(x == y, "\(file) changes with valid_seen")
+        }
 
         // The same seed: the same manifests, styles and audio bytes; another seed: another corpus.
         _ = try make(b, seed: 11)

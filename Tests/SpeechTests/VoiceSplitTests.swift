@@ -122,6 +122,23 @@ struct VoiceSplitTests {
         #expect(abs(sox - ranges.soxProbability) < 4 * (0.25 / Double(train.count)).squareRoot())
     }
 
+    /// valid_seen hears training's voices only, in training's style ranges, and all of them.
+    @Test func seenValidationSpeaksWithTrainingVoicesAndStyles() throws {
+        for seed in UInt64(1) ... 20 {
+            let recipe = try recipe(seed: seed)
+            let train = recipe.voices.own[.train]!
+            let seen = draws(recipe, .validSeen, makeTest: seed % 2 == 0, seed: seed, count: 400)
+            for r in seen {
+                if r.engine == .flite { #expect(train.flite.contains(r.voice), "seed \(seed): \(r.speaker)") }
+                else { #expect(train.accents.contains(r.voice) && train.variants.contains(r.variant), "seed \(seed): \(r.speaker)") }
+            }
+            let ranges = StyleRanges()
+            for r in seen where r.engine == .espeakNG { #expect(ranges.espeakSpeed.contains(r.speed) && ranges.espeakPitch.contains(r.pitch)) }
+            for r in seen { if let t = r.tempo { #expect(ranges.soxTempo.lowerBound - 0.001 ... ranges.soxTempo.upperBound + 0.001 ~= t) } }
+            #expect(Set(seen.filter { $0.engine == .flite }.map(\.voice)) == Set(train.flite))
+        }
+    }
+
     @Test func anotherSeedHoldsOutOtherVoices() throws {
         let splits = try (UInt64(1) ... 10).map { try recipe(seed: $0).voices.own[.valid]!.variants }
         #expect(Set(splits).count > 5)
