@@ -75,8 +75,9 @@ public enum SpeechBenchmark {
 
     /// Times `batches` training steps (forward, CTC, backward, Adam) after `warmup` untimed ones.
     /// `pytorch` is a command that runs scripts/bench_pytorch.py (exit status 3: not installed).
+    /// `dropout` > 0 masks the encoder's LSTM outputs as a training run with `model.dropout` does.
     public static func run(batches shapes: [[Int]], warmup: Int, settings: AcousticSettings = AcousticSettings(),
-                           pytorch: [String]?) throws -> Report {
+                           dropout: Float = 0, pytorch: [String]?) throws -> Report {
         VectorMath.setThreadCount(1)
         let model = AcousticModel(settings: settings)
         var parameters = model.initialParameters(seed: 1)
@@ -91,10 +92,16 @@ public enum SpeechBenchmark {
             let labels = frames.map { f in (0 ..< max(1, f / 10)).map { _ in 1 + Int(rng.next() % UInt64(settings.classes - 1)) } }
             return (features, labels)
         }
+        var example = 0
         func step(_ input: ([[Float]], [[Int]])) {
+            let keys = input.0.indices.map { _ in
+                example += 1
+                return EncoderDropout.key(seed: 1, epoch: 0, example: example)
+            }
+            let masks = dropout > 0 ? EncoderDropout(probability: dropout, keys: keys) : nil
             parameters.withUnsafeMutableBufferPointer { p in
                 gradient.withUnsafeMutableBufferPointer { g in
-                    _ = model.lossAndGradient(parameters: UnsafeBufferPointer(p), features: input.0, labels: input.1, gradient: g)
+                    _ = model.lossAndGradient(parameters: UnsafeBufferPointer(p), features: input.0, labels: input.1, gradient: g, dropout: masks)
                     optimizer.apply(gradient: UnsafeBufferPointer(g), to: p, learningRate: 1e-3)
                 }
             }
@@ -108,8 +115,9 @@ public enum SpeechBenchmark {
         let audioSeconds = Double(frames.reduce(0, +)) / 100
         let gflops = trainingFLOPs(model: model, frames: Array(frames)) / seconds / 1e9
         let peak = sgemmPeak()
+        let withDropout = dropout > 0 ? String(format: ", dropout %.2f", dropout) : ""
         var results = [Benchmarks.Result(
-            name: "speech model training, 1 thread: forward + backward + Adam, GFLOP/s of useful work",
+            name: "speech model training, 1 thread\(withDropout): forward + backward + Adam, GFLOP/s of useful work",
             ours: gflops, baseline: peak, unit: "GFLOP/s",
             baselineName: "OpenBLAS sgemm 1024x1024x1024 on 1 thread, best of 5 (the machine's peak)")]
         var notes: [String] = []
@@ -127,7 +135,7 @@ public enum SpeechBenchmark {
         }
         if results.count == 1 {
             results.append(Benchmarks.Result(
-                name: "speech model training, 1 thread, \(shapes.count) micro-batches of \(shapes.first?.count ?? 0): audio-seconds per second",
+                name: "speech model training, 1 thread\(withDropout), \(shapes.count) micro-batches of \(shapes.first?.count ?? 0): audio-seconds per second",
                 ours: ours, baseline: 0, unit: "audio-s/s", baselineName: "none (PyTorch not run)"))
         }
         return Report(results: results, notes: notes)

@@ -86,6 +86,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "speech: draw utterance lengths from this prepared shard set (default: the built-in corpus's spread).")
     var lengthsFrom: String?
 
+    @Option(help: "speech: model.dropout for the timed steps (0: none, today's step).")
+    var speechDropout = 0.0
+
     @Option(help: "speech: the PyTorch reference command (skipped with a message when torch is not installed; 'none' to skip).")
     var pytorch = "scripts/bench-pytorch.sh"
 
@@ -192,7 +195,8 @@ struct Bench: AsyncParsableCommand {
                 lengths = try ShardSet(folder: folder).recordSizes.map { max(1, $0 / 320) }
             }
             let shapes = SpeechBenchmark.batches(count: speechBatches, microBatch: microBatch, lengths: lengths, seed: 1)
-            let report = try SpeechBenchmark.run(batches: shapes, warmup: 2, pytorch: pytorch == "none" ? nil : [pytorch])
+            guard speechDropout >= 0 && speechDropout < 1 else { throw ValidationError("--speech-dropout \(speechDropout): must be in [0, 1)") }
+            let report = try SpeechBenchmark.run(batches: shapes, warmup: 2, dropout: Float(speechDropout), pytorch: pytorch == "none" ? nil : [pytorch])
             results += report.results
             notes += report.notes
         }
