@@ -34,21 +34,29 @@ public struct EncoderDropout: Sendable, Equatable {
     /// the padding (whose outputs are zero anyway).
     func mask(layer: Int, steps: Int, lengths: [Int], width: Int) -> [Float] {
         precondition(lengths.count == keys.count, "dropout has \(keys.count) keys for a batch of \(lengths.count)")
-        let B = lengths.count, scale = 1 / (1 - probability)
+        let B = lengths.count, scale = 1 / (1 - probability), p = probability
         var mask = [Float](repeating: 0, count: steps * B * width)   // (T, B, D)
-        for b in 0 ..< B {
-            for t in 0 ..< lengths[b] {
-                let values = Self.row(key: keys[b], layer: layer, time: t, width: width, probability: probability, scale: scale)
-                let o = (t * B + b) * width
-                for j in 0 ..< width { mask[o + j] = values[j] }
+        mask.withUnsafeMutableBufferPointer { m in
+            for b in 0 ..< B {
+                for t in 0 ..< lengths[b] {
+                    // One stream per (utterance, layer, frame); units draw from it in order.
+                    var rng = SeededRandom(keys[b], UInt64(layer), UInt64(t))
+                    let o = (t * B + b) * width
+                    for j in 0 ..< width { m[o + j] = rng.nextUnitFloat() < p ? 0 : scale }
+                }
             }
         }
         return mask
     }
 
-    /// The mask of one utterance at one layer and frame: `width` values, each 0 or `scale`.
-    static func row(key: UInt64, layer: Int, time: Int, width: Int, probability: Float, scale: Float) -> [Float] {
-        var rng = SeededRandom(key, UInt64(layer), UInt64(time))
-        return (0 ..< width).map { _ in rng.nextUnitFloat() < probability ? 0 : scale }
+    /// Multiplies `values` by `mask` element by element (the forward pass's outputs, the
+    /// backward pass's incoming gradient).
+    static func apply(_ mask: [Float], to values: inout [Float]) {
+        precondition(mask.count == values.count)
+        mask.withUnsafeBufferPointer { m in
+            values.withUnsafeMutableBufferPointer { v in
+                for i in 0 ..< v.count { v[i] *= m[i] }
+            }
+        }
     }
 }

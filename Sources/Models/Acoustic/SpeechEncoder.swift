@@ -80,7 +80,7 @@ public struct SpeechEncoder: Sendable {
             h = Self.concatenate(outputs)
             if let dropout, dropout.isActive {
                 let mask = dropout.mask(layer: n, steps: h.steps, lengths: h.lengths, width: h.channels)
-                for i in 0 ..< mask.count { h.values[i] *= mask[i] }
+                EncoderDropout.apply(mask, to: &h.values)
                 f.lstmMasks.append(mask)
             }
         }
@@ -95,10 +95,7 @@ public struct SpeechEncoder: Sendable {
                   gradient g: UnsafeMutableBufferPointer<Float>) -> [Float] {
         var dh = doutput
         for (n, directions) in lstm.enumerated().reversed() {
-            if !f.lstmMasks.isEmpty {
-                let mask = f.lstmMasks[n]
-                for i in 0 ..< dh.count { dh[i] *= mask[i] }
-            }
+            if !f.lstmMasks.isEmpty { EncoderDropout.apply(f.lstmMasks[n], to: &dh) }
             let input = f.lstmInputs[n]
             let parts = Self.split(dh, steps: input.steps, batch: input.batch, pieces: directions.count, width: lstmHidden)
             var dx = [Float](repeating: 0, count: input.values.count)
