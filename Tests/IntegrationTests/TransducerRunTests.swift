@@ -3,7 +3,8 @@ import Foundation
 import Testing
 
 /// An RNN transducer (`model.kind: rnnt`) trained by real coordinator and worker processes with
-/// wanda pruning (input statistics from every matrix cross the wire): stopped and resumed on
+/// wanda pruning (input statistics from every matrix cross the wire) and dropout on the
+/// transcriber's LSTM outputs (masks keyed by seed, epoch and example): stopped and resumed on
 /// another number of workers, it ends bit for bit where a run without a stop ends; `eval` scores
 /// it, `transcribe` decodes a file as `eval` does, and the export has torchaudio's part names.
 @Suite(.serialized, .timeLimit(.minutes(8)))
@@ -27,6 +28,7 @@ struct TransducerRunTests {
           kind: rnnt
           acoustic: {features: 80, conv_channels: 12, conv_layers: 2, lstm_hidden: 12, lstm_layers: 1, bidirectional: false}
           rnnt: {predictor_embedding: 6, predictor_hidden: 10, predictor_layers: 1, joint_dim: 12}
+          dropout: 0.2
         data: {kind: speech, train: \(corpus)/shards/train}
         optimizer: {kind: adam, learning_rate: 0.003}
         pruning:
