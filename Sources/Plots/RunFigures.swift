@@ -12,6 +12,8 @@ public enum RunFigures {
         public var validWer: Double?
         public var validWerChannel: Double?
         public var sparsity: Double?
+        /// WER on `data.valid_seen` (training voices), when the run scores it.
+        public var validWerSeen: Double? = nil
     }
 
     public struct ParseError: Error, CustomStringConvertible {
@@ -32,7 +34,8 @@ public enum RunFigures {
             }
             let number = { (key: String) -> Double? in (object[key] as? NSNumber)?.doubleValue.nonNaN }
             out.append(Line(step: step, wallSeconds: number("wall_seconds"), loss: number("loss"), validWer: number("valid_wer"),
-                            validWerChannel: number("valid_wer_channel"), sparsity: number("sparsity")))
+                            validWerChannel: number("valid_wer_channel"), sparsity: number("sparsity"),
+                            validWerSeen: number("valid_wer_seen")))
         }
         return out
     }
@@ -56,14 +59,17 @@ public enum RunFigures {
         lossStep.goals = stepGoals
         let lossWall = Figure.Panel(title: "Training loss", xLabel: "wall time (\(unit))", yLabel: "loss (per example)",
                                     series: [curve("loss", "#1f77b4", x: byWall, y: \.loss)])
-        var werStep = Figure.Panel(title: "Validation WER", xLabel: "step", yLabel: "word error rate",
-                                   series: [curve("valid", "#1f77b4", x: byStep, y: \.validWer, dots: true),
-                                            curve("valid_channel", "#d62728", x: byStep, y: \.validWerChannel, dots: true)])
+        // valid_seen (training voices) beside valid (held-out voices), when the run scored it.
+        let seen = lines.contains { $0.validWerSeen != nil }
+        func werSeries(_ x: @escaping (Line) -> Double?) -> [Figure.Series] {
+            [curve("valid", "#1f77b4", x: x, y: \.validWer, dots: true),
+             curve("valid_channel", "#d62728", x: x, y: \.validWerChannel, dots: true)]
+                + (seen ? [curve("valid_seen (training voices)", "#2ca02c", x: x, y: \.validWerSeen, dots: true)] : [])
+        }
+        var werStep = Figure.Panel(title: "Validation WER", xLabel: "step", yLabel: "word error rate", series: werSeries(byStep))
         werStep.goals = werGoals + stepGoals
         werStep.yFormat = .percent
-        var werWall = Figure.Panel(title: "Validation WER", xLabel: "wall time (\(unit))", yLabel: "word error rate",
-                                   series: [curve("valid", "#1f77b4", x: byWall, y: \.validWer, dots: true),
-                                            curve("valid_channel", "#d62728", x: byWall, y: \.validWerChannel, dots: true)])
+        var werWall = Figure.Panel(title: "Validation WER", xLabel: "wall time (\(unit))", yLabel: "word error rate", series: werSeries(byWall))
         werWall.goals = werGoals
         werWall.yFormat = .percent
         // Every panel starts at 0; the step panels end at the run's total, the wall-time ones at

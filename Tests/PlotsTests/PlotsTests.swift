@@ -49,6 +49,22 @@ struct PlotsTests {
         #expect(XMLParser(data: Data(svg.utf8)).parse())
     }
 
+    /// A run that scored valid_seen (training voices) draws it beside valid; one that did not
+    /// has no such curve.
+    @Test func trainingVoicesAreDrawnOnlyWhenScored() throws {
+        let text = """
+        {"step":1,"loss":2.5,"wall_seconds":0.5}
+        {"step":2,"loss":2.0,"wall_seconds":1.0,"valid_wer":0.4,"valid_wer_channel":0.6,"valid_wer_seen":0.1}
+        """
+        let lines = try RunFigures.parseMetrics(text, source: "m.jsonl")
+        #expect(lines[1].validWerSeen == 0.1 && lines[0].validWerSeen == nil)
+        let with = RunFigures.run(lines, title: "t", goalWer: nil, totalSteps: nil)
+        #expect(with.panels[2].series.map(\.name) == ["valid", "valid_channel", "valid_seen (training voices)"])
+        #expect(with.panels[3].series[2].points.map(\.y) == [0.1])
+        let without = RunFigures.run(try RunFigures.parseMetrics("{\"step\":1,\"valid_wer\":0.4}", source: "m.jsonl"), title: "t", goalWer: nil, totalSteps: nil)
+        #expect(without.panels[2].series.map(\.name) == ["valid", "valid_channel"])
+    }
+
     @Test func sweepFigureDrawsIntervals() {
         let points = [
             RunFigures.SweepPoint(method: "dense", sparsity: 0, wer: 0.1, werInterval: 0.08 ... 0.12, werChannel: 0.2, werChannelInterval: nil),
