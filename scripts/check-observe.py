@@ -88,7 +88,7 @@ def check_metrics(page, workers, problems, report):
             if reason not in present:
                 problems.append(f"{name}{{{label}=\"{reason}\"}} missing (every reason must exist from the start)")
     wer = {labels.get("set") for labels, _ in samples.get("csptrain_validation_wer_ratio", [])}
-    if wer != {"valid", "valid_channel"}:
+    if wer != {"valid", "valid_channel", "valid_seen"}:
         problems.append(f"csptrain_validation_wer_ratio has sets {sorted(wer)}")
     layers = [labels.get("layer") for labels, _ in samples.get("csptrain_layer_sparsity_ratio", [])]
     if not layers:

@@ -93,7 +93,7 @@ start_run() {
     [[ $tls != - ]] && worker_tls=(--tls "$tls")
     # A request caught by the cut can wait for TCP's backed-off retransmissions far past the
     # outage, on a connection left half open (one CI run in ~10 before workers redialed). With an
-    # 8 s request timeout (set on the coordinator below) the worker asks again at 8 s, gives the
+    # 8 s request timeout (set on the coordinator above) the worker asks again at 8 s, gives the
     # connection up for a fresh one at 16 s and joins again, well within its 45 s of patience.
     ip netns exec "$tag-w$i" "$BIN" worker --connect "$url" --token-file "$work/token" --name "w$i" --patience 45 \
       "${worker_tls[@]}" 2> "$work/$name.w$i.log" &

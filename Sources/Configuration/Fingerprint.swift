@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Pruning
 import Training
 import Yams
 
@@ -29,9 +30,15 @@ public struct MathsFingerprint: Sendable, Equatable {
                              "model.rnnt.predictor_layers": "1", "model.rnnt.joint_dim": "256",
                              "pruning.rho_growth": "none", "pruning.recover": "target",
                              "model.dropout": "0.0"]
-    /// Keys that change only some methods' maths, left out for the others (so that adding one
-    /// does not set every other method's runs apart from their checkpoints).
-    static let onlyFor: [String: Set<String>] = ["pruning.rho_growth": ["csp", "admm-magnitude"], "pruning.recover": ["csp"]]
+    /// Keys that change the maths only under some settings, left out of the others (so that
+    /// adding one does not set runs it does not change apart from their checkpoints), and then
+    /// also ignored in the list a checkpoint holds when the two are compared.
+    static let onlyWhen: [String: @Sendable (RunConfiguration) -> Bool] = [
+        "pruning.rho_growth": { $0.pruning.isDual },
+        "pruning.recover": { $0.pruning.method == .csp && $0.pruning.measurementOperator != .activations },
+    ]
+    /// Keys ``onlyWhen`` left out of this fingerprint.
+    public let ignored: Set<String>
     /// Paths: where the data are, not what they are.
     static let excluded = ["data.train", "data.valid", "data.valid_channel", "data.valid_seen"]
 
@@ -41,7 +48,9 @@ public struct MathsFingerprint: Sendable, Equatable {
         var picked = flat.filter { key, _ in
             !Self.excluded.contains(key) && Self.included.contains { $0.hasSuffix(".") ? key.hasPrefix($0) : key == $0 }
         }
-        picked.removeAll { key, _ in Self.onlyFor[key].map { !$0.contains(config.pruning.method.rawValue) } ?? false }
+        let ignored = Set(Self.onlyWhen.filter { !$0.value(config) }.keys)
+        picked.removeAll { ignored.contains($0.0) }
+        self.ignored = ignored
         if !dataFingerprint.isEmpty { picked.append(("data.content", dataFingerprint)) }
         // The fixed-point unit is part of deterministic mode's maths: a build with another
         // unit must not continue a run bit for bit as if nothing changed.
@@ -51,6 +60,7 @@ public struct MathsFingerprint: Sendable, Equatable {
 
     /// Parses `text` as written by ``text``.
     public init(text: String) {
+        ignored = []
         settings = text.split(separator: "\n").compactMap { line in
             guard let eq = line.range(of: " = ") else { return nil }
             return (key: String(line[..<eq.lowerBound]), value: String(line[eq.upperBound...]))
@@ -68,7 +78,7 @@ public struct MathsFingerprint: Sendable, Equatable {
     public func differences(from other: MathsFingerprint, ours: String = "now", theirs: String = "checkpoint") -> [String] {
         let a = Dictionary(settings.map { ($0.key, $0.value) }, uniquingKeysWith: { x, _ in x })
         let b = Dictionary(other.settings.map { ($0.key, $0.value) }, uniquingKeysWith: { x, _ in x })
-        return Set(a.keys).union(b.keys).sorted().compactMap { key in
+        return Set(a.keys).union(b.keys).subtracting(ignored.union(other.ignored)).sorted().compactMap { key in
             let x = a[key] ?? Self.addedLater[key], y = b[key] ?? Self.addedLater[key]
             guard x != y else { return nil }
             return "\(key): \(x ?? "(absent)") \(ours), \(y ?? "(absent)") in the \(theirs)"

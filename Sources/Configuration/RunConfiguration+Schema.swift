@@ -206,7 +206,7 @@ extension TransportSettings: ConfigSection {
             .init("coordinator_contexts", \.coordinatorContexts, "concurrent exchanges the coordinator serves", check: positive),
             .init("resend_seconds", \.resendSeconds, "REQ re-send time", check: positive),
             .init("request_timeout_seconds", \.requestTimeoutSeconds,
-                  "a worker asks again, keeping its session, after this long without an answer", check: positive),
+                  "a worker asks again, keeping its session, after this long without an answer; after twice this long it dials a fresh connection and joins again (keep it above half the longest support update)", check: positive),
             .init("send_window", \.sendWindow, "gradient chunks a worker keeps in flight", check: positive),
             .init("tls", \.tls, "TLS for tls+tcp:// addresses"),
         ]

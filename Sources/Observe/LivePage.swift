@@ -142,14 +142,16 @@ function render(s) {
   $("eta").textContent = r.phase === "finished" ? "done" : secs(r.eta_seconds);
   $("loss").textContent = r.loss == null ? "–" : r.loss.toFixed(4);
   $("eps").textContent = r.examples_per_second == null ? "–" : r.examples_per_second.toFixed(0);
-  $("wer").textContent = r.valid_wer == null ? "–" : pct(r.valid_wer) + (r.valid_wer_channel == null ? "" : " (channel " + pct(r.valid_wer_channel) + ")");
+  $("wer").textContent = r.valid_wer == null ? "–" : pct(r.valid_wer) + (r.valid_wer_channel == null ? "" : " (channel " + pct(r.valid_wer_channel) + ")")
+    + (r.valid_wer_seen == null ? "" : "; training voices " + pct(r.valid_wer_seen));
   $("method").textContent = r.method;
   const pts = s.points;
   lineChart($("loss-chart"), [{ name: "loss", color: "var(--accent)", points: pts.filter(p => p.loss != null).map(p => [p.step, p.loss]) }],
             { xLabel: "step", yLabel: "loss (nats per example)", yMin: 0 });
   lineChart($("wer-chart"), [
       { name: "valid", color: "var(--accent)", dots: true, points: pts.filter(p => p.valid_wer != null).map(p => [p.step, p.valid_wer]) },
-      { name: "valid_channel", color: "var(--accent2)", dots: true, points: pts.filter(p => p.valid_wer_channel != null).map(p => [p.step, p.valid_wer_channel]) }],
+      { name: "valid_channel", color: "var(--accent2)", dots: true, points: pts.filter(p => p.valid_wer_channel != null).map(p => [p.step, p.valid_wer_channel]) },
+      { name: "valid_seen (training voices)", color: "var(--muted)", dots: true, points: pts.filter(p => p.valid_wer_seen != null).map(p => [p.step, p.valid_wer_seen]) }],
     { xLabel: "step", yLabel: "word error rate", yMin: 0, yFormat: t => (100 * t).toFixed(0) + "%",
       goals: r.goal_wer != null ? [{ y: r.goal_wer, label: "goal " + pct(r.goal_wer) }] : [],
       empty: "no validation yet (coordinator.eval_every_steps and data.valid)" });

@@ -18,7 +18,8 @@ final class RunMetrics: @unchecked Sendable {
     static let refusalReasons = ["duplicate", "stale", "not_assigned", "malformed", "overloaded", "other"]
     /// Why a worker left the run (Membership.Reason, in Prometheus spelling).
     static let removalReasons = ["left", "disconnected", "missed_deadline", "silent"]
-    static let validationSets = ["valid", "valid_channel"]
+    /// valid and valid_channel: held-out voices; valid_seen: training voices (recipe 2).
+    static let validationSets = ["valid", "valid_channel", "valid_seen"]
 
     let step: CoreMetrics.Gauge
     let totalSteps: CoreMetrics.Gauge

@@ -48,9 +48,11 @@ public final class RunObserver: Sendable {
         public var wallSeconds: Double
         public var validWer: Double?
         public var validWerChannel: Double?
+        /// The validation split spoken by training voices (`data.valid_seen`).
+        public var validWerSeen: Double?
         public init(step: Int, loss: Double, learningRate: Double, examples: Int, stepSeconds: Double, examplesPerSecond: Double,
                     audioSeconds: Double? = nil, sparsity: Double, sparsityOverall: Double, projectionSeconds: Double, wallSeconds: Double,
-                    validWer: Double? = nil, validWerChannel: Double? = nil) {
+                    validWer: Double? = nil, validWerChannel: Double? = nil, validWerSeen: Double? = nil) {
             self.step = step
             self.loss = loss
             self.learningRate = learningRate
@@ -64,6 +66,7 @@ public final class RunObserver: Sendable {
             self.wallSeconds = wallSeconds
             self.validWer = validWer
             self.validWerChannel = validWerChannel
+            self.validWerSeen = validWerSeen
         }
     }
 
@@ -105,6 +108,7 @@ public final class RunObserver: Sendable {
         var supportUpdateStep: Int?
         var validWer: Double?
         var validWerChannel: Double?
+        var validWerSeen: Double?
         /// Requests answered by the machine but not yet replied to: the sender and whether it
         /// carried a gradient chunk.
         var pending: [RequestID: (worker: String, chunk: Bool)] = [:]
@@ -228,10 +232,11 @@ public final class RunObserver: Sendable {
             s.step = max(s.step, step.step)
             if let wer = step.validWer { s.validWer = wer }
             if let wer = step.validWerChannel { s.validWerChannel = wer }
+            if let wer = step.validWerSeen { s.validWerSeen = wer }
             s.points.append(RunStatus.Point(step: step.step, wallSeconds: step.wallSeconds, loss: finite(step.loss),
                                             learningRate: finite(step.learningRate), stepSeconds: step.stepSeconds,
                                             examplesPerSecond: step.examplesPerSecond, sparsity: step.sparsity,
-                                            validWer: step.validWer, validWerChannel: step.validWerChannel))
+                                            validWer: step.validWer, validWerChannel: step.validWerChannel, validWerSeen: step.validWerSeen))
             if s.points.count > Self.maxPoints {
                 // Keep every second old point, the recent half as it is, and any with a WER.
                 let half = s.points.count / 2
@@ -250,6 +255,7 @@ public final class RunObserver: Sendable {
         if step.projectionSeconds > 0 { metrics.projectionDuration.recordSeconds(step.projectionSeconds) }
         if let wer = step.validWer { metrics.validationWER["valid"]?.record(wer) }
         if let wer = step.validWerChannel { metrics.validationWER["valid_channel"]?.record(wer) }
+        if let wer = step.validWerSeen { metrics.validationWER["valid_seen"]?.record(wer) }
     }
 
     /// The projection chose a new support (`step` counted from 1).
@@ -306,7 +312,7 @@ public final class RunObserver: Sendable {
             let run = RunStatus.Run(id: s.run.runID, phase: s.phase, status: s.status, step: s.step, totalSteps: s.run.totalSteps,
                                     startStep: s.run.startStep, method: s.run.method, elapsedSeconds: now - s.started, etaSeconds: eta,
                                     examplesPerSecond: last?.examplesPerSecond, loss: last?.loss, learningRate: last?.learningRate,
-                                    validWer: s.validWer, validWerChannel: s.validWerChannel,
+                                    validWer: s.validWer, validWerChannel: s.validWerChannel, validWerSeen: s.validWerSeen,
                                     goalSparsity: s.run.goalSparsity, goalWer: s.run.goalWer)
             let workers = s.workers.sorted { $0.key < $1.key }.map { name, w in
                 RunStatus.Worker(name: name, host: w.host, state: w.state, microBatches: w.microBatches, stepSeconds: w.stepSeconds,

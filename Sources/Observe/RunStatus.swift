@@ -20,6 +20,8 @@ public struct RunStatus: Codable, Sendable, Equatable {
         public var learningRate: Double?
         public var validWer: Double?
         public var validWerChannel: Double?
+        /// Validation by training voices (`data.valid_seen`; the two above are held-out voices).
+        public var validWerSeen: Double?
         /// Goal lines: the pruning target (when pruning) and the WER goal (`observe.goal_wer`).
         public var goalSparsity: Double?
         public var goalWer: Double?
@@ -48,6 +50,7 @@ public struct RunStatus: Codable, Sendable, Equatable {
         public var sparsity: Double
         public var validWer: Double?
         public var validWerChannel: Double?
+        public var validWerSeen: Double?
     }
 
     public struct Layer: Codable, Sendable, Equatable {

@@ -77,7 +77,17 @@ public struct DualProjection: ProjectionStep {
         let z = try state.floats("sparse", count: sparse.count)
         let m = try state.mask("mask", count: mask.count)
         active = try state.integer("active") != 0
-        if settings.rhoGrowth != .none { supportSparsity = Double(bitPattern: UInt64(bitPattern: try state.integer("support_sparsity_bits"))) }
+        if settings.rhoGrowth != .none {
+            if let bits = state.integers["support_sparsity_bits"] {
+                supportSparsity = Double(bitPattern: UInt64(bitPattern: bits))
+            } else {
+                // A checkpoint from before rho_growth (resumed with --allow-changed-settings):
+                // the support's sparsity as its mask has it.
+                var pruned = 0, total = 0
+                for spec in layers.tensors { for i in spec.range { total += 1; pruned += m[i] == 0 ? 1 : 0 } }
+                supportSparsity = active && total > 0 ? Double(pruned) / Double(total) : 0
+            }
+        }
         if statistics != nil {
             try statistics!.restore(state)
             pendingUpdate = try state.integer("pending_update") != 0
@@ -166,7 +176,9 @@ public struct DualProjection: ProjectionStep {
                 // W + U is about as sparse as the current support (the pull holds the pruned
                 // entries near zero; before the first support it is dense): measure and recover
                 // it at that sparsity, then keep the largest k_j of the estimate.
-                let held = (0 ..< blocks).map { j in (0 ..< lengths[j]).reduce(0) { $0 + Int(mask[spec.offset + j * b + $1]) } }
+                // A block whose new size exceeds what it holds (rounding as the sparsity rises)
+                // is asked for its new size: the extra pick then goes to the largest estimate.
+                let held = (0 ..< blocks).map { j in max(k[j], (0 ..< lengths[j]).reduce(0) { $0 + Int(mask[spec.offset + j * b + $1]) }) }
                 m = settings.measurements.rows(block: b, held: held.max() ?? b)
                 if m >= b {
                     estimates = v  // as many measurements as weights: nothing to compress, read as is

@@ -390,10 +390,11 @@ actor CoordinatorShell {
         }
         outcome = summary
         var metadata: Logger.Metadata = ["steps": "\(m.step)", "final_loss": "\(parts.lastLoss ?? .nan)"]
-        // Which validation is which: valid and valid_channel hold out voices, valid_seen does not.
-        if let w = summary.validWer { metadata["valid_wer_heldout_voices"] = "\(w)" }
-        if let w = summary.validWerChannel { metadata["valid_wer_heldout_voices_channel"] = "\(w)" }
-        if let w = summary.validWerSeen { metadata["valid_wer_training_voices"] = "\(w)" }
+        // metrics.jsonl's names: valid_seen is spoken by training voices (recipe 2), the others
+        // by what the corpus holds out.
+        if let w = summary.validWer { metadata["valid_wer"] = "\(w)" }
+        if let w = summary.validWerChannel { metadata["valid_wer_channel"] = "\(w)" }
+        if let w = summary.validWerSeen { metadata["valid_wer_seen"] = "\(w)" }
         logger.info("run \(status.rawValue)", metadata: metadata)
         for waiter in finishedWaiters { waiter.resume(returning: summary) }
         finishedWaiters = []

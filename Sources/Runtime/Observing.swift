@@ -6,6 +6,6 @@ extension RunObserver.Step {
         self.init(step: m.step, loss: m.loss, learningRate: m.learningRate, examples: m.examples, stepSeconds: m.stepSeconds,
                   examplesPerSecond: m.examplesPerSecond, sparsity: m.sparsity, sparsityOverall: sparsityOverall,
                   projectionSeconds: m.projectionSeconds, wallSeconds: m.wallSeconds, validWer: m.validWer,
-                  validWerChannel: m.validWerChannel)
+                  validWerChannel: m.validWerChannel, validWerSeen: m.validWerSeen)
     }
 }

@@ -207,8 +207,11 @@ public struct RunSummary: Codable, Sendable {
     public var validationLine: String? {
         let pct = { (v: Double) in String(format: "%.2f%%", 100 * v) }
         var parts: [String] = []
-        if let w = validWer { parts.append("\(pct(w)) held-out voices" + (validWerChannel.map { " (channel-degraded \(pct($0)))" } ?? "")) }
-        else if let c = validWerChannel { parts.append("\(pct(c)) held-out voices, channel-degraded") }
+        // "held-out voices" only beside a training-voices split: otherwise what `valid` holds out
+        // depends on the corpus (recipe 1: style combinations, not voices).
+        let held = validWerSeen == nil ? "" : " held-out voices"
+        if let w = validWer { parts.append("\(pct(w))\(held)" + (validWerChannel.map { " (channel-degraded \(pct($0)))" } ?? "")) }
+        else if let c = validWerChannel { parts.append("\(pct(c))\(held), channel-degraded") }
         if let s = validWerSeen { parts.append("\(pct(s)) training voices") }
         return parts.isEmpty ? nil : "validation WER: " + parts.joined(separator: ", ")
     }

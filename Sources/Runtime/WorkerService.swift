@@ -93,6 +93,10 @@ public final class WorkerService: Sendable {
     /// Runs until the coordinator says the run is over, or a fatal error.
     public func run() async throws -> Exit {
         var lastContact = Monotonic.now
+        // The last answer to a work request or chunk: a join does not move it, so a worker whose
+        // joins are answered but whose work never is (a reply too large for the path, a
+        // coordinator that answers nothing else) still gives up after its patience.
+        var lastWorkAnswer = Monotonic.now
         var backoff = 0.1
         // The run's transport.request_timeout_seconds once a join told it.
         var requestTimeout = options.requestTimeoutSeconds
@@ -103,15 +107,21 @@ public final class WorkerService: Sendable {
                 lastContact = Monotonic.now
                 backoff = 0.1
                 requestTimeout = session.requestTimeoutSeconds
-                if let exit = try await work(session, lastContact: &lastContact) { return exit }
+                if let exit = try await work(session, lastContact: &lastContact, lastWorkAnswer: &lastWorkAnswer) { return exit }
             } catch let error as NNGError where error.isTimeout || error.isConnectionRefused {
-                let silent = Monotonic.now - lastContact
+                let silent = Monotonic.now - lastContact, idle = Monotonic.now - lastWorkAnswer
                 if silent > options.patienceSeconds {
                     throw WorkerError("no answer from the coordinator at \(options.connect) for \(Int(silent)) s; giving up (is it running? is the address right?)")
                 }
+                if idle > options.patienceSeconds {
+                    throw WorkerError("the coordinator at \(options.connect) let this worker join but answered no work request for \(Int(idle)) s; giving up (is a reply larger than the path lets through? see the coordinator's log)")
+                }
                 logger.info("no answer from the coordinator yet; retrying", metadata: ["url": "\(options.connect)", "silent_s": "\(Int(silent))"])
                 // A join unanswered through two timeouts may sit on a half-open connection.
-                if error.isTimeout, silent >= Self.redialAfter * requestTimeout { try redial() }
+                if error.isTimeout, silent >= Self.redialAfter * requestTimeout {
+                    logger.info("the join went unanswered through two request timeouts; dialing a fresh connection", metadata: ["url": "\(options.connect)"])
+                    try redial()
+                }
                 try await Task.sleep(for: .seconds(backoff))
                 backoff = min(backoff * 2, 2)
             } catch let limit as Overloaded where limit.atJoin {
@@ -207,7 +217,7 @@ public final class WorkerService: Sendable {
             throw WorkerError("this worker builds a model whose tensors differ from the coordinator's (\(ours.map(\.name)) vs \(welcome.tensors.map(\.name))): are both the same csptrain version?")
         }
         guard model.dataFingerprint == welcome.dataFingerprint else {
-            let reason = "this worker's data differ from the coordinator's (fingerprints \(model.dataFingerprint) here, \(welcome.dataFingerprint) there): the same example indices would train on other utterances. Point data.train/valid/valid_channel at the same prepared shards (a copy made with cp/rsync matches)"
+            let reason = "this worker's data differ from the coordinator's (fingerprints \(model.dataFingerprint) here, \(welcome.dataFingerprint) there): the same example indices would train on other utterances. Point data.train/valid/valid_channel/valid_seen at the same prepared shards (a copy made with cp/rsync matches)"
             var leave = Request()
             leave.header = Csptrain_V1_Header.make(runID: runID, session: session)
             leave.leave = Csptrain_V1_Leave.with { $0.reason = "data fingerprint mismatch" }
@@ -248,7 +258,7 @@ public final class WorkerService: Sendable {
 
     // MARK: Working
 
-    private func work(_ session: Session, lastContact: inout Double) async throws -> Exit? {
+    private func work(_ session: Session, lastContact: inout Double, lastWorkAnswer: inout Double) async throws -> Exit? {
         let layout = session.model.layout
         var parameters = [Float](repeating: 0, count: layout.totalCount)
         var gradient = [Float](repeating: 0, count: session.exchange.totalCount)
@@ -275,7 +285,7 @@ public final class WorkerService: Sendable {
             } catch let error as NNGError where error.isTimeout {
                 // A busy coordinator (a long projection step): ask again with a new number and
                 // the same session, which releases a task the unanswered request may get.
-                try keepWaiting(since: lastContact, timeout: session.requestTimeoutSeconds, error)
+                try keepWaiting(since: lastContact, progress: lastWorkAnswer, timeout: session.requestTimeoutSeconds, error)
                 continue
             }
             let (reply, weights) = try message.withUnsafeBytes { raw in
@@ -284,6 +294,7 @@ public final class WorkerService: Sendable {
                 }
             }
             lastContact = Monotonic.now
+            lastWorkAnswer = lastContact
             do { try checkRefusal(reply) } catch is Overloaded {
                 try await Task.sleep(for: .milliseconds(100))
                 continue
@@ -331,8 +342,9 @@ public final class WorkerService: Sendable {
                     }
                 }
                 try await send(gradient: gradient, lossSum: lossSum, task: task, step: reply.header.step,
-                               session: session, senders: senders)
+                               session: session, senders: senders, progress: lastWorkAnswer)
                 lastContact = Monotonic.now
+                lastWorkAnswer = lastContact
             default:
                 throw WorkerError("unexpected reply to a work request: \(String(describing: reply.body))")
             }
@@ -363,7 +375,7 @@ public final class WorkerService: Sendable {
     /// Sends a micro-batch's gradient in chunks, `senders.count` in flight at once. Each chunk's
     /// request is written straight from the gradient into its message.
     private func send(gradient: [Float], lossSum: Double, task: Csptrain_V1_Task, step: UInt64,
-                      session: Session, senders: [Context]) async throws {
+                      session: Session, senders: [Context], progress: Double) async throws {
         let encoder = ChunkEncoder(runID: session.runID, session: session.id, step: step, microBatch: Int(task.microBatch),
                                    exampleCount: task.exampleIndices.count, lossSum: lossSum, weightsVersion: task.weightsVersion,
                                    bf16: session.gradientBF16)
@@ -408,7 +420,9 @@ public final class WorkerService: Sendable {
             while let (answer, slot, piece) = try await group.next() {
                 guard case let .success(reply) = answer else {
                     // Unanswered: sent again (a chunk delivered twice is acknowledged, not folded twice).
-                    if case let .failure(error) = answer { try keepWaiting(since: since, timeout: session.requestTimeoutSeconds, error) }
+                    if case let .failure(error) = answer {
+                        try keepWaiting(since: since, progress: max(progress, since), timeout: session.requestTimeoutSeconds, error)
+                    }
                     queue.append(piece)
                     try start(slot)
                     continue
@@ -438,13 +452,14 @@ extension WorkerService {
     static let redialAfter = 1.5
 
     /// After an unanswered request, `lastContact` the last answer (or the first unanswered
-    /// request). Through one request timeout the coordinator may only be busy: logs and returns,
-    /// and the caller asks again with the same session. Through two, the connection may be half
-    /// open (a cut link, a NAT that forgot it): dials a fresh one and throws `Rejoin`. Past the
-    /// worker's patience rethrows `error`: the caller gives up.
-    func keepWaiting(since lastContact: Double, timeout: Double, _ error: NNGError) throws {
+    /// request), `progress` the last answer to work (a join's does not count). Past the worker's
+    /// patience without progress rethrows `error`: the caller gives up. Through one request
+    /// timeout the coordinator may only be busy: logs and returns, and the caller asks again with
+    /// the same session. Through two, the connection may be half open (a cut link, a NAT that
+    /// forgot it): dials a fresh one and throws `Rejoin`.
+    func keepWaiting(since lastContact: Double, progress: Double, timeout: Double, _ error: NNGError) throws {
         let silent = Monotonic.now - lastContact
-        guard silent <= options.patienceSeconds else { throw error }
+        guard silent <= options.patienceSeconds, Monotonic.now - progress <= options.patienceSeconds else { throw error }
         if silent >= Self.redialAfter * timeout {
             try redial()
             throw Rejoin(reason: "no answer from the coordinator for \(Int(silent)) s, through two request timeouts; dialed a fresh connection (a cut link can leave the old one half open)")

@@ -57,8 +57,9 @@ public struct TransportSettings: Sendable, Equatable {
     /// traffic, never a wrong result.
     public var resendSeconds: Double = 5
     /// A worker's request without an answer after this long is asked again, with a new number
-    /// and the same session (a coordinator busy for longer, such as a CSP support update of
-    /// minutes, does not cost the worker its session); the worker gives up after its patience.
+    /// and the same session (a coordinator busy for longer, such as a CSP support update of tens
+    /// of seconds, does not cost the worker its session); unanswered through a second one, the
+    /// worker dials a fresh connection and joins again. It gives up after its patience.
     public var requestTimeoutSeconds: Double = 30
     /// Gradient chunks a worker keeps in flight at once.
     public var sendWindow: Int = 4

@@ -26,7 +26,9 @@ struct DataCommand: ParsableCommand {
             pitches drawn from continuous ranges, half the utterances then through sox tempo and pitch \
             perturbation. Validation and test each hold out whole voices: flite's rms (validation) and slt \
             (test) while training hears kal16 and awb, and an espeak-ng accent and a tenth of its variants each. \
-            Recipe 2 also writes OUT/valid_seen.jsonl: validation's sentences (never in training) spoken by             training voices in training styles. Scored beside valid (data.valid_seen), it separates what unseen             speakers cost from what unseen sentences cost. Needs espeak-ng, flite and sox (scripts/install-deps.sh).
+            Recipe 2 also writes OUT/valid_seen.jsonl: validation's sentences (never in training) spoken by \
+            training voices in training styles. Scored beside valid (data.valid_seen), it separates what unseen \
+            speakers cost from what unseen sentences cost. Needs espeak-ng, flite and sox (scripts/install-deps.sh).
 
             Recipe 1 is the espeak-ng corpus of the main job and the pruning sweeps up to issue 16, \
             reproduced as it was: every English voice and variant at five speeds and five pitches, with \

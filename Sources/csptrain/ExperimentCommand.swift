@@ -242,7 +242,12 @@ struct Sweep {
     /// takes today's default, which need not be what the run computed with (`pruning.rho_growth`
     /// before 2026-11-30). The checkpoint's own list of settings can.
     func computedAlike(_ wanted: RunConfiguration, checkpoint: String?) -> Bool {
-        guard let checkpoint, let saved = try? CheckpointStore.load(URL(fileURLWithPath: checkpoint)) else { return false }
+        guard let checkpoint else { return false }
+        let saved: Checkpoint
+        do { saved = try CheckpointStore.load(URL(fileURLWithPath: checkpoint)) } catch {
+            log("the completed run's checkpoint \(checkpoint) cannot be read (\(error)); the run is done again")
+            return false
+        }
         let differences = MathsFingerprint(config: wanted, dataFingerprint: "")
             .differences(from: MathsFingerprint(text: saved.mathsSettings))
             .filter { !$0.hasPrefix("data.content:") }

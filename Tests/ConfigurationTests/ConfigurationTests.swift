@@ -149,10 +149,12 @@ struct FingerprintTests {
     /// (`none`, `target`). Today's defaults are told apart from it, by name, for the methods
     /// they change; another method's fingerprint does not carry the key at all.
     @Test func aKeyAddedLaterSetsApartOnlyTheRunsItChanges() throws {
-        let keys = [("pruning.rho_growth", "sparsity", "none", ["admm-magnitude", "csp"]), ("pruning.recover", "signal", "target", ["csp"])]
-        for method in ["admm-magnitude", "csp", "gradual-magnitude", "wanda"] {
+        let keys = [("pruning.rho_growth", "sparsity", "none", ["admm-magnitude", "csp", "csp:activations"]), ("pruning.recover", "signal", "target", ["csp"])]
+        for method in ["admm-magnitude", "csp", "csp:activations", "gradual-magnitude", "wanda"] {
             var c = try RunConfiguration.load(file: nil)
-            try c.apply(override: "pruning.method=\(method)")
+            let parts = method.split(separator: ":").map(String.init)
+            try c.apply(override: "pruning.method=\(parts[0])")
+            if parts.count > 1 { try c.apply(override: "pruning.operator=\(parts[1])") }
             let today = MathsFingerprint(config: c, dataFingerprint: "abc")
             let before = MathsFingerprint(text: today.text.split(separator: "\n").filter { line in !keys.contains { line.hasPrefix($0.0 + " ") } }.joined(separator: "\n"))
             var expected: [String] = []
@@ -163,6 +165,17 @@ struct FingerprintTests {
             }
             #expect(today.differences(from: before) == expected.sorted(), "\(method)")
             #expect(MathsFingerprint(config: c, dataFingerprint: "abc").differences(from: before).isEmpty, "\(method) with the old settings")
+        }
+        // csp through the layers' inputs never reads `recover`: a checkpoint that lists it
+        // (written between two builds) matches one that does not, whatever its value.
+        var c = try RunConfiguration.load(file: nil)
+        try c.apply(override: "pruning.method=csp")
+        try c.apply(override: "pruning.operator=activations")
+        let today = MathsFingerprint(config: c, dataFingerprint: "abc")
+        #expect(today.ignored == ["pruning.recover"])
+        for value in ["signal", "target"] {
+            let listed = MathsFingerprint(text: today.text + "\npruning.recover = \(value)")
+            #expect(today.differences(from: listed).isEmpty && listed.differences(from: today).isEmpty, "recover \(value)")
         }
     }
 

@@ -57,10 +57,11 @@ struct LaunchTests {
     }
 
     /// The coordinator stops for 3 s mid-run (SIGSTOP: as under a long projection step) while
-    /// workers' REQ sockets re-send after 0.5 s. With 2.5 s request timeouts the re-sends are
-    /// answered from memory, the workers ask again with their sessions and nobody is dropped;
-    /// with 1 s timeouts (two of them pass in the stall) the workers give their connections up
-    /// for fresh ones and join again. Either way the weights are those of a run without the pause.
+    /// workers' REQ sockets re-send (after 1.2 s: the worker raises re-send and timeout to at
+    /// least poll_hold + 1 s). With 2.5 s request timeouts the re-sends are answered from memory,
+    /// the workers ask again with their sessions and nobody is dropped; with 1 s asked (1.2 s
+    /// used: two pass in the stall) the workers give their connections up for fresh ones and join
+    /// again. Either way the weights are those of a run without the pause.
     @Test func reqReSendsDuringAStalledCoordinatorChangeNothing() async throws {
         var weights: [[UInt32]] = []
         for (stall, timeout) in [(false, "2.5"), (true, "2.5"), (true, "1")] {

@@ -80,7 +80,8 @@ struct RunObserverTests {
         for step in 1 ... 30 {
             o.recorded(.init(step: step, loss: step == 7 ? .nan : 2.0 / Double(step), learningRate: 0.01, examples: 8, stepSeconds: 0.5,
                              examplesPerSecond: 16, sparsity: 0.1, sparsityOverall: 0.05, projectionSeconds: 0.01,
-                             wallSeconds: Double(step) * 0.5, validWer: step % 10 == 0 ? 0.5 : nil))
+                             wallSeconds: Double(step) * 0.5, validWer: step % 10 == 0 ? 0.5 : nil,
+                             validWerChannel: step % 10 == 0 ? 0.6 : nil, validWerSeen: step % 10 == 0 ? 0.025 * Double(step) : nil))
         }
         o.supportUpdated(step: 20, layers: [.init(name: "b", density: 0.25, overlapWithTopK: 0.8, recoveryError: 0.1)])
         let s = o.status(now: 15)
@@ -96,6 +97,12 @@ struct RunObserverTests {
         let v = values(o, now: 15)
         #expect(v["csptrain_step_duration_seconds_count"] == 30)
         #expect(v["csptrain_validation_wer_ratio{set=\"valid\"}"] == 0.5)
+        // Both kinds of validation: held-out voices (valid, valid_channel) and training voices.
+        #expect(v["csptrain_validation_wer_ratio{set=\"valid_channel\"}"] == 0.6)
+        #expect(v["csptrain_validation_wer_ratio{set=\"valid_seen\"}"] == 0.75)
+        #expect(s.run.validWerSeen == 0.75 && s.run.validWerChannel == 0.6)
+        #expect(s.points.compactMap(\.validWerSeen) == [0.25, 0.5, 0.75])
+        #expect((json?["run"] as? [String: Any])?["valid_wer_seen"] as? Double == 0.75)
         #expect(v["csptrain_layer_sparsity_ratio{layer=\"b\"}"] == 0.75)
     }
 

@@ -107,6 +107,26 @@ struct ProjectionStateTests {
         }
     }
 
+    /// A dual checkpoint from before `rho_growth` (no `support_sparsity_bits`), resumed under
+    /// `rho_growth: sparsity` with --allow-changed-settings, takes the support's sparsity from
+    /// its mask: ρ' is ρ/(1 − the mask's pruned fraction), not an error.
+    @Test func aDualStateFromBeforeRhoGrowthReadsItsSparsityFromTheMask() throws {
+        var old = Self.settings(.admmMagnitude)
+        old.rhoGrowth = .none
+        var p: any ProjectionStep = try old.makeProjection(layout: Self.layout, seed: 3)
+        var w = Self.inputs(step: 100, count: Self.layout.totalCount)
+        _ = Self.run(&p, weights: &w, steps: 0 ..< 9)
+        let state = p.checkpointState
+        #expect(state.integers["support_sparsity_bits"] == nil)
+        let before = p as! DualProjection
+        let pruned = before.layers.tensors.flatMap { Array($0.range) }
+        let fraction = Double(pruned.filter { before.mask[$0] == 0 }.count) / Double(pruned.count)
+        #expect(fraction > 0.3)
+        var grown = try Self.settings(.admmMagnitude).makeProjection(layout: Self.layout, seed: 3) as! DualProjection
+        try grown.restore(state)
+        #expect(abs(grown.effectiveRho - 50 / (1 - fraction)) < 1e-9, "\(grown.effectiveRho)")
+    }
+
     @Test func restoreNamesWhatIsMissingOrMisfit() throws {
         var p = try Self.settings(.csp).makeProjection(layout: Self.layout, seed: 3)
         var state = p.checkpointState

@@ -71,7 +71,7 @@ struct JSONRecordTests {
         #expect(summary.validationLine == nil)
         summary.validWer = 0.123
         summary.validWerChannel = 0.151
-        #expect(summary.validationLine == "validation WER: 12.30% held-out voices (channel-degraded 15.10%)")
+        #expect(summary.validationLine == "validation WER: 12.30% (channel-degraded 15.10%)")
         summary.validWerSeen = 0.042
         #expect(summary.validationLine == "validation WER: 12.30% held-out voices (channel-degraded 15.10%), 4.20% training voices")
         #expect(try object(Array(summary.json().utf8))["valid_wer_seen"] as? Double == 0.042)
