@@ -83,10 +83,16 @@ public final class WorkerService: Sendable {
     /// coordinator's side too (a session is bound to its connection), which hands back any
     /// micro-batch it held; the caller joins again.
     private func redial() throws {
+        // The fresh socket first: should it fail, the old one stays, and the caller's next
+        // request tries again on it.
+        let fresh = try Self.dial(options, tls: tls)
         try connection.withLock {
-            guard !$0.closed else { throw CancellationError() }
+            guard !$0.closed else {
+                fresh.close()
+                throw CancellationError()
+            }
             $0.socket.close()
-            $0.socket = try Self.dial(options, tls: tls)
+            $0.socket = fresh
         }
     }
 

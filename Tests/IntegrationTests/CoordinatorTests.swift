@@ -281,7 +281,7 @@ struct CoordinatorTests {
         let second = try Child(["coordinator", "--listen", url, "--run-dir", dir.appendingPathComponent("b").path,
                                 "--token-file", tokenFile.path, "--steps", "5", "--json"])
         let (status, stdout, stderr) = await second.wait(seconds: 90)
-        #expect(status == 0, "second coordinator: \(stderr)")
+        #expect(status == 0, "second coordinator: \(stderr)\nworker so far: \(w.stderr)")
         let summary = try Summary.parse(stdout)
         #expect(summary.status == "completed" && summary.workersSeen == 1)
         let (workerStatus, _, workerLog) = await w.wait(seconds: 30)
