@@ -175,18 +175,23 @@ struct ProjectionTests {
         #expect(Self.zeros(out, Self.layout.tensors[3]) == 0)
     }
 
-    @Test func dualSchemeFollowsItsEquations() throws {
-        // One layer of 4 weights, block 4, keep 2: check W, Z and U by hand over two steps.
-        let layout = ParameterLayout([("w", [4], true)])
+    /// admm-magnitude on a hand-sized layer: block 4, ρ 10, half pruned once at step 0.
+    func handDual(_ layout: ParameterLayout, growth: PruningSettings.RhoGrowth) throws -> any ProjectionStep {
         var p = PruningSettings()
         p.method = .admmMagnitude
         p.block = 4
         p.rho = 10
-        p.rhoGrowth = .none
+        p.rhoGrowth = growth
         p.schedule.kind = .oneShot
         p.schedule.target = 0.5
         p.schedule.startStep = 0
-        var projection = try p.makeProjection(layout: layout, seed: 1)
+        return try p.makeProjection(layout: layout, seed: 1)
+    }
+
+    @Test func dualSchemeFollowsItsEquations() throws {
+        // One layer of 4 weights, block 4, keep 2: check W, Z and U by hand over two steps.
+        let layout = ParameterLayout([("w", [4], true)])
+        var projection = try handDual(layout, growth: .none)
         var w: [Float] = [3, -1, 0.5, -4]
         var z = [Float](repeating: 0, count: 4)
         _ = w.withUnsafeMutableBufferPointer { wv in z.withUnsafeMutableBufferPointer { projection.project(weights: wv, gradient: UnsafeBufferPointer(wv), step: 0, learningRate: 0.01, layout: layout, broadcast: $0) } }
@@ -207,15 +212,7 @@ struct ProjectionTests {
     /// is 2ρ and U is halved (the multiplier ρ'·U unchanged); the next pull closes 2·lr·ρ of the gap.
     @Test func rhoGrowsWithTheSupportAndTheDualIsRescaled() throws {
         let layout = ParameterLayout([("w", [4], true)])
-        var p = PruningSettings()
-        p.method = .admmMagnitude
-        p.block = 4
-        p.rho = 10
-        p.rhoGrowth = .sparsity
-        p.schedule.kind = .oneShot
-        p.schedule.target = 0.5
-        p.schedule.startStep = 0
-        var projection = try p.makeProjection(layout: layout, seed: 1)
+        var projection = try handDual(layout, growth: .sparsity)
         #expect((projection as! DualProjection).effectiveRho == 10)
         var w: [Float] = [3, -1, 0.5, -4]
         var z = [Float](repeating: 0, count: 4)
