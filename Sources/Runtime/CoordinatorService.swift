@@ -168,7 +168,12 @@ public final class CoordinatorService: Sendable {
             group.cancelAll()
             return summary
         }
-        socket.close()
+        // Bounded: libnng 1.5.2 can hang forever closing a TLS connection whose peer died
+        // mid-send (see Socket.close(waitingAtMost:)); the checkpoints and the summary must
+        // not wait on it.
+        if await !socket.close(waitingAtMost: .seconds(10)) {
+            logger.warning("nng did not finish closing the coordinator's connections within 10 s (a libnng 1.5.2 TLS fault); finishing the run without waiting for it")
+        }
         await shell.flushCheckpoints()
         stopObserving()
         return summary

@@ -12,10 +12,12 @@ import Wire
 
 /// A worker: joins the coordinator, computes micro-batch gradients, sends them in chunks.
 ///
-/// It survives a coordinator restart: the dialer reconnects by itself, and a reply saying the
-/// session is unknown makes the worker join again. A connection that stays silent through two
-/// request timeouts in a row is given up for a fresh one (a link cut can leave it half open, its
-/// requests waiting on TCP's backed-off retransmissions for minutes), and the worker joins again.
+/// It survives a coordinator restart: a session is bound to its connection, so when the
+/// connection closes the worker dials a fresh one and joins again (see
+/// WorkerService+Connection.swift); a reply saying the session is unknown does the same. A
+/// connection that stays silent through two request timeouts in a row is given up for a fresh
+/// one too (a link cut can leave it half open, its requests waiting on TCP's backed-off
+/// retransmissions for minutes).
 public final class WorkerService: Sendable {
     public struct Options: Sendable {
         public var connect: String
@@ -45,77 +47,36 @@ public final class WorkerService: Sendable {
 
     let options: Options
     let logger: Logger
-    private let tls: TLSConfig?
-    private let connection: Mutex<Connection>
-
-    private struct Connection {
-        var socket: Socket
-        var closed = false
-    }
+    let tls: TLSConfig?
+    let connection: Mutex<Connection>
 
     public init(options: Options, logger: Logger) throws {
         self.options = options
         self.logger = logger
         tls = try TransportSecurity.client(url: options.connect, dir: options.tlsDir, logger: logger)
-        connection = Mutex(Connection(socket: try Self.dial(options, tls: tls)))
-    }
-
-    private static func dial(_ options: Options, tls: TLSConfig?) throws -> Socket {
-        let socket = try Socket(.req)
-        // The kernel's keepalive probes end an idle connection whose link was cut; the dialer then reconnects.
-        try socket.setKeepAlive(true)
-        try socket.dial(options.connect, maxMessageSize: options.maxMessageBytes, tls: tls)
-        return socket
-    }
-
-    /// The socket requests go out on now (`redial` replaces it).
-    var socket: Socket { connection.withLock { $0.socket } }
-
-    /// Closes the connection; a request waiting on it ends with an error.
-    public func close() {
-        connection.withLock {
-            $0.closed = true
-            $0.socket.close()
-        }
-    }
-
-    /// Gives up the current connection for a fresh one. Closing it ends the session on the
-    /// coordinator's side too (a session is bound to its connection), which hands back any
-    /// micro-batch it held; the caller joins again.
-    private func redial() throws {
-        // The fresh socket first: should it fail, the old one stays, and the caller's next
-        // request tries again on it.
-        let fresh = try Self.dial(options, tls: tls)
-        try connection.withLock {
-            guard !$0.closed else {
-                fresh.close()
-                throw CancellationError()
-            }
-            $0.socket.close()
-            $0.socket = fresh
+        let socket = try Self.dial(options, tls: tls)
+        connection = Mutex(Connection(socket: socket))
+        watch(socket, generation: 0)
+        if RestartInPlace.count > 0 {
+            logger.notice("this worker restarted itself in place \(RestartInPlace.count) time(s) (nng could no longer close a connection)")
         }
     }
 
     /// Runs until the coordinator says the run is over, or a fatal error.
     public func run() async throws -> Exit {
-        var lastContact = Monotonic.now
-        // The last answer to a work request or chunk: a join does not move it, so a worker whose
-        // joins are answered but whose work never is (a reply too large for the path, a
-        // coordinator that answers nothing else) still gives up after its patience.
-        var lastWorkAnswer = Monotonic.now
+        let clocks = Clocks(now: Monotonic.now, requestTimeout: options.requestTimeoutSeconds)
         var backoff = 0.1
-        // The run's transport.request_timeout_seconds once a join told it.
-        var requestTimeout = options.requestTimeoutSeconds
         while true {
             try Task.checkCancellation()
+            // Each attempt (a join, then work) lasts while its connection does: a replaced one
+            // cancels it, and its socket is closed once nothing uses it any more.
+            defer { retireReplacedSockets() }
             do {
-                let session = try await join()
-                lastContact = Monotonic.now
-                backoff = 0.1
-                requestTimeout = session.requestTimeoutSeconds
-                if let exit = try await work(session, lastContact: &lastContact, lastWorkAnswer: &lastWorkAnswer) { return exit }
+                if let exit = try await whileConnected({ try await self.attempt(clocks) }) { return exit }
             } catch let error as NNGError where error.isTimeout || error.isConnectionRefused {
-                let silent = Monotonic.now - lastContact, idle = Monotonic.now - lastWorkAnswer
+                let last = clocks.state.withLock { $0 }
+                if last.joined { backoff = 0.1 }
+                let silent = Monotonic.now - last.contact, idle = Monotonic.now - last.workAnswer
                 if silent > options.patienceSeconds {
                     throw WorkerError("no answer from the coordinator at \(options.connect) for \(Int(silent)) s; giving up (is it running? is the address right?)")
                 }
@@ -124,23 +85,48 @@ public final class WorkerService: Sendable {
                 }
                 logger.info("no answer from the coordinator yet; retrying", metadata: ["url": "\(options.connect)", "silent_s": "\(Int(silent))"])
                 // A join unanswered through two timeouts may sit on a half-open connection.
-                if error.isTimeout, silent >= Self.redialAfter * requestTimeout {
+                if error.isTimeout, silent >= Self.redialAfter * last.requestTimeout {
                     logger.info("the join went unanswered through two request timeouts; dialing a fresh connection", metadata: ["url": "\(options.connect)"])
-                    try redial()
+                    try replaceConnection()
                 }
-                try await Task.sleep(for: .seconds(backoff))
-                backoff = min(backoff * 2, 2)
+                try await backOff(&backoff)
+            } catch is ConnectionLost {
+                // The coordinator restarted, or a link reset: the session was bound to the
+                // connection, so join again on the fresh one.
+                if clocks.state.withLock({ $0.joined }) { backoff = 0.1 }
+                logger.info("the connection to the coordinator closed; joining again on a fresh one", metadata: ["url": "\(options.connect)"])
+                try await backOff(&backoff)
             } catch let limit as Overloaded where limit.atJoin {
                 // A join refused by a limit (security.max_workers, join attempts per minute): wait, try again.
                 logger.warning("the coordinator refused to let this worker join yet: \(limit.reason); trying again in 5 s")
                 try await Task.sleep(for: .seconds(5))
             } catch let rejoin as Rejoin {
+                if clocks.state.withLock({ $0.joined }) { backoff = 0.1 }
                 logger.info("\(rejoin.reason); joining again", metadata: ["url": "\(options.connect)"])
                 // Back off when rejoining keeps failing (a flood of joins, an overloaded coordinator).
-                try await Task.sleep(for: .seconds(backoff))
-                backoff = min(backoff * 2, 2)
+                try await backOff(&backoff)
             }
         }
+    }
+
+    /// Waits `backoff` seconds, and doubles it for next time (up to 2 s).
+    private func backOff(_ backoff: inout Double) async throws {
+        try await Task.sleep(for: .seconds(backoff))
+        backoff = min(backoff * 2, 2)
+    }
+
+    /// One join and the work that follows it, until the run ends or an error.
+    private func attempt(_ clocks: Clocks) async throws -> Exit? {
+        clocks.state.withLock { $0.joined = false }
+        let session = try await join()
+        var (lastContact, lastWorkAnswer) = clocks.state.withLock {
+            $0.contact = Monotonic.now
+            $0.requestTimeout = session.requestTimeoutSeconds
+            $0.joined = true
+            return ($0.contact, $0.workAnswer)
+        }
+        defer { clocks.state.withLock { $0.contact = lastContact; $0.workAnswer = lastWorkAnswer } }
+        return try await work(session, lastContact: &lastContact, lastWorkAnswer: &lastWorkAnswer)
     }
 
     // MARK: Working
@@ -348,7 +334,7 @@ extension WorkerService {
         let silent = Monotonic.now - lastContact
         guard silent <= options.patienceSeconds, Monotonic.now - progress <= options.patienceSeconds else { throw error }
         if silent >= Self.redialAfter * timeout {
-            try redial()
+            try replaceConnection()
             throw Rejoin(reason: "no answer from the coordinator for \(Int(silent)) s, through two request timeouts; dialed a fresh connection (a cut link can leave the old one half open)")
         }
         logger.warning("no answer from the coordinator for \(Int(silent)) s (busy: a long projection step, a loaded host?); asking again with the same session",

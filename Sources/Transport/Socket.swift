@@ -1,4 +1,5 @@
 import CNNG
+import Foundation
 import Synchronization
 
 /// An nng socket of one of the protocols csptrain's design uses.
@@ -80,6 +81,38 @@ public final class Socket: Sendable {
         nng_pipe_notify(handle, NNG_PIPE_EV_REM_POST, nil, nil)
         nng_close(handle)
         pipeEventBox.finish()
+    }
+
+    /// Closes the socket on a thread of its own and waits for it at most `limit`; returns
+    /// whether the close finished.
+    ///
+    /// libnng 1.5.2 (Debian 12's) can hang forever in `nng_close`: a TLS send issued after the
+    /// connection's TCP stream failed is never completed (the TLS layer starts a TCP send on an
+    /// aio already stopped, and waits for its callback), so the pipe carrying it is never torn
+    /// down, and nng's single reaper thread, which tears down every pipe of the process, waits
+    /// on it for good. Operations on the socket's contexts fail with "closed" at once all the
+    /// same (nng closes contexts before it waits for pipes). A `false` means this process's nng
+    /// can no longer tear down connections: the caller decides what to do (a worker restarts
+    /// itself in place, a coordinator at the end of its run goes on to exit).
+    public func close(waitingAtMost limit: Duration) async -> Bool {
+        let done = Mutex<CheckedContinuation<Bool, Never>?>(nil)
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            done.withLock { $0 = continuation }
+            let finish: @Sendable (Bool) -> Void = { finished in
+                done.withLock { waiting in
+                    waiting?.resume(returning: finished)
+                    waiting = nil
+                }
+            }
+            Thread.detachNewThread { [self] in
+                close()
+                finish(true)
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                finish(false)
+            }
+        }
     }
 
     // MARK: Endpoints

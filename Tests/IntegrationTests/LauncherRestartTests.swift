@@ -150,7 +150,8 @@ struct LauncherRestartTests {
         #expect(result.status == 0, "restarted coordinator: \(result.stderr.suffix(3000))")
         for (i, worker) in workers.enumerated() {
             #expect(worker.process.isRunning || worker.process.terminationStatus == 0, "worker \(i + 1) exited: \(worker.stderr.suffix(2000))")
-            #expect(result.stderr.contains("worker=unit-worker-\(i + 1)"), "unit-worker-\(i + 1) did not rejoin: \(result.stderr.suffix(3000))")
+            #expect(result.stderr.contains("worker=unit-worker-\(i + 1)"),
+                    "unit-worker-\(i + 1) did not rejoin: \(result.stderr.suffix(3000))\nthe worker's log:\n\(worker.stderr.suffix(4000))")
         }
         for worker in workers { #expect(await worker.wait(seconds: 30).status == 0) }
         let summary = try Self.summary(runDir)
