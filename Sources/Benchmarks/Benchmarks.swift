@@ -56,7 +56,7 @@ public enum Benchmarks {
                     options.tlsDir = tlsDir
                     let worker = try WorkerService(options: options, logger: logger)
                     _ = try await worker.run()
-                    worker.close()
+                    await worker.close()
                 }
             }
             let summary = await coordinator.run()

@@ -154,7 +154,7 @@ public enum ObserveBenchmark {
                 group.addTask {
                     let worker = try WorkerService(options: .init(connect: url, token: token, name: "bench-\(i)"), logger: logger)
                     _ = try await worker.run()
-                    worker.close()
+                    await worker.close()
                 }
             }
             let summary = await coordinator.run()

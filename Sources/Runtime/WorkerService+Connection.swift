@@ -18,8 +18,8 @@ import Transport
 extension WorkerService {
     struct Connection {
         var socket: Socket
-        /// Counts replacements: a request that fails with "closed" under an older generation
-        /// was cut by a replacement, not by `close()`.
+        /// Counts replacements: an attempt runs while the generation it began on lasts
+        /// (`whileConnected`), and a replacement asked for by an attempt applies only to its own.
         var generation = 0
         var closed = false
         /// Sockets replaced and not closed yet (`retireReplacedSockets`).
@@ -61,8 +61,9 @@ extension WorkerService {
     /// A close of an old socket that takes longer than this means nng is stuck (a healthy
     /// close takes milliseconds, a few hundred on a loaded machine).
     static let retireSeconds = 5.0
-    /// Restarts in place after which the worker gives up instead (something else is wrong).
-    static let maxRestartsInPlace = 20
+    /// Restarts in place within an hour after which the worker gives up instead (something
+    /// else is wrong).
+    static let maxRestartsInPlacePerHour = 20
 
     static func dial(_ options: Options, tls: TLSConfig?) throws -> Socket {
         let socket = try Socket(.req)
@@ -77,26 +78,24 @@ extension WorkerService {
 
     var generation: Int { connection.withLock { $0.generation } }
 
-    /// Closes the connection; a request waiting on it ends with an error.
-    public func close() {
-        let socket = connection.withLock {
-            $0.closed = true
-            return $0.socket
+    /// Closes the connection and any replaced one not closed yet; a request waiting on them
+    /// ends with an error. Bounded: a stuck close must not keep a finished worker from exiting.
+    public func close() async {
+        let sockets = connection.withLock { connection in
+            connection.closed = true
+            defer { connection.replaced = [] }
+            return [connection.socket] + connection.replaced
         }
-        // Bounded: a stuck close must not keep a finished worker from exiting.
-        let done = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            socket.close()
-            done.signal()
-        }
-        if done.wait(timeout: .now() + Self.retireSeconds) == .timedOut {
-            logger.warning("nng did not finish closing the connection within \(Int(Self.retireSeconds)) s; exiting without it")
+        for socket in sockets where await !socket.close(waitingAtMost: .seconds(Self.retireSeconds)) {
+            logger.warning("nng did not finish closing a connection within \(Int(Self.retireSeconds)) s; going on without it")
         }
     }
 
-    /// Replaces the connection when its pipe goes away (after it had connected), or when the
-    /// kernel no longer lists the pipe's TCP connection for two checks a second apart while
-    /// nng still holds it open (`ConnectionProbe`: libnng 1.5.2's TLS layer can miss the end).
+    /// Replaces the connection when its pipe goes away (after it had connected), or, over TLS,
+    /// when the kernel no longer lists the pipe's TCP connection as established for two checks
+    /// a second apart while nng still holds it open (`ConnectionProbe`: libnng 1.5.2's TLS
+    /// layer can miss the end; plain TCP does not). The probe counts only for a connection it
+    /// has seen established, so a kernel whose tables list nothing (a sandbox) never triggers it.
     func watch(_ socket: Socket, generation: Int) {
         let current = WatchedPipe()
         Task { [weak self] in
@@ -114,8 +113,9 @@ extension WorkerService {
                 }
             }
         }
+        guard TLSConfig.isTLS(options.connect) else { return }
         Task { [weak self] in
-            var goneChecks = 0
+            var goneChecks = 0, seenOpen = false
             while true {
                 try? await Task.sleep(for: .seconds(1))
                 guard let self, self.generation == generation, !self.connection.withLock({ $0.closed }) else { return }
@@ -123,7 +123,11 @@ extension WorkerService {
                     goneChecks = 0
                     continue
                 }
-                goneChecks = ConnectionProbe.state(of: ports) == .gone ? goneChecks + 1 : 0
+                switch ConnectionProbe.state(of: ports) {
+                case .open: (seenOpen, goneChecks) = (true, 0)
+                case .gone where seenOpen: goneChecks += 1
+                default: goneChecks = 0
+                }
                 if goneChecks >= 2 {
                     self.connectionEnded(generation, "the connection to the coordinator (local port \(ports.local), remote port \(ports.remote)) is no longer established in the kernel but nng still holds it open (a libnng 1.5.2 TLS fault); dialing a fresh one")
                     return
@@ -149,28 +153,31 @@ extension WorkerService {
         // The fresh socket first: should it fail, the old one stays, and the next request tries
         // again on it.
         let fresh = try Self.dial(options, tls: tls)
-        let generation: Int? = try connection.withLock {
+        // A socket not used is closed with the replaced ones (never here: a close can hang).
+        let outcome: Result<Int, CancellationError>? = connection.withLock {
             guard !$0.closed else {
-                fresh.close()
-                throw CancellationError()
+                $0.replaced.append(fresh)
+                return .failure(CancellationError())
             }
-            if let expected, $0.generation != expected { return nil }
+            if let expected, $0.generation != expected {
+                $0.replaced.append(fresh)
+                return nil
+            }
             $0.replaced.append($0.socket)
             $0.socket = fresh
             $0.generation += 1
-            return $0.generation
+            return .success($0.generation)
         }
-        guard let generation else {
-            fresh.close()
-            return
-        }
-        watch(fresh, generation: generation)
+        guard let outcome else { return }
+        watch(fresh, generation: try outcome.get())
     }
 
     /// Runs `body` until it ends or the connection it started on is replaced; then it is
     /// cancelled (its pending requests end at once) and `ConnectionLost` is thrown.
     func whileConnected(_ body: @escaping @Sendable () async throws -> Exit?) async throws -> Exit? {
         let generation = self.generation
+        // Replaced sockets are closed once the attempt (and every request of it) has ended.
+        defer { retireReplacedSockets() }
         return try await withThrowingTaskGroup(of: Exit?.self) { group in
             group.addTask { try await body() }
             group.addTask {
@@ -193,17 +200,23 @@ extension WorkerService {
             return connection.replaced
         }
         for socket in old {
-            Task { [logger] in
-                guard await !socket.close(waitingAtMost: .seconds(Self.retireSeconds)) else { return }
-                Self.restartBecauseNNGIsStuck(logger)
+            Task { [weak self] in
+                guard await !socket.close(waitingAtMost: .seconds(Self.retireSeconds)), let self else { return }
+                // A worker that has finished (or is closing) has no use for a restart.
+                guard self.options.restartInPlaceWhenStuck, !self.connection.withLock({ $0.closed }) else {
+                    self.logger.warning("nng did not finish closing an old connection within \(Int(Self.retireSeconds)) s; going on without it")
+                    return
+                }
+                Self.restartBecauseNNGIsStuck(self.logger)
             }
         }
     }
 
     private static func restartBecauseNNGIsStuck(_ logger: Logger) {
-        let count = RestartInPlace.count
-        guard count < maxRestartsInPlace else {
-            logger.critical("nng could not close the old connection within \(Int(retireSeconds)) s again, after \(count) restarts in place; giving up (see the log above for the connections' errors)")
+        guard RestartInPlace.claim() else { return }  // another retirement is restarting already
+        let count = RestartInPlace.recentCount
+        guard count < maxRestartsInPlacePerHour else {
+            logger.critical("nng could not close the old connection within \(Int(retireSeconds)) s again, after \(count) restarts in place within the hour; giving up (see the log above for the connections' errors)")
             exit(EXIT_FAILURE)
         }
         logger.error("nng could not close the old connection within \(Int(retireSeconds)) s: this process's nng can no longer tear connections down (a libnng 1.5.2 TLS fault). Restarting this worker in place (same process ID and arguments); it joins again")

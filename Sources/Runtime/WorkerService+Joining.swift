@@ -27,6 +27,8 @@ extension WorkerService {
         let requestTimeoutSeconds: Double
         /// coordinator.gradient_values: bf16.
         let gradientBF16: Bool
+        /// The connection generation the session was joined on (`replaceConnection(from:)`).
+        let generation: Int
     }
 
     func call(_ request: Request, context: Context) async throws -> Reply {
@@ -43,6 +45,7 @@ extension WorkerService {
     }
 
     func join() async throws -> Session {
+        let generation = self.generation
         let context = try socket.openContext()
         try context.setResendTime(.seconds(options.requestTimeoutSeconds))
         let clientNonce = randomBytes(JoinHandshake.nonceBytes)
@@ -105,7 +108,7 @@ extension WorkerService {
                        chunkValues: Int(welcome.chunkValues), sendWindow: config.transport.sendWindow,
                        resendSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.resendSeconds),
                        requestTimeoutSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.requestTimeoutSeconds),
-                       gradientBF16: config.coordinator.gradientValues == .bf16)
+                       gradientBF16: config.coordinator.gradientValues == .bf16, generation: generation)
     }
 
     func checkRefusal(_ reply: Reply, joining: Bool = false) throws {

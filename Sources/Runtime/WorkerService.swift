@@ -14,8 +14,8 @@ import Wire
 ///
 /// It survives a coordinator restart: a session is bound to its connection, so when the
 /// connection closes the worker dials a fresh one and joins again (see
-/// WorkerService+Connection.swift); a reply saying the session is unknown does the same. A
-/// connection that stays silent through two request timeouts in a row is given up for a fresh
+/// WorkerService+Connection.swift); a reply saying the session is unknown makes it join again.
+/// A connection that stays silent through two request timeouts in a row is given up for a fresh
 /// one too (a link cut can leave it half open, its requests waiting on TCP's backed-off
 /// retransmissions for minutes).
 public final class WorkerService: Sendable {
@@ -33,6 +33,10 @@ public final class WorkerService: Sendable {
         /// A certificate folder (`csptrain certs init`) for a `tls+tcp://` coordinator: its
         /// `ca.pem`, and `worker.pem`/`worker.key` when present (mutual TLS).
         public var tlsDir: String?
+        /// When nng can no longer close an old connection (libnng 1.5.2, see
+        /// WorkerService+Connection.swift), re-execute this process in place. Only for a
+        /// process that is just this worker (`csptrain worker`), not one that hosts others.
+        public var restartInPlaceWhenStuck = false
         public init(connect: String, token: [UInt8], name: String) {
             self.connect = connect
             self.token = token
@@ -70,30 +74,29 @@ public final class WorkerService: Sendable {
             try Task.checkCancellation()
             // Each attempt (a join, then work) lasts while its connection does: a replaced one
             // cancels it, and its socket is closed once nothing uses it any more.
-            defer { retireReplacedSockets() }
+            let generation = self.generation
             do {
                 if let exit = try await whileConnected({ try await self.attempt(clocks) }) { return exit }
             } catch let error as NNGError where error.isTimeout || error.isConnectionRefused {
                 let last = clocks.state.withLock { $0 }
                 if last.joined { backoff = 0.1 }
-                let silent = Monotonic.now - last.contact, idle = Monotonic.now - last.workAnswer
-                if silent > options.patienceSeconds {
-                    throw WorkerError("no answer from the coordinator at \(options.connect) for \(Int(silent)) s; giving up (is it running? is the address right?)")
-                }
-                if idle > options.patienceSeconds {
-                    throw WorkerError("the coordinator at \(options.connect) let this worker join but answered no work request for \(Int(idle)) s; giving up (is a reply larger than the path lets through? see the coordinator's log)")
-                }
+                try checkPatience(last)
+                let silent = Monotonic.now - last.contact
                 logger.info("no answer from the coordinator yet; retrying", metadata: ["url": "\(options.connect)", "silent_s": "\(Int(silent))"])
                 // A join unanswered through two timeouts may sit on a half-open connection.
                 if error.isTimeout, silent >= Self.redialAfter * last.requestTimeout {
                     logger.info("the join went unanswered through two request timeouts; dialing a fresh connection", metadata: ["url": "\(options.connect)"])
-                    try replaceConnection()
+                    try replaceConnection(from: generation)
+                    retireReplacedSockets()
                 }
                 try await backOff(&backoff)
             } catch is ConnectionLost {
                 // The coordinator restarted, or a link reset: the session was bound to the
-                // connection, so join again on the fresh one.
-                if clocks.state.withLock({ $0.joined }) { backoff = 0.1 }
+                // connection, so join again on the fresh one (within the worker's patience: a
+                // coordinator that closes every connection must not keep it forever).
+                let last = clocks.state.withLock { $0 }
+                if last.joined { backoff = 0.1 }
+                try checkPatience(last)
                 logger.info("the connection to the coordinator closed; joining again on a fresh one", metadata: ["url": "\(options.connect)"])
                 try await backOff(&backoff)
             } catch let limit as Overloaded where limit.atJoin {
@@ -106,6 +109,17 @@ public final class WorkerService: Sendable {
                 // Back off when rejoining keeps failing (a flood of joins, an overloaded coordinator).
                 try await backOff(&backoff)
             }
+        }
+    }
+
+    /// Gives up, past the worker's patience, without any answer or without an answer to work.
+    private func checkPatience(_ last: Clocks.State) throws {
+        let silent = Monotonic.now - last.contact, idle = Monotonic.now - last.workAnswer
+        if silent > options.patienceSeconds {
+            throw WorkerError("no answer from the coordinator at \(options.connect) for \(Int(silent)) s; giving up (is it running? is the address right?)")
+        }
+        if idle > options.patienceSeconds {
+            throw WorkerError("the coordinator at \(options.connect) let this worker join but answered no work request for \(Int(idle)) s; giving up (is a reply larger than the path lets through? see the coordinator's log)")
         }
     }
 
@@ -158,7 +172,7 @@ public final class WorkerService: Sendable {
             } catch let error as NNGError where error.isTimeout {
                 // A busy coordinator (a long projection step): ask again with a new number and
                 // the same session, which releases a task the unanswered request may get.
-                try keepWaiting(since: lastContact, progress: lastWorkAnswer, timeout: session.requestTimeoutSeconds, error)
+                try keepWaiting(since: lastContact, progress: lastWorkAnswer, timeout: session.requestTimeoutSeconds, generation: session.generation, error)
                 continue
             }
             let (reply, weights) = try message.withUnsafeBytes { raw in
@@ -294,7 +308,7 @@ public final class WorkerService: Sendable {
                 guard case let .success(reply) = answer else {
                     // Unanswered: sent again (a chunk delivered twice is acknowledged, not folded twice).
                     if case let .failure(error) = answer {
-                        try keepWaiting(since: since, progress: max(progress, since), timeout: session.requestTimeoutSeconds, error)
+                        try keepWaiting(since: since, progress: max(progress, since), timeout: session.requestTimeoutSeconds, generation: session.generation, error)
                     }
                     queue.append(piece)
                     try start(slot)
@@ -330,11 +344,11 @@ extension WorkerService {
     /// timeout the coordinator may only be busy: logs and returns, and the caller asks again with
     /// the same session. Through two, the connection may be half open (a cut link, a NAT that
     /// forgot it): dials a fresh one and throws `Rejoin`.
-    func keepWaiting(since lastContact: Double, progress: Double, timeout: Double, _ error: NNGError) throws {
+    func keepWaiting(since lastContact: Double, progress: Double, timeout: Double, generation: Int, _ error: NNGError) throws {
         let silent = Monotonic.now - lastContact
         guard silent <= options.patienceSeconds, Monotonic.now - progress <= options.patienceSeconds else { throw error }
         if silent >= Self.redialAfter * timeout {
-            try replaceConnection()
+            try replaceConnection(from: generation)
             throw Rejoin(reason: "no answer from the coordinator for \(Int(silent)) s, through two request timeouts; dialed a fresh connection (a cut link can leave the old one half open)")
         }
         logger.warning("no answer from the coordinator for \(Int(silent)) s (busy: a long projection step, a loaded host?); asking again with the same session",

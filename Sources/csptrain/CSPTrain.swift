@@ -352,6 +352,8 @@ struct WorkerCommand: AsyncParsableCommand {
             var options = WorkerService.Options(connect: connect, token: token,
                                                 name: name ?? "\(ProcessInfo.processInfo.hostName)-\(getpid())")
             options.patienceSeconds = patience
+            // A worker process of its own may start itself again when nng is stuck for good.
+            options.restartInPlaceWhenStuck = true
             options.tlsDir = tls.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
             for entry in data {
                 let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
@@ -359,7 +361,7 @@ struct WorkerCommand: AsyncParsableCommand {
             }
             let worker = try WorkerService(options: options, logger: logger)
             let exit = try await worker.run()
-            worker.close()
+            await worker.close()
             if json, case let .finished(reason) = exit {
                 try printJSON(jsonObject(["status": "finished", "reason": reason]))
             }

@@ -27,7 +27,8 @@ struct ConnectionProbeTests {
         #expect(!ConnectionProbe.listsOpen(Self.ipv4, local: 40000, remote: 7501), "another peer port")
         #expect(!ConnectionProbe.listsOpen(Self.ipv4, local: 7500, remote: 0), "a listener is not a connection")
         #expect(ConnectionProbe.listsOpen(Self.ipv6, local: 40003, remote: 7500))
-        #expect(!ConnectionProbe.listsOpen(Self.ipv6, local: 40000, remote: 7500))
+        #expect(!ConnectionProbe.listsOpen(Self.ipv6, local: 40003, remote: 7501))
+        #expect(!ConnectionProbe.listsOpen(Self.ipv6, local: 40004, remote: 7500))
     }
 
     /// /proc/net/tcp is read to its end (Foundation stops after the first page of a /proc
