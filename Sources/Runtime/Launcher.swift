@@ -98,7 +98,12 @@ public final class Launcher: Sendable {
     private func spawnWorker(index: Int, url: String, tokenFile: String) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.executablePath)
-        process.arguments = ["worker", "--connect", url, "--token-file", tokenFile, "--name", "worker-\(index)"] + options.workerArguments
+        // A launched worker's coordinator is its parent: while that runs, a silent coordinator
+        // is a busy one (a one-shot reconstruction of the speech model's layers took 6 minutes
+        // on a loaded machine, past the default patience of 120 s, and both workers gave up),
+        // and when it ends, ParentWatch ends the worker. So patience does not apply here.
+        process.arguments = ["worker", "--connect", url, "--token-file", tokenFile, "--name", "worker-\(index)",
+                             "--patience", "86400"] + options.workerArguments
         let tls = options.config.transport.tls.dir
         if !tls.isEmpty { process.arguments! += ["--tls", tls] }
         var environment = ProcessInfo.processInfo.environment

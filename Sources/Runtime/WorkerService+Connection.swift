@@ -11,8 +11,8 @@ import Transport
 /// socket at once and closes the old one in the background. That also keeps it clear of a
 /// libnng 1.5.2 fault (Debian 12's): a TLS connection whose TCP stream fails while a send is
 /// being queued can never be torn down, and from then on the process's nng tears down no
-/// connection at all, so the old socket would never reconnect (seen about once in 15
-/// coordinator kills over TLS on a loaded machine; scripts/restart-stress.sh). When the old
+/// connection at all, so the old socket would never reconnect (3 of 37 coordinator kills over TLS
+/// on a loaded machine left a worker that never rejoined; scripts/restart-stress.sh). When the old
 /// socket's close does not finish within `retireSeconds`, nng in this process is stuck for
 /// good, and the worker restarts itself in place (same process ID and arguments).
 extension WorkerService {

@@ -116,7 +116,7 @@ public final class WorkerService: Sendable {
     private func checkPatience(_ last: Clocks.State) throws {
         let silent = Monotonic.now - last.contact, idle = Monotonic.now - last.workAnswer
         if silent > options.patienceSeconds {
-            throw WorkerError("no answer from the coordinator at \(options.connect) for \(Int(silent)) s; giving up (is it running? is the address right?)")
+            throw WorkerError("no answer from the coordinator at \(options.connect) for \(Int(silent)) s; giving up (is it running? is the address right? a projection step longer than that, such as a one-shot reconstruction of a large model, needs a longer --patience)")
         }
         if idle > options.patienceSeconds {
             throw WorkerError("the coordinator at \(options.connect) let this worker join but answered no work request for \(Int(idle)) s; giving up (is a reply larger than the path lets through? see the coordinator's log)")
