@@ -49,9 +49,9 @@ extension WorkerService {
         }
     }
 
-    /// The pipe a watched socket is connected through, and its ports.
+    /// The ports of the pipe a watched socket is connected through (nil: none, or not TCP),
+    /// shared by the event watcher and the kernel probe.
     final class WatchedPipe: Sendable {
-        let connected = Mutex(false)
         let ports = Mutex<ConnectionProbe.Ports?>(nil)
     }
 
@@ -99,12 +99,13 @@ extension WorkerService {
     func watch(_ socket: Socket, generation: Int) {
         let current = WatchedPipe()
         Task { [weak self] in
+            var connected = false
             for await event in socket.pipeEvents {
                 switch event.kind {
                 case .added:
                     current.ports.withLock { $0 = ConnectionProbe.ports(of: event.pipe) }
-                    current.connected.withLock { $0 = true }
-                case .removed where current.connected.withLock({ $0 }):
+                    connected = true
+                case .removed where connected:
                     current.ports.withLock { $0 = nil }
                     self?.connectionEnded(generation, "the connection to the coordinator closed; dialing a fresh one")
                     return

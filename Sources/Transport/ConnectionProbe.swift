@@ -77,10 +77,6 @@ public enum ConnectionProbe {
     private static func port(_ pipe: PipeID, _ option: String) -> UInt16? {
         var address = nng_sockaddr()
         guard nng_pipe_get_addr(nng_pipe(id: pipe.rawValue), option, &address) == 0 else { return nil }
-        switch Int32(address.s_family) {
-        case Int32(NNG_AF_INET.rawValue): return UInt16(bigEndian: address.s_in.sa_port)
-        case Int32(NNG_AF_INET6.rawValue): return UInt16(bigEndian: address.s_in6.sa_port)
-        default: return nil
-        }
+        return SocketAddress(address).port
     }
 }

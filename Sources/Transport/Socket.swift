@@ -311,25 +311,32 @@ enum Operation {
 /// A printable nng socket address.
 struct SocketAddress: CustomStringConvertible {
     let description: String
+    /// The TCP port of an IPv4 or IPv6 address; nil for other families.
+    let port: UInt16?
 
     init(_ address: nng_sockaddr) {
         switch Int32(address.s_family) {
         case Int32(NNG_AF_INET.rawValue):
             let a = UInt32(bigEndian: address.s_in.sa_addr)
             let port = UInt16(bigEndian: address.s_in.sa_port)
+            self.port = port
             description = "\(a >> 24).\((a >> 16) & 0xff).\((a >> 8) & 0xff).\(a & 0xff):\(port)"
         case Int32(NNG_AF_INET6.rawValue):
             var a6 = address.s_in6
             let groups = withUnsafeBytes(of: &a6.sa_addr) { raw in
                 stride(from: 0, to: 16, by: 2).map { String(UInt16(raw[$0]) << 8 | UInt16(raw[$0 + 1]), radix: 16) }
             }
-            description = "[\(groups.joined(separator: ":"))]:\(UInt16(bigEndian: address.s_in6.sa_port))"
+            let port = UInt16(bigEndian: address.s_in6.sa_port)
+            self.port = port
+            description = "[\(groups.joined(separator: ":"))]:\(port)"
         case Int32(NNG_AF_IPC.rawValue):
+            port = nil
             var ipc = address.s_ipc
             description = "ipc://" + withUnsafeBytes(of: &ipc.sa_path) { raw in
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
         default:
+            port = nil
             description = "(address family \(address.s_family))"
         }
     }
