@@ -173,7 +173,7 @@ extension CoordinatorSettings: ConfigSection {
             .init("global_batch", \.globalBatch, "examples per step over all workers", check: positive),
             .init("micro_batches", \.microBatches, "micro-batches per step (independent of workers)", check: positive),
             .init("step_deadline_seconds", \.stepDeadlineSeconds, "drop a worker that holds a micro-batch longer", check: positive),
-            .init("chunk_values", \.chunkValues, "gradient chunk size in float32 values", check: positive),
+            .init("chunk_values", \.chunkValues, "largest gradient chunk in float32 values (a model under 16 such chunks is cut into at least 16, of at least 16384 values)", check: positive),
             .init("poll_hold_seconds", \.pollHoldSeconds, "hold an idle work request this long", check: positive),
             .init("min_workers", \.minWorkers, "workers needed before steps start", check: positive),
             .init("length_grouping", \.lengthGrouping, "group examples of similar length into a step, sorting windows of this many global batches (0: plain shuffle)", check: nonNegative),

@@ -120,7 +120,7 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var microBatches = 8
     /// A worker that has not delivered a micro-batch this long after receiving it is dropped.
     public var stepDeadlineSeconds = 60.0
-    /// Gradient chunk size in float32 values (262144 = 1 MiB).
+    /// Gradient chunk size in float32 values (262144 = 1 MiB); see ``chunkValues(forValues:)``.
     public var chunkValues = 262_144
     /// How long a work request with nothing to do is held before the worker is told to wait.
     public var pollHoldSeconds = 2.0
@@ -159,4 +159,20 @@ public struct CoordinatorSettings: Sendable, Equatable {
     /// member cannot make the coordinator hold replies without bound).
     public var maxRequestsInFlight = 8
     public init() {}
+}
+
+extension CoordinatorSettings {
+    /// Chunks of a model smaller than this many chunks are made smaller (down to
+    /// ``smallestChunkValues``).
+    public static let chunksPerModel = 16
+    public static let smallestChunkValues = 16_384
+
+    /// The chunk size a run uses for an exchange of `values` values: `chunk_values`, or for a
+    /// model smaller than 16 such chunks, 1/16 of it rounded up (at least 16 Ki values, never more than
+    /// `chunk_values`). The coordinator holds a few received chunks and nng one per connection:
+    /// with chunks of 1/16 of the model, 8 workers' chunks in hand stay well under the model's
+    /// size (issue 11's memory bound), where 1 MiB chunks of a 4 MB model held 3 models' worth.
+    public func chunkValues(forValues values: Int) -> Int {
+        min(chunkValues, max(Self.smallestChunkValues, (values + Self.chunksPerModel - 1) / Self.chunksPerModel))
+    }
 }

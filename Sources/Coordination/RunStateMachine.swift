@@ -141,7 +141,7 @@ public struct RunStateMachine: Sendable {
     public internal(set) var workerNames: Set<String> = []
     var handshake: JoinHandshake
     var order: DataOrder
-    let grid: ChunkGrid
+    public let grid: ChunkGrid
     public internal(set) var round: StepRound
     public internal(set) var evaluation: EvalRound?
     var evalCounts: [String: EvaluationCounts] = [:]

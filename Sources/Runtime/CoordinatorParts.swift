@@ -95,7 +95,9 @@ struct CoordinatorParts {
                               microBatches: config.coordinator.microBatches, costs: model.exampleCosts,
                               groupingWindow: config.coordinator.lengthGrouping)
         // Gradients, then the input statistics the projection reads (ExchangeLayout).
-        let grid = ChunkGrid(tensors: server.exchange.combined.tensors.map { ($0.offset, $0.count) }, chunkValues: config.coordinator.chunkValues)
+        let exchanged = server.exchange.combined.tensors
+        let grid = ChunkGrid(tensors: exchanged.map { ($0.offset, $0.count) },
+                             chunkValues: config.coordinator.chunkValues(forValues: exchanged.reduce(0) { $0 + $1.count }))
         var settings = Self.machineSettings(config, evaluationSets: model.evaluationSets)
         if config.deterministic {
             (settings.computeSignature, settings.computeSignatureOrigin) = Self.runSignature(config: config, checkpoint: signature)

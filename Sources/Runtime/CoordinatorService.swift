@@ -28,6 +28,9 @@ public final class CoordinatorService: Sendable {
     let folder: RunFolder
     /// Replies with weights being copied and sent at once (see `serve`).
     let weightsGate = AsyncGate(capacity: 2)
+    /// Contexts that wait to receive, or hold a large request (a gradient chunk) they received,
+    /// at once (see `serve`).
+    let receiveGate = AsyncGate(capacity: CoordinatorService.receivingContexts)
     let observeSettings: ObserveSettings
     /// The HTTP endpoint (`observe.http`), started once the coordinator listens.
     private let observe = Mutex<ObserveService?>(nil)
@@ -56,8 +59,9 @@ public final class CoordinatorService: Sendable {
         socket.limitConnections(connectionLimit)
         // A worker behind a cut link is noticed by the kernel's keepalive probes too.
         try socket.setKeepAlive(true)
-        // A gradient chunk plus its envelope, or what the configuration allows if less.
-        maxRequestBytes = min(config.transport.maxMessageBytes, config.coordinator.chunkValues * 4 + (64 << 10))
+        // A gradient chunk of this run's size plus its envelope, or what the configuration
+        // allows if less.
+        maxRequestBytes = min(config.transport.maxMessageBytes, shell.chunkValues * 4 + (64 << 10))
         lingerSeconds = min(30, max(3, config.coordinator.stepDeadlineSeconds + 1))
         self.logger = logger
         self.folder = folder
@@ -179,23 +183,22 @@ public final class CoordinatorService: Sendable {
         return summary
     }
 
+    /// Contexts in `receive` (or holding a large request) at once. nng hands a message that
+    /// arrives to any context waiting in `receive`; with all 128 waiting, every worker's whole
+    /// send window of 1 MiB chunks was taken in at once and waited for the shell (8 workers:
+    /// 32 MiB). With a few waiting, the rest stays in the kernel's socket buffers (at most one
+    /// message per connection is read ahead by nng), and requests that wait long in the shell
+    /// (work requests held for the next step) take no place: small requests leave the gate as
+    /// soon as they are read.
+    static let receivingContexts = 4
+    /// Requests up to this size leave the receive gate as soon as they are read (every request
+    /// but gradient chunks and statistics is far smaller); larger ones once the shell has taken
+    /// them in (a chunk folded), so a padded work request held for the next step holds no place.
+    static let smallRequestBytes = 64 << 10
+
     private func serve(_ context: Context) async {
         while !Task.isCancelled {
-            let message: Message
-            do { message = try await context.receive() } catch {
-                if error.isClosed || error.isCancelled { return }
-                logger.warning("receive failed: \(error)")
-                continue
-            }
-            let peer = socket.peerAddress(message.pipe)
-            var frame: ReplyFrame
-            var request: RequestID?
-            if message.count > maxRequestBytes {
-                logger.warning("refused a request of \(message.count) bytes: the limit is \(maxRequestBytes)", metadata: ["peer": "\(peer)"])
-                frame = await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of coordinator.chunk_values values plus 64 KiB, capped by transport.max_message_bytes)")
-            } else {
-                (frame, request) = await shell.answer(message, peer: peer)
-            }
+            guard let (frame, request, peer) = await receiveAndAnswer(context) else { return }
             // Replies that carry a model are copied into their message only a few at a time:
             // memory holds the version's frame and at most `weightsInFlight` copies of it,
             // however many workers ask at once.
@@ -212,6 +215,42 @@ public final class CoordinatorService: Sendable {
             if carriesWeights { await weightsGate.leave() }
             shell.observer?.replySent(bytes: frame.count)
             if let request { await shell.replySent(request) }
+        }
+    }
+
+    /// Receives one request through the receive gate and answers it; the request's message is
+    /// released when this returns, before the reply is sent. Nil once the socket closes or the
+    /// task is cancelled.
+    private func receiveAndAnswer(_ context: Context) async -> (ReplyFrame, RequestID?, String)? {
+        while true {
+            await receiveGate.enter()
+            if Task.isCancelled {
+                await receiveGate.leave()
+                return nil
+            }
+            let message: Message
+            do { message = try await context.receive() } catch {
+                await receiveGate.leave()
+                if error.isClosed || error.isCancelled { return nil }
+                logger.warning("receive failed: \(error)")
+                continue
+            }
+            let large = message.count > Self.smallRequestBytes
+            if !large { await receiveGate.leave() }
+            let peer = socket.peerAddress(message.pipe)
+            let answer: (ReplyFrame, RequestID?, String)
+            if message.count > maxRequestBytes {
+                logger.warning("refused a request of \(message.count) bytes: the limit is \(maxRequestBytes)", metadata: ["peer": "\(peer)"])
+                if large { await receiveGate.leave() }
+                answer = (await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of this run's \(shell.chunkValues) values, see coordinator.chunk_values, plus 64 KiB, capped by transport.max_message_bytes)"), nil, peer)
+            } else {
+                let gate = receiveGate
+                let (frame, request) = await shell.answer(message, peer: peer, read: {
+                    if large { Task { await gate.leave() } }
+                })
+                answer = (frame, request, peer)
+            }
+            return answer
         }
     }
 }

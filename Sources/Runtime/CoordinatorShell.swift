@@ -32,6 +32,8 @@ actor CoordinatorShell {
     private var recorder: RunRecorder!
     private let runStart: RunStart
     private let run: RunDescription
+    /// The gradient chunk size this run uses (``CoordinatorSettings/chunkValues(forValues:)``).
+    nonisolated let chunkValues: Int
     private let checkpoints: CheckpointStore
     private let writer: CheckpointWriter
     private let snapshots: SnapshotKeeper
@@ -71,7 +73,8 @@ actor CoordinatorShell {
         let parts = try CoordinatorParts(config: config, runID: runID, token: token, folder: folder, logger: logger,
                                          start: start, now: now, clock: { Monotonic.now })
         self.parts = parts
-        run = RunDescription(configYAML: configYAML, layout: parts.model.layout, chunkValues: config.coordinator.chunkValues,
+        chunkValues = parts.machine.grid.chunkValues
+        run = RunDescription(configYAML: configYAML, layout: parts.model.layout, chunkValues: chunkValues,
                              dataFingerprint: parts.model.dataFingerprint)
         let store = CheckpointStore(runDirectory: folder.url, keep: config.checkpoint.keep)
         checkpoints = store
@@ -140,13 +143,16 @@ actor CoordinatorShell {
     // MARK: Events
 
     /// Answers one request; a gradient chunk's values are folded from the received message.
-    func answer(_ message: Message, peer: String) async -> (frame: ReplyFrame, request: RequestID?) {
+    /// `read` is called once the machine has taken the request in (a chunk folded), before a
+    /// held request waits for its reply: the message is no longer needed from then on.
+    func answer(_ message: Message, peer: String, read: @Sendable () -> Void = {}) async -> (frame: ReplyFrame, request: RequestID?) {
         let pipe = message.pipe.rawValue
         let now = Self.now()
         connections.heard(pipe, now: now)
         let id = nextRequest
         nextRequest += 1
         let frame: ReplyFrame = await withCheckedContinuation { continuation in
+            defer { read() }
             message.withUnsafeBytes { bytes in
                 let decoded: DecodedRequest
                 do { decoded = try RequestDecoding.decode(bytes) } catch {

@@ -13,10 +13,20 @@ public enum ProcessTuning {
     /// with mmap off altogether every buffer comes from the heap, which is not trimmed, so freed
     /// pages are reused (measured on the 10 M-parameter load test: page faults went from 18% of
     /// the run's CPU to under 1%, see BENCHMARKS.md).
-    public static func keepLargeBuffersMapped() {
+    ///
+    /// `coordinator`: at most two arenas as well. glibc gives threads that allocate at once arenas
+    /// of their own (up to 8 per core), each keeping its own high-water mark once mmap is off;
+    /// in a coordinator nng's threads allocate the received messages and Swift's the buffers.
+    /// With 8 workers its resident set grew 18 MiB over 1 worker's with the default arenas and
+    /// 7–13 MiB with 1 or 2 (issue 11's memory benchmark, 1 M parameters, one launch each), and
+    /// its baseline fell from 127 to 87–101 MiB. The coordinator's work is serial (one actor)
+    /// and nng's threads are few: two arenas are not contended. Workers keep glibc's default
+    /// (not measured on their step time).
+    public static func keepLargeBuffersMapped(coordinator: Bool = false) {
         #if canImport(Glibc)
         _ = mallopt(M_MMAP_MAX, 0)
         _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        if coordinator { _ = mallopt(M_ARENA_MAX, 2) }
         #endif
     }
 

@@ -119,6 +119,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "memory: parameters of the loadtest model.")
     var memoryParameters = 1_000_000
 
+    @Option(help: "memory: launches per load (the bounds compare medians).")
+    var memoryRepeats = 5
+
     @Flag(help: "Print one JSON object on stdout.")
     var json = false
 
@@ -179,6 +182,7 @@ struct Bench: AsyncParsableCommand {
         if selected.contains(.memory) {
             var settings = MemoryBenchmark.Settings()
             settings.parameters = memoryParameters
+            settings.repeats = memoryRepeats
             memory = try MemoryBenchmark.run(settings)
         }
         if selected.contains(.statistics) {

@@ -23,9 +23,10 @@ struct SecurityTests {
     }
 
     @Test func aBorrowedSessionAWrongTokenAndAJoinPastMaxWorkersAreRefusedWhileTrainingGoesOn() async throws {
-        // Open-ended and stopped by SIGTERM below: a fixed step count can run out on a fast machine
-        // before the refusals are done, and then 'training went on' means nothing.
-        let run = try await CoordinatorTests().startCoordinator(["--steps", "100000000", "--set", "security.max_workers=2"])
+        // Stopped by SIGTERM below, long before its steps run out: a short run can end on a fast
+        // machine before the refusals are done, and then 'training went on' means nothing. Not
+        // endless: a test abandoned at its time limit leaves its processes behind.
+        let run = try await CoordinatorTests().startCoordinator(["--steps", "20000", "--set", "security.max_workers=2"])
         defer { try? FileManager.default.removeItem(at: run.dir) }
         let worker = try CoordinatorTests().worker(run, name: "real")
         try await waitForTraining(run, lines: 2)
@@ -69,9 +70,9 @@ struct SecurityTests {
     /// 2,000 connections that finish nng's handshake and stay silent, under `ulimit -n 1024`:
     /// past security.max_connections they are closed at once, the silent ones after
     /// security.silent_connection_seconds; training goes on, a second worker gets in, and the run
-    /// stops on SIGTERM with every ledger line and checkpoint written. The run is open-ended and
-    /// stopped by the test, not by a step count: a fast machine once finished 600 steps before the
-    /// flood's silent connections were closed, and the second worker had no run left to join.
+    /// stops on SIGTERM with every ledger line and checkpoint written. The test stops the run long
+    /// before its steps run out: a fast machine once finished 600 steps before the flood's silent
+    /// connections were closed, and the second worker had no run left to join.
     /// (Before, the coordinator ran out
     /// of descriptors, lost ledger lines and checkpoints, and died with SIGILL: libdispatch's
     /// worker-pool monitor cannot open /proc/<tid>/stat and crashes on purpose.)
@@ -81,7 +82,7 @@ struct SecurityTests {
         }
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let coordinator = try Child(["coordinator", "--listen", "tcp://127.0.0.1:0", "--run-dir", dir.path, "--json", "--steps", "100000000",
+        let coordinator = try Child(["coordinator", "--listen", "tcp://127.0.0.1:0", "--run-dir", dir.path, "--json", "--steps", "20000",
                                      "--set", "checkpoint.every_steps=100", "--set", "checkpoint.keep=10",
                                      "--set", "security.silent_connection_seconds=3"],
                                     descriptorLimit: 1024)

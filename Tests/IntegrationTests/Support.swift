@@ -12,9 +12,15 @@ enum Binary {
 }
 
 /// A child process with captured output and a hard time limit.
+///
+/// Both outputs go to files, read once the child has exited. A pipe's read to end of file
+/// blocks until every process holding its write end has closed it, and children started later
+/// (a coordinator's workers) could inherit it: reading a SIGTERMed coordinator's output then
+/// blocked one of the test process's two cooperative threads for as long as its workers kept
+/// trying to reconnect, and starved unrelated suites into their time limits.
 final class Child: @unchecked Sendable {
     let process = Process()
-    let stdoutPipe = Pipe()
+    let stdoutFile: URL
     let stderrFile: URL
 
     /// `descriptorLimit`: started under `ulimit -Sn N -Hn N`, as a login shell's default would.
@@ -28,9 +34,12 @@ final class Child: @unchecked Sendable {
             process.arguments = arguments
         }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-child-\(UInt64.random(in: 0 ... .max)).log")
+        let name = "csptrain-child-\(UInt64.random(in: 0 ... .max))"
+        stderrFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).log")
+        stdoutFile = FileManager.default.temporaryDirectory.appendingPathComponent("\(name).out")
         FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
-        process.standardOutput = stdoutPipe
+        FileManager.default.createFile(atPath: stdoutFile.path, contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: stdoutFile)
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         let input = stdin.map { _ in Pipe() }
         process.standardInput = input ?? FileHandle.nullDevice
@@ -52,7 +61,7 @@ final class Child: @unchecked Sendable {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
-        let out = String(decoding: stdoutPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let out = (try? String(contentsOf: stdoutFile, encoding: .utf8)) ?? ""
         return (process.terminationStatus, out, stderr)
     }
 
@@ -63,6 +72,7 @@ final class Child: @unchecked Sendable {
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         try? FileManager.default.removeItem(at: stderrFile)
+        try? FileManager.default.removeItem(at: stdoutFile)
     }
 }
 
