@@ -234,6 +234,22 @@ public struct PruningSettings: Sendable, Equatable {
     /// The dual (ADMM-style) methods: csp and admm-magnitude.
     public var isDual: Bool { method == .csp || method == .admmMagnitude }
 
+    /// Settings that run but cannot do what they are for, said once at the start of a run.
+    public var advisories: [String] {
+        var out: [String] = []
+        // A fixed ratio of measurements under `recover: signal`: NIHT recovers a block only
+        // while it holds at most m/5.5 values (Measurements.rows(block:held:)); `auto` sizes m
+        // for each update, a ratio does not.
+        if method == .csp, measurementOperator != .activations, recover == .signal, case let .ratio(r) = measurements {
+            let m = Measurements.ratio(r).rows(block: block, kept: 0)
+            let exactFrom = 1 - Double(m) / 5.5 / Double(block)
+            if exactFrom > schedule.initial {
+                out.append("pruning.measurements: \(r) (\(m) of a block's \(block) values) with pruning.recover: signal recovers W + U exactly only once a block holds at most \(Int(Double(m) / 5.5)) values (sparsity \(String(format: "%.0f", exactFrom * 100))% and above); the support updates below that recover it inexactly (NIHT recovered 0–75% of Gaussian-measured blocks past k/m = 0.23, scripts/niht-phase-transition.py). Use pruning.measurements: auto, which sizes the measurements for each update (all of a block's values while W + U is dense)")
+            }
+        }
+        return out
+    }
+
     /// True when the method reads the second moments of the pruned layers' inputs.
     public var needsInputStatistics: Bool {
         switch method {

@@ -41,6 +41,7 @@ struct CoordinatorParts {
         // Pruning starts after the first update (the schedule's start step); step 0 is dense.
         var firstBroadcast = initial
         if config.coordinator.broadcastValues == .f16 { firstBroadcast.withUnsafeMutableBufferPointer { FloatEncoding.roundToHalf($0) } }
+        for advisory in config.pruning.advisories { logger.warning("\(advisory)") }
         var projection: any ProjectionStep
         do { projection = try config.pruning.makeProjection(layout: layout, seed: config.seed, sites: model.statisticSites) } catch {
             throw RunFolderError("\(error)")

@@ -231,6 +231,28 @@ struct ProjectionTests {
         #expect(PruningSettings.RhoGrowth.none.scale(sparsity: 0.9) == 1)
     }
 
+    /// A fixed ratio of measurements under `recover: signal` is said at the start of a run, with
+    /// the sparsity from which it recovers exactly: 0.5 of a 256-value block is 128 measurements,
+    /// enough for 23 held values (128 / 5.5), which a block holds from 91% sparsity on.
+    @Test func aMeasurementRatioUnderRecoverSignalIsAdvisedAgainst() {
+        var p = settings(.csp, target: 0.9)
+        p.block = 256
+        p.measurements = .ratio(0.5)
+        let advice = p.advisories
+        #expect(advice.count == 1)
+        #expect(advice.first?.contains("pruning.measurements: 0.5 (128 of a block's 256 values)") == true, "\(advice)")
+        #expect(advice.first?.contains("at most 23 values (sparsity 91% and above)") == true, "\(advice)")
+        for change in [{ (q: inout PruningSettings) in q.measurements = .auto },
+                       { (q: inout PruningSettings) in q.recover = .target },
+                       { (q: inout PruningSettings) in q.measurementOperator = .activations },
+                       { (q: inout PruningSettings) in q.method = .admmMagnitude },
+                       { (q: inout PruningSettings) in q.schedule.initial = 0.95 }] {
+            var q = p
+            change(&q)
+            #expect(q.advisories.isEmpty, "\(q.advisories)")
+        }
+    }
+
     @Test func cspReportsItsRecoveryAgainstTopK() throws {
         var p = settings(.csp, target: 0.9)
         p.schedule.kind = .oneShot
