@@ -158,7 +158,9 @@ final class SilentFlood: @unchecked Sendable {
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let handshake: [UInt8] = [0x00, 0x53, 0x50, 0x00, 0x00, 0x30, 0x00, 0x00]
         for _ in 0 ..< count {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            // Close-on-exec: a worker the test starts afterwards would otherwise inherit all
+            // 2,000 descriptors, and closing them here would close no connection.
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { failed += 1; continue }
             let connected = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
