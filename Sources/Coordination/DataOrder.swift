@@ -122,6 +122,9 @@ public struct CoordinatorSettings: Sendable, Equatable {
     public var stepDeadlineSeconds = 60.0
     /// Gradient chunk size in float32 values (262144 = 1 MiB); see ``chunkValues(forValues:)``.
     public var chunkValues = 262_144
+    /// A model smaller than this many chunks of `chunkValues` is cut into smaller chunks (0:
+    /// never); see ``chunkValues(forValues:)``.
+    public var chunksPerModel = 16
     /// How long a work request with nothing to do is held before the worker is told to wait.
     public var pollHoldSeconds = 2.0
     /// Steps wait until at least this many workers have joined.
@@ -162,17 +165,17 @@ public struct CoordinatorSettings: Sendable, Equatable {
 }
 
 extension CoordinatorSettings {
-    /// Chunks of a model smaller than this many chunks are made smaller (down to
-    /// ``smallestChunkValues``).
-    public static let chunksPerModel = 16
+    /// The smallest chunk ``chunkValues(forValues:)`` makes.
     public static let smallestChunkValues = 16_384
 
     /// The chunk size a run uses for an exchange of `values` values: `chunk_values`, or for a
-    /// model smaller than 16 such chunks, 1/16 of it rounded up (at least 16 Ki values, never more than
-    /// `chunk_values`). The coordinator holds a few received chunks and nng one per connection:
-    /// with chunks of 1/16 of the model, 8 workers' chunks in hand stay well under the model's
-    /// size (issue 11's memory bound), where 1 MiB chunks of a 4 MB model held 3 models' worth.
+    /// model smaller than `chunks_per_model` such chunks, 1/`chunks_per_model` of it rounded up
+    /// (at least 16 Ki values, never more than `chunk_values`). The coordinator holds a few
+    /// received chunks and nng one per connection: with chunks of 1/16 of the model, 8 workers'
+    /// chunks in hand stay well under the model's size (issue 11's memory bound), where 1 MiB
+    /// chunks of a 4 MB model held 3 models' worth. `chunks_per_model: 0` keeps `chunk_values`.
     public func chunkValues(forValues values: Int) -> Int {
-        min(chunkValues, max(Self.smallestChunkValues, (values + Self.chunksPerModel - 1) / Self.chunksPerModel))
+        guard chunksPerModel > 0 else { return chunkValues }
+        return min(chunkValues, max(Self.smallestChunkValues, (values + chunksPerModel - 1) / chunksPerModel))
     }
 }

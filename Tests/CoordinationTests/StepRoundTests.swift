@@ -6,6 +6,26 @@ struct ChunkGridTests {
     // Tensors of 10 and 3 values cut into chunks of 4: [4, 4, 2] and [3].
     let grid = ChunkGrid(tensors: [(0, 10), (10, 3)], chunkValues: 4)
 
+    /// The chunk size a run uses: chunk_values for models of 16 such chunks or more, 1/16 of a
+    /// smaller model (rounded up, at least 16 Ki values), and chunk_values as set with
+    /// chunks_per_model 0 or a chunk_values below the floor.
+    @Test func chunkSizeFollowsTheModelsSize() {
+        var c = CoordinatorSettings()
+        #expect(c.chunkValues(forValues: 10_000_000) == 262_144)
+        #expect(c.chunkValues(forValues: 16 * 262_144) == 262_144)
+        #expect(c.chunkValues(forValues: 1_000_000) == 62_500)
+        #expect(c.chunkValues(forValues: 1_000_001) == 62_501)
+        #expect(c.chunkValues(forValues: 2_900_000) == 181_250)
+        #expect(c.chunkValues(forValues: 100) == 16_384)
+        c.chunkValues = 4096
+        #expect(c.chunkValues(forValues: 1_000_000) == 4096)
+        c.chunkValues = 262_144
+        c.chunksPerModel = 0
+        #expect(c.chunkValues(forValues: 1_000_000) == 262_144)
+        c.chunksPerModel = 4
+        #expect(c.chunkValues(forValues: 400_000) == 100_000)
+    }
+
     @Test func chunkCountsOffsetsAndSizes() {
         #expect(grid.tensorChunkCounts == [3, 1])
         #expect(grid.totalChunks == 4)
