@@ -209,7 +209,7 @@ extension MemoryBenchmark.Report {
     }
 
     public var json: [String: Any] {
-        var object: [String: Any] = [
+        let object: [String: Any] = [
             "parameters": settings.parameters, "model_bytes": modelBytes, "steps": settings.steps, "repeats": settings.repeats,
             "median_peak_rss_bytes": medians.map { ["load": $0.load.description, "bytes": $0.peakBytes] as [String: Any] },
             "rows": rows.map { r in

@@ -96,9 +96,8 @@ struct CoordinatorParts {
                               microBatches: config.coordinator.microBatches, costs: model.exampleCosts,
                               groupingWindow: config.coordinator.lengthGrouping)
         // Gradients, then the input statistics the projection reads (ExchangeLayout).
-        let exchanged = server.exchange.combined.tensors
-        let grid = ChunkGrid(tensors: exchanged.map { ($0.offset, $0.count) },
-                             chunkValues: config.coordinator.chunkValues(forValues: exchanged.reduce(0) { $0 + $1.count }))
+        let grid = ChunkGrid(tensors: server.exchange.combined.tensors.map { ($0.offset, $0.count) },
+                             chunkValues: config.coordinator.chunkValues(forValues: server.exchange.totalCount))
         var settings = Self.machineSettings(config, evaluationSets: model.evaluationSets)
         if config.deterministic {
             (settings.computeSignature, settings.computeSignatureOrigin) = Self.runSignature(config: config, checkpoint: signature)

@@ -238,19 +238,16 @@ public final class CoordinatorService: Sendable {
             let large = message.count > Self.smallRequestBytes
             if !large { await receiveGate.leave() }
             let peer = socket.peerAddress(message.pipe)
-            let answer: (ReplyFrame, RequestID?, String)
             if message.count > maxRequestBytes {
                 logger.warning("refused a request of \(message.count) bytes: the limit is \(maxRequestBytes)", metadata: ["peer": "\(peer)"])
                 if large { await receiveGate.leave() }
-                answer = (await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of this run's \(shell.chunkValues) values, see coordinator.chunk_values, plus 64 KiB, capped by transport.max_message_bytes)"), nil, peer)
-            } else {
-                let gate = receiveGate
-                let (frame, request) = await shell.answer(message, peer: peer, read: {
-                    if large { Task { await gate.leave() } }
-                })
-                answer = (frame, request, peer)
+                return (await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of this run's \(shell.chunkValues) values, see coordinator.chunk_values, plus 64 KiB, capped by transport.max_message_bytes)"), nil, peer)
             }
-            return answer
+            let gate = receiveGate
+            let (frame, request) = await shell.answer(message, peer: peer, read: {
+                if large { Task { await gate.leave() } }
+            })
+            return (frame, request, peer)
         }
     }
 }
