@@ -18,6 +18,7 @@ public final class Socket: Sendable {
     let handle: nng_socket
     private let pipeEventBox: PipeEventBox
     private let listened = Mutex<String?>(nil)
+    private let closed = Atomic<Bool>(false)
 
     /// The URL of this socket's last listener (port filled in), for peers to dial.
     public var listenerURL: String? { listened.withLock { $0 } }
@@ -75,7 +76,10 @@ public final class Socket: Sendable {
     }
 
     /// Closes the socket: every pending operation on it and its contexts fails with "closed".
+    /// Only the first call does anything: a close that hangs in nng (below) is not repeated
+    /// by `deinit`.
     public func close() {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         nng_pipe_notify(handle, NNG_PIPE_EV_ADD_PRE, nil, nil)
         nng_pipe_notify(handle, NNG_PIPE_EV_ADD_POST, nil, nil)
         nng_pipe_notify(handle, NNG_PIPE_EV_REM_POST, nil, nil)

@@ -17,10 +17,14 @@ struct ClosedStdoutTests {
         process.standardInput = FileHandle.nullDevice
         try stdout.fileHandleForReading.close()   // nobody will ever read
         try process.run()
-        let deadline = Date().addingTimeInterval(30)
-        while process.isRunning, Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+        var deadline = Date().addingTimeInterval(30)
+        while process.isRunning, Date() < deadline { await nap() }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            deadline = Date().addingTimeInterval(10)
+            while process.isRunning, Date() < deadline { await nap() }
+            try #require(!process.isRunning, "csptrain config dump survived SIGKILL for 10 s")
+        }
         let message = String(decoding: try stderr.fileHandleForReading.readToEnd() ?? Data(), as: UTF8.self)
         #expect(process.terminationReason == .exit, "killed by signal \(process.terminationStatus)")
         #expect(process.terminationStatus == 1)

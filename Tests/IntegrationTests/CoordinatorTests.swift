@@ -100,7 +100,7 @@ struct CoordinatorTests {
         // An oversize frame: nng drops it and the connection; the coordinator carries on.
         let big = try RawClient(url: run.url)
         try? await big.context.send(Message([UInt8](repeating: 0, count: 2 << 20)), timeout: .seconds(2))
-        big.close()
+        await big.close()
 
         // Join for real, then send chunks that break the protocol.
         let token = try String(contentsOf: run.token, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -152,8 +152,8 @@ struct CoordinatorTests {
             r.chunk = .with { $0.microBatch = 1000; $0.weightsVersion = task.task.weightsVersion; $0.values = Data(count: 4) }
         }
         #expect(unknownMicroBatch.refusal.reason.contains("micro-batch 1000"))
-        member.close()
-        client.close()
+        await member.close()
+        await client.close()
 
         // A real worker still completes the run.
         let w = try worker(run, name: "good")
@@ -203,7 +203,7 @@ struct CoordinatorTests {
             }
             #expect(ack.ack.status == .accepted)
         }
-        member.close()
+        await member.close()
 
         let w = try worker(run, name: "survivor")
         let (status, stdout, stderr) = await run.coordinator.wait(seconds: 90)
@@ -237,7 +237,7 @@ struct CoordinatorTests {
         // Dropped: its session is no longer known.
         let late = try await silent.send { $0.work = .init() }
         #expect(late.refusal.code == .unknownSession)
-        silent.close()
+        await silent.close()
         let w = try worker(run, name: "w")
         let (status, stdout, _) = await run.coordinator.wait(seconds: 60)
         #expect(status == 0)
@@ -308,7 +308,7 @@ struct CoordinatorTests {
         #expect(run.coordinator.stderr.contains("deterministic run: every worker must compute with openblas"))
         let token = try String(contentsOf: run.token, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let (client, reply) = try await handshake(run.url, token: token, signature: "openblas Prescott, kernels generic")
-        client.close()
+        await client.close()
         #expect(reply.refusal.code == .incompatible, "\(reply)")
         let reason = reply.refusal.reason
         #expect(reason.contains("openblas Prescott, kernels generic") && reason.contains("the run needs openblas"), "\(reason)")

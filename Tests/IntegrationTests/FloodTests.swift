@@ -112,7 +112,7 @@ struct FloodTests {
         #expect(liveTally.other.isEmpty, "\(liveTally)")
         #expect(liveTally.tasks + liveTally.waits + liveTally.overloaded == floodSize)
         #expect(liveTally.tasks >= 1 && liveTally.overloaded >= floodSize / 2, "\(liveTally)")
-        live.client.close()
+        await live.client.close()
         let afterLive = metricsLines(run)
 
         // Deterministic: the member holds every micro-batch of the step, each started with one
@@ -141,7 +141,7 @@ struct FloodTests {
         }
         #expect(run.coordinator.stderr.contains("requests in flight (coordinator.max_requests_in_flight = \(cap))"))
         // Leaving hands its micro-batches to the real worker, which trains to the end.
-        hog.client.close()
+        await hog.client.close()
 
         let (status, stdout, stderr) = await run.coordinator.wait(seconds: 120)
         #expect(status == 0, "coordinator: \(stderr)")
@@ -179,7 +179,7 @@ struct FloodTests {
         // The member is still served after both refusals.
         let again = try await m.client.send { $0.work = .with { $0.weightsVersion = task.weightsVersion } }
         #expect(again.task.microBatch == task.microBatch)
-        m.client.close()
+        await m.client.close()
 
         let w = try CoordinatorTests().worker(run, name: "real")
         let (status, stdout, stderr) = await run.coordinator.wait(seconds: 90)

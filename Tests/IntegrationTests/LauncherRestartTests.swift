@@ -20,7 +20,9 @@ struct LauncherRestartTests {
         checkpoint: {every_steps: 5000, keep: 3}
         """
 
-    static func freePort() -> Int { Int.random(in: 20000 ..< 60000) }
+    /// Below Linux's ephemeral range (32768–60999), where the kernel picks ports for outgoing
+    /// connections (these tests' own among them).
+    static func freePort() -> Int { Int.random(in: 20000 ..< 32768) }
 
     /// Processes whose command line contains every one of `words`.
     static func pids(matching words: [String]) -> [Int32] {

@@ -6,7 +6,7 @@ import FoundationNetworking
 
 /// The coordinator's HTTP endpoint during a real 2-worker run (tiny MLP): /metrics parsed by
 /// Python's prometheus_client, and the live page in headless Chromium.
-@Suite(.serialized) struct ObserveTests {
+@Suite(.serialized, .timeLimit(.minutes(5))) struct ObserveTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     static var python: String {
@@ -27,7 +27,7 @@ import FoundationNetworking
 
     func check(_ mode: String, page: String, extra: [String] = [], seconds: Double = 90) async throws -> (Int32, [String: Any], String) {
         let script = Self.root.appendingPathComponent("scripts/check-observe.py").path
-        let child = try PythonChild(Self.python, [script, mode, page, "--workers", "2"] + extra)
+        let child = try Child(python: Self.python, [script, mode, page, "--workers", "2"] + extra)
         let (status, stdout, stderr) = await child.wait(seconds: seconds)
         let report = (try? JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any]) ?? [:]
         return (status, report, "\(stdout) \(stderr)")
@@ -72,6 +72,7 @@ import FoundationNetworking
         let page = try await waitForFile(dir.appendingPathComponent("run/page"), seconds: 30)
         func status(_ path: String, _ authorization: String?) async throws -> Int {
             var request = URLRequest(url: URL(string: page + path)!)
+            request.timeoutInterval = 15
             if let authorization { request.setValue(authorization, forHTTPHeaderField: "Authorization") }
             let (_, response) = try await URLSession.shared.data(for: request)
             return (response as? HTTPURLResponse)?.statusCode ?? -1

@@ -41,7 +41,7 @@ struct SecurityTests {
         #expect(work.refusal.code == .unknownSession && work.refusal.reason.contains("another connection"), "\(work)")
         let leave = try await thief.send { $0.leave = .with { $0.reason = "stolen" } }
         #expect(leave.refusal.code == .unknownSession, "\(leave)")
-        thief.close()
+        await thief.close()
         // The member keeps its session: still served on its own connection.
         let served = try await member.send { $0.work = .with { $0.weightsVersion = 0 } }
         #expect(served.refusal.reason.isEmpty, "the member lost its session: \(served)")
@@ -50,12 +50,12 @@ struct SecurityTests {
         // A third worker: past security.max_workers (the real one and the member are in).
         let (third, full) = try await CoordinatorTests().handshake(run.url, token: token)
         #expect(full.refusal.code == .overloaded && full.refusal.reason.contains("security.max_workers"), "\(full)")
-        third.close()
+        await third.close()
         // A wrong token.
         let (stranger, wrong) = try await CoordinatorTests().handshake(run.url, token: "not-the-token")
         #expect(wrong.refusal.code == .badProof, "\(wrong)")
-        stranger.close()
-        member.close()
+        await stranger.close()
+        await member.close()
 
         let before = metricsLines(run)
         try await waitForTraining(run, lines: before + 5)
@@ -102,8 +102,8 @@ struct SecurityTests {
         #expect(coordinator.stderr.contains("worker=second"), "the second worker never joined during the flood")
         try await waitForTraining(run, lines: during + 20)
         flood.close()
-        print("silent flood: \(flood.opened) connections opened, \(flood.failed) refused by the kernel")
-        #expect(flood.opened >= 1500)
+        print("silent flood: \(flood.opened) connections opened, \(flood.failed) refused or timed out")
+        #expect(flood.opened >= 1500, "\(flood.opened) opened, \(flood.failed) failed\(flood.gaveUp ? ", the rest not tried within 60 s" : "")")
 
         coordinator.signal(SIGTERM)
         let (status, stdout, stderr) = await coordinator.wait(seconds: 120)
@@ -146,10 +146,15 @@ struct SecurityTests {
 
 /// Plain TCP connections that send the SP handshake of a REQ peer (`00 53 50 00 00 30 00 00`,
 /// Proto/README.md) and then nothing.
+///
+/// Connects without blocking, 2 s at most each and 60 s in all: when a listener's accept queue
+/// is full, Linux drops the SYN and a blocking connect() retries for about 127 s, so a
+/// coordinator that stopped accepting would have held 2,000 of them, and the test, for days.
 final class SilentFlood: @unchecked Sendable {
     private var sockets: [Int32] = []
     private(set) var opened = 0
     private(set) var failed = 0
+    private(set) var gaveUp = false
 
     init(port: Int, count: Int) {
         var address = sockaddr_in()
@@ -157,15 +162,23 @@ final class SilentFlood: @unchecked Sendable {
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let handshake: [UInt8] = [0x00, 0x53, 0x50, 0x00, 0x00, 0x30, 0x00, 0x00]
+        let deadline = Date().addingTimeInterval(60)
         for _ in 0 ..< count {
+            guard Date() < deadline else { gaveUp = true; break }
             // Close-on-exec: a worker the test starts afterwards would otherwise inherit all
             // 2,000 descriptors, and closing them here would close no connection.
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
             guard fd >= 0 else { failed += 1; continue }
-            let connected = withUnsafePointer(to: &address) {
+            var connected = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            } == 0
+            if !connected, errno == EINPROGRESS {
+                var wait = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                var error: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                connected = poll(&wait, 1, 2000) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == 0
             }
-            guard connected == 0 else { Glibc.close(fd); failed += 1; continue }
+            guard connected else { Glibc.close(fd); failed += 1; continue }
             _ = handshake.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             sockets.append(fd)
             opened += 1

@@ -81,36 +81,12 @@ struct SpeechResumeTests {
             try #require(exportStatus == 0, "export \(layout): \(exportErr)")
             let info = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + ".reference.json"))) as? [String: Any])
             let frames = try #require(info["frames"] as? Int)
-            let check = try PythonChild(python, [script, "--model", out, "--features", out + ".reference.features.f32",
+            let check = try Child(python: python, [script, "--model", out, "--features", out + ".reference.features.f32",
                                                  "--frames", "\(frames)", "--logits", out + ".reference.logits.f32"])
             let (status, stdout, stderr) = await check.wait(seconds: 120)
             #expect(status == 0, "check-export.py (\(layout)) with \(python): \(stdout) \(stderr) — scripts/test.sh installs numpy and safetensors into .build/pyenv and sets CSPTRAIN_PYTHON")
             let result = try? JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any]
             #expect(result?["ok"] as? Bool == true && result?["layout"] as? String == layout, "\(stdout)")
         }
-    }
-}
-
-/// A Python process with a time limit.
-final class PythonChild: @unchecked Sendable {
-    let process = Process()
-    let out = Pipe()
-    let err = Pipe()
-
-    init(_ python: String, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [python] + arguments
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-    }
-
-    func wait(seconds: Double) async -> (Int32, String, String) {
-        let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning, Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
-        if process.isRunning { process.terminate(); process.waitUntilExit() }
-        return (process.terminationStatus,
-                String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
-                String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
     }
 }

@@ -23,14 +23,17 @@ final class Child: @unchecked Sendable {
     let stdoutFile: URL
     let stderrFile: URL
 
+    /// `executable`: what to run instead of csptrain (`/usr/bin/env` for a Python script, say).
     /// `descriptorLimit`: started under `ulimit -Sn N -Hn N`, as a login shell's default would.
     /// `stdin`: bytes written to the child's standard input (then closed) from another thread.
-    init(_ arguments: [String], environment: [String: String] = [:], descriptorLimit: Int? = nil, stdin: Data? = nil) throws {
+    init(_ arguments: [String], executable: String? = nil, environment: [String: String] = [:], descriptorLimit: Int? = nil,
+         stdin: Data? = nil) throws {
+        let program = executable ?? Binary.url.path
         if let limit = descriptorLimit {
             process.executableURL = URL(fileURLWithPath: "/bin/bash")
-            process.arguments = ["-c", "ulimit -Sn \(limit) -Hn \(limit) && exec \"$0\" \"$@\"", Binary.url.path] + arguments
+            process.arguments = ["-c", "ulimit -Sn \(limit) -Hn \(limit) && exec \"$0\" \"$@\"", program] + arguments
         } else {
-            process.executableURL = Binary.url
+            process.executableURL = URL(fileURLWithPath: program)
             process.arguments = arguments
         }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
@@ -52,18 +55,28 @@ final class Child: @unchecked Sendable {
         }
     }
 
-    /// Waits for exit; kills the process and fails when it takes longer than `seconds`.
+    /// Waits for exit; kills the process and fails when it takes longer than `seconds`. Never
+    /// waits without a bound: a process that SIGKILL does not end within 10 s (one in
+    /// uninterruptible sleep, say) is reported and left behind, with status -1.
     func wait(seconds: Double) async -> (status: Int32, stdout: String, stderr: String) {
-        let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning, Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
-        if process.isRunning {
+        if !(await exited(within: seconds)) {
             Issue.record("\(process.arguments ?? []) still running after \(seconds) s; killing it")
             kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            if !(await exited(within: 10)) {
+                Issue.record("\(process.arguments ?? []) (pid \(process.processIdentifier)) survived SIGKILL for 10 s")
+                return (-1, stdout, stderr)
+            }
         }
-        let out = (try? String(contentsOf: stdoutFile, encoding: .utf8)) ?? ""
-        return (process.terminationStatus, out, stderr)
+        return (process.terminationStatus, stdout, stderr)
     }
+
+    private func exited(within seconds: Double) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning, Date() < deadline { await nap() }
+        return !process.isRunning
+    }
+
+    var stdout: String { (try? String(contentsOf: stdoutFile, encoding: .utf8)) ?? "" }
 
     var stderr: String { (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
 
@@ -74,6 +87,19 @@ final class Child: @unchecked Sendable {
         try? FileManager.default.removeItem(at: stderrFile)
         try? FileManager.default.removeItem(at: stdoutFile)
     }
+}
+
+extension Child {
+    /// A Python script, run by `python` (a path, or a name looked up on the PATH).
+    convenience init(python: String, _ arguments: [String]) throws {
+        try self.init([python] + arguments, executable: "/usr/bin/env")
+    }
+}
+
+/// 50 ms, also in a cancelled task (a test past its time limit), where `Task.sleep` returns at
+/// once and a polling loop would spin on one of the test process's two threads.
+func nap() async {
+    do { try await Task.sleep(for: .milliseconds(50)) } catch { usleep(50_000) }
 }
 
 func temporaryRunDir() -> URL {
@@ -157,5 +183,11 @@ final class RawClient: @unchecked Sendable {
         return try await send(bytes: request.serializedBytes())
     }
 
-    func close() { socket.close() }
+    /// Closes the connection. libnng 1.5.2 can hang in `nng_close` for good (see
+    /// `Socket.close(waitingAtMost:)`): that is reported, not waited for.
+    func close() async {
+        if !(await socket.close(waitingAtMost: .seconds(10))) {
+            Issue.record("nng_close of a test client did not return within 10 s: this process's nng reaper is stuck")
+        }
+    }
 }

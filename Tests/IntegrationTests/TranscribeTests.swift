@@ -107,7 +107,7 @@ struct TranscribeTests {
             let (exportStatus, _, exportErr) = await export.wait(seconds: 60)
             try #require(exportStatus == 0, "export onnx: \(exportErr)")
             if checkpoint == lowRank { #expect(exportErr.contains("as low-rank factors"), "\(exportErr)") }
-            let check = try PythonChild(python, [root.appendingPathComponent("scripts/check-onnx.py").path, "--model", out,
+            let check = try Child(python: python, [root.appendingPathComponent("scripts/check-onnx.py").path, "--model", out,
                                                  "--reference", out + ".reference.json"])
             let (status, stdout, stderr) = await check.wait(seconds: 120)
             #expect(status == 0, "check-onnx.py \(checkpoint) with \(python): \(stdout) \(stderr) — scripts/test.sh installs onnxruntime into .build/pyenv")
