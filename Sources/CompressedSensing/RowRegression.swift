@@ -1,4 +1,5 @@
 import CKernels
+import Synchronization
 import Tensors
 
 /// Sparse rows that keep a linear layer's output: for every row w of W (rows × d) and the second
@@ -25,6 +26,9 @@ public struct RowSparseRegression: Sendable {
     public let solver: SparseRecovery.Solver
     public let iterations: Int
     public let warmStart: WarmStart
+    /// Swap rounds per row after the solver (`csp_swap_refine`): each exchanges the kept and the
+    /// dropped entry whose exchange lowers the row's error most, while one does.
+    public let swaps: Int
 
     /// Where the solver starts.
     public enum WarmStart: String, Sendable, CaseIterable {
@@ -39,7 +43,7 @@ public struct RowSparseRegression: Sendable {
 
     /// `secondMoment`: G, full and symmetric (d × d). `damping`: λ, relative to mean(diag G).
     public init(secondMoment: [Float], dimension d: Int, damping: Double, solver: SparseRecovery.Solver, iterations: Int,
-                warmStart: WarmStart = .obs) {
+                warmStart: WarmStart = .obs, swaps: Int = 16) {
         precondition(secondMoment.count == d * d && d > 0)
         var g = secondMoment
         var trace = 0.0
@@ -52,6 +56,7 @@ public struct RowSparseRegression: Sendable {
         self.solver = solver
         self.iterations = iterations
         self.warmStart = warmStart
+        self.swaps = swaps
     }
 
     public struct Result: Sendable {
@@ -89,6 +94,24 @@ public struct RowSparseRegression: Sendable {
                 errors[r] = after[r]
             }
         }
+        if rows > 0, swaps > 0 {
+            // Swap rounds end at a local optimum that depends on where they start: from backward
+            // elimination's support, also from the diagonal one (cheap), keeping the better.
+            var starts = [support]
+            if warmStart == .obs { starts.append(diagonalSupport(w, rows: rows, keep: keep)) }
+            for var start in starts {
+                guard exchange(&start, proxy: proxy, rows: rows) || start != support else { continue }
+                let candidate = refit(w, rows: rows, support: start, proxy: proxy)
+                let after = rowErrors(candidate, w, rows: rows)
+                for r in 0 ..< rows where after[r] < errors[r] {
+                    for i in r * d ..< (r + 1) * d {
+                        support[i] = start[i]
+                        values[i] = candidate[i]
+                    }
+                    errors[r] = after[r]
+                }
+            }
+        }
         let zero = [Float](repeating: 0, count: rows * d)
         let energy = rowErrors(zero, w, rows: rows)
         return Result(values: values, support: support, outputError: errors.reduce(0, +), denseEnergy: energy.reduce(0, +))
@@ -121,6 +144,32 @@ public struct RowSparseRegression: Sendable {
             }
         }
         return support
+    }
+
+    /// Dropped entries a swap round considers (those with the largest residual gradient): each
+    /// costs O(k²) per round, so a round stays far below one elimination's O((d − k)·d²).
+    static let swapCandidates = 32
+
+    /// Swap rounds on every row's support (`csp_swap_refine`, in double precision): the local
+    /// search that the one-entry-at-a-time elimination and the thresholding solvers lack (on
+    /// ill-conditioned rows, backward elimination alone ends up to 1.8 × the best support's
+    /// error). Returns whether any support changed.
+    func exchange(_ support: inout [UInt8], proxy: [Float], rows: Int) -> Bool {
+        let d = dimension
+        let g = gram.map(Double.init)
+        let changed = Mutex(false)
+        support.withUnsafeMutableBufferPointer { out in
+            Parallel.forEach(rows) { r in
+                let gw = (0 ..< d).map { Double(proxy[r * d + $0]) }
+                let k = (0 ..< d).reduce(0) { $0 + (out[r * d + $1] != 0 ? 1 : 0) }
+                var scratch = [Double](repeating: 0, count: Int(csp_swap_scratch(Int32(d), Int32(k))))
+                var index = [Int32](repeating: 0, count: d + Self.swapCandidates)
+                let made = csp_swap_refine(g, gw, Int32(d), out.baseAddress! + r * d, &scratch, &index,
+                                           Int32(Self.swapCandidates), Int32(clamping: swaps))
+                if made > 0 { changed.withLock { $0 = true } }
+            }
+        }
+        return changed.withLock { $0 }
     }
 
     /// Per row, the k largest |w_i|·√Ĝ_ii: the exact support when Ĝ is diagonal.

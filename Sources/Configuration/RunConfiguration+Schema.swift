@@ -124,6 +124,7 @@ extension PruningSettings: ConfigSection {
             .init("solver", \.solver, "csp, one-shot-reconstruction: the sparse-recovery solver"),
             .init("iterations", \.iterations, "csp, one-shot-reconstruction: solver iterations", check: positive),
             .init("warm_start", \.warmStart, "csp with operator activations, one-shot-reconstruction: where each row's solver starts: obs (backward elimination; slow, better) or diagonal (|w|·√G_ii)"),
+            .init("swaps", \.swaps, "csp with operator activations, one-shot-reconstruction: rounds per row after the solver, each exchanging a kept weight for a dropped one where that lowers the layer's output error most (0: none)", check: nonNegative),
             .init("damping", \.damping, "csp with operator activations, wanda, one-shot-reconstruction: λ of G + λ·mean(diag G)·I", check: nonNegative),
             .init("rho", \.rho, "csp, admm-magnitude: strength of the proximal pull towards Z", check: nonNegative),
             .init("rho_growth", \.rhoGrowth,

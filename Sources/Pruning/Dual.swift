@@ -257,7 +257,7 @@ public struct DualProjection: ProjectionStep {
         let keeps = blockKeeps(count: n, block: d, sparsity: s)
         let regression = RowSparseRegression(secondMoment: statistics.secondMoment(site), dimension: d,
                                              damping: settings.damping, solver: settings.solver, iterations: settings.iterations,
-                                                 warmStart: settings.warmStart)
+                                                 warmStart: settings.warmStart, swaps: settings.swaps)
         let result = v.withUnsafeBufferPointer { regression.solve($0, rows: rows, keep: keeps) }
         var topK = [UInt8](repeating: 0, count: n)
         for (r, k) in keeps.enumerated() { SparseRecovery.topK(v, offset: r * d, count: d, k: k, into: &topK) }

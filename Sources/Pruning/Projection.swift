@@ -208,6 +208,8 @@ public struct PruningSettings: Sendable, Equatable {
     public var damping = 0.01
     /// csp with activations, one-shot-reconstruction: where each row's solver starts.
     public var warmStart: RowSparseRegression.WarmStart = .obs
+    /// csp with activations, one-shot-reconstruction: swap rounds per row after the solver.
+    public var swaps = 16
     public var solver: SparseRecovery.Solver = .niht
     public var iterations = 30
     /// Dual methods: ρ, the strength of the proximal pull ρ(W − Z + U), applied decoupled from the

@@ -86,9 +86,10 @@ struct RowRegressionTests {
             let found = Self.error(g, result.values.map(Double.init), w, d: d)
             worstRatio = max(worstRatio, found / best)
             ratios.append(found / best)
-            // The floor is 1.05 × the best support; backward elimination (with the solver's
-            // refinement) reaches 1.82 × on the worst of these rows (Sources/Pruning/README.md):
-            // this bound guards what the solver does today, not the goal.
+            // The floor is 1.05 × the best support. Swap rounds from two starts took the
+            // mean ratio of these rows from 1.13 to 1.08 (NIHT) and 14 of 20 rows within 1.05 × to
+            // 17, but the worst row keeps its 1.82 ×: its best support is more than one exchange
+            // away from both starts' local optima. This bound guards what the solver does today.
             #expect(found <= 2 * best, "seed \(seed): \(found) against the best \(best)")
             // Mask-only magnitude pruning: the k largest |w| at their dense values.
             let magnitude = (0 ..< d).sorted { abs(w[$0]) > abs(w[$1]) }.prefix(k)
@@ -104,6 +105,36 @@ struct RowRegressionTests {
         print("\(solver): output error / brute-force best over 20 rows: worst \(worstRatio), mean \(ratios.reduce(0, +) / Double(ratios.count)), within 1.05 × in \(ratios.filter { $0 <= 1.05 }.count)")
     }
 
+    /// The swap rounds end where no single exchange of a kept and a dropped entry lowers the
+    /// error (every exchange tried by brute force), each round lowering it; without rounds the
+    /// solver's support is returned as it was.
+    @Test func swapRoundsEndAtALocalOptimumOfSingleExchanges() {
+        let d = 14, k = 5
+        for seed in UInt64(1) ... 12 {
+            let g = Self.conditionedGram(d: d, condition: 1e4, seed: seed)
+            var rng = SeededRandom(seed, 3)
+            let w = (0 ..< d).map { _ in Double(rng.nextGaussian()) }
+            let wf = w.map(Float.init)
+            func solve(_ swaps: Int) -> (support: [Int], error: Double) {
+                let regression = RowSparseRegression(secondMoment: g.map(Float.init), dimension: d, damping: 0,
+                                                     solver: .niht, iterations: 50, warmStart: .diagonal, swaps: swaps)
+                let result = wf.withUnsafeBufferPointer { regression.solve($0, rows: 1, keep: [k]) }
+                let chosen = (0 ..< d).filter { result.support[$0] != 0 }
+                return (chosen, Self.error(g, result.values.map(Double.init), w, d: d))
+            }
+            let before = solve(0), after = solve(100)
+            #expect(after.support.count == k)
+            #expect(after.error <= before.error * (1 + 1e-9), "seed \(seed): swaps raised the error")
+            for out in after.support {
+                for into in 0 ..< d where !after.support.contains(into) {
+                    let exchanged = after.support.filter { $0 != out } + [into]
+                    let e = Self.leastSquares(g, w, support: exchanged.sorted(), d: d).error
+                    #expect(e >= after.error * (1 - 1e-6), "seed \(seed): exchanging \(out) for \(into) gives \(e) < \(after.error)")
+                }
+            }
+        }
+    }
+
     /// The cheap start (|w|·√G_ii) gives k entries with least-squares values, no worse than its
     /// own start, and on average no better than backward elimination.
     @Test func diagonalWarmStartIsARefittedSupport() {
@@ -115,8 +146,9 @@ struct RowRegressionTests {
             let w = (0 ..< d).map { _ in Double(rng.nextGaussian()) }
             let wf = w.map(Float.init)
             for start in [RowSparseRegression.WarmStart.obs, .diagonal] {
+                // The starts compared without swap rounds, which would blur them.
                 let regression = RowSparseRegression(secondMoment: g.map(Float.init), dimension: d, damping: 0, solver: .niht,
-                                                     iterations: 50, warmStart: start)
+                                                     iterations: 50, warmStart: start, swaps: 0)
                 let result = wf.withUnsafeBufferPointer { regression.solve($0, rows: 1, keep: [k]) }
                 let chosen = (0 ..< d).filter { result.support[$0] != 0 }
                 #expect(chosen.count == k)
