@@ -74,9 +74,6 @@ public enum Inbound: Sendable, Equatable {
     case chunk(ChunkHeader)
     case evalResult(batch: Int, set: String, weightsVersion: UInt64, counts: EvaluationCounts)
     case leave(reason: String)
-    /// The worker has decoded the weights of `version` (the receipt the shell's weights gate
-    /// waits for; the machine only answers it).
-    case weightsReceived(version: UInt64)
 }
 
 /// Why a request was refused; each maps to one code on the wire (Proto/README.md).

@@ -44,9 +44,6 @@ extension RunStateMachine {
             }
             return [.reply(id, .refusal(.unknownSession, "session \(session) is not a member (the coordinator restarted or dropped it): join again"))]
         }
-        // A receipt is answered at once and never counts in flight: refusing one would only hold
-        // a copy of the weights longer (the shell has taken its version already).
-        if case .weightsReceived = inbound { return [.reply(id, .ack(.accepted))] }
         // Once the run is over, asking for work is answered so at once, whatever is in flight.
         if case let .finished(status) = phase, case .work = inbound {
             toldFinished.insert(session)
@@ -71,7 +68,7 @@ extension RunStateMachine {
             var out = drop(session, reason: .left, detail: reason, now: now)
             out.append(.reply(id, .finished(reason: "goodbye")))
             return out + serveHeld(now: now)
-        case .hello, .proof, .weightsReceived:
+        case .hello, .proof:
             preconditionFailure("handled above")
         }
     }

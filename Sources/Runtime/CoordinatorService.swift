@@ -7,6 +7,7 @@ import Observe
 import Synchronization
 import Tensors
 import Transport
+import Synchronization
 import Wire
 
 /// The coordinator's I/O: a REP socket served through many contexts, pipe notifications and the
@@ -25,12 +26,8 @@ public final class CoordinatorService: Sendable {
     let lingerSeconds: Double
     let logger: Logger
     let folder: RunFolder
-    /// Replies with weights being copied, sent, or on their way to a worker that has not yet
-    /// confirmed them, at once (see `serve`).
+    /// Replies with weights being copied and sent at once (see `serve`).
     let weightsGate = AsyncGate(capacity: 2)
-    /// Which connections hold a slot of the weights gate until their worker's receipt.
-    let receipts = Mutex(WeightsReceipts(patience: CoordinatorService.receiptPatienceSeconds,
-                                         confirmedPatience: CoordinatorService.confirmedReceiptPatienceSeconds))
     /// Contexts that wait to receive, or hold a large request (a gradient chunk) they received,
     /// at once (see `serve`).
     let receiveGate = AsyncGate(capacity: CoordinatorService.receivingContexts)
@@ -141,9 +138,7 @@ public final class CoordinatorService: Sendable {
                 for await event in self.socket.pipeEvents {
                     switch event.kind {
                     case .added: await self.shell.pipeOpened(event.pipe.rawValue)
-                    case .removed:
-                        await self.shell.pipeClosed(event.pipe.rawValue)
-                        await self.release(self.receipts.withLock { $0.closed(pipe: event.pipe.rawValue) })
+                    case .removed: await self.shell.pipeClosed(event.pipe.rawValue)
                     case .refused: self.refusedConnections.add(1, ordering: .relaxed)
                     }
                 }
@@ -156,7 +151,6 @@ public final class CoordinatorService: Sendable {
                     let closing = await self.shell.tick()
                     for pipe in closing { self.socket.closePipe(PipeID(rawValue: pipe)) }
                     let now = Monotonic.now
-                    await self.release(self.receipts.withLock { $0.expire(now: now) })
                     if let count = refused.due(now: now, total: self.refusedConnections.load(ordering: .relaxed)) {
                         self.logger.warning("closed \(count) new connection(s) at once: \(self.connectionLimit) are open (security.max_connections = \(self.security.maxConnections)\(self.connectionLimit < self.security.maxConnections ? ", lowered to fit the descriptor limit" : ""))")
                     }
@@ -176,8 +170,6 @@ public final class CoordinatorService: Sendable {
             // before the socket (and with it its contexts) goes away. Closing under a context
             // that is still sending made nng panic (pthread_mutex_lock on a freed context).
             group.cancelAll()
-            // Replies waiting for a weights slot give up: nothing lets slots go any more.
-            await weightsGate.close()
             return summary
         }
         // Bounded: libnng 1.5.2 can hang forever closing a TLS connection whose peer died
@@ -204,55 +196,32 @@ public final class CoordinatorService: Sendable {
     /// them in (a chunk folded), so a padded work request held for the next step holds no place.
     static let smallRequestBytes = 64 << 10
 
-    /// How long a copy holds its slot without a receipt: on a connection that has not sent one
-    /// yet (about what 40 MB take on a 1 Gb/s link; after that a connection without receipts is
-    /// not waited for again), and on one that has (a lost receipt). See ``WeightsReceipts``.
-    static let receiptPatienceSeconds = 0.5
-    static let confirmedReceiptPatienceSeconds = 10.0
-
     private func serve(_ context: Context) async {
         while !Task.isCancelled {
-            guard let answered = await receiveAndAnswer(context) else { return }
-            let frame = answered.frame
-            if let version = answered.receipt {
-                await release(receipts.withLock { $0.received(pipe: answered.pipe.rawValue, version: version) })
-            }
-            // Replies that carry weights are copied into their message only a few at a time, and
-            // each holds its slot until its worker confirms the copy (or its connection closes,
-            // or the receipt is overdue): memory holds the version's frame and, receipts
-            // arriving, about `weightsGate.capacity` copies of it in nng's queues, however many
-            // workers ask at once. Registered before the send: a receipt can come before it returns.
-            let weights = frame.weights?.version
-            var held = false
-            if let weights {
-                guard await weightsGate.enter() else { return }
-                held = receipts.withLock { $0.sent(pipe: answered.pipe.rawValue, version: weights, now: Monotonic.now) }
-            }
+            guard let (frame, request, peer) = await receiveAndAnswer(context) else { return }
+            // Replies that carry a model are copied into their message only a few at a time:
+            // memory holds the version's frame and at most `weightsInFlight` copies of it,
+            // however many workers ask at once.
+            let carriesWeights = frame.weights != nil
+            if carriesWeights { await weightsGate.enter() }
             do {
                 try await context.send(Message(count: frame.count) { frame.write(into: $0) })
-                if weights != nil, !held { await weightsGate.leave() }
+            } catch let error as NNGError where error.isClosed {
+                if carriesWeights { await weightsGate.leave() }
+                return
             } catch {
-                // Not sent: its slot goes, unless the connection's close took it already.
-                if let weights {
-                    await release(held ? receipts.withLock { $0.withdraw(pipe: answered.pipe.rawValue, version: weights) } : 1)
-                }
-                if let error = error as? NNGError, error.isClosed { return }
-                logger.warning("could not send a reply: \(error)", metadata: ["peer": "\(answered.peer)"])
+                logger.warning("could not send a reply: \(error)", metadata: ["peer": "\(peer)"])
             }
+            if carriesWeights { await weightsGate.leave() }
             shell.observer?.replySent(bytes: frame.count)
-            if let request = answered.request { await shell.replySent(request) }
+            if let request { await shell.replySent(request) }
         }
-    }
-
-    /// Lets `count` weights replies go.
-    private func release(_ count: Int) async {
-        for _ in 0 ..< count { await weightsGate.leave() }
     }
 
     /// Receives one request through the receive gate and answers it; the request's message is
     /// released when this returns, before the reply is sent. Nil once the socket closes or the
     /// task is cancelled.
-    private func receiveAndAnswer(_ context: Context) async -> Answered? {
+    private func receiveAndAnswer(_ context: Context) async -> (ReplyFrame, RequestID?, String)? {
         while true {
             await receiveGate.enter()
             if Task.isCancelled {
@@ -272,24 +241,14 @@ public final class CoordinatorService: Sendable {
             if message.count > maxRequestBytes {
                 logger.warning("refused a request of \(message.count) bytes: the limit is \(maxRequestBytes)", metadata: ["peer": "\(peer)"])
                 if large { await receiveGate.leave() }
-                return Answered(frame: await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of this run's \(shell.chunkValues) values, see coordinator.chunk_values, plus 64 KiB, capped by transport.max_message_bytes)"),
-                                request: nil, receipt: nil, peer: peer, pipe: message.pipe)
+                return (await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of this run's \(shell.chunkValues) values, see coordinator.chunk_values, plus 64 KiB, capped by transport.max_message_bytes)"), nil, peer)
             }
             let gate = receiveGate
-            let (frame, request, receipt) = await shell.answer(message, peer: peer, read: {
+            let (frame, request) = await shell.answer(message, peer: peer, read: {
                 if large { Task { await gate.leave() } }
             })
-            return Answered(frame: frame, request: request, receipt: receipt, peer: peer, pipe: message.pipe)
+            return (frame, request, peer)
         }
-    }
-
-    struct Answered {
-        let frame: ReplyFrame
-        let request: RequestID?
-        /// The weights version a receipt confirms.
-        let receipt: UInt64?
-        let peer: String
-        let pipe: PipeID
     }
 }
 
@@ -313,37 +272,27 @@ struct RefusalLog {
     }
 }
 
-/// At most `capacity` holders at once; the others wait in order. Once closed, every waiter and
-/// every later `enter` is turned away (false).
+/// At most `capacity` holders at once; the others wait in order.
 actor AsyncGate {
     let capacity: Int
     private var holders = 0
-    private var waiting: [CheckedContinuation<Bool, Never>] = []
-    private var closed = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
 
     init(capacity: Int) { self.capacity = capacity }
 
-    @discardableResult
-    func enter() async -> Bool {
-        if closed { return false }
+    func enter() async {
         if holders < capacity {
             holders += 1
-            return true
+            return
         }
-        return await withCheckedContinuation { waiting.append($0) }
+        await withCheckedContinuation { waiting.append($0) }
     }
 
     func leave() {
         if waiting.isEmpty {
             holders -= 1
         } else {
-            waiting.removeFirst().resume(returning: true)
+            waiting.removeFirst().resume()
         }
-    }
-
-    func close() {
-        closed = true
-        for waiter in waiting { waiter.resume(returning: false) }
-        waiting = []
     }
 }

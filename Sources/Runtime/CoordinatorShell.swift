@@ -145,16 +145,12 @@ actor CoordinatorShell {
     /// Answers one request; a gradient chunk's values are folded from the received message.
     /// `read` is called once the machine has taken the request in (a chunk folded), before a
     /// held request waits for its reply: the message is no longer needed from then on.
-    /// `receipt`: the weights version a `WeightsReceived` request confirms (for the service's
-    /// weights gate, which lets go of that connection's copies).
-    func answer(_ message: Message, peer: String, read: @Sendable () -> Void = {}) async
-        -> (frame: ReplyFrame, request: RequestID?, receipt: UInt64?) {
+    func answer(_ message: Message, peer: String, read: @Sendable () -> Void = {}) async -> (frame: ReplyFrame, request: RequestID?) {
         let pipe = message.pipe.rawValue
         let now = Self.now()
         connections.heard(pipe, now: now)
         let id = nextRequest
         nextRequest += 1
-        var receipt: UInt64?
         let frame: ReplyFrame = await withCheckedContinuation { continuation in
             defer { read() }
             message.withUnsafeBytes { bytes in
@@ -167,7 +163,6 @@ actor CoordinatorShell {
                 var entropy = Data()
                 switch decoded.inbound {
                 case .hello, .proof: entropy = randomBytes(JoinHandshake.nonceBytes + JoinHandshake.sessionBytes)
-                case let .weightsReceived(version): receipt = version
                 default: break
                 }
                 if let observer {
@@ -188,7 +183,7 @@ actor CoordinatorShell {
                         bf16: decoded.valuesBF16)
             }
         }
-        return (frame, id, receipt)
+        return (frame, id)
     }
 
     /// The reply to `id` has left: it no longer counts against its member's requests in flight.

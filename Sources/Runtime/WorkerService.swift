@@ -153,7 +153,6 @@ public final class WorkerService: Sendable {
         let control = try socket.openContext()
         try control.setResendTime(.seconds(session.resendSeconds))
         let senders = try (0 ..< max(1, session.sendWindow)).map { _ in try socket.openContext() }
-        let receipts = try socket.openContext()
         for s in senders { try s.setResendTime(.seconds(session.resendSeconds)) }
 
         // Work requests are numbered, so that the coordinator tells nng's re-send of one (same
@@ -199,7 +198,6 @@ public final class WorkerService: Sendable {
                         haveVersion = try message.withUnsafeBytes { raw in
                             try WeightsDecoding.decode(raw, range: weights, layout: layout, into: &parameters, current: haveVersion)
                         }
-                        await confirmWeights(haveVersion, session: session, on: receipts)
                     } catch {
                         // Part of the copy may be overwritten: ask for the whole model again.
                         logger.warning("the weights in a task do not decode (\(error)); asking for the whole model again")
@@ -238,18 +236,6 @@ public final class WorkerService: Sendable {
                 throw WorkerError("unexpected reply to a work request: \(String(describing: reply.body))")
             }
         }
-    }
-
-    /// Tells the coordinator that the weights of `version` arrived (`WeightsReceived`): it sends
-    /// weights to a few workers at a time and the next copy once one is confirmed. Answered at
-    /// once, so waiting costs a round trip; a lost or refused receipt only delays the next copy
-    /// by the coordinator's patience, and is not an error here.
-    private func confirmWeights(_ version: UInt64, session: Session, on context: Context) async {
-        var receipt = Request()
-        receipt.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id)
-        receipt.weightsReceived = Csptrain_V1_WeightsReceived.with { $0.weightsVersion = version }
-        guard let bytes: [UInt8] = try? receipt.serializedBytes() else { return }
-        _ = try? await context.request(Message(bytes), timeout: .seconds(min(2, session.requestTimeoutSeconds)))
     }
 
     /// Transcribes an evaluation batch and reports its error counts.

@@ -10,7 +10,6 @@ final class Simulation {
     let shell: SimulatedShell
     let checker: InvariantChecker
     private var rng: SplitMix64
-    private var receiptRNG: SplitMix64
     private(set) var workers: [SimWorker] = []
     /// Who sent a request, from which life (session), and for work requests the version it held.
     private var owners: [RequestID: (worker: Int, session: SessionID, have: UInt64?)] = [:]
@@ -20,7 +19,6 @@ final class Simulation {
     init(_ scenario: Scenario, seed: UInt64) {
         self.scenario = scenario
         rng = SplitMix64(seed: seed ^ 0xD1B5_4A32_D192_ED03)
-        receiptRNG = SplitMix64(seed: seed ^ 0x5EED_0F_2EC3_1975)
         shell = SimulatedShell(TestRun.machine(scenario.settings, microBatches: scenario.microBatches), seed: seed)
         shell.holdReplies = scenario.slowReplies
         checker = InvariantChecker(scenario, startStep: 0)
@@ -277,21 +275,6 @@ final class Simulation {
         if workers[w].kind == .unresponsive {
             workers[w].silent = true
             return
-        }
-        // Weights in the task: most workers send a receipt at once (older ones never do). It
-        // is acknowledged, or refused past the in-flight cap, and changes nothing else.
-        // (Its own random numbers: the other draws, and the seeds pinned below, stay as they were.)
-        if t.weights != .none, receiptRNG.chance(0.7), let session = workers[w].session {
-            let step = shell.machine.step, version = shell.machine.weightsVersion
-            owners[shell.upcomingID] = (w, session, nil)
-            let id = shell.send(.weightsReceived(version: t.weightsVersion),
-                                from: shell.origin(pipe: workers[w].pipe, session: session, step: UInt64(step)))
-            if shell.responses[id] != .ack(.accepted) {
-                checker.fail("a weights receipt got \(String(describing: shell.responses[id])) (nil: held)", shell)
-            }
-            if shell.machine.step != step || shell.machine.weightsVersion != version {
-                checker.fail("a weights receipt moved the run", shell)
-            }
         }
         let keys = if case .train = t.kind { TestRun.chunkKeys.shuffled(using: &rng) } else { [(tensor: Int, chunk: Int)]() }
         workers[w].jobs.append(.init(task: t, readyAt: shell.now + rng.uniform(0.05 ... scenario.maxCompute), remaining: keys))

@@ -207,16 +207,6 @@ struct InPlaceFramingTests {
         #expect(throws: ProtocolViolation.self) { try garbage.withUnsafeBytes { try RequestDecoding.decode($0) } }
     }
 
-    @Test func aWeightsReceiptDecodesWithItsVersionAndSession() throws {
-        var request = Request()
-        request.header = Csptrain_V1_Header.make(runID: "r", session: Data(repeating: 7, count: 16))
-        request.weightsReceived = Csptrain_V1_WeightsReceived.with { $0.weightsVersion = 42 }
-        let bytes: [UInt8] = try request.serializedBytes()
-        let decoded = try bytes.withUnsafeBytes { try RequestDecoding.decode($0) }
-        #expect(decoded.inbound == .weightsReceived(version: 42))
-        #expect(decoded.runID == "r" && decoded.session == SessionID(Data(repeating: 7, count: 16)))
-    }
-
     /// A task reply carries the version's weights frame as its field 3, after the task's other
     /// fields: SwiftProtobuf reads it as one message, and N replies share one frame.
     @Test func taskRepliesShareOneWeightsFrame() throws {

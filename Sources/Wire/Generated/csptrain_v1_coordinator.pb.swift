@@ -220,14 +220,6 @@ public nonisolated struct Csptrain_V1_Request: Sendable {
     set {body = .evalResult(newValue)}
   }
 
-  public var weightsReceived: Csptrain_V1_WeightsReceived {
-    get {
-      if case .weightsReceived(let v)? = body {return v}
-      return Csptrain_V1_WeightsReceived()
-    }
-    set {body = .weightsReceived(newValue)}
-  }
-
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -237,7 +229,6 @@ public nonisolated struct Csptrain_V1_Request: Sendable {
     case chunk(Csptrain_V1_GradientChunk)
     case leave(Csptrain_V1_Leave)
     case evalResult(Csptrain_V1_EvalResult)
-    case weightsReceived(Csptrain_V1_WeightsReceived)
 
   }
 
@@ -709,24 +700,6 @@ public nonisolated struct Csptrain_V1_Leave: Sendable {
   public init() {}
 }
 
-/// Sent by a worker as soon as it has decoded the weights a Task carried (answered at once with
-/// ChunkAck ACCEPTED). The coordinator sends weights to only a few workers at a time, and a
-/// receipt is how it learns that one copy has arrived and the next may go. Optional: without
-/// receipts the coordinator waits for a connection's first copy a moment, then no more
-/// (Proto/README.md).
-public nonisolated struct Csptrain_V1_WeightsReceived: Sendable {
-  // SwiftProtobuf.Message conformance is added in an extension below. See the
-  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
-  // methods supported on all messages.
-
-  /// The weights version the worker now holds (Task.weights_version).
-  public var weightsVersion: UInt64 = 0
-
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
-
-  public init() {}
-}
-
 /// The request was refused; `code` says what to do.
 public nonisolated struct Csptrain_V1_Refusal: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -900,7 +873,7 @@ nonisolated extension Csptrain_V1_Header: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Csptrain_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{2}\u{9}hello\0\u{1}proof\0\u{1}work\0\u{1}chunk\0\u{1}leave\0\u{3}eval_result\0\u{3}weights_received\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{2}\u{9}hello\0\u{1}proof\0\u{1}work\0\u{1}chunk\0\u{1}leave\0\u{3}eval_result\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -987,19 +960,6 @@ nonisolated extension Csptrain_V1_Request: SwiftProtobuf.Message, SwiftProtobuf.
           self.body = .evalResult(v)
         }
       }()
-      case 16: try {
-        var v: Csptrain_V1_WeightsReceived?
-        var hadOneofValue = false
-        if let current = self.body {
-          hadOneofValue = true
-          if case .weightsReceived(let m) = current {v = m}
-        }
-        try decoder.decodeSingularMessageField(value: &v)
-        if let v = v {
-          if hadOneofValue {try decoder.handleConflictingOneOf()}
-          self.body = .weightsReceived(v)
-        }
-      }()
       default: break
       }
     }
@@ -1037,10 +997,6 @@ nonisolated extension Csptrain_V1_Request: SwiftProtobuf.Message, SwiftProtobuf.
     case .evalResult?: try {
       guard case .evalResult(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
-    }()
-    case .weightsReceived?: try {
-      guard case .weightsReceived(let v)? = self.body else { preconditionFailure() }
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
     }()
     case nil: break
     }
@@ -1875,36 +1831,6 @@ nonisolated extension Csptrain_V1_Leave: SwiftProtobuf.Message, SwiftProtobuf._M
 
   public static func ==(lhs: Csptrain_V1_Leave, rhs: Csptrain_V1_Leave) -> Bool {
     if lhs.reason != rhs.reason {return false}
-    if lhs.unknownFields != rhs.unknownFields {return false}
-    return true
-  }
-}
-
-nonisolated extension Csptrain_V1_WeightsReceived: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".WeightsReceived"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}weights_version\0")
-
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.weightsVersion) }()
-      default: break
-      }
-    }
-  }
-
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.weightsVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.weightsVersion, fieldNumber: 1)
-    }
-    try unknownFields.traverse(visitor: &visitor)
-  }
-
-  public static func ==(lhs: Csptrain_V1_WeightsReceived, rhs: Csptrain_V1_WeightsReceived) -> Bool {
-    if lhs.weightsVersion != rhs.weightsVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
