@@ -141,8 +141,9 @@ struct FullDiskRunTests {
 
     // MARK: The false success
 
-    /// Only `checkpoints/` is full (its own tmpfs, room for one checkpoint): the run trains to
-    /// the end and writes its metrics, but must not say it completed.
+    /// Only `checkpoints/` is full (its own tmpfs, room for one or two checkpoints: step 5's,
+    /// and step 10's when it compresses well enough): the run trains to the end and writes its
+    /// metrics, but must not say it completed, and names its newest checkpoint.
     @Test(.enabled(if: Tmpfs.available, Tmpfs.skipReason))
     func aRunWhoseFinalCheckpointIsNotWrittenDoesNotComplete() async throws {
         let run = temporaryRunDir().path
@@ -154,11 +155,12 @@ struct FullDiskRunTests {
         #expect(status == 1, "\(stderr)")
         let summary = try Summary.parse(stdout)
         #expect(summary.status == "failed" && summary.steps == 12)
-        #expect(summary.checkpoint == "\(run)/checkpoints/step-5.ckpt")
+        let newest = [5, 10].first { summary.checkpoint == "\(run)/checkpoints/step-\($0).ckpt" }
+        #expect(newest != nil, "newest checkpoint: \(summary.checkpoint ?? "none")")
         let message = Self.message(stdout)
         #expect(message.contains("the final checkpoint (step 12) could not be written: cannot write \(run)/checkpoints/step-12.ckpt.tmp: No space left on device"),
                 "\(message)")
-        #expect(message.contains("the newest checkpoint is step 5"), "\(message)")
+        #expect(message.contains("the newest checkpoint is step \(newest ?? 5)"), "\(message)")
         #expect(try Summary.parse(String(contentsOfFile: run + "/summary.json", encoding: .utf8)).status == "failed")
         #expect(Self.steps(run + "/metrics.jsonl") == Array(1 ... 12))
     }
