@@ -141,9 +141,9 @@ struct FullDiskRunTests {
 
     // MARK: The false success
 
-    /// Only `checkpoints/` is full (its own tmpfs, room for one or two checkpoints: step 5's,
-    /// and step 10's when it compresses well enough): the run trains to the end and writes its
-    /// metrics, but must not say it completed, and names its newest checkpoint.
+    /// Only `checkpoints/` is full (its own tmpfs, meant to hold one checkpoint; one CI run also
+    /// fitted step 10's beside step 5's, for a reason not pinned down): the run trains to the end
+    /// and writes its metrics, but must not say it completed, and names its newest checkpoint.
     @Test(.enabled(if: Tmpfs.available, Tmpfs.skipReason))
     func aRunWhoseFinalCheckpointIsNotWrittenDoesNotComplete() async throws {
         let run = temporaryRunDir().path
