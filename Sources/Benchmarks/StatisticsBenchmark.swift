@@ -54,17 +54,21 @@ public enum StatisticsBenchmark {
                               baselineName: "the gradient alone"),
         ]
         // One support update at 80% per method, from enough frames (the window's floor is 8·d).
-        let methods: [(String, PruningSettings.Method, PruningSettings.Operator, RowSparseRegression.WarmStart)] = [
-            ("csp, operator activations, warm_start obs", .csp, .activations, .obs),
-            ("csp, operator activations, warm_start diagonal", .csp, .activations, .diagonal),
-            ("wanda", .wanda, .gaussian, .obs),
-            ("one-shot-reconstruction, warm_start obs", .oneShotReconstruction, .gaussian, .obs),
+        typealias Restarts = RowSparseRegression.Restarts
+        let methods: [(String, PruningSettings.Method, PruningSettings.Operator, RowSparseRegression.WarmStart, Restarts)] = [
+            ("csp, operator activations, warm_start diagonal", .csp, .activations, .diagonal, .auto),
+            ("csp, operator activations, warm_start diagonal, restarts 0", .csp, .activations, .diagonal, .count(0)),
+            ("csp, operator activations, warm_start obs", .csp, .activations, .obs, .auto),
+            ("wanda", .wanda, .gaussian, .obs, .auto),
+            ("one-shot-reconstruction, warm_start obs", .oneShotReconstruction, .gaussian, .obs, .auto),
         ]
-        for (name, method, op, start) in methods {
+        var errors: [String: Double] = [:]
+        for (name, method, op, start, restarts) in methods {
             var s = pruning
             s.method = method
             s.measurementOperator = op
             s.warmStart = start
+            s.restarts = restarts
             s.iterations = 10
             s.schedule.kind = .oneShot
             s.schedule.startStep = 0
@@ -75,7 +79,7 @@ public enum StatisticsBenchmark {
             var weights = parameters
             var broadcast = parameters
             let start = ContinuousClock.now
-            _ = weights.withUnsafeMutableBufferPointer { w in
+            let update = weights.withUnsafeMutableBufferPointer { w in
                 broadcast.withUnsafeMutableBufferPointer { b in
                     projection.project(weights: w, gradient: UnsafeBufferPointer(w), step: 0, learningRate: 3e-4, layout: layout, broadcast: b)
                 }
@@ -83,6 +87,17 @@ public enum StatisticsBenchmark {
             let seconds = (ContinuousClock.now - start).seconds
             results.append(Benchmarks.Result(name: "statistics: the coordinator's support update at 80% (\(name))", ours: seconds,
                                              baseline: plain, unit: "s", baselineName: "one worker micro-batch"))
+            // The layers' mean output error left, Σ e / Σ wᵀĜw per layer (0: output kept; 1: layer removed).
+            let layerErrors = update?.layers.compactMap(\.outputError) ?? []
+            if !layerErrors.isEmpty { errors[name] = layerErrors.reduce(0, +) / Double(layerErrors.count) }
+        }
+        let diagonal = "csp, operator activations, warm_start diagonal", obs = "csp, operator activations, warm_start obs"
+        for (ours, baseline, baselineName) in [(diagonal, diagonal + ", restarts 0", "the same without restarts"),
+                                               (diagonal, "wanda", "wanda (mask only)"),
+                                               (obs, diagonal, "from warm_start diagonal")] {
+            guard let a = errors[ours], let b = errors[baseline] else { continue }
+            results.append(Benchmarks.Result(name: "statistics: layers' mean output error left at 80% (\(ours))", ours: a,
+                                             baseline: b, unit: "", baselineName: baselineName))
         }
         return results
     }

@@ -29,6 +29,25 @@ public struct RowSparseRegression: Sendable {
     /// Swap rounds per row after the solver (`csp_swap_refine`): each exchanges the kept and the
     /// dropped entry whose exchange lowers the row's error most, while one does.
     public let swaps: Int
+    /// Iterated-local-search restarts per row after the swap rounds: the best support kicked by two
+    /// random exchanges (seeded by the row), swap rounds again, the lower error kept.
+    public let restarts: Restarts
+
+    /// How many restarts a row gets.
+    public enum Restarts: Sendable, Equatable {
+        /// ⌈256/k⌉ for a row that keeps k, between 2 and 32: each restart costs O(k²) per
+        /// candidate scored, and small rows, whose local optima lie furthest from the best
+        /// support, get the most (measured in Sources/Pruning/README.md, "Swap rounds").
+        case auto
+        case count(Int)
+
+        public func count(kept k: Int) -> Int {
+            switch self {
+            case .auto: k < 1 ? 0 : min(32, max(2, (256 + k - 1) / k))
+            case let .count(n): max(0, n)
+            }
+        }
+    }
 
     /// Where the solver starts.
     public enum WarmStart: String, Sendable, CaseIterable {
@@ -43,7 +62,7 @@ public struct RowSparseRegression: Sendable {
 
     /// `secondMoment`: G, full and symmetric (d × d). `damping`: λ, relative to mean(diag G).
     public init(secondMoment: [Float], dimension d: Int, damping: Double, solver: SparseRecovery.Solver, iterations: Int,
-                warmStart: WarmStart = .obs, swaps: Int = 16) {
+                warmStart: WarmStart = .obs, swaps: Int = 256, restarts: Restarts = .auto) {
         precondition(secondMoment.count == d * d && d > 0)
         var g = secondMoment
         var trace = 0.0
@@ -57,6 +76,7 @@ public struct RowSparseRegression: Sendable {
         self.iterations = iterations
         self.warmStart = warmStart
         self.swaps = swaps
+        self.restarts = restarts
     }
 
     public struct Result: Sendable {
@@ -163,9 +183,11 @@ public struct RowSparseRegression: Sendable {
                 let gw = (0 ..< d).map { Double(proxy[r * d + $0]) }
                 let k = (0 ..< d).reduce(0) { $0 + (out[r * d + $1] != 0 ? 1 : 0) }
                 var scratch = [Double](repeating: 0, count: Int(csp_swap_scratch(Int32(d), Int32(k))))
-                var index = [Int32](repeating: 0, count: d + Self.swapCandidates)
-                let made = csp_swap_refine(g, gw, Int32(d), out.baseAddress! + r * d, &scratch, &index,
-                                           Int32(Self.swapCandidates), Int32(clamping: swaps))
+                var index = [Int32](repeating: 0, count: Int(csp_swap_indices(Int32(d), Int32(Self.swapCandidates))))
+                // Seeded by the row alone, so the result does not depend on the threads.
+                let made = csp_swap_search(g, gw, Int32(d), out.baseAddress! + r * d, &scratch, &index,
+                                           Int32(Self.swapCandidates), Int32(clamping: swaps), Int32(clamping: restarts.count(kept: k)),
+                                           0x5EED_0000_0000 &+ UInt64(r))
                 if made > 0 { changed.withLock { $0 = true } }
             }
         }

@@ -29,13 +29,15 @@ public struct MathsFingerprint: Sendable, Equatable {
                              "model.rnnt.predictor_embedding": "128", "model.rnnt.predictor_hidden": "256",
                              "model.rnnt.predictor_layers": "1", "model.rnnt.joint_dim": "256",
                              "pruning.rho_growth": "none", "pruning.recover": "target",
-                             "model.dropout": "0.0"]
+                             "model.dropout": "0.0", "pruning.swaps": "0", "pruning.restarts": "0"]
     /// Keys that change the maths only under some settings, left out of the others (so that
     /// adding one does not set runs it does not change apart from their checkpoints), and then
     /// also ignored in the list a checkpoint holds when the two are compared.
     static let onlyWhen: [String: @Sendable (RunConfiguration) -> Bool] = [
         "pruning.rho_growth": { $0.pruning.isDual },
-        "pruning.recover": { $0.pruning.method == .csp && $0.pruning.measurementOperator != .activations },
+        "pruning.recover": { $0.pruning.method == .csp && !$0.pruning.measurementOperator.readsActivations },
+        "pruning.swaps": { $0.pruning.solvesRows },
+        "pruning.restarts": { $0.pruning.solvesRows },
     ]
     /// Keys ``onlyWhen`` left out of this fingerprint.
     public let ignored: Set<String>

@@ -117,15 +117,16 @@ extension PruningSettings: ConfigSection {
                   check: positive),
             .init("exclude", \.exclude, "tensor-name patterns never pruned, e.g. [\"conv.0.*\", \"output.*\"]"),
             .init("block", \.block, "csp, admm-magnitude: weights per block", check: { $0 >= 2 ? nil : "must be at least 2" }),
-            .init("measurements", \.measurements, "csp: measurements per block, auto (2k ln(b/k); under recover signal at least 5.5 per value the block holds) or a ratio of the block"),
-            .init("operator", \.measurementOperator, "csp: how W + U is measured: a seeded random operator (gaussian, rademacher, srht) or the layer's own inputs (activations)"),
+            .init("measurements", \.measurements, "csp: measurements per block, auto (2k ln(b/k); under recover signal at least 5.5 per value the block holds) or a ratio of the block; with operator activation-sketch: rows of each input's sketch, auto (a quarter of the input's dimension d) or a ratio of d"),
+            .init("operator", \.measurementOperator, "csp: how W + U is measured: a seeded random operator (gaussian, rademacher, srht), the layer's own inputs (activations: workers send Σ x xᵀ), or a sketch of them (activation-sketch: workers send pruning.measurements random combinations of the input frames)"),
             .init("recover", \.recover,
                   "csp with a random operator: signal (recover W + U at its current sparsity, then keep the largest k) or target (a k-sparse estimate directly; before 2026-11-30)"),
             .init("solver", \.solver, "csp, one-shot-reconstruction: the sparse-recovery solver"),
             .init("iterations", \.iterations, "csp, one-shot-reconstruction: solver iterations", check: positive),
-            .init("warm_start", \.warmStart, "csp with operator activations, one-shot-reconstruction: where each row's solver starts: obs (backward elimination; slow, better) or diagonal (|w|·√G_ii)"),
-            .init("swaps", \.swaps, "csp with operator activations, one-shot-reconstruction: rounds per row after the solver, each exchanging a kept weight for a dropped one where that lowers the layer's output error most (0: none)", check: nonNegative),
-            .init("damping", \.damping, "csp with operator activations, wanda, one-shot-reconstruction: λ of G + λ·mean(diag G)·I", check: nonNegative),
+            .init("warm_start", \.warmStart, "csp with operator activations or activation-sketch, one-shot-reconstruction: where each row's solver starts: obs (backward elimination; slow, better) or diagonal (|w|·√G_ii)"),
+            .init("swaps", \.swaps, "csp with operator activations or activation-sketch, one-shot-reconstruction: rounds per row after the solver, each exchanging a kept weight for a dropped one where that lowers the layer's output error most (0: none)", check: nonNegative),
+            .init("restarts", \.restarts, "csp with operator activations or activation-sketch, one-shot-reconstruction: restarts per row after the swap rounds, each kicking the best support by two random exchanges and searching again, the lower error kept: auto (⌈256/k⌉ for a row keeping k, 2 to 32) or a count (0: none; needs swaps > 0)"),
+            .init("damping", \.damping, "csp with operator activations or activation-sketch, wanda, one-shot-reconstruction: λ of G + λ·mean(diag G)·I", check: nonNegative),
             .init("rho", \.rho, "csp, admm-magnitude: strength of the proximal pull towards Z", check: nonNegative),
             .init("rho_growth", \.rhoGrowth,
                   "csp, admm-magnitude: sparsity (ρ/(1 − s) once the support has sparsity s, the dual rescaled to match) or none (ρ throughout; collapses at 90%)"),
@@ -164,6 +165,21 @@ extension Measurements: ConfigValue {
         switch self {
         case .auto: Node("auto", .implicit)
         case let .ratio(r): Node(String(r), .implicit)
+        }
+    }
+}
+
+extension RowSparseRegression.Restarts: ConfigValue {
+    static var expected: String { "auto or a whole number of at least 0" }
+    static func parse(_ node: Node, at key: String, source: String) throws(ConfigError) -> RowSparseRegression.Restarts {
+        if node.string == "auto" { return .auto }
+        guard let n = node.int, n >= 0 else { throw configError(node, key, source, "expected \(expected), found \(scalarText(node))") }
+        return .count(n)
+    }
+    var yaml: Node {
+        switch self {
+        case .auto: Node("auto", .implicit)
+        case let .count(n): Node(String(n), .implicit)
         }
     }
 }

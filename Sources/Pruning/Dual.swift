@@ -123,7 +123,7 @@ public struct DualProjection: ProjectionStep {
             pendingUpdate = false
             let s = settings.schedule.sparsity(atStep: step)
             update = SupportUpdate(step: step, sparsity: s, layers: layers.tensors.map { spec in
-                var layer = settings.measurementOperator == .activations
+                var layer = settings.measurementOperator.readsActivations
                     ? chooseSupportByOutput(spec, weights: w, sparsity: s)
                     : chooseSupport(spec, weights: UnsafeBufferPointer(w), sparsity: s)
                 var uu = 0.0, ww = 0.0
@@ -257,7 +257,8 @@ public struct DualProjection: ProjectionStep {
         let keeps = blockKeeps(count: n, block: d, sparsity: s)
         let regression = RowSparseRegression(secondMoment: statistics.secondMoment(site), dimension: d,
                                              damping: settings.damping, solver: settings.solver, iterations: settings.iterations,
-                                                 warmStart: settings.warmStart, swaps: settings.swaps)
+                                                 warmStart: settings.warmStart, swaps: settings.swaps,
+                                                 restarts: settings.restarts)
         let result = v.withUnsafeBufferPointer { regression.solve($0, rows: rows, keep: keeps) }
         var topK = [UInt8](repeating: 0, count: n)
         for (r, k) in keeps.enumerated() { SparseRecovery.topK(v, offset: r * d, count: d, k: k, into: &topK) }

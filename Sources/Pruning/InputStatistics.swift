@@ -2,13 +2,23 @@ import CompressedSensing
 import Tensors
 
 /// The coordinator's running sums of the workers' input second moments (``StatisticSite``),
-/// since the last support update: G = Σ x xᵀ over every frame of those steps, per site. The
-/// pruning methods that weigh a weight by what it multiplies read them at their update steps.
+/// since the last support update: G = Σ x xᵀ over every frame of those steps, per site, or for
+/// a sketched site the sketch A = S X of those frames and diag G. The pruning methods that weigh
+/// a weight by what it multiplies read them at their update steps.
+///
+/// A sketch's AᵀA is unbiased but noisy: with m rows it has rank m, and its off-diagonal entries
+/// carry noise of the order of √(G_ii G_jj / m). Read raw, it did worse at m = d/4 than at d/16
+/// (Sources/Pruning/README.md, "Sketch"). G is therefore estimated by shrinking the sketch
+/// towards the exact diagonal (Ledoit & Wolf, 2004, with the diagonal as the target):
+///
+///     Ĝ_ii = G_ii,    Ĝ_ij = (1 − α)·(AᵀA)_ij  (i ≠ j),    α = d / (d + m),
+///
+/// the diagonal problem (Wanda's score) as m → 0, and AᵀA's off-diagonal as m → ∞.
 public struct InputStatistics: Sendable, Equatable {
     public let sites: [StatisticSite]
     /// Site of each pruned tensor, by name.
     let siteOf: [String: Int]
-    /// Per site: Σ x xᵀ, packed upper triangle.
+    /// Per site: Σ x xᵀ, packed upper triangle; sketched sites: S X (m × d), then diag Σ x xᵀ.
     public private(set) var sums: [[Float]]
     /// Per site: frames summed.
     public private(set) var frames: [Double]
@@ -20,7 +30,7 @@ public struct InputStatistics: Sendable, Equatable {
         var siteOf: [String: Int] = [:]
         for (i, site) in sites.enumerated() { for t in site.tensors { siteOf[t] = i } }
         self.siteOf = siteOf
-        sums = sites.map { [Float](repeating: 0, count: SymmetricMath.packedCount($0.dimension)) }
+        sums = sites.map { [Float](repeating: 0, count: $0.measurementCount) }
         frames = [Double](repeating: 0, count: sites.count)
         self.framesPerDimension = framesPerDimension
     }
@@ -31,7 +41,7 @@ public struct InputStatistics: Sendable, Equatable {
     public mutating func add(_ step: UnsafeBufferPointer<Float>, examples: Int) {
         var o = 0
         for i in sites.indices {
-            let n = SymmetricMath.packedCount(sites[i].dimension)
+            let n = sites[i].measurementCount
             // Frames are whole: the mean frames per example times the examples, rounded.
             let stepFrames = (Double(step[o + n]) * Double(examples)).rounded()
             let weight = Float(examples)
@@ -63,21 +73,40 @@ public struct InputStatistics: Sendable, Equatable {
         layers.tensors.allSatisfy { spec in siteOf[spec.name].map { frames[$0] > 0 } ?? true }
     }
 
-    /// G of `site` as a full d × d matrix, per frame (Σ x xᵀ / frames).
+    /// The shrinkage α of a sketch of m rows of a d-input site.
+    public static func shrinkage(rows m: Int, dimension d: Int) -> Float { Float(d) / Float(d + m) }
+
+    /// G of `site` as a full d × d matrix, per frame (Σ x xᵀ / frames); for a sketched site the
+    /// shrunk estimate above, from AᵀA / frames and the exact diagonal.
     public func secondMoment(_ site: Int) -> [Float] {
-        let d = sites[site].dimension
-        var full = sums[site].withUnsafeBufferPointer { SymmetricMath.unpackUpper($0, n: d) }
+        let d = sites[site].dimension, m = sites[site].sketchRows
         let scale = frames[site] > 0 ? Float(1 / frames[site]) : 0
+        if m > 0 {
+            var full = [Float](repeating: 0, count: d * d)
+            let kept = 1 - Self.shrinkage(rows: m, dimension: d)
+            sums[site].withUnsafeBufferPointer { a in
+                full.withUnsafeMutableBufferPointer {
+                    VectorMath.gemm(transposeA: true, m: d, n: d, k: m, alpha: scale * kept, a.baseAddress!, a.baseAddress!, $0.baseAddress!)
+                }
+            }
+            for i in 0 ..< d { full[i * d + i] = sums[site][m * d + i] * scale }
+            return full
+        }
+        var full = sums[site].withUnsafeBufferPointer { SymmetricMath.unpackUpper($0, n: d) }
         for i in full.indices { full[i] *= scale }
         return full
     }
 
-    /// diag G of `site`, per frame.
+    /// diag G of `site`, per frame (exact for a sketched site too).
     public func diagonal(_ site: Int) -> [Float] {
-        let d = sites[site].dimension
+        let d = sites[site].dimension, m = sites[site].sketchRows
         var out = [Float](repeating: 0, count: d)
-        var o = 0
         let scale = frames[site] > 0 ? Float(1 / frames[site]) : 0
+        if m > 0 {
+            for c in 0 ..< d { out[c] = sums[site][m * d + c] * scale }
+            return out
+        }
+        var o = 0
         for r in 0 ..< d { out[r] = sums[site][o] * scale; o += d - r }
         return out
     }

@@ -157,7 +157,8 @@ public struct MaskedProjection: ProjectionStep {
             let d = statistics.sites[site].dimension, rows = spec.count / d
             let regression = RowSparseRegression(secondMoment: statistics.secondMoment(site), dimension: d,
                                                  damping: settings.damping, solver: settings.solver, iterations: settings.iterations,
-                                                 warmStart: settings.warmStart, swaps: settings.swaps)
+                                                 warmStart: settings.warmStart, swaps: settings.swaps,
+                                                 restarts: settings.restarts)
             let keeps = blockKeeps(count: spec.count, block: d, sparsity: s)
             let result = regression.solve(UnsafeBufferPointer(rebasing: w[spec.range]), rows: rows, keep: keeps)
             for i in 0 ..< spec.count {

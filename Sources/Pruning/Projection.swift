@@ -156,7 +156,12 @@ public struct PruningSettings: Sendable, Equatable {
     /// layer's own inputs (the activations objective; Sources/Pruning/README.md).
     public enum Operator: String, Sendable, CaseIterable {
         case gaussian, rademacher, srht, activations
+        /// The layer's own inputs through a sketch: workers send S X (m random combinations of the
+        /// frames) instead of Σ x xᵀ, and each row is recovered from its m measurements S X w.
+        case activationSketch = "activation-sketch"
         var random: MeasurementOperator.Kind? { MeasurementOperator.Kind(rawValue: rawValue) }
+        /// The activations objective, from G or from a sketch of the inputs.
+        public var readsActivations: Bool { self == .activations || self == .activationSketch }
     }
     /// How the dual methods' ρ follows the support's size (Sources/Pruning/README.md, "The
     /// collapse at 90%").
@@ -209,7 +214,10 @@ public struct PruningSettings: Sendable, Equatable {
     /// csp with activations, one-shot-reconstruction: where each row's solver starts.
     public var warmStart: RowSparseRegression.WarmStart = .obs
     /// csp with activations, one-shot-reconstruction: swap rounds per row after the solver.
-    public var swaps = 16
+    public var swaps = 256
+    /// csp with activations, one-shot-reconstruction: iterated-local-search restarts per row after
+    /// the swap rounds (the best support kicked by two random exchanges, then swap rounds again).
+    public var restarts = RowSparseRegression.Restarts.auto
     public var solver: SparseRecovery.Solver = .niht
     public var iterations = 30
     /// Dual methods: ρ, the strength of the proximal pull ρ(W − Z + U), applied decoupled from the
@@ -242,7 +250,7 @@ public struct PruningSettings: Sendable, Equatable {
         // A fixed ratio of measurements under `recover: signal`: NIHT recovers a block only
         // while it holds at most m/5.5 values (Measurements.rows(block:held:)); `auto` sizes m
         // for each update, a ratio does not.
-        if method == .csp, measurementOperator != .activations, recover == .signal, case let .ratio(r) = measurements {
+        if method == .csp, !measurementOperator.readsActivations, recover == .signal, case let .ratio(r) = measurements {
             let m = Measurements.ratio(r).rows(block: block, kept: 0)
             let exactFrom = 1 - Double(m) / 5.5 / Double(block)
             if exactFrom > schedule.initial {
@@ -252,11 +260,17 @@ public struct PruningSettings: Sendable, Equatable {
         return out
     }
 
+    /// True when the method solves each row's output-error problem (``RowSparseRegression``):
+    /// the only methods `warm_start`, `swaps` and `restarts` change.
+    public var solvesRows: Bool {
+        method == .oneShotReconstruction || (method == .csp && measurementOperator.readsActivations)
+    }
+
     /// True when the method reads the second moments of the pruned layers' inputs.
     public var needsInputStatistics: Bool {
         switch method {
         case .wanda, .oneShotReconstruction: true
-        case .csp: measurementOperator == .activations
+        case .csp: measurementOperator.readsActivations
         default: false
         }
     }
@@ -264,7 +278,10 @@ public struct PruningSettings: Sendable, Equatable {
     /// The inputs workers measure for this method: those of the pruned tensors among `available`
     /// (the model's ``TrainableModel.statisticSites``), or none when the method reads none.
     public func statisticSites(layout: ParameterLayout, available: [StatisticSite]) -> [StatisticSite] {
-        needsInputStatistics ? PrunedLayers(layout: layout, exclude: exclude).sites(among: available) : []
+        guard needsInputStatistics else { return [] }
+        let sites = PrunedLayers(layout: layout, exclude: exclude).sites(among: available)
+        guard method == .csp, measurementOperator == .activationSketch else { return sites }
+        return sites.map { $0.sketched(rows: measurements.sketchRows(dimension: $0.dimension)) }
     }
 
     /// `sites`: the inputs the model can measure (``TrainableModel.statisticSites``); the
@@ -278,7 +295,7 @@ public struct PruningSettings: Sendable, Equatable {
             let used = statisticSites(layout: layout, available: sites)
             let missing = layers.tensors.filter { spec in !used.contains { $0.tensors.contains(spec.name) } }.map(\.name)
             guard missing.isEmpty else {
-                let what = method == .csp ? "pruning.operator activations" : "pruning.method \(method.rawValue)"
+                let what = method == .csp ? "pruning.operator \(measurementOperator.rawValue)" : "pruning.method \(method.rawValue)"
                 throw PruningError("\(what) needs the inputs of every pruned tensor, and the model cannot measure those of \(missing.joined(separator: ", ")) (exclude them, or choose another method)")
             }
             statistics = InputStatistics(sites: used)
@@ -330,6 +347,15 @@ public enum Measurements: Sendable, Equatable {
     case auto
     /// m = round(ratio · b).
     case ratio(Double)
+
+    /// `operator: activation-sketch`: rows m of a d-input site's sketch S X; `auto` is ⌈d/4⌉,
+    /// half the values of the packed Σ x xᵀ (Sources/Pruning/README.md, "Sketch").
+    public func sketchRows(dimension d: Int) -> Int {
+        switch self {
+        case .auto: max(1, (d + 3) / 4)
+        case let .ratio(r): max(1, min(d, Int((r * Double(d)).rounded())))
+        }
+    }
 
     public func rows(block b: Int, kept k: Int) -> Int {
         switch self {

@@ -29,6 +29,8 @@ extension WorkerService {
         let gradientBF16: Bool
         /// The connection generation the session was joined on (`replaceConnection(from:)`).
         let generation: Int
+        /// The run's seed: sketched input statistics draw their combinations from it.
+        let seed: UInt64
     }
 
     func call(_ request: Request, context: Context) async throws -> Reply {
@@ -108,7 +110,7 @@ extension WorkerService {
                        chunkValues: Int(welcome.chunkValues), sendWindow: config.transport.sendWindow,
                        resendSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.resendSeconds),
                        requestTimeoutSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.requestTimeoutSeconds),
-                       gradientBF16: config.coordinator.gradientValues == .bf16, generation: generation)
+                       gradientBF16: config.coordinator.gradientValues == .bf16, generation: generation, seed: config.seed)
     }
 
     func checkRefusal(_ reply: Reply, joining: Bool = false) throws {

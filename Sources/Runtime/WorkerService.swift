@@ -218,7 +218,8 @@ public final class WorkerService: Sendable {
                     guard let i = Int(exactly: index) else { throw WorkerError("the coordinator sent example index \(index), which is out of range") }
                     return i
                 }
-                var moments = InputMomentRecorder(sites: session.exchange.sites)
+                var moments = InputMomentRecorder(sites: session.exchange.sites,
+                                                  sketchKey: InputMomentRecorder.sketchKey(seed: session.seed, step: reply.header.step, examples: examples))
                 let lossSum = try parameters.withUnsafeBufferPointer { p in
                     try gradient.withUnsafeMutableBufferPointer { g in
                         let parameterGradient = UnsafeMutableBufferPointer(rebasing: g[0 ..< layout.totalCount])

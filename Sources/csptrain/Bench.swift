@@ -52,11 +52,16 @@ struct Bench: AsyncParsableCommand {
                          support update at 80% (csp with activations, wanda, one-shot
                          reconstruction) against a worker's micro-batch (not run unless asked
                          for with --only statistics)
+            sketch       sensing through a sketch of the layers' inputs (operator
+                         activation-sketch) on the same model, m/d from 1/16 to 1: the output
+                         error at 80% against the full G's and magnitude pruning's, the values
+                         sent against the packed G, the worker's micro-batch against the full
+                         G's (not run unless asked for with --only sketch)
             """
     )
 
     enum Name: String, ExpressibleByArgument, CaseIterable {
-        case ingest, aggregation, speech, project, checkpoint, step, memory, inference, observe, statistics
+        case ingest, aggregation, speech, project, checkpoint, step, memory, inference, observe, statistics, sketch
     }
 
     @Option(name: .customLong("only"), help: "Run only these benchmarks (repeatable): \(Name.allCases.map(\.rawValue).joined(separator: ", ")).")
@@ -187,6 +192,9 @@ struct Bench: AsyncParsableCommand {
         }
         if selected.contains(.statistics) {
             results += try StatisticsBenchmark.run()
+        }
+        if selected.contains(.sketch) {
+            results += try SketchBenchmark.run()
         }
         var observe: ObserveBenchmark.Report?
         if selected.contains(.observe) {

@@ -86,11 +86,10 @@ struct RowRegressionTests {
             let found = Self.error(g, result.values.map(Double.init), w, d: d)
             worstRatio = max(worstRatio, found / best)
             ratios.append(found / best)
-            // The floor is 1.05 × the best support. Swap rounds from two starts took the
-            // mean ratio of these rows from 1.13 to 1.08 (NIHT) and 14 of 20 rows within 1.05 × to
-            // 17, but the worst row keeps its 1.82 ×: its best support is more than one exchange
-            // away from both starts' local optima. This bound guards what the solver does today.
-            #expect(found <= 2 * best, "seed \(seed): \(found) against the best \(best)")
+            // The floor: 1.05 × the best of all 495 supports, on every row. Swap rounds alone
+            // left the worst of these rows at 1.82 × (its best support more than one exchange from
+            // both starts' local optima); the restarts' kicks reach it.
+            #expect(found <= 1.05 * best, "seed \(seed): \(found) against the best \(best)")
             // Mask-only magnitude pruning: the k largest |w| at their dense values.
             let magnitude = (0 ..< d).sorted { abs(w[$0]) > abs(w[$1]) }.prefix(k)
             var masked = [Double](repeating: 0, count: d)

@@ -144,13 +144,15 @@ struct FingerprintTests {
         #expect(MathsFingerprint(text: print.text) == print && print.digest.count == 32)
     }
 
-    /// `pruning.rho_growth` and `pruning.recover` (2026-11-30) change only some methods: a
-    /// checkpoint written before them holds neither key, which reads as the old behaviour
-    /// (`none`, `target`). Today's defaults are told apart from it, by name, for the methods
+    /// `pruning.rho_growth`, `pruning.recover`, `pruning.swaps` and `pruning.restarts` (2026-11-30)
+    /// change only some methods: a checkpoint written before them holds none of these keys, which
+    /// reads as the old behaviour (`none`, `target`, no swaps, no restarts). Today's defaults are told apart from it, by name, for the methods
     /// they change; another method's fingerprint does not carry the key at all.
     @Test func aKeyAddedLaterSetsApartOnlyTheRunsItChanges() throws {
-        let keys = [("pruning.rho_growth", "sparsity", "none", ["admm-magnitude", "csp", "csp:activations"]), ("pruning.recover", "signal", "target", ["csp"])]
-        for method in ["admm-magnitude", "csp", "csp:activations", "gradual-magnitude", "wanda"] {
+        let rows = ["csp:activations", "one-shot-reconstruction"]
+        let keys = [("pruning.rho_growth", "sparsity", "none", ["admm-magnitude", "csp", "csp:activations"]), ("pruning.recover", "signal", "target", ["csp"]),
+                    ("pruning.swaps", "256", "0", rows), ("pruning.restarts", "auto", "0", rows)]
+        for method in ["admm-magnitude", "csp", "csp:activations", "gradual-magnitude", "wanda", "one-shot-reconstruction"] {
             var c = try RunConfiguration.load(file: nil)
             let parts = method.split(separator: ":").map(String.init)
             try c.apply(override: "pruning.method=\(parts[0])")
@@ -173,6 +175,8 @@ struct FingerprintTests {
         try c.apply(override: "pruning.operator=activations")
         let today = MathsFingerprint(config: c, dataFingerprint: "abc")
         #expect(today.ignored == ["pruning.recover"])
+        c.pruning.method = .gradualMagnitude
+        #expect(MathsFingerprint(config: c, dataFingerprint: "abc").ignored == ["pruning.recover", "pruning.swaps", "pruning.restarts", "pruning.rho_growth"])
         for value in ["signal", "target"] {
             let listed = MathsFingerprint(text: today.text + "\npruning.recover = \(value)")
             #expect(today.differences(from: listed).isEmpty && listed.differences(from: today).isEmpty, "recover \(value)")

@@ -104,15 +104,17 @@ struct LaunchTests {
         #expect(!weights[0].isEmpty && weights[0] == weights[1] && weights[0] == weights[2])
     }
 
-    /// The inputs' second moments are summed exactly in deterministic mode: csp with
-    /// `operator: activations` gives the same weights, bit for bit, on 1 and 3 workers.
-    @Test func activationsOperatorStaysDeterministicAcrossWorkerCounts() async throws {
+    /// The inputs' second moments (or their sketches) are summed exactly in deterministic mode:
+    /// csp with `operator: activations` or `activation-sketch` gives the same weights, bit for
+    /// bit, on 1 and 3 workers (a micro-batch's sketch does not depend on the worker).
+    @Test(arguments: ["activations", "activation-sketch"])
+    func activationsOperatorStaysDeterministicAcrossWorkerCounts(measuredBy: String) async throws {
         var weights: [[UInt32]] = []
         for workers in [1, 3] {
             let dir = temporaryRunDir()
             defer { try? FileManager.default.removeItem(at: dir) }
             let child = try Child(["launch", "--workers", "\(workers)", "--steps", "16", "--run-dir", dir.path, "--json",
-                                   "--set", "deterministic=true", "--set", "pruning.method=csp", "--set", "pruning.operator=activations",
+                                   "--set", "deterministic=true", "--set", "pruning.method=csp", "--set", "pruning.operator=\(measuredBy)",
                                    "--set", "pruning.schedule.target=0.7", "--set", "pruning.schedule.end_step=12",
                                    "--set", "pruning.schedule.interval=4"])
             let (status, stdout, stderr) = await child.wait(seconds: 120)
@@ -126,7 +128,7 @@ struct LaunchTests {
 
     /// `csp:activations`: csp with `pruning.operator: activations` (workers send the inputs'
     /// second moments with their gradients).
-    @Test(arguments: ["csp", "csp:activations", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor", "structured",
+    @Test(arguments: ["csp", "csp:activations", "csp:activation-sketch", "admm-magnitude", "gradual-magnitude", "one-shot-magnitude", "taylor", "structured",
                       "low-rank", "wanda", "one-shot-reconstruction"])
     func prunedLaunchReachesItsTarget(variant: String) async throws {
         let dir = temporaryRunDir()

@@ -64,4 +64,66 @@ struct InputStatisticsGatherTests {
             #expect(abs(got - want) <= 1e-4 * max(1, abs(want)), "entry \(i): \(got) vs \(want)")
         }
     }
+
+    /// `operator: activation-sketch`: the workers' sketches S_b X_b and diagonals add up, exactly
+    /// in fixed point, to what a single process draws with the same blocks, and the coordinator
+    /// reads G from them as (1 − α)·AᵀA off the diagonal and diag G on it, α = d/(d + m).
+    @Test(arguments: [false, true])
+    func gatheredSketchEqualsASingleProcess(fixedPoint: Bool) throws {
+        var settings = PruningSettings()
+        settings.method = .csp
+        settings.measurementOperator = .activationSketch
+        settings.measurements = .ratio(0.6)
+        settings.block = 30
+        settings.schedule = SparsitySchedule()
+        settings.schedule.kind = .cubic
+        settings.schedule.target = 0.5
+        settings.schedule.startStep = 5
+        settings.schedule.endStep = 10
+        settings.schedule.interval = 5
+        let sites = settings.statisticSites(layout: layout, available: [site])
+        #expect(sites == [site.sketched(rows: 3)])
+        let projection = try settings.makeProjection(layout: layout, seed: 1, sites: [site])
+        #expect(projection.statisticSites == sites)
+        var o = OptimizerSettings()
+        o.kind = .sgd
+        let w = [Float](repeating: 0.1, count: layout.totalCount)
+        let server = ParameterServer(layout: layout, settings: .init(optimizer: o, totalSteps: 20, fixedPoint: fixedPoint, halfBroadcast: false),
+                                     weights: w, broadcast: w, optimizer: Optimizer(settings: o, parameterCount: layout.totalCount),
+                                     projection: projection, version: 1, timer: { 0 })
+        #expect(server.exchange.totalCount == layout.totalCount + (3 + 1) * 5 + 1)
+        var rng = SeededRandom(9)
+        var sketch = [Double](repeating: 0, count: 20)
+        var allFrames = 0
+        for (mb, examples) in [3, 1, 4].enumerated() {
+            let frames = examples * (2 + mb)
+            let rows = (0 ..< frames * 5).map { _ in rng.nextGaussian() * 2 }
+            var moments = InputMomentRecorder(sites: sites, sketchKey: InputMomentRecorder.sketchKey(seed: 1, step: 0, examples: [mb]))
+            rows.withUnsafeBufferPointer { moments.record("w.input", rows: $0, count: frames, frames: frames) }
+            allFrames += frames
+            var message = [Float](repeating: 0, count: server.exchange.totalCount)
+            message.withUnsafeMutableBufferPointer { moments.write(into: UnsafeMutableBufferPointer(rebasing: $0[server.exchange.statisticsRange]), examples: examples) }
+            let record = message[server.exchange.statisticsRange]
+            for j in 0 ..< 20 { sketch[j] += Double(record[record.startIndex + j]) * Double(examples) }
+            for spec in server.exchange.combined.tensors {
+                #expect(message.withUnsafeBufferPointer { all in
+                    server.fold(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: all[spec.range])), at: spec.offset, examples: examples)
+                })
+            }
+            server.addMicroBatch(mb, examples: examples, lossSum: 1)
+        }
+        _ = try server.apply(step: 0)
+        let gathered = try #require((server.projection as? DualProjection)?.statistics)
+        #expect(gathered.frames == [Double(allFrames)])
+        let perFrame = gathered.secondMoment(0), diagonal = gathered.diagonal(0)
+        let alpha = 5.0 / (5.0 + 3.0)
+        for i in 0 ..< 5 {
+            for j in 0 ..< 5 {
+                let want = i == j ? sketch[15 + i] : (1 - alpha) * (0 ..< 3).reduce(0.0) { $0 + sketch[$1 * 5 + i] * sketch[$1 * 5 + j] }
+                let got = Double(perFrame[i * 5 + j]) * Double(allFrames)
+                #expect(abs(got - want) <= 1e-4 * max(1, abs(want)), "entry (\(i), \(j)): \(got) vs \(want)")
+                if i == j { #expect(abs(Double(diagonal[i]) * Double(allFrames) - want) <= 1e-4 * max(1, abs(want))) }
+            }
+        }
+    }
 }

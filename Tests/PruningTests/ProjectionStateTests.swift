@@ -34,9 +34,10 @@ struct ProjectionStateTests {
                         StatisticSite(name: "lstm.l0.input", dimension: 20, tensors: ["lstm.weight_ih_l0"]),
                         StatisticSite(name: "output", dimension: 16, tensors: ["output.weight"])]
 
-    /// Step `step`'s input statistics: 60 seeded frames per site over 4 examples.
-    static func statistics(step: Int) -> [Float] {
-        var recorder = InputMomentRecorder(sites: sites)
+    /// Step `step`'s input statistics: 60 seeded frames per site over 4 examples (`sites`: as the
+    /// projection reads them, sketched or not).
+    static func statistics(step: Int, sites: [StatisticSite]) -> [Float] {
+        var recorder = InputMomentRecorder(sites: sites, sketchKey: InputMomentRecorder.sketchKey(seed: 7, step: UInt64(step), examples: [0]))
         var rng = SeededRandom(7, UInt64(step + 1))
         for site in sites {
             let rows = (0 ..< 60 * site.dimension).map { _ in rng.nextGaussian() }
@@ -59,7 +60,7 @@ struct ProjectionStateTests {
         for step in steps {
             let g = inputs(step: step, count: layout.totalCount)
             for i in weights.indices { weights[i] -= 0.05 * g[i] }
-            statistics(step: step).withUnsafeBufferPointer { p.observe(statistics: $0, examples: 4) }
+            statistics(step: step, sites: p.statisticSites).withUnsafeBufferPointer { p.observe(statistics: $0, examples: 4) }
             _ = weights.withUnsafeMutableBufferPointer { w in
                 g.withUnsafeBufferPointer { gb in
                     broadcast.withUnsafeMutableBufferPointer { b in
@@ -77,9 +78,10 @@ struct ProjectionStateTests {
         try check(Self.settings(method))
     }
 
-    @Test func restoredActivationsOperatorContinuesExactly() throws {
+    @Test(arguments: [PruningSettings.Operator.activations, .activationSketch])
+    func restoredActivationsOperatorContinuesExactly(measuredBy: PruningSettings.Operator) throws {
         var settings = Self.settings(.csp)
-        settings.measurementOperator = .activations
+        settings.measurementOperator = measuredBy
         try check(settings)
     }
 

@@ -98,14 +98,17 @@ long csp_count_stored(const float *x, long n, int keep_negative_zero);
 /// overwritten), x = the row (overwritten), perm scratch (d); keep[i] = 1 for the entries kept.
 void csp_obs_eliminate(double *h, double *x, int *perm, int d, int k, unsigned char *keep);
 
-/// Swap refinement of one row's support (swap.c): while exchanging one kept entry for a dropped
-/// one lowers the output error (z − w)ᵀĜ(z − w) of the least-squares z, makes the best such
+/// Local search on one row's support (swap.c). Swap rounds: while exchanging one kept entry for a
+/// dropped one lowers the output error (z − w)ᵀĜ(z − w) of the least-squares z, make the best such
 /// exchange among the `candidates` dropped entries with the largest residual gradient, at most
-/// max_swaps times. g = Ĝ (d × d), gw = Ĝw (d); keep (d) in and out; scratch
-/// csp_swap_scratch(d, k) doubles, index d + candidates ints. Returns the number of swaps.
-int csp_swap_refine(const double *g, const double *gw, int d, unsigned char *keep, double *scratch, int *index,
-                    int candidates, int max_swaps);
+/// max_swaps times. Then `trials` rounds of iterated local search: the best support kicked by two
+/// random exchanges (drawn from `seed`), swap rounds again, kept where the error is lower.
+/// g = Ĝ (d × d), gw = Ĝw (d); keep (d) in and out; scratch csp_swap_scratch(d, k) doubles, index
+/// csp_swap_indices(d, candidates) ints. Returns how many kept entries changed.
+int csp_swap_search(const double *g, const double *gw, int d, unsigned char *keep, double *scratch, int *index,
+                    int candidates, int max_swaps, int trials, unsigned long long seed);
 int csp_swap_scratch(int d, int k);
+int csp_swap_indices(int d, int candidates);
 
 #ifdef __cplusplus
 }
