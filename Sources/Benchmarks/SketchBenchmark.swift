@@ -9,7 +9,8 @@ import Tensors
 /// second convolution pruned, from the same forward passes:
 ///   - for m/d from 1/16 to 1: the output error the rows recovered from the sketch leave at 80%,
 ///     measured under the full G, against the rows recovered from the full G (the floor) and
-///     against magnitude pruning's mask (what knowing nothing of the inputs gives);
+///     against magnitude pruning's mask (what knowing nothing of the inputs gives) and against
+///     rows recovered from diag G alone (d values per input: what the sketch adds to it);
 ///   - the values a micro-batch sends per site, against the packed Σ x xᵀ;
 ///   - a worker's micro-batch with the sketches, against the same with the full second moments.
 public enum SketchBenchmark {
@@ -37,7 +38,7 @@ public enum SketchBenchmark {
         while !full.indices.allSatisfy({ fullStatistics.isReady($0) }) {
             let features = (0 ..< utterances).map { _ in (0 ..< frames * model.settings.features).map { _ in rng.nextGaussian() } }
             let labels = (0 ..< utterances).map { _ in (0 ..< 20).map { _ in 1 + Int(rng.next() % 27) } }
-            let key = InputMomentRecorder.sketchKey(seed: seed, step: UInt64(batch), examples: [batch])
+            let key = InputMomentRecorder.sketchKey(seed: seed, step: UInt64(batch), microBatch: 0, examples: [batch])
             for (j, sites) in ([full] + sketched.map(\.sites)).enumerated() {
                 var recorder = InputMomentRecorder(sites: sites, sketchKey: key)
                 let start = ContinuousClock.now
@@ -55,7 +56,7 @@ public enum SketchBenchmark {
         }
         // Each pruned tensor's rows at 80%, recovered from G or a sketch, scored under the full Ĝ.
         let layers = PrunedLayers(layout: layout, exclude: pruning.exclude)
-        var errors = [Double](repeating: 0, count: ratios.count), floor = 0.0, magnitude = 0.0
+        var errors = [Double](repeating: 0, count: ratios.count), floor = 0.0, magnitude = 0.0, diagonalOnly = 0.0
         for spec in layers.tensors {
             guard let site = fullStatistics.site(of: spec.name) else { continue }
             let d = full[site].dimension, rows = spec.count / d
@@ -76,6 +77,11 @@ public enum SketchBenchmark {
                     for i in order.prefix(keep[r]) { masked[r * d + i] = w[r * d + i] }
                 }
                 magnitude += truth.rowErrors(masked, w, rows: rows).reduce(0, +) / energy
+                let g = fullStatistics.diagonal(site)
+                var diagonal = [Float](repeating: 0, count: d * d)
+                for i in 0 ..< d { diagonal[i * d + i] = g[i] }
+                let fromDiagonal = regression(diagonal).solve(w, rows: rows, keep: keep)
+                diagonalOnly += truth.rowErrors(fromDiagonal.values, w, rows: rows).reduce(0, +) / energy
                 for (j, statistics) in sketched.enumerated() {
                     let found = regression(statistics.secondMoment(site)).solve(w, rows: rows, keep: keep)
                     errors[j] += truth.rowErrors(found.values, w, rows: rows).reduce(0, +) / energy
@@ -90,6 +96,8 @@ public enum SketchBenchmark {
                                              baseline: floor / n, unit: "", baselineName: "from the full G (the floor)"))
             results.append(Benchmarks.Result(name: "sketch: layers' mean output error at 80% from a sketch, \(label)", ours: errors[j] / n,
                                              baseline: magnitude / n, unit: "", baselineName: "magnitude pruning's mask, under the same G"))
+            results.append(Benchmarks.Result(name: "sketch: layers' mean output error at 80% from a sketch, \(label)", ours: errors[j] / n,
+                                             baseline: diagonalOnly / n, unit: "", baselineName: "from diag G alone (d values per input)"))
             let values = sketched[j].sites.reduce(0) { $0 + $1.recordCount }
             results.append(Benchmarks.Result(name: "sketch: values a micro-batch sends for the inputs, \(label)", ours: Double(values),
                                              baseline: Double(full.reduce(0) { $0 + $1.recordCount }), unit: "", baselineName: "the packed Σ x xᵀ"))

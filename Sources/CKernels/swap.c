@@ -94,16 +94,41 @@ static int rank_candidates(row_search *s) {
     return found;
 }
 
+// For the dropped entry j: v = Ĝ_jS and a = H v (in s->v and s->av); returns vᵀa, and vᵀz in *vz.
+static double couple(row_search *s, int j, double *vz) {
+    const int k = s->k;
+    const double *gj = s->g + (long)j * s->d;
+    double va = 0, vzs = 0;
+    for (int c = 0; c < k; c++) s->v[c] = gj[s->index[c]];
+    for (int r = 0; r < k; r++) {
+        double t = 0;
+        const double *hr = s->h + (long)r * k;
+        for (int c = 0; c < k; c++) t += hr[c] * s->v[c];
+        s->av[r] = t;
+        va += s->v[r] * t;
+        vzs += s->v[r] * s->z[r];
+    }
+    *vz = vzs;
+    return va;
+}
+
 // Exchanges the kept entry at position p for the dropped one at position jj, updating H in
-// O(k²). Returns 0 when Ĝ_TT with the new entry is numerically singular: H and index are then
-// no longer consistent, and the caller must restore them.
+// O(k²). Returns 0, with nothing changed, when Ĝ with the new entry would be numerically singular
+// (its Schur complement σ = Ĝ_jj − vᵀa + a_p²/H_pp, v = Ĝ_jS, a = H v, is not positive); −1
+// when rounding makes it so only after the update: H and index are then no longer consistent,
+// and the caller must restore them.
 static int exchange(row_search *s, int p, int jj) {
     const int d = s->d, k = s->k, last = k - 1;
     double *h = s->h, *v = s->v, *av = s->av;
     int *index = s->index;
-    // Drop position p: H ← H − H_:p H_p: / H_pp, then the last position moves to p.
     const double *hp = h + (long)p * k;
     const double hpp = hp[p];
+    {
+        double vz;
+        const double va = couple(s, index[jj], &vz);
+        if (!(hpp > 0) || !(s->g[(long)index[jj] * d + index[jj]] - va + av[p] * av[p] / hpp > 0)) return 0;
+    }
+    // Drop position p: H ← H − H_:p H_p: / H_pp, then the last position moves to p.
     for (int r = 0; r < k; r++) v[r] = hp[r];
     for (int r = 0; r < k; r++) {
         const double c = v[r] / hpp;
@@ -131,7 +156,7 @@ static int exchange(row_search *s, int p, int jj) {
         sigma -= gj[index[r]] * t;
     }
     index[last] = j;
-    if (!(sigma > 0)) return 0;
+    if (!(sigma > 0)) return -1;
     for (int r = 0; r < last; r++) {
         double *hr = h + (long)r * k;
         for (int c = 0; c < last; c++) hr[c] += av[r] * av[c] / sigma;
@@ -149,11 +174,12 @@ static int exchange(row_search *s, int p, int jj) {
 //     num = (Ĝw)_j − vᵀz + z_i a_i / H_ii,    den = Ĝ_jj − vᵀa + a_i² / H_ii,
 //
 // and it makes the best exchange while that lowers the error by more than a relative 1e-12. A
-// round costs O((d − k)·k + candidates·k²). Stores q of the final support in *q; returns the
-// number of exchanges, or −1 when one was numerically singular (state inconsistent).
+// round costs O((d − k)·k + candidates·k²). An exchange that would make Ĝ_SS singular ends the
+// rounds where they are. Stores q of the final support in *q; returns the number of exchanges,
+// or −1 when rounding broke an exchange halfway (state inconsistent).
 static int refine(row_search *s, int max_swaps, double *q) {
     const int d = s->d, k = s->k;
-    double *h = s->h, *z = s->z, *v = s->v, *av = s->av;
+    double *h = s->h, *z = s->z, *av = s->av;
     int swaps = 0;
     for (;;) {
         *q = fit(s);
@@ -164,16 +190,8 @@ static int refine(row_search *s, int max_swaps, double *q) {
         for (int m = 0; m < found; m++) {
             const int j = s->index[s->chosen[m]];
             const double *gj = s->g + (long)j * d;
-            for (int c = 0; c < k; c++) v[c] = gj[s->index[c]];
-            double va = 0, vz = 0;
-            for (int r = 0; r < k; r++) {
-                double t = 0;
-                const double *hr = h + (long)r * k;
-                for (int c = 0; c < k; c++) t += hr[c] * v[c];
-                av[r] = t;
-                va += v[r] * t;
-                vz += v[r] * z[r];
-            }
+            double vz;
+            const double va = couple(s, j, &vz);
             for (int i = 0; i < k; i++) {
                 const double hii = h[(long)i * k + i];
                 if (!(hii > 0)) continue;
@@ -185,7 +203,9 @@ static int refine(row_search *s, int max_swaps, double *q) {
             }
         }
         if (bestOut < 0 || !(bestGain > 1e-12 * fabs(*q))) return swaps;
-        if (!exchange(s, bestOut, bestIn)) return -1;
+        const int made = exchange(s, bestOut, bestIn);
+        if (made < 0) return -1;
+        if (made == 0) { *q = fit(s); return swaps; }
         swaps++;
     }
 }
@@ -236,9 +256,10 @@ int csp_swap_search(const double *g, const double *gw, int d, unsigned char *kee
             fit(&s);
             const int found = rank_candidates(&s);
             if (found < 1) { ok = 0; break; }
-            const int p = (int)(splitmix(&state) % (unsigned long long)k);
+            // The second kick leaves alone the entry the first one brought in (at position k − 1).
+            const int p = (int)(splitmix(&state) % (unsigned long long)(m == 0 ? k : k - 1));
             const int jj = s.chosen[splitmix(&state) % (unsigned long long)found];
-            ok = exchange(&s, p, jj);
+            ok = exchange(&s, p, jj) > 0;
         }
         double q = 0;
         if (ok && refine(&s, max_swaps, &q) >= 0 && q > best + 1e-12 * fabs(best)) {

@@ -26,7 +26,7 @@ public struct RowSparseRegression: Sendable {
     public let solver: SparseRecovery.Solver
     public let iterations: Int
     public let warmStart: WarmStart
-    /// Swap rounds per row after the solver (`csp_swap_refine`): each exchanges the kept and the
+    /// Swap rounds per row after the solver (`csp_swap_search`): each exchanges the kept and the
     /// dropped entry whose exchange lowers the row's error most, while one does.
     public let swaps: Int
     /// Iterated-local-search restarts per row after the swap rounds: the best support kicked by two
@@ -170,7 +170,7 @@ public struct RowSparseRegression: Sendable {
     /// costs O(k²) per round, so a round stays far below one elimination's O((d − k)·d²).
     static let swapCandidates = 32
 
-    /// Swap rounds on every row's support (`csp_swap_refine`, in double precision): the local
+    /// Swap rounds and restarts on every row's support (`csp_swap_search`, in double precision): the local
     /// search that the one-entry-at-a-time elimination and the thresholding solvers lack (on
     /// ill-conditioned rows, backward elimination alone ends up to 1.8 × the best support's
     /// error). Returns whether any support changed.

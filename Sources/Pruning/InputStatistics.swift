@@ -116,11 +116,19 @@ public struct InputStatistics: Sendable, Equatable {
         for (i, site) in sites.enumerated() {
             state.floats["statistics/\(site.name)"] = sums[i]
             state.integers["statistics/\(site.name)/frames"] = Int64(frames[i])
+            if site.sketchRows > 0 { state.integers["statistics/\(site.name)/sketch_rows"] = Int64(site.sketchRows) }
         }
     }
 
     mutating func restore(_ state: ProjectionState) throws(PruningError) {
         for (i, site) in sites.enumerated() {
+            // The packed G and a sketch can hold the same number of values (d(d + 1)/2 = (m + 1)·d
+            // when m = (d − 1)/2): the layout is checked by name, not by length.
+            let saved = Int(state.integers["statistics/\(site.name)/sketch_rows"] ?? 0)
+            guard saved == site.sketchRows else {
+                let what = { (m: Int) in m > 0 ? "a sketch of \(m) rows (pruning.operator activation-sketch)" : "the full second moment" }
+                throw PruningError("the checkpoint's statistics for \(site.name) are \(what(saved)), this run measures \(what(site.sketchRows)): resume with the checkpoint's pruning.operator and pruning.measurements")
+            }
             sums[i] = try state.floats("statistics/\(site.name)", count: sums[i].count)
             frames[i] = Double(try state.integer("statistics/\(site.name)/frames"))
         }

@@ -257,6 +257,12 @@ public struct PruningSettings: Sendable, Equatable {
                 out.append("pruning.measurements: \(r) (\(m) of a block's \(block) values) with pruning.recover: signal recovers W + U exactly only once a block holds at most \(Int(Double(m) / 5.5)) values (sparsity \(String(format: "%.0f", exactFrom * 100))% and above); the support updates below that recover it inexactly (NIHT recovered 0–75% of Gaussian-measured blocks past k/m = 0.23, scripts/niht-phase-transition.py). Use pruning.measurements: auto, which sizes the measurements for each update (all of a block's values while W + U is dense)")
             }
         }
+        if solvesRows, swaps == 0, restarts != .count(0) {
+            out.append("pruning.restarts does nothing with pruning.swaps: 0 (each restart runs the swap rounds again); set pruning.swaps above 0 or pruning.restarts: 0")
+        }
+        if method == .csp, measurementOperator == .activationSketch, case let .ratio(r) = measurements, r >= 0.5 {
+            out.append("pruning.measurements: \(r) with pruning.operator activation-sketch sends (m + 1)·d values per input, as many as the full Σ x xᵀ (d(d + 1)/2) or more from m = d/2: use pruning.operator activations, which is exact, or fewer measurements")
+        }
         return out
     }
 

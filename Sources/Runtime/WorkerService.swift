@@ -219,7 +219,8 @@ public final class WorkerService: Sendable {
                     return i
                 }
                 var moments = InputMomentRecorder(sites: session.exchange.sites,
-                                                  sketchKey: InputMomentRecorder.sketchKey(seed: session.seed, step: reply.header.step, examples: examples))
+                                                  sketchKey: InputMomentRecorder.sketchKey(seed: session.seed, step: reply.header.step,
+                                                                                             microBatch: Int(task.microBatch), examples: examples))
                 let lossSum = try parameters.withUnsafeBufferPointer { p in
                     try gradient.withUnsafeMutableBufferPointer { g in
                         let parameterGradient = UnsafeMutableBufferPointer(rebasing: g[0 ..< layout.totalCount])

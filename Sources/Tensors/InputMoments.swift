@@ -25,17 +25,21 @@ public struct StatisticSite: Sendable, Equatable, Hashable {
     public var tensors: [String]
     /// Rows m of the sketch S X sent instead of Σ x xᵀ; 0: the second moment itself.
     public var sketchRows: Int
+    /// Σ x xᵀ is diagonal by construction (a lookup table's site): a sketch would only add noise
+    /// off the diagonal, so such a site is never sketched.
+    public var diagonal: Bool
 
-    public init(name: String, dimension: Int, tensors: [String], sketchRows: Int = 0) {
+    public init(name: String, dimension: Int, tensors: [String], sketchRows: Int = 0, diagonal: Bool = false) {
         self.name = name
         self.dimension = dimension
         self.tensors = tensors
-        self.sketchRows = sketchRows
+        self.sketchRows = diagonal ? 0 : sketchRows
+        self.diagonal = diagonal
     }
 
-    /// The same site, reported as a sketch of m rows.
+    /// The same site, reported as a sketch of m rows (unchanged when its G is diagonal).
     public func sketched(rows m: Int) -> StatisticSite {
-        StatisticSite(name: name, dimension: dimension, tensors: tensors, sketchRows: m)
+        StatisticSite(name: name, dimension: dimension, tensors: tensors, sketchRows: m, diagonal: diagonal)
     }
 
     /// Values of the measurement: the packed triangle of Σ x xᵀ, or the m × d sketch and the d
@@ -96,10 +100,13 @@ public struct InputMomentRecorder: Sendable {
         calls = [UInt64](repeating: 0, count: sites.count)
     }
 
-    /// The key of a micro-batch's sketches: the run's seed, the step and the examples, so that
-    /// any worker that computes the micro-batch draws the same S.
-    public static func sketchKey(seed: UInt64, step: UInt64, examples: [Int]) -> UInt64 {
-        SeededRandom.key([seed, 0x534B_4554_4348, step, UInt64(examples.count)] + examples.map { UInt64(bitPattern: Int64($0)) })
+    /// The key of a micro-batch's sketches: the run's seed, the step, the micro-batch's number
+    /// in the step and its examples, so that any worker that computes the micro-batch draws the
+    /// same S, and two micro-batches of a step never do (even with the same examples, as when a
+    /// step's batch wraps around a small corpus: their sketches must be independent).
+    public static func sketchKey(seed: UInt64, step: UInt64, microBatch: Int, examples: [Int]) -> UInt64 {
+        SeededRandom.key([seed, 0x534B_4554_4348, step, UInt64(microBatch), UInt64(examples.count)]
+                         + examples.map { UInt64(bitPattern: Int64($0)) })
     }
 
     public var isEmpty: Bool { sites.isEmpty }

@@ -72,7 +72,7 @@ struct RowRegressionTests {
         let all = Self.supports(d, k)
         #expect(all.count == 495)
         var worstRatio = 0.0, ratios: [Double] = []
-        for seed in UInt64(1) ... 20 {
+        for seed in UInt64(1) ... 60 {
             let g = Self.conditionedGram(d: d, condition: 1e3, seed: seed)
             var rng = SeededRandom(seed, 2)
             let w = (0 ..< d).map { _ in Double(rng.nextGaussian()) }
@@ -87,8 +87,9 @@ struct RowRegressionTests {
             worstRatio = max(worstRatio, found / best)
             ratios.append(found / best)
             // The floor: 1.05 × the best of all 495 supports, on every row. Swap rounds alone
-            // left the worst of these rows at 1.82 × (its best support more than one exchange from
-            // both starts' local optima); the restarts' kicks reach it.
+            // left the worst of seeds 1–20 at 1.82 × (its best support more than one exchange from
+            // both starts' local optima); the restarts' kicks reach it. `restarts: auto` was
+            // chosen looking at seeds 1–20; seeds 21–60 were added after, as held-out rows.
             #expect(found <= 1.05 * best, "seed \(seed): \(found) against the best \(best)")
             // Mask-only magnitude pruning: the k largest |w| at their dense values.
             let magnitude = (0 ..< d).sorted { abs(w[$0]) > abs(w[$1]) }.prefix(k)
@@ -101,7 +102,7 @@ struct RowRegressionTests {
                 #expect(abs(Double(result.values[i]) - reference[i]) <= 1e-5 * max(1, abs(reference[i])), "seed \(seed), entry \(i)")
             }
         }
-        print("\(solver): output error / brute-force best over 20 rows: worst \(worstRatio), mean \(ratios.reduce(0, +) / Double(ratios.count)), within 1.05 × in \(ratios.filter { $0 <= 1.05 }.count)")
+        print("\(solver): output error / brute-force best over 60 rows: worst \(worstRatio), mean \(ratios.reduce(0, +) / Double(ratios.count)), within 1.05 × in \(ratios.filter { $0 <= 1.05 }.count)")
     }
 
     /// The swap rounds end where no single exchange of a kept and a dropped entry lowers the

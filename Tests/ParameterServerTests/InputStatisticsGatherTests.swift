@@ -98,7 +98,7 @@ struct InputStatisticsGatherTests {
         for (mb, examples) in [3, 1, 4].enumerated() {
             let frames = examples * (2 + mb)
             let rows = (0 ..< frames * 5).map { _ in rng.nextGaussian() * 2 }
-            var moments = InputMomentRecorder(sites: sites, sketchKey: InputMomentRecorder.sketchKey(seed: 1, step: 0, examples: [mb]))
+            var moments = InputMomentRecorder(sites: sites, sketchKey: InputMomentRecorder.sketchKey(seed: 1, step: 0, microBatch: mb, examples: [mb]))
             rows.withUnsafeBufferPointer { moments.record("w.input", rows: $0, count: frames, frames: frames) }
             allFrames += frames
             var message = [Float](repeating: 0, count: server.exchange.totalCount)

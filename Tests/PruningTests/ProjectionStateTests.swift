@@ -37,7 +37,7 @@ struct ProjectionStateTests {
     /// Step `step`'s input statistics: 60 seeded frames per site over 4 examples (`sites`: as the
     /// projection reads them, sketched or not).
     static func statistics(step: Int, sites: [StatisticSite]) -> [Float] {
-        var recorder = InputMomentRecorder(sites: sites, sketchKey: InputMomentRecorder.sketchKey(seed: 7, step: UInt64(step), examples: [0]))
+        var recorder = InputMomentRecorder(sites: sites, sketchKey: InputMomentRecorder.sketchKey(seed: 7, step: UInt64(step), microBatch: 0, examples: [0]))
         var rng = SeededRandom(7, UInt64(step + 1))
         for site in sites {
             let rows = (0 ..< 60 * site.dimension).map { _ in rng.nextGaussian() }
@@ -83,6 +83,25 @@ struct ProjectionStateTests {
         var settings = Self.settings(.csp)
         settings.measurementOperator = measuredBy
         try check(settings)
+    }
+
+    /// A checkpoint's statistics are read only in the layout they were written in: a sketch is not
+    /// read as G, nor G as a sketch, whatever the lengths (they can be equal: d(d + 1)/2 values
+    /// packed, (m + 1)·d sketched), and the refusal names the site and the setting.
+    @Test func statisticsAreRestoredOnlyInTheirOwnLayout() throws {
+        var sketch = Self.settings(.csp)
+        sketch.measurementOperator = .activationSketch
+        var full = sketch
+        full.measurementOperator = .activations
+        for (from, to) in [(sketch, full), (full, sketch)] {
+            var weights = Self.inputs(step: -1, count: Self.layout.totalCount)
+            var original = try from.makeProjection(layout: Self.layout, seed: 3, sites: Self.sites)
+            _ = Self.run(&original, weights: &weights, steps: 0 ..< 4)
+            var other = try to.makeProjection(layout: Self.layout, seed: 3, sites: Self.sites)
+            let error = #expect(throws: PruningError.self) { try other.restore(original.checkpointState) }
+            #expect(error?.description.contains("conv.0") == true && error?.description.contains("pruning.operator") == true,
+                    "\(error.map { "\($0)" } ?? "")")
+        }
     }
 
     func check(_ settings: PruningSettings) throws {

@@ -30,7 +30,7 @@ struct InputSketchTests {
     @Test func recordIsTheSignMatrixTimesTheFrames() {
         let site = StatisticSite(name: "x", dimension: d, tensors: ["w"]).sketched(rows: m)
         #expect(site.recordCount == (m + 1) * d + 1)
-        let key = InputMomentRecorder.sketchKey(seed: 3, step: 11, examples: [4, 9])
+        let key = InputMomentRecorder.sketchKey(seed: 3, step: 11, microBatch: 0, examples: [4, 9])
         let identity = (0 ..< d).map { i in (0 ..< d).map { Float($0 == i ? 1 : 0) } }
         let s = record(identity, site: site, key: key)  // (m × d): S's first d columns
         let scale = 1 / Float(m).squareRoot()
@@ -55,17 +55,18 @@ struct InputSketchTests {
     }
 
     /// Any worker that computes a micro-batch sends the same sketch: the key names the run's seed,
-    /// the step and the examples, and nothing else; another step, seed or example set draws
-    /// another S. Padding rows after the frames change nothing.
+    /// the step, the micro-batch and its examples, and nothing else; another step, seed, example
+    /// set or micro-batch (the same examples twice in a step) draws another S. Padding rows after the frames change nothing.
     @Test func theKeyAloneDecidesTheCombinations() {
         let site = StatisticSite(name: "x", dimension: d, tensors: ["w"]).sketched(rows: m)
         let rows = gaussianRows(12, seed: 1)
-        let key = InputMomentRecorder.sketchKey(seed: 1, step: 2, examples: [3, 4])
+        let key = InputMomentRecorder.sketchKey(seed: 1, step: 2, microBatch: 0, examples: [3, 4])
         #expect(record(rows, site: site, key: key) == record(rows, site: site, key: key))
-        for other in [InputMomentRecorder.sketchKey(seed: 2, step: 2, examples: [3, 4]),
-                      InputMomentRecorder.sketchKey(seed: 1, step: 3, examples: [3, 4]),
-                      InputMomentRecorder.sketchKey(seed: 1, step: 2, examples: [3, 5]),
-                      InputMomentRecorder.sketchKey(seed: 1, step: 2, examples: [4, 3])] {
+        for other in [InputMomentRecorder.sketchKey(seed: 2, step: 2, microBatch: 0, examples: [3, 4]),
+                      InputMomentRecorder.sketchKey(seed: 1, step: 3, microBatch: 0, examples: [3, 4]),
+                      InputMomentRecorder.sketchKey(seed: 1, step: 2, microBatch: 0, examples: [3, 5]),
+                      InputMomentRecorder.sketchKey(seed: 1, step: 2, microBatch: 0, examples: [4, 3]),
+                      InputMomentRecorder.sketchKey(seed: 1, step: 2, microBatch: 1, examples: [3, 4])] {
             #expect(record(rows, site: site, key: other) != record(rows, site: site, key: key))
         }
         let padded = rows + [[Float]](repeating: [Float](repeating: 0, count: d), count: 4)
@@ -75,6 +76,13 @@ struct InputSketchTests {
         out.withUnsafeMutableBufferPointer { r.write(into: $0, examples: 1) }
         // The same up to the order of float additions (BLAS sums 16 frames instead of 12).
         #expect(zip(out, record(rows, site: site, key: key)).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) })
+    }
+
+    /// A site whose G is diagonal by construction (the RNN-T's embedding lookup) is never sketched.
+    @Test func diagonalSitesStayUnsketched() {
+        let lookup = StatisticSite(name: "predictor.embedding", dimension: 5, tensors: ["e"], diagonal: true)
+        #expect(lookup.sketched(rows: 2).sketchRows == 0 && lookup.sketched(rows: 2).recordCount == 16)
+        #expect(StatisticSite(name: "x", dimension: 5, tensors: ["w"]).sketched(rows: 2).recordCount == 16)
     }
 
     /// E[(S X)ᵀ(S X)] = Xᵀ X: averaged over 1,600 keys, AᵀA is within 5% (relative Frobenius) of

@@ -11,11 +11,12 @@ extension TransducerModel {
     /// The embedding is a lookup: entry (k, j) reaches output j alone, multiplied by the indicator
     /// of label k, the same for every j of the row. Its site records that as n · I (n lookups), so
     /// the methods that weigh by the inputs rank each row by magnitude and compensate nothing,
-    /// which is what a lookup table's rows call for.
+    /// which is what a lookup table's rows call for; `activation-sketch` leaves it unsketched.
     public var statisticSites: [StatisticSite] {
         var sites = encoder.statisticSites(prefix: "transcriber.")
         sites.append(StatisticSite(name: "transcriber.output_linear", dimension: encoderProjection.inputs, tensors: [encoderProjection.weight.name]))
-        sites.append(StatisticSite(name: "predictor.embedding", dimension: transducer.predictorEmbedding, tensors: [embedding.name]))
+        sites.append(StatisticSite(name: "predictor.embedding", dimension: transducer.predictorEmbedding, tensors: [embedding.name],
+                                   diagonal: true))
         for (n, d) in predictor.enumerated() {
             sites.append(StatisticSite(name: "predictor.lstm.l\(n).input", dimension: d.inputSize, tensors: [d.weightIH.name]))
             sites.append(StatisticSite(name: "predictor.lstm.l\(n).recurrent", dimension: d.hidden, tensors: [d.weightHH.name]))
