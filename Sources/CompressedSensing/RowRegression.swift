@@ -35,15 +35,16 @@ public struct RowSparseRegression: Sendable {
 
     /// How many restarts a row gets.
     public enum Restarts: Sendable, Equatable {
-        /// ⌈256/k⌉ for a row that keeps k, between 2 and 32: each restart costs O(k²) per
-        /// candidate scored, and small rows, whose local optima lie furthest from the best
-        /// support, get the most (measured in Sources/Pruning/README.md, "Swap rounds").
+        /// ⌊1024/k²⌋ for a row that keeps k, at most 32: each restart costs O(k²) per candidate
+        /// scored, and small rows, whose local optima lie furthest from the best support, get
+        /// the most; rows that keep more than 32 get none (measured in Sources/Pruning/README.md,
+        /// "Restarts").
         case auto
         case count(Int)
 
         public func count(kept k: Int) -> Int {
             switch self {
-            case .auto: k < 1 ? 0 : min(32, max(2, (256 + k - 1) / k))
+            case .auto: k < 1 ? 0 : min(32, 1024 / (k * k))
             case let .count(n): max(0, n)
             }
         }
@@ -62,7 +63,7 @@ public struct RowSparseRegression: Sendable {
 
     /// `secondMoment`: G, full and symmetric (d × d). `damping`: λ, relative to mean(diag G).
     public init(secondMoment: [Float], dimension d: Int, damping: Double, solver: SparseRecovery.Solver, iterations: Int,
-                warmStart: WarmStart = .obs, swaps: Int = 256, restarts: Restarts = .auto) {
+                warmStart: WarmStart = .obs, swaps: Int = 16, restarts: Restarts = .auto) {
         precondition(secondMoment.count == d * d && d > 0)
         var g = secondMoment
         var trace = 0.0

@@ -125,7 +125,7 @@ extension PruningSettings: ConfigSection {
             .init("iterations", \.iterations, "csp, one-shot-reconstruction: solver iterations", check: positive),
             .init("warm_start", \.warmStart, "csp with operator activations or activation-sketch, one-shot-reconstruction: where each row's solver starts: obs (backward elimination; slow, better) or diagonal (|w|·√G_ii)"),
             .init("swaps", \.swaps, "csp with operator activations or activation-sketch, one-shot-reconstruction: rounds per row after the solver, each exchanging a kept weight for a dropped one where that lowers the layer's output error most (0: none)", check: nonNegative),
-            .init("restarts", \.restarts, "csp with operator activations or activation-sketch, one-shot-reconstruction: restarts per row after the swap rounds, each kicking the best support by two random exchanges and searching again, the lower error kept: auto (⌈256/k⌉ for a row keeping k, 2 to 32) or a count (0: none; needs swaps > 0)"),
+            .init("restarts", \.restarts, "csp with operator activations or activation-sketch, one-shot-reconstruction: restarts per row after the swap rounds, each kicking the best support by two random exchanges and searching again, the lower error kept: auto (⌊1024/k²⌋ for a row keeping k, at most 32: none once k > 32) or a count (0: none; needs swaps > 0)"),
             .init("damping", \.damping, "csp with operator activations or activation-sketch, wanda, one-shot-reconstruction: λ of G + λ·mean(diag G)·I", check: nonNegative),
             .init("rho", \.rho, "csp, admm-magnitude: strength of the proximal pull towards Z", check: nonNegative),
             .init("rho_growth", \.rhoGrowth,

@@ -214,7 +214,7 @@ public struct PruningSettings: Sendable, Equatable {
     /// csp with activations, one-shot-reconstruction: where each row's solver starts.
     public var warmStart: RowSparseRegression.WarmStart = .obs
     /// csp with activations, one-shot-reconstruction: swap rounds per row after the solver.
-    public var swaps = 256
+    public var swaps = 16
     /// csp with activations, one-shot-reconstruction: iterated-local-search restarts per row after
     /// the swap rounds (the best support kicked by two random exchanges, then swap rounds again).
     public var restarts = RowSparseRegression.Restarts.auto

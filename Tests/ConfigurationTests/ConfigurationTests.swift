@@ -151,7 +151,7 @@ struct FingerprintTests {
     @Test func aKeyAddedLaterSetsApartOnlyTheRunsItChanges() throws {
         let rows = ["csp:activations", "one-shot-reconstruction"]
         let keys = [("pruning.rho_growth", "sparsity", "none", ["admm-magnitude", "csp", "csp:activations"]), ("pruning.recover", "signal", "target", ["csp"]),
-                    ("pruning.swaps", "256", "0", rows), ("pruning.restarts", "auto", "0", rows)]
+                    ("pruning.swaps", "16", "0", rows), ("pruning.restarts", "auto", "0", rows)]
         for method in ["admm-magnitude", "csp", "csp:activations", "gradual-magnitude", "wanda", "one-shot-reconstruction"] {
             var c = try RunConfiguration.load(file: nil)
             let parts = method.split(separator: ":").map(String.init)
