@@ -12,8 +12,9 @@
 ///
 /// A *sketched* site (`pruning.operator: activation-sketch`) reports S X / examples instead of
 /// Σ x xᵀ / examples: m random combinations of the micro-batch's frames X (frames × d), with S
-/// (m × frames) of independent ±1/√m entries drawn from a key of the run's seed, the step and the
-/// micro-batch's examples, so that whichever worker computes a micro-batch sends the same sketch.
+/// (m × frames) of independent ±1/√m entries drawn from a key of the run's seed, the step, the
+/// micro-batch's number and its examples, so that whichever worker computes a micro-batch sends
+/// the same sketch.
 /// Sketches of different micro-batches and steps add up to the sketch of all their frames (S is
 /// then the concatenation of independent blocks), and E[(S X)ᵀ(S X)] = Xᵀ X. The exact diagonal
 /// of Σ x xᵀ (d values) follows the sketch, for the coordinator's shrinkage (InputStatistics):
@@ -90,7 +91,7 @@ public struct InputMomentRecorder: Sendable {
     private let sketchKey: UInt64
     private var calls: [UInt64]
 
-    /// `sketchKey`: for sketched sites, a key that names the micro-batch (``sketchKey(seed:step:examples:)``).
+    /// `sketchKey`: for sketched sites, a key that names the micro-batch (``sketchKey(seed:step:microBatch:examples:)``).
     public init(sites: [StatisticSite], sketchKey: UInt64 = 0) {
         self.sites = sites
         for (i, s) in sites.enumerated() { index[s.name] = i }
@@ -151,8 +152,8 @@ public struct InputMomentRecorder: Sendable {
         frames[i] += real
     }
 
-    /// Every site's record, in site order: the packed Σ x xᵀ / examples (or S X / examples),
-    /// then frames / examples.
+    /// Every site's record, in site order: the packed Σ x xᵀ / examples (sketched: S X / examples,
+    /// then diag Σ x xᵀ / examples), then frames / examples.
     public func write(into out: UnsafeMutableBufferPointer<Float>, examples: Int) {
         var o = 0
         for (i, site) in sites.enumerated() {
