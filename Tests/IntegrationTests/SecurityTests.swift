@@ -132,7 +132,10 @@ struct SecurityTests {
             let checkpoint = try CheckpointStore.load(store.path(forStep: step))
             #expect(checkpoint.step == step)
         }
-        for w in [first, second] { #expect(await w.wait(seconds: 30).status == 0) }
+        for (name, w) in [("first", first), ("second", second)] {
+            let (status, _, stderr) = await w.wait(seconds: 30)
+            #expect(status == 0, "worker \(name) exited with \(status): \(stderr.suffix(3000))")
+        }
     }
 
     /// Raises this process's soft descriptor limit (the flood's connections are ours too).
