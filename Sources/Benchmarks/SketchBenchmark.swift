@@ -17,39 +17,29 @@ public enum SketchBenchmark {
     public static let ratios = [1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0 / 2, 1]
 
     public static func run(utterances: Int = 8, frames: Int = 300, seed: UInt64 = 1) throws -> [Benchmarks.Result] {
-        VectorMath.setThreadCount(1)
-        let model = AcousticModel(settings: AcousticSettings())
-        let layout = model.layout
-        var pruning = PruningSettings()
-        pruning.exclude = ["conv.0.*", "output.*"]
-        pruning.method = .csp
-        pruning.measurementOperator = .activations
+        var reference = ReferenceSpeechInputs(seed: seed)
+        let model = reference.model, layout = reference.layout, parameters = reference.parameters
+        let pruning = reference.pruning(.csp, measuredBy: .activations)
         let full = pruning.statisticSites(layout: layout, available: model.statisticSites)
-        let parameters = model.initialParameters(seed: seed)
-        var gradient = [Float](repeating: 0, count: layout.totalCount)
         var fullStatistics = InputStatistics(sites: full)
         var sketched = ratios.map { r in
-            InputStatistics(sites: full.map { $0.sketched(rows: Measurements.ratio(r).rows(block: $0.dimension, kept: 0)) })
+            InputStatistics(sites: full.map { $0.sketched(rows: Measurements.ratio(r).sketchRows(dimension: $0.dimension)) })
         }
         var seconds = [Double](repeating: .infinity, count: ratios.count + 1)
         // Micro-batches of random features until every site has 8·d frames (the window's floor).
         var rng = SeededRandom(seed, 0x534B)
         var batch = 0
         while !full.indices.allSatisfy({ fullStatistics.isReady($0) }) {
-            let features = (0 ..< utterances).map { _ in (0 ..< frames * model.settings.features).map { _ in rng.nextGaussian() } }
-            let labels = (0 ..< utterances).map { _ in (0 ..< 20).map { _ in 1 + Int(rng.next() % 27) } }
+            let micro = reference.randomBatch(utterances: utterances, frames: frames, rng: &rng)
             let key = InputMomentRecorder.sketchKey(seed: seed, step: UInt64(batch), microBatch: 0, examples: [batch])
             for (j, sites) in ([full] + sketched.map(\.sites)).enumerated() {
                 var recorder = InputMomentRecorder(sites: sites, sketchKey: key)
+                var elapsed = reference.microBatch(micro, moments: &recorder)
                 let start = ContinuousClock.now
-                parameters.withUnsafeBufferPointer { p in
-                    gradient.withUnsafeMutableBufferPointer { g in
-                        _ = model.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &recorder)
-                    }
-                }
                 var record = [Float](repeating: 0, count: ExchangeLayout(parameters: ParameterLayout(), sites: sites).statisticsRange.count)
                 record.withUnsafeMutableBufferPointer { recorder.write(into: $0, examples: utterances) }
-                seconds[j] = min(seconds[j], (ContinuousClock.now - start).seconds)
+                elapsed += (ContinuousClock.now - start).seconds
+                seconds[j] = min(seconds[j], elapsed)
                 record.withUnsafeBufferPointer { j == 0 ? fullStatistics.add($0, examples: utterances) : sketched[j - 1].add($0, examples: utterances) }
             }
             batch += 1
@@ -71,11 +61,10 @@ public enum SketchBenchmark {
                 let best = truth.solve(w, rows: rows, keep: keep)
                 let energy = best.denseEnergy
                 floor += best.outputError / energy
-                var masked = [Float](repeating: 0, count: w.count)
-                for r in 0 ..< rows {
-                    let order = (0 ..< d).sorted { abs(w[r * d + $0]) > abs(w[r * d + $1]) }
-                    for i in order.prefix(keep[r]) { masked[r * d + i] = w[r * d + i] }
-                }
+                var top = [UInt8](repeating: 0, count: w.count)
+                let values = Array(w)
+                for r in 0 ..< rows { SparseRecovery.topK(values, offset: r * d, count: d, k: keep[r], into: &top) }
+                let masked = (0 ..< w.count).map { top[$0] != 0 ? w[$0] : 0 }
                 magnitude += truth.rowErrors(masked, w, rows: rows).reduce(0, +) / energy
                 let g = fullStatistics.diagonal(site)
                 var diagonal = [Float](repeating: 0, count: d * d)

@@ -14,33 +14,18 @@ import Tensors
 ///     mean output error each leaves (the default search against a longer one, and against wanda).
 public enum StatisticsBenchmark {
     public static func run(utterances: Int = 8, frames: Int = 300, seed: UInt64 = 1) throws -> [Benchmarks.Result] {
-        VectorMath.setThreadCount(1)
-        let model = AcousticModel(settings: AcousticSettings())
-        let layout = model.layout
-        var pruning = PruningSettings()
-        pruning.exclude = ["conv.0.*", "output.*"]
-        pruning.method = .wanda
+        var reference = ReferenceSpeechInputs(seed: seed)
+        let model = reference.model, layout = reference.layout, parameters = reference.parameters
+        let pruning = reference.pruning(.wanda)
         let sites = pruning.statisticSites(layout: layout, available: model.statisticSites)
         var rng = SeededRandom(seed, 0x5354)
-        let features = (0 ..< utterances).map { _ in (0 ..< frames * model.settings.features).map { _ in rng.nextGaussian() } }
-        let labels = (0 ..< utterances).map { _ in (0 ..< 20).map { _ in 1 + Int(rng.next() % 27) } }
-        let parameters = model.initialParameters(seed: seed)
-        var gradient = [Float](repeating: 0, count: layout.totalCount)
-        func microBatch(_ moments: inout InputMomentRecorder) -> Double {
-            let start = ContinuousClock.now
-            parameters.withUnsafeBufferPointer { p in
-                gradient.withUnsafeMutableBufferPointer { g in
-                    _ = model.lossAndGradient(parameters: p, features: features, labels: labels, gradient: g, moments: &moments)
-                }
-            }
-            return (ContinuousClock.now - start).seconds
-        }
+        let batch = reference.randomBatch(utterances: utterances, frames: frames, rng: &rng)
         var none = InputMomentRecorder(sites: [])
         var recorder = InputMomentRecorder(sites: sites)
-        let plain = (0 ..< 3).map { _ in microBatch(&none) }.min()!
+        let plain = (0 ..< 3).map { _ in reference.microBatch(batch, moments: &none) }.min()!
         let measured = (0 ..< 3).map { _ in
             var r = InputMomentRecorder(sites: sites)
-            let t = microBatch(&r)
+            let t = reference.microBatch(batch, moments: &r)
             recorder = r
             return t
         }.min()!

@@ -139,12 +139,12 @@ public struct InputMomentRecorder: Sendable {
                 }
             }
             s.withUnsafeBufferPointer { sp in
-                sums[i].withUnsafeMutableBufferPointer {
-                    VectorMath.gemm(m: m, n: d, k: rows, sp.baseAddress!, x.baseAddress!, beta: 1, $0.baseAddress!)
+                sums[i].withUnsafeMutableBufferPointer { sum in
+                    VectorMath.gemm(m: m, n: d, k: rows, sp.baseAddress!, x.baseAddress!, beta: 1, sum.baseAddress!)
+                    for r in 0 ..< rows {
+                        for c in 0 ..< d { sum[m * d + c] += x[r * d + c] * x[r * d + c] }
+                    }
                 }
-            }
-            for r in 0 ..< rows {
-                for c in 0 ..< d { sums[i][m * d + c] += x[r * d + c] * x[r * d + c] }
             }
         } else {
             sums[i].withUnsafeMutableBufferPointer { SymmetricMath.accumulateSecondMoment(x.baseAddress!, rows: rows, columns: d, into: $0.baseAddress!) }

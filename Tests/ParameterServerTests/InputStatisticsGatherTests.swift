@@ -11,24 +11,48 @@ struct InputStatisticsGatherTests {
     let layout = ParameterLayout([("w", [6, 5], true), ("b", [6], false)])
     let site = StatisticSite(name: "w.input", dimension: 5, tensors: ["w"])
 
-    @Test(arguments: [false, true])
-    func gatheredSecondMomentEqualsASingleProcess(fixedPoint: Bool) throws {
+    /// `method` on a cubic schedule whose first update comes after the step these tests fold.
+    static func settings(_ method: PruningSettings.Method) -> PruningSettings {
         var settings = PruningSettings()
-        settings.method = .wanda
+        settings.method = method
         settings.schedule = SparsitySchedule()
         settings.schedule.kind = .cubic
         settings.schedule.target = 0.5
         settings.schedule.startStep = 5
         settings.schedule.endStep = 10
         settings.schedule.interval = 5
-        let projection = try settings.makeProjection(layout: layout, seed: 1, sites: [site])
-        #expect(projection.statisticSites == [site])
+        return settings
+    }
+
+    /// A parameter server with plain SGD over `layout`, folding into `projection`.
+    func server(_ projection: any ProjectionStep, fixedPoint: Bool) -> ParameterServer {
         var o = OptimizerSettings()
         o.kind = .sgd
         let w = [Float](repeating: 0.1, count: layout.totalCount)
-        let server = ParameterServer(layout: layout, settings: .init(optimizer: o, totalSteps: 20, fixedPoint: fixedPoint, halfBroadcast: false),
-                                     weights: w, broadcast: w, optimizer: Optimizer(settings: o, parameterCount: layout.totalCount),
-                                     projection: projection, version: 1, timer: { 0 })
+        return ParameterServer(layout: layout, settings: .init(optimizer: o, totalSteps: 20, fixedPoint: fixedPoint, halfBroadcast: false),
+                               weights: w, broadcast: w, optimizer: Optimizer(settings: o, parameterCount: layout.totalCount),
+                               projection: projection, version: 1, timer: { 0 })
+    }
+
+    /// Micro-batch `mb` as a worker sends it (a zero gradient, then `moments`' records), folded
+    /// tensor by tensor; returns the statistics it carried.
+    func send(_ moments: InputMomentRecorder, microBatch mb: Int, examples: Int, to server: ParameterServer) -> [Float] {
+        var message = [Float](repeating: 0, count: server.exchange.totalCount)
+        message.withUnsafeMutableBufferPointer { moments.write(into: UnsafeMutableBufferPointer(rebasing: $0[server.exchange.statisticsRange]), examples: examples) }
+        for spec in server.exchange.combined.tensors {
+            #expect(message.withUnsafeBufferPointer { all in
+                server.fold(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: all[spec.range])), at: spec.offset, examples: examples)
+            })
+        }
+        server.addMicroBatch(mb, examples: examples, lossSum: 1)
+        return Array(message[server.exchange.statisticsRange])
+    }
+
+    @Test(arguments: [false, true])
+    func gatheredSecondMomentEqualsASingleProcess(fixedPoint: Bool) throws {
+        let projection = try Self.settings(.wanda).makeProjection(layout: layout, seed: 1, sites: [site])
+        #expect(projection.statisticSites == [site])
+        let server = server(projection, fixedPoint: fixedPoint)
         #expect(server.exchange.totalCount == layout.totalCount + 15 + 1)
         // Three micro-batches of different sizes, each with its own frames per example.
         var rng = SeededRandom(9)
@@ -43,14 +67,7 @@ struct InputStatisticsGatherTests {
                 reference.record("w.input", rows: $0, count: frames, frames: frames)
             }
             allFrames += frames
-            var message = [Float](repeating: 0, count: server.exchange.totalCount)
-            message.withUnsafeMutableBufferPointer { moments.write(into: UnsafeMutableBufferPointer(rebasing: $0[server.exchange.statisticsRange]), examples: examples) }
-            for spec in server.exchange.combined.tensors {
-                #expect(message.withUnsafeBufferPointer { all in
-                    server.fold(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: all[spec.range])), at: spec.offset, examples: examples)
-                })
-            }
-            server.addMicroBatch(mb, examples: examples, lossSum: 1)
+            _ = send(moments, microBatch: mb, examples: examples, to: server)
         }
         _ = try server.apply(step: 0)
         let gathered = try #require((server.projection as? MaskedProjection)?.statistics)
@@ -70,27 +87,15 @@ struct InputStatisticsGatherTests {
     /// reads G from them as (1 − α)·AᵀA off the diagonal and diag G on it, α = d/(d + m).
     @Test(arguments: [false, true])
     func gatheredSketchEqualsASingleProcess(fixedPoint: Bool) throws {
-        var settings = PruningSettings()
-        settings.method = .csp
+        var settings = Self.settings(.csp)
         settings.measurementOperator = .activationSketch
         settings.measurements = .ratio(0.6)
         settings.block = 30
-        settings.schedule = SparsitySchedule()
-        settings.schedule.kind = .cubic
-        settings.schedule.target = 0.5
-        settings.schedule.startStep = 5
-        settings.schedule.endStep = 10
-        settings.schedule.interval = 5
         let sites = settings.statisticSites(layout: layout, available: [site])
         #expect(sites == [site.sketched(rows: 3)])
         let projection = try settings.makeProjection(layout: layout, seed: 1, sites: [site])
         #expect(projection.statisticSites == sites)
-        var o = OptimizerSettings()
-        o.kind = .sgd
-        let w = [Float](repeating: 0.1, count: layout.totalCount)
-        let server = ParameterServer(layout: layout, settings: .init(optimizer: o, totalSteps: 20, fixedPoint: fixedPoint, halfBroadcast: false),
-                                     weights: w, broadcast: w, optimizer: Optimizer(settings: o, parameterCount: layout.totalCount),
-                                     projection: projection, version: 1, timer: { 0 })
+        let server = server(projection, fixedPoint: fixedPoint)
         #expect(server.exchange.totalCount == layout.totalCount + (3 + 1) * 5 + 1)
         var rng = SeededRandom(9)
         var sketch = [Double](repeating: 0, count: 20)
@@ -101,16 +106,8 @@ struct InputStatisticsGatherTests {
             var moments = InputMomentRecorder(sites: sites, sketchKey: InputMomentRecorder.sketchKey(seed: 1, step: 0, microBatch: mb, examples: [mb]))
             rows.withUnsafeBufferPointer { moments.record("w.input", rows: $0, count: frames, frames: frames) }
             allFrames += frames
-            var message = [Float](repeating: 0, count: server.exchange.totalCount)
-            message.withUnsafeMutableBufferPointer { moments.write(into: UnsafeMutableBufferPointer(rebasing: $0[server.exchange.statisticsRange]), examples: examples) }
-            let record = message[server.exchange.statisticsRange]
-            for j in 0 ..< 20 { sketch[j] += Double(record[record.startIndex + j]) * Double(examples) }
-            for spec in server.exchange.combined.tensors {
-                #expect(message.withUnsafeBufferPointer { all in
-                    server.fold(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: all[spec.range])), at: spec.offset, examples: examples)
-                })
-            }
-            server.addMicroBatch(mb, examples: examples, lossSum: 1)
+            let record = send(moments, microBatch: mb, examples: examples, to: server)
+            for j in 0 ..< 20 { sketch[j] += Double(record[j]) * Double(examples) }
         }
         _ = try server.apply(step: 0)
         let gathered = try #require((server.projection as? DualProjection)?.statistics)
