@@ -133,13 +133,15 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Helpers the test targets share (not a test target: it holds no tests).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FileIOTests", dependencies: ["FileIO"]),
         .testTarget(name: "TransportTests", dependencies: ["Transport"]),
         .testTarget(name: "TLSMaterialTests", dependencies: ["TLSMaterial", "Transport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Tensors"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Tensors", "CKernels"], exclude: ["Fixtures"]),
-        .testTarget(name: "SpeechTests", dependencies: ["Speech", "Tensors"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SpeechTests", dependencies: ["Speech", "Tensors", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Tensors"]),
         .testTarget(name: "CompressedSensingTests", dependencies: ["CompressedSensing", "Tensors"]),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "CompressedSensing", "Tensors"]),
@@ -150,7 +152,7 @@ let package = Package(
         .testTarget(name: "ExperimentsTests", dependencies: ["Experiments"]),
         .testTarget(name: "ObserveTests", dependencies: ["Observe", "Coordination", "Transport"]),
         .testTarget(name: "PlotsTests", dependencies: ["Plots"]),
-        .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "Wire", "Tensors"], resources: [.copy("Corpus")]),
+        .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "Wire", "Tensors", "TestSupport"], resources: [.copy("Corpus")]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "FileIO", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),
         .testTarget(name: "IntegrationTests", dependencies: [

@@ -1,6 +1,7 @@
 import Foundation
 import Fuzzing
 import Testing
+import TestSupport
 
 /// The network decoders under seeded fuzzing (issue 12): every target from the committed corpus,
 /// with field-aware mutations, bounded by inputs and time (under two minutes in all). Nothing may
@@ -42,7 +43,7 @@ struct FuzzTests {
     @Test(arguments: FuzzTarget.allCases)
     func seededFuzzingFindsNothingAndKeepsMemoryBounded(target: FuzzTarget) async throws {
         let corpus = try FuzzCorpus.load(target, from: Self.corpusURL).map(\.bytes)
-        let report = await Self.offTheTaskPool {
+        let report = try await offTheTaskPool {
             FuzzHarness.run(target, corpus: corpus, iterations: Self.inputs, seconds: Self.seconds, seed: 20261129)
         }
         print(report.summary)
@@ -53,15 +54,5 @@ struct FuzzTests {
         let failures = report.outcomes.counts.keys.filter { $0.contains("error") || $0.contains("refus") || $0.contains("rice:") || $0.contains("does not parse") }
         #expect(failures.count >= 3, "\(target): only \(failures) reached")
         #expect(report.peakGrowthKB < 256 << 10, "\(target): memory grew by \(report.peakGrowthKB) kB")
-    }
-
-    /// Runs `work` on a thread of its own. A fuzz target computes for up to 20 s without a
-    /// suspension point; on the cooperative pool (two threads on a 2-core machine) it would hold a
-    /// thread the whole time, and the socket tests running beside it, whose replies need a pool
-    /// thread to be read, would time out (CI at stop 24: `requestReplyRoundTrip` waited 10 s).
-    static func offTheTaskPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            Thread.detachNewThread { continuation.resume(returning: work()) }
-        }
     }
 }

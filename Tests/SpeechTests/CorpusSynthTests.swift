@@ -1,10 +1,17 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Speech
 
 /// espeak-ng, flite and sox are runtime dependencies (scripts/install-deps.sh); these tests make tiny corpora.
 @Suite(.timeLimit(.minutes(2)))
 struct CorpusSynthTests {
+    /// A corpus made on a thread of its own: synthesis waits on espeak-ng, flite and sox for
+    /// seconds, and must not hold a thread of the task pool the socket tests need.
+    func synthesized(_ options: CorpusSynth.Options) async throws -> CorpusSynth.Report {
+        try await offTheTaskPool { try CorpusSynth(options: options).synthesize() }
+    }
+
     var domain: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Configs/voice-commands.txt").standardizedFileURL.path
     }
@@ -26,13 +33,13 @@ struct CorpusSynthTests {
         #expect(rejected == ["no-such-variant"])
     }
 
-    @Test func gridRecipeKeepsSentencesAndStylesApart() throws {
+    @Test func gridRecipeKeepsSentencesAndStylesApart() async throws {
         let dir = try tempFolder()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var options = CorpusSynth.Options(out: dir, utterances: 40, seed: 7, domainFile: domain)
         options.recipe = .espeakGrid
         options.validationFraction = 0.25
-        let report = try CorpusSynth(options: options).synthesize()
+        let report = try await synthesized(options)
         #expect(report.train == 30 && report.valid == 10 && report.validChannel == 10)
         let train = try Manifest.read(dir + "/train.jsonl"), valid = try Manifest.read(dir + "/valid.jsonl")
         #expect(Set(train.map(\.text)).isDisjoint(with: Set(valid.map(\.text))))
@@ -49,16 +56,16 @@ struct CorpusSynthTests {
         #expect(try AudioFile.read(channel[0].audioPath).samples != (try AudioFile.read(valid[0].audioPath).samples))
     }
 
-    @Test func gridRecipeTestSplitIsHeldOutFromBothAndLeavesTrainingAlone() throws {
+    @Test func gridRecipeTestSplitIsHeldOutFromBothAndLeavesTrainingAlone() async throws {
         let plain = try tempFolder(), withTest = try tempFolder()
         defer { for d in [plain, withTest] { try? FileManager.default.removeItem(atPath: d) } }
         var options = CorpusSynth.Options(out: plain, utterances: 24, seed: 3, domainFile: domain)
         options.recipe = .espeakGrid
         options.validationFraction = 0.25
-        _ = try CorpusSynth(options: options).synthesize()
+        _ = try await synthesized(options)
         options.out = withTest
         options.testUtterances = 6
-        let report = try CorpusSynth(options: options).synthesize()
+        let report = try await synthesized(options)
         #expect(report.train == 18 && report.valid == 6 && report.test == 6 && report.testChannel == 6)
         // The same training utterances, sample for sample.
         let trainA = try Manifest.read(plain + "/train.jsonl"), trainB = try Manifest.read(withTest + "/train.jsonl")
@@ -75,18 +82,18 @@ struct CorpusSynthTests {
     }
 
     /// Recipe 2 with the real tools: espeak-ng, flite and sox, a handful of utterances.
-    @Test func multiEngineCorpusHoldsOutVoicesAndIsReproducible() throws {
+    @Test func multiEngineCorpusHoldsOutVoicesAndIsReproducible() async throws {
         let a = try tempFolder(), b = try tempFolder(), c = try tempFolder()
         defer { for d in [a, b, c] { try? FileManager.default.removeItem(atPath: d) } }
-        func make(_ dir: String, seed: UInt64, seen: Int = 4) throws -> CorpusSynth.Report {
+        func make(_ dir: String, seed: UInt64, seen: Int = 4) async throws -> CorpusSynth.Report {
             var options = CorpusSynth.Options(out: dir, utterances: 10, seed: seed, domainFile: domain)
             options.validationFraction = 0.3
             options.testUtterances = 4
             options.seenValidationUtterances = seen
             options.engines = EngineMix(weights: [.espeakNG: 0.5, .flite: 0.5])
-            return try CorpusSynth(options: options).synthesize()
+            return try await synthesized(options)
         }
-        let report = try make(a, seed: 11)
+        let report = try await make(a, seed: 11)
         #expect(report.recipe == 2 && report.train == 7 && report.valid == 3 && report.test == 4 && report.testChannel == 4 && report.validSeen == 4)
         let rows = try Self.styles(a)
         #expect(Set(rows.map { $0["engine"]! }) == ["espeak-ng", "flite"], "a seed whose tiny corpus has both engines")
@@ -118,7 +125,7 @@ struct CorpusSynthTests {
         #expect(!FileManager.default.fileExists(atPath: a + "/valid_seen_channel.jsonl"))
         let unseen = try tempFolder()
         defer { try? FileManager.default.removeItem(atPath: unseen) }
-        #expect(try make(unseen, seed: 11, seen: 0).validSeen == 0 && !FileManager.default.fileExists(atPath: unseen + "/valid_seen.jsonl"))
+        #expect(try await make(unseen, seed: 11, seen: 0).validSeen == 0 && !FileManager.default.fileExists(atPath: unseen + "/valid_seen.jsonl"))
         for file in ["train.jsonl", "valid.jsonl", "test.jsonl", "valid_channel.jsonl", "train/train-000003.wav", "test/test-000012.wav"] {
             let x = try String(contentsOfFile: a + "/" + file, encoding: .isoLatin1).replacingOccurrences(of: a, with: "")
             let y = try String(contentsOfFile: unseen + "/" + file, encoding: .isoLatin1).replacingOccurrences(of: unseen, with: "")
@@ -126,8 +133,8 @@ struct CorpusSynthTests {
         }
 
         // The same seed: the same manifests, styles and audio bytes; another seed: another corpus.
-        _ = try make(b, seed: 11)
-        _ = try make(c, seed: 12)
+        _ = try await make(b, seed: 11)
+        _ = try await make(c, seed: 12)
         func bytes(_ dir: String, _ file: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: dir + "/" + file)) }
         for file in ["train.jsonl", "valid.jsonl", "test.jsonl", "styles.json", "train/train-000003.wav", "train/train-000009.wav", "test/test-000012.wav"] {
             #expect(try bytes(a, file) == bytes(b, file), "\(file) differs between two runs with one seed")
