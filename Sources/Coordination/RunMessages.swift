@@ -74,6 +74,9 @@ public enum Inbound: Sendable, Equatable {
     case chunk(ChunkHeader)
     case evalResult(batch: Int, set: String, weightsVersion: UInt64, counts: EvaluationCounts)
     case leave(reason: String)
+    /// The weights of this version arrived at the worker (answered with an accepted ack; the
+    /// shell counts a model-carrying reply until then, see Proto's WeightsReceipt).
+    case receipt(weightsVersion: UInt64)
 }
 
 /// Why a request was refused; each maps to one code on the wire (Proto/README.md).

@@ -68,6 +68,9 @@ extension RunStateMachine {
             var out = drop(session, reason: .left, detail: reason, now: now)
             out.append(.reply(id, .finished(reason: "goodbye")))
             return out + serveHeld(now: now)
+        case .receipt:
+            // Only the shell's copy count cares (it counts by connection): nothing changes here.
+            return [.reply(id, .ack(.accepted))]
         case .hello, .proof:
             preconditionFailure("handled above")
         }

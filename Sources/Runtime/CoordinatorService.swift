@@ -7,7 +7,6 @@ import Observe
 import Synchronization
 import Tensors
 import Transport
-import Synchronization
 import Wire
 
 /// The coordinator's I/O: a REP socket served through many contexts, pipe notifications and the
@@ -26,8 +25,6 @@ public final class CoordinatorService: Sendable {
     let lingerSeconds: Double
     let logger: Logger
     let folder: RunFolder
-    /// Replies with weights being copied and sent at once (see `serve`).
-    let weightsGate = AsyncGate(capacity: 2)
     /// Contexts that wait to receive, or hold a large request (a gradient chunk) they received,
     /// at once (see `serve`).
     let receiveGate = AsyncGate(capacity: CoordinatorService.receivingContexts)
@@ -169,6 +166,8 @@ public final class CoordinatorService: Sendable {
             // Stop serving first, close after: every exchange in flight finishes or is cancelled
             // before the socket (and with it its contexts) goes away. Closing under a context
             // that is still sending made nng panic (pthread_mutex_lock on a freed context).
+            // Nobody waits for a turn to copy weights any more: each send finishes or fails.
+            shell.weightsCopies.admitAll()
             group.cancelAll()
             return summary
         }
@@ -197,31 +196,38 @@ public final class CoordinatorService: Sendable {
     static let smallRequestBytes = 64 << 10
 
     private func serve(_ context: Context) async {
+        let copies = shell.weightsCopies
         while !Task.isCancelled {
-            guard let (frame, request, peer) = await receiveAndAnswer(context) else { return }
-            // Replies that carry a model are copied into their message only a few at a time:
-            // memory holds the version's frame and at most `weightsInFlight` copies of it,
-            // however many workers ask at once.
-            let carriesWeights = frame.weights != nil
-            if carriesWeights { await weightsGate.enter() }
+            guard let (frame, request, peer, pipe) = await receiveAndAnswer(context) else { return }
+            // A reply that carries a model is copied into its message only when few other copies
+            // exist, and its copy counts until the worker shows it arrived (``WeightsCopies``):
+            // memory holds the version's frame and at most `weightsCopiesAtOnce` copies of it,
+            // however many workers ask at once. Small ones (a sparse delta) go at once.
+            var ticket: WeightsCopies.Ticket?
+            if let weights = frame.weights, weights.bytes.count >= Self.smallWeightsBytes {
+                ticket = await copies.enter(pipe: pipe, version: weights.version)
+            }
             do {
                 try await context.send(Message(count: frame.count) { frame.write(into: $0) })
             } catch let error as NNGError where error.isClosed {
-                if carriesWeights { await weightsGate.leave() }
+                if let ticket { copies.release(ticket) }
                 return
             } catch {
+                if let ticket { copies.release(ticket) }
                 logger.warning("could not send a reply: \(error)", metadata: ["peer": "\(peer)"])
             }
-            if carriesWeights { await weightsGate.leave() }
             shell.observer?.replySent(bytes: frame.count)
             if let request { await shell.replySent(request) }
         }
     }
 
+    /// Replies whose weights take fewer bytes than this are copied without waiting their turn.
+    static let smallWeightsBytes = 256 << 10
+
     /// Receives one request through the receive gate and answers it; the request's message is
     /// released when this returns, before the reply is sent. Nil once the socket closes or the
     /// task is cancelled.
-    private func receiveAndAnswer(_ context: Context) async -> (ReplyFrame, RequestID?, String)? {
+    private func receiveAndAnswer(_ context: Context) async -> (ReplyFrame, RequestID?, String, UInt32)? {
         while true {
             await receiveGate.enter()
             if Task.isCancelled {
@@ -241,13 +247,13 @@ public final class CoordinatorService: Sendable {
             if message.count > maxRequestBytes {
                 logger.warning("refused a request of \(message.count) bytes: the limit is \(maxRequestBytes)", metadata: ["peer": "\(peer)"])
                 if large { await receiveGate.leave() }
-                return (await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of this run's \(shell.chunkValues) values, see coordinator.chunk_values, plus 64 KiB, capped by transport.max_message_bytes)"), nil, peer)
+                return (await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of this run's \(shell.chunkValues) values, see coordinator.chunk_values, plus 64 KiB, capped by transport.max_message_bytes)"), nil, peer, message.pipe.rawValue)
             }
             let gate = receiveGate
             let (frame, request) = await shell.answer(message, peer: peer, read: {
                 if large { Task { await gate.leave() } }
             })
-            return (frame, request, peer)
+            return (frame, request, peer, message.pipe.rawValue)
         }
     }
 }
@@ -269,30 +275,5 @@ struct RefusalLog {
         guard total > reported, now - last >= every else { return nil }
         defer { reported = total; last = now }
         return total - reported
-    }
-}
-
-/// At most `capacity` holders at once; the others wait in order.
-actor AsyncGate {
-    let capacity: Int
-    private var holders = 0
-    private var waiting: [CheckedContinuation<Void, Never>] = []
-
-    init(capacity: Int) { self.capacity = capacity }
-
-    func enter() async {
-        if holders < capacity {
-            holders += 1
-            return
-        }
-        await withCheckedContinuation { waiting.append($0) }
-    }
-
-    func leave() {
-        if waiting.isEmpty {
-            holders -= 1
-        } else {
-            waiting.removeFirst().resume()
-        }
     }
 }

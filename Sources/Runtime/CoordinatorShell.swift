@@ -55,12 +55,20 @@ actor CoordinatorShell {
     /// What the HTTP endpoint shows (nil: `observe.http` is off). Fed the machine's directives
     /// and the step numbers; it decides nothing.
     let observer: RunObserver?
+    /// Replies that carry a model: copied into messages a few at a time, each counted until its
+    /// connection shows the weights arrived (issue 11's memory bound; see ``WeightsCopies``).
+    nonisolated let weightsCopies: WeightsCopyGate
     /// The run's data order again, for the seconds of audio in each step (speech: record sizes
     /// are 2 bytes per 16 kHz sample plus a transcript of a few dozen bytes); only with an observer.
     private var audioOrder: DataOrder?
     private var finishedWaiters: [CheckedContinuation<RunSummary, Never>] = []
 
     nonisolated static func now() -> Double { Monotonic.now }
+
+    /// Model-sized copies at once: with one worker a version's frame and one copy exist, with
+    /// any number of workers the frame and two (the bound allows two models more than one
+    /// worker's).
+    static let weightsCopiesAtOnce = 2
 
     init(config: RunConfiguration, runID: String, token: [UInt8], folder: RunFolder, logger: Logger, start: RunStart,
          progress: @escaping @Sendable (ProgressEvent) -> Void) throws {
@@ -83,6 +91,8 @@ actor CoordinatorShell {
         supportSparsity = parts.resumedFrom == nil ? 0 : nil
         runStart = start
         connections = ConnectionWatch(silentSeconds: config.security.silentConnectionSeconds)
+        weightsCopies = WeightsCopyGate(capacity: Self.weightsCopiesAtOnce, holdSeconds: config.transport.requestTimeoutSeconds,
+                                        clock: { Monotonic.now })
         observer = config.observe.http.isEmpty ? nil : RunObserver(Self.observedRun(config, parts: parts), now: now)
         if observer != nil, let costs = parts.model.exampleCosts {
             audioOrder = DataOrder(seed: config.seed, examples: parts.model.trainingExamples, globalBatch: config.coordinator.globalBatch,
@@ -160,6 +170,16 @@ actor CoordinatorShell {
                     continuation.resume(returning: self.frame(.refusal(.malformed, "\(error)")))
                     return
                 }
+                // What the request shows of the weights its connection holds: a copy that
+                // arrived no longer counts.
+                switch decoded.inbound {
+                case let .receipt(version), let .work(version), let .evalResult(_, _, version, _):
+                    weightsCopies.arrived(pipe: pipe, version: version)
+                case let .chunk(header):
+                    weightsCopies.arrived(pipe: pipe, version: header.weightsVersion)
+                case .hello, .proof, .leave:
+                    break
+                }
                 var entropy = Data()
                 switch decoded.inbound {
                 case .hello, .proof: entropy = randomBytes(JoinHandshake.nonceBytes + JoinHandshake.sessionBytes)
@@ -196,6 +216,7 @@ actor CoordinatorShell {
     func tick() -> [UInt32] {
         let now = Self.now()
         perform(machine.handle(.tick(now: now)))
+        weightsCopies.expire()
         guard now - lastSilenceCheck >= 1 else { return [] }
         lastSilenceCheck = now
         let memberPipes = Set(machine.membership.members.values.map(\.pipe))
@@ -206,6 +227,7 @@ actor CoordinatorShell {
 
     func pipeClosed(_ pipe: UInt32) {
         connections.closed(pipe)
+        weightsCopies.closed(pipe: pipe)
         perform(machine.handle(.pipeClosed(pipe, now: Self.now())))
     }
 

@@ -111,8 +111,9 @@ public enum RequestDecoding {
                                   counts: EvaluationCounts(wordEdits: n(m.wordEdits), words: n(m.words), characterEdits: n(m.charEdits),
                                                            characters: n(m.chars), utterances: Int(m.utterances)))
         case let .leave(m)?: inbound = .leave(reason: m.reason)
+        case let .receipt(m)?: inbound = .receipt(weightsVersion: m.weightsVersion)
         case .chunk?: throw ProtocolViolation("a gradient chunk with other bodies in the same request")
-        case nil: throw ProtocolViolation("the request has no body (expected hello, proof, work, chunk, eval_result or leave)")
+        case nil: throw ProtocolViolation("the request has no body (expected hello, proof, work, chunk, eval_result, leave or receipt)")
         }
         return DecodedRequest(protocolVersion: h.protocolVersion, runID: h.runID, session: SessionID(h.session), step: h.step,
                               sequence: h.sequence, inbound: inbound, values: nil)

@@ -220,6 +220,14 @@ public nonisolated struct Csptrain_V1_Request: Sendable {
     set {body = .evalResult(newValue)}
   }
 
+  public var receipt: Csptrain_V1_WeightsReceipt {
+    get {
+      if case .receipt(let v)? = body {return v}
+      return Csptrain_V1_WeightsReceipt()
+    }
+    set {body = .receipt(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -229,6 +237,7 @@ public nonisolated struct Csptrain_V1_Request: Sendable {
     case chunk(Csptrain_V1_GradientChunk)
     case leave(Csptrain_V1_Leave)
     case evalResult(Csptrain_V1_EvalResult)
+    case receipt(Csptrain_V1_WeightsReceipt)
 
   }
 
@@ -496,6 +505,25 @@ public nonisolated struct Csptrain_V1_Task: Sendable {
   public init() {}
 
   fileprivate var _weights: Csptrain_V1_Weights? = nil
+}
+
+/// Sent by a worker as soon as a Task's weights have arrived and decoded, beside its work (it does
+/// not wait for the answer before computing). The coordinator copies a model-carrying reply into a
+/// message for only a few workers at once and counts each copy until its receipt arrives (or a
+/// later request of the same connection shows the version, or the connection closes, or the
+/// run's transport.request_timeout_seconds pass): that bounds its memory whatever the number of workers.
+/// Answered by ChunkAck (STATUS_ACCEPTED).
+public nonisolated struct Csptrain_V1_WeightsReceipt: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The version of the weights that arrived (Task.weights_version).
+  public var weightsVersion: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// Error counts of one evaluation batch (edit distances against the references).
@@ -873,7 +901,7 @@ nonisolated extension Csptrain_V1_Header: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Csptrain_V1_Request: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Request"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{2}\u{9}hello\0\u{1}proof\0\u{1}work\0\u{1}chunk\0\u{1}leave\0\u{3}eval_result\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}header\0\u{2}\u{9}hello\0\u{1}proof\0\u{1}work\0\u{1}chunk\0\u{1}leave\0\u{3}eval_result\0\u{1}receipt\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -960,6 +988,19 @@ nonisolated extension Csptrain_V1_Request: SwiftProtobuf.Message, SwiftProtobuf.
           self.body = .evalResult(v)
         }
       }()
+      case 16: try {
+        var v: Csptrain_V1_WeightsReceipt?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .receipt(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .receipt(v)
+        }
+      }()
       default: break
       }
     }
@@ -997,6 +1038,10 @@ nonisolated extension Csptrain_V1_Request: SwiftProtobuf.Message, SwiftProtobuf.
     case .evalResult?: try {
       guard case .evalResult(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 15)
+    }()
+    case .receipt?: try {
+      guard case .receipt(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 16)
     }()
     case nil: break
     }
@@ -1482,6 +1527,36 @@ nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.epoch != rhs.epoch {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.evalSet != rhs.evalSet {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Csptrain_V1_WeightsReceipt: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WeightsReceipt"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}weights_version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.weightsVersion) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.weightsVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.weightsVersion, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Csptrain_V1_WeightsReceipt, rhs: Csptrain_V1_WeightsReceipt) -> Bool {
+    if lhs.weightsVersion != rhs.weightsVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

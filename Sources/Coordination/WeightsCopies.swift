@@ -1,0 +1,116 @@
+/// How many replies that carry a model may be copied into messages at once, and when each copy
+/// counts as gone (issue 11's memory bound).
+///
+/// nng keeps a reply's message until the connection has written it, and a REP context's send
+/// completes as soon as the message is queued on its connection, not when it has left. With one
+/// model-sized copy per worker waiting to be written, the coordinator's memory grew with the
+/// number of workers (8 workers, 10 M parameters: +378 MiB over 1 worker's). So a copy counts
+/// from the moment it is made until its connection shows that the weights arrived: a
+/// WeightsReceipt, or any later request naming that version or a newer one (a chunk, a work
+/// request, an evaluation result). It also ends when the connection closes, when its send
+/// fails, or after `holdSeconds` (a worker that sends no receipts, or a receipt lost with its
+/// connection), so a silent worker cannot hold the others' weights back for long.
+///
+/// Pure: no clock, no continuations. Each call returns the tickets it admits; the caller resumes
+/// whoever waits on them.
+public struct WeightsCopies: Sendable {
+    public typealias Ticket = Int
+
+    struct Copy: Equatable {
+        let pipe: UInt32
+        let version: UInt64
+        let until: Double
+    }
+
+    struct Waiting: Equatable {
+        let ticket: Ticket
+        let pipe: UInt32
+        let version: UInt64
+    }
+
+    /// Copies that may exist at once.
+    public let capacity: Int
+    /// The longest a copy counts without a sign that it arrived.
+    public let holdSeconds: Double
+    private(set) var held: [Ticket: Copy] = [:]
+    /// First come, first admitted.
+    private(set) var waiting: [Waiting] = []
+    private var nextTicket: Ticket = 0
+    /// Copies that ended by `holdSeconds` rather than by a sign of their arrival.
+    public private(set) var expired = 0
+
+    public init(capacity: Int, holdSeconds: Double) {
+        precondition(capacity >= 1 && holdSeconds > 0)
+        self.capacity = capacity
+        self.holdSeconds = holdSeconds
+    }
+
+    /// Copies counted now.
+    public var count: Int { held.count }
+    /// Replies waiting for their turn to be copied.
+    public var queued: Int { waiting.count }
+
+    /// A reply carrying weights of `version` for connection `pipe` wants to be copied. Returns
+    /// its ticket, and whether it may be copied now; otherwise it waits to be admitted.
+    public mutating func request(pipe: UInt32, version: UInt64, now: Double) -> (ticket: Ticket, admitted: Bool) {
+        let ticket = nextTicket
+        nextTicket += 1
+        if held.count < capacity && waiting.isEmpty {
+            held[ticket] = Copy(pipe: pipe, version: version, until: now + holdSeconds)
+            return (ticket, true)
+        }
+        waiting.append(Waiting(ticket: ticket, pipe: pipe, version: version))
+        return (ticket, false)
+    }
+
+    /// Connection `pipe` showed it holds weights of `version` (a receipt, or a request that
+    /// names the version): its copies of that version or an older one are gone.
+    public mutating func arrived(pipe: UInt32, version: UInt64, now: Double) -> [Ticket] {
+        // Called for every request (each gradient chunk): nothing to do is the common case.
+        guard held.values.contains(where: { $0.pipe == pipe && $0.version <= version }) else { return [] }
+        held = held.filter { !($0.value.pipe == pipe && $0.value.version <= version) }
+        return admit(now: now)
+    }
+
+    /// Connection `pipe` closed: its copies are freed with it, and its replies still waiting go
+    /// at once without counting (nng drops a reply to a closed connection; none is copied for
+    /// long). Returns the tickets that may go.
+    public mutating func closed(pipe: UInt32, now: Double) -> [Ticket] {
+        held = held.filter { $0.value.pipe != pipe }
+        let orphans = waiting.filter { $0.pipe == pipe }.map(\.ticket)
+        waiting.removeAll { $0.pipe == pipe }
+        return orphans + admit(now: now)
+    }
+
+    /// The copy of `ticket` was never made or its send failed.
+    public mutating func release(_ ticket: Ticket, now: Double) -> [Ticket] {
+        held[ticket] = nil
+        return admit(now: now)
+    }
+
+    /// Ends copies held past `holdSeconds`.
+    public mutating func expire(now: Double) -> [Ticket] {
+        let before = held.count
+        held = held.filter { $0.value.until > now }
+        expired += before - held.count
+        return admit(now: now)
+    }
+
+    /// Admits everyone waiting, past the capacity: the service is shutting down and every
+    /// reply's send is about to fail or finish.
+    public mutating func admitAll(now: Double) -> [Ticket] {
+        defer { waiting.removeAll() }
+        for w in waiting { held[w.ticket] = Copy(pipe: w.pipe, version: w.version, until: now + holdSeconds) }
+        return waiting.map(\.ticket)
+    }
+
+    private mutating func admit(now: Double) -> [Ticket] {
+        var admitted: [Ticket] = []
+        while held.count < capacity, !waiting.isEmpty {
+            let w = waiting.removeFirst()
+            held[w.ticket] = Copy(pipe: w.pipe, version: w.version, until: now + holdSeconds)
+            admitted.append(w.ticket)
+        }
+        return admitted
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import Testing
+@testable import Coordination
+
+/// The count of model-carrying reply copies (issue 11's memory bound): one behaviour per test,
+/// then seeded random event sequences against the invariants.
+struct WeightsCopiesTests {
+    @Test func twoCopiesGoAtOnceAndTheThirdWaitsForAReceipt() {
+        var c = WeightsCopies(capacity: 2, holdSeconds: 30)
+        let a = c.request(pipe: 1, version: 5, now: 0), b = c.request(pipe: 2, version: 5, now: 0)
+        let third = c.request(pipe: 3, version: 5, now: 0)
+        #expect(a.admitted && b.admitted && !third.admitted)
+        #expect(c.count == 2 && c.queued == 1)
+        // Another connection's receipt, or an older version on the right one, frees nothing.
+        #expect(c.arrived(pipe: 3, version: 5, now: 1).isEmpty)
+        #expect(c.arrived(pipe: 1, version: 4, now: 1).isEmpty)
+        #expect(c.arrived(pipe: 1, version: 5, now: 1) == [third.ticket])
+        #expect(c.count == 2 && c.queued == 0)
+    }
+
+    @Test func aLaterVersionShownCountsAsArrivalOfAnOlderCopy() {
+        var c = WeightsCopies(capacity: 1, holdSeconds: 30)
+        _ = c.request(pipe: 1, version: 5, now: 0)
+        let next = c.request(pipe: 2, version: 5, now: 0)
+        // A chunk computed at version 6 shows the worker holds 5's successor.
+        #expect(c.arrived(pipe: 1, version: 6, now: 1) == [next.ticket])
+    }
+
+    @Test func waitersAreAdmittedFirstComeFirstServed() {
+        var c = WeightsCopies(capacity: 1, holdSeconds: 30)
+        _ = c.request(pipe: 1, version: 1, now: 0)
+        let w = (2 ... 5).map { c.request(pipe: UInt32($0), version: 1, now: 0).ticket }
+        var order: [WeightsCopies.Ticket] = []
+        for pipe in 1 ... 4 { order += c.arrived(pipe: UInt32(pipe), version: 1, now: 1) }
+        #expect(order == w)
+        // A newcomer does not overtake a waiter even when a place is free for a moment.
+        var d = WeightsCopies(capacity: 1, holdSeconds: 30)
+        let first = d.request(pipe: 1, version: 1, now: 0)
+        let waiter = d.request(pipe: 2, version: 1, now: 0)
+        #expect(d.release(first.ticket, now: 0) == [waiter.ticket])
+        #expect(!d.request(pipe: 3, version: 1, now: 0).admitted)
+    }
+
+    @Test func aClosedConnectionFreesItsCopiesAndLetsItsWaitersGoUncounted() {
+        var c = WeightsCopies(capacity: 1, holdSeconds: 30)
+        _ = c.request(pipe: 1, version: 1, now: 0)
+        let mine = c.request(pipe: 1, version: 2, now: 0), other = c.request(pipe: 2, version: 2, now: 0)
+        let admitted = c.closed(pipe: 1, now: 1)
+        #expect(admitted == [mine.ticket, other.ticket])
+        // Only the other connection's copy counts: nng drops a reply to a closed connection.
+        #expect(c.count == 1 && c.queued == 0)
+        #expect(c.arrived(pipe: 2, version: 2, now: 2).isEmpty && c.count == 0)
+    }
+
+    @Test func aCopyWithoutAnySignOfArrivalEndsAfterTheHoldTime() {
+        var c = WeightsCopies(capacity: 1, holdSeconds: 10)
+        _ = c.request(pipe: 1, version: 1, now: 0)
+        let waiter = c.request(pipe: 2, version: 1, now: 3)
+        #expect(c.expire(now: 9.9).isEmpty)
+        #expect(c.expire(now: 10) == [waiter.ticket])
+        #expect(c.expired == 1)
+        // The admitted copy's own hold starts when it is admitted.
+        #expect(c.expire(now: 19.9).isEmpty && c.expire(now: 20).isEmpty && c.count == 0)
+    }
+
+    @Test func shuttingDownAdmitsEveryone() {
+        var c = WeightsCopies(capacity: 1, holdSeconds: 10)
+        _ = c.request(pipe: 1, version: 1, now: 0)
+        let waiters = (2 ... 4).map { c.request(pipe: UInt32($0), version: 1, now: 0).ticket }
+        #expect(c.admitAll(now: 1) == waiters)
+        #expect(c.queued == 0)
+    }
+
+    @Test func theMachineAcknowledgesAMembersReceiptAndChangesNothingElse() throws {
+        let shell = SimulatedShell(TestRun.settings(totalSteps: 3))
+        let a = try shell.joined("a", pipe: 1)
+        let task = try #require(shell.task(shell.askForWork(a)))
+        let before = shell.machine.round.assignee(of: task.index)
+        #expect(shell.response(shell.send(.receipt(weightsVersion: task.weightsVersion), from: shell.origin(a))) == .ack(.accepted))
+        #expect(shell.machine.round.assignee(of: task.index) == before && shell.folds == 0)
+        // A stranger's receipt is refused like any request of an unknown session.
+        let stranger = shell.origin(pipe: 7, session: SessionID(Data(repeating: 3, count: 16)))
+        #expect(shell.refusal(shell.send(.receipt(weightsVersion: 1), from: stranger)) == .unknownSession)
+    }
+
+    /// Thousands of seeded random sequences of requests, receipts, chunks, closed connections,
+    /// failed sends and ticks. After every event: never more copies than the capacity, nobody
+    /// waits while a place is free, no ticket is admitted twice or both held and waiting. At the
+    /// end, once time passes the hold, every reply has gone.
+    @Test func seededRandomSequencesKeepTheInvariants() {
+        for seed in 0 ..< 2000 {
+            var rng = SplitMix64(seed: UInt64(seed))
+            let capacity = 1 + Int(rng.next() % 3)
+            var c = WeightsCopies(capacity: capacity, holdSeconds: 5)
+            var now = 0.0
+            var requested: Set<WeightsCopies.Ticket> = [], admitted: Set<WeightsCopies.Ticket> = []
+            var ok = true
+            func admit(_ tickets: [WeightsCopies.Ticket]) {
+                for t in tickets {
+                    if admitted.contains(t) || !requested.contains(t) { ok = false }
+                    admitted.insert(t)
+                }
+            }
+            for _ in 0 ..< 60 {
+                let pipe = UInt32(1 + rng.next() % 4), version = UInt64(1 + rng.next() % 4)
+                switch rng.next() % 6 {
+                case 0, 1:
+                    let (t, now_) = c.request(pipe: pipe, version: version, now: now)
+                    requested.insert(t)
+                    if now_ { admit([t]) }
+                case 2: admit(c.arrived(pipe: pipe, version: version, now: now))
+                case 3: admit(c.closed(pipe: pipe, now: now))
+                case 4:
+                    if let t = admitted.randomElement(using: &rng) { admit(c.release(t, now: now)) }
+                default:
+                    now += Double(rng.next() % 3)
+                    admit(c.expire(now: now))
+                }
+                let heldTickets = Set(c.held.keys), waitingTickets = Set(c.waiting.map(\.ticket))
+                ok = ok && c.count <= capacity && (c.queued == 0 || c.count == capacity)
+                    && heldTickets.isDisjoint(with: waitingTickets) && heldTickets.isSubset(of: admitted)
+                    && waitingTickets.isDisjoint(with: admitted) && requested == admitted.union(waitingTickets)
+                if !ok { break }
+            }
+            // Time passes the hold as often as there are waiters: everyone goes.
+            for _ in 0 ... requested.count where ok {
+                now += 6
+                admit(c.expire(now: now))
+            }
+            #expect(ok && admitted == requested && c.queued == 0, "seed \(seed)")
+            if !ok { return }
+        }
+    }
+}
