@@ -45,6 +45,7 @@ public enum FuzzCorpus {
             r.evalResult = .with { $0.microBatch = 0; $0.evalSet = "dev"; $0.weightsVersion = 1; $0.words = 10; $0.wordEdits = 2; $0.utterances = 2 }
         }))
         seeds.append(("leave", header { $0.leave = .with { $0.reason = "done" } }))
+        seeds.append(("receipt", header { $0.receipt = .with { $0.weightsVersion = 1 } }))
         // Gradient chunks as workers write them: float32 and bfloat16, first and last chunk.
         let grid = FuzzContext.grid
         for (name, tensor, chunk, bf16) in [("chunk_f32", 0, 0, false), ("chunk_f32_last", 0, 2, false), ("chunk_bf16", 1, 0, true)] {
