@@ -38,6 +38,8 @@ public struct WeightsCopies: Sendable {
     private var nextTicket: Ticket = 0
     /// Copies that ended by `holdSeconds` rather than by a sign of their arrival.
     public private(set) var expired = 0
+    /// Replies that went uncounted because too many waited (see `request`).
+    public private(set) var uncounted = 0
 
     public init(capacity: Int, holdSeconds: Double) {
         precondition(capacity >= 1 && holdSeconds > 0)
@@ -52,11 +54,20 @@ public struct WeightsCopies: Sendable {
 
     /// A reply carrying weights of `version` for connection `pipe` wants to be copied. Returns
     /// its ticket, and whether it may be copied now; otherwise it waits to be admitted.
-    public mutating func request(pipe: UInt32, version: UInt64, now: Double) -> (ticket: Ticket, admitted: Bool) {
+    ///
+    /// `maxWaiting`: with that many replies waiting already, this one goes at once, uncounted.
+    /// Each waiting reply holds one of the coordinator's contexts; were all of them waiting, none
+    /// would be left to receive the receipts that let them go (more workers joining at once than
+    /// the coordinator has contexts). Memory then grows past the bound rather than the run stall.
+    public mutating func request(pipe: UInt32, version: UInt64, now: Double, maxWaiting: Int = .max) -> (ticket: Ticket, admitted: Bool) {
         let ticket = nextTicket
         nextTicket += 1
         if held.count < capacity && waiting.isEmpty {
             held[ticket] = Copy(pipe: pipe, version: version, until: now + holdSeconds)
+            return (ticket, true)
+        }
+        if waiting.count >= maxWaiting {
+            uncounted += 1
             return (ticket, true)
         }
         waiting.append(Waiting(ticket: ticket, pipe: pipe, version: version))

@@ -179,6 +179,10 @@ public final class CoordinatorService: Sendable {
         }
         await shell.flushCheckpoints()
         stopObserving()
+        let copies = shell.weightsCopies.counts
+        if copies.expired > 0 || copies.uncounted > 0 {
+            logger.notice("model copies outside the memory bound: \(copies.expired) counted until transport.request_timeout_seconds passed without a sign they arrived (workers that send no WeightsReceipt, or slow links), \(copies.uncounted) sent uncounted while \(settings.coordinatorContexts / 2) replies waited their turn (more workers asking at once than half of transport.coordinator_contexts)")
+        }
         return summary
     }
 
@@ -205,7 +209,8 @@ public final class CoordinatorService: Sendable {
             // however many workers ask at once. Small ones (a sparse delta) go at once.
             var ticket: WeightsCopies.Ticket?
             if let weights = frame.weights, weights.bytes.count >= Self.smallWeightsBytes {
-                ticket = await copies.enter(pipe: pipe, version: weights.version)
+                // Half the contexts at most wait their turn: the others receive the receipts.
+                ticket = await copies.enter(pipe: pipe, version: weights.version, maxWaiting: settings.coordinatorContexts / 2)
             }
             do {
                 try await context.send(Message(count: frame.count) { frame.write(into: $0) })

@@ -331,9 +331,13 @@ actor CoordinatorShell {
                 })
             }
             // The weights of the next version, framed once for every reply that carries them.
-            frames = (nil, server.delta.map { delta in
+            // A delta with no values-only tensor (a dense model, or every support changed) needs
+            // nothing of the previous version: it is the whole model too, byte for byte, and
+            // serves workers further behind without a second model-sized frame.
+            let delta = server.delta.map { delta in
                 server.broadcast.withUnsafeBufferPointer { WeightsFrame(delta, layout: server.layout, source: $0) }
-            })
+            }
+            frames = (server.delta?.isSelfContained == true ? delta : nil, delta)
             let recorded = parts.ledger.record(step: step + 1, parts: machine.examplesByEpoch(forStep: step))
             recorder.recordLedger(recorded.entries, completed: recorded.completedEpochs)
         } catch {

@@ -21,8 +21,9 @@ final class WeightsCopyGate: Sendable {
     }
 
     /// Waits until a reply of `version` for connection `pipe` may be copied; returns its ticket.
-    func enter(pipe: UInt32, version: UInt64) async -> WeightsCopies.Ticket {
-        let (ticket, admitted) = state.withLock { $0.copies.request(pipe: pipe, version: version, now: clock()) }
+    /// `maxWaiting`: see ``WeightsCopies/request(pipe:version:now:maxWaiting:)``.
+    func enter(pipe: UInt32, version: UInt64, maxWaiting: Int) async -> WeightsCopies.Ticket {
+        let (ticket, admitted) = state.withLock { $0.copies.request(pipe: pipe, version: version, now: clock(), maxWaiting: maxWaiting) }
         if admitted { return ticket }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let now = state.withLock { s -> Bool in
@@ -44,9 +45,10 @@ final class WeightsCopyGate: Sendable {
     /// Shutting down: nobody waits any more.
     func admitAll() { let now = clock(); resume { $0.admitAll(now: now) } }
 
-    /// Copies counted now, replies waiting, and copies ended by time rather than by a receipt.
-    var counts: (held: Int, queued: Int, expired: Int) {
-        state.withLock { ($0.copies.count, $0.copies.queued, $0.copies.expired) }
+    /// Copies counted now, replies waiting, copies ended by time rather than by a receipt, and
+    /// replies sent uncounted past the longest queue.
+    var counts: (held: Int, queued: Int, expired: Int, uncounted: Int) {
+        state.withLock { ($0.copies.count, $0.copies.queued, $0.copies.expired, $0.copies.uncounted) }
     }
 
     private func resume(_ change: (inout WeightsCopies) -> [WeightsCopies.Ticket]) {

@@ -96,4 +96,8 @@ public struct EncodedWeights: Sendable {
         self.version = version
         self.tensors = tensors
     }
+
+    /// True when no tensor is sent as values only: the weights decode without the previous
+    /// version, and are the same bytes as the whole model's encoding.
+    public var isSelfContained: Bool { !tensors.contains { $0.kind == .valuesOnly } }
 }

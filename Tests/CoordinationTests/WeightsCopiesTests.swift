@@ -63,6 +63,17 @@ struct WeightsCopiesTests {
         #expect(c.expire(now: 19.9).isEmpty && c.expire(now: 20).isEmpty && c.count == 0)
     }
 
+    @Test func pastTheLongestQueueARepliesGoesUncounted() {
+        var c = WeightsCopies(capacity: 1, holdSeconds: 10)
+        _ = c.request(pipe: 1, version: 1, now: 0, maxWaiting: 2)
+        #expect(!c.request(pipe: 2, version: 1, now: 0, maxWaiting: 2).admitted)
+        #expect(!c.request(pipe: 3, version: 1, now: 0, maxWaiting: 2).admitted)
+        let past = c.request(pipe: 4, version: 1, now: 0, maxWaiting: 2)
+        #expect(past.admitted && c.count == 1 && c.queued == 2 && c.uncounted == 1)
+        // Its arrival or a release of its ticket changes nothing.
+        #expect(c.arrived(pipe: 4, version: 1, now: 1).isEmpty && c.release(past.ticket, now: 1).isEmpty && c.count == 1)
+    }
+
     @Test func shuttingDownAdmitsEveryone() {
         var c = WeightsCopies(capacity: 1, holdSeconds: 10)
         _ = c.request(pipe: 1, version: 1, now: 0)
@@ -105,7 +116,7 @@ struct WeightsCopiesTests {
                 let pipe = UInt32(1 + rng.next() % 4), version = UInt64(1 + rng.next() % 4)
                 switch rng.next() % 6 {
                 case 0, 1:
-                    let (t, now_) = c.request(pipe: pipe, version: version, now: now)
+                    let (t, now_) = c.request(pipe: pipe, version: version, now: now, maxWaiting: 5)
                     requested.insert(t)
                     if now_ { admit([t]) }
                 case 2: admit(c.arrived(pipe: pipe, version: version, now: now))
@@ -119,7 +130,7 @@ struct WeightsCopiesTests {
                 let heldTickets = Set(c.held.keys), waitingTickets = Set(c.waiting.map(\.ticket))
                 ok = ok && c.count <= capacity && (c.queued == 0 || c.count == capacity)
                     && heldTickets.isDisjoint(with: waitingTickets) && heldTickets.isSubset(of: admitted)
-                    && waitingTickets.isDisjoint(with: admitted) && requested == admitted.union(waitingTickets)
+                    && waitingTickets.isDisjoint(with: admitted) && requested == admitted.union(waitingTickets) && c.queued <= 5
                 if !ok { break }
             }
             // Time passes the hold as often as there are waiters: everyone goes.

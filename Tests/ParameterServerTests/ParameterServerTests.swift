@@ -212,4 +212,23 @@ struct ParameterServerTests {
             #expect(held == s.broadcast)
         }
     }
+
+    /// Where no tensor travels as values only (a dense model), the delta is the whole model byte
+    /// for byte: the coordinator serves workers further behind from the same frame.
+    @Test func aDeltaWithoutValuesOnlyTensorsIsTheWholeModelByteForByte() throws {
+        var rng = SplitMix(state: 4)
+        let s = server(lr: 0.01, weights: rng.floats(layout.totalCount))
+        fold(s, [rng.floats(layout.totalCount)], examples: [2])
+        _ = try s.apply(step: 0)
+        let delta = try #require(s.delta)
+        #expect(delta.isSelfContained)
+        func frame(_ w: EncodedWeights) -> [UInt8] {
+            s.broadcast.withUnsafeBufferPointer { WeightsFrame(w, layout: layout, source: $0).bytes }
+        }
+        #expect(frame(delta) == frame(s.full))
+        // A worker that holds nothing decodes it to the current weights.
+        var held = [Float](repeating: 0, count: layout.totalCount)
+        try Csptrain_V1_Weights(serializedBytes: frame(delta)).decode(layout: layout, into: &held, current: 0)
+        #expect(held == s.broadcast)
+    }
 }
