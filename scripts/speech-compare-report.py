@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Issue 16's side-by-side table from scripts/speech-compare.sh's folder.
 
-    scripts/speech-compare-report.py OUT [--out OUT/results.md]
+    scripts/speech-compare-report.py OUT [--out OUT/results.md]     (also writes OUT/scores.json)
 
 For each model folder (OUT/ctc, OUT/rnnt) with scores: the held-out-voice test split's WER and
 CER, clean and channel-degraded (`csptrain eval --json`), the inference real-time factor, the
@@ -76,6 +76,10 @@ def main():
                      + (f"at step {g['step']}, {g['wall_seconds'] / 60:.1f} min." if g else "at no evaluation."))
     text = "\n".join(lines) + "\n"
     (args.report or args.out / "results.md").write_text(text)
+    # The scores without each utterance's transcript, small enough to commit beside the table.
+    scores = {model: {split: {k: v for k, v in r["scores"][split].items() if not isinstance(v, (list, dict))}
+                      for split in ("test", "test_channel")} for model, r in rows.items()}
+    (args.out / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True) + "\n")
     print(text)
 
 
