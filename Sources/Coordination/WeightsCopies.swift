@@ -16,6 +16,10 @@
 public struct WeightsCopies: Sendable {
     public typealias Ticket = Int
 
+    /// Replies whose weights take fewer bytes are not counted (a sparse delta, a small model);
+    /// workers send receipts only for larger ones.
+    public static let countedBytes = 256 << 10
+
     struct Copy: Equatable {
         let pipe: UInt32
         let version: UInt64
@@ -40,6 +44,10 @@ public struct WeightsCopies: Sendable {
     public private(set) var expired = 0
     /// Replies that went uncounted because too many waited (see `request`).
     public private(set) var uncounted = 0
+    /// After ``admitAll(now:)``: nobody waits any more.
+    private var shuttingDown = false
+    private var recentlyClosed: Set<UInt32> = []
+    private var closedOrder: [UInt32] = []
 
     public init(capacity: Int, holdSeconds: Double) {
         precondition(capacity >= 1 && holdSeconds > 0)
@@ -62,6 +70,8 @@ public struct WeightsCopies: Sendable {
     public mutating func request(pipe: UInt32, version: UInt64, now: Double, maxWaiting: Int = .max) -> (ticket: Ticket, admitted: Bool) {
         let ticket = nextTicket
         nextTicket += 1
+        // Shutting down, or the connection closed already (nng drops the reply): no wait, no count.
+        if shuttingDown || recentlyClosed.contains(pipe) { return (ticket, true) }
         if held.count < capacity && waiting.isEmpty {
             held[ticket] = Copy(pipe: pipe, version: version, until: now + holdSeconds)
             return (ticket, true)
@@ -76,17 +86,25 @@ public struct WeightsCopies: Sendable {
 
     /// Connection `pipe` showed it holds weights of `version` (a receipt, or a request that
     /// names the version): its copies of that version or an older one are gone.
+    /// Replies of that connection still waiting with such a version repeat what it has (a task
+    /// answered again to nng's re-send of its request): they go at once, uncounted.
     public mutating func arrived(pipe: UInt32, version: UInt64, now: Double) -> [Ticket] {
         // Called for every request (each gradient chunk): nothing to do is the common case.
-        guard held.values.contains(where: { $0.pipe == pipe && $0.version <= version }) else { return [] }
-        held = held.filter { !($0.value.pipe == pipe && $0.value.version <= version) }
-        return admit(now: now)
+        let shown = { (p: UInt32, v: UInt64) in p == pipe && v <= version }
+        guard held.values.contains(where: { shown($0.pipe, $0.version) }) || waiting.contains(where: { shown($0.pipe, $0.version) }) else {
+            return []
+        }
+        held = held.filter { !shown($0.value.pipe, $0.value.version) }
+        let repeats = waiting.filter { shown($0.pipe, $0.version) }.map(\.ticket)
+        waiting.removeAll { shown($0.pipe, $0.version) }
+        return repeats + admit(now: now)
     }
 
     /// Connection `pipe` closed: its copies are freed with it, and its replies still waiting go
     /// at once without counting (nng drops a reply to a closed connection; none is copied for
     /// long). Returns the tickets that may go.
     public mutating func closed(pipe: UInt32, now: Double) -> [Ticket] {
+        remember(closed: pipe)
         held = held.filter { $0.value.pipe != pipe }
         let orphans = waiting.filter { $0.pipe == pipe }.map(\.ticket)
         waiting.removeAll { $0.pipe == pipe }
@@ -107,13 +125,24 @@ public struct WeightsCopies: Sendable {
         return admit(now: now)
     }
 
-    /// Admits everyone waiting, past the capacity: the service is shutting down and every
-    /// reply's send is about to fail or finish.
+    /// Admits everyone waiting, past the capacity, and from now on every reply at once: the
+    /// service is shutting down and every reply's send is about to fail or finish.
     public mutating func admitAll(now: Double) -> [Ticket] {
+        shuttingDown = true
         defer { waiting.removeAll() }
         for w in waiting { held[w.ticket] = Copy(pipe: w.pipe, version: w.version, until: now + holdSeconds) }
         return waiting.map(\.ticket)
     }
+
+    /// Keeps the last `rememberedClosures` closed connections: a reply answered just before its
+    /// connection closed can ask for its copy after the close was reported.
+    private mutating func remember(closed pipe: UInt32) {
+        guard recentlyClosed.insert(pipe).inserted else { return }
+        closedOrder.append(pipe)
+        if closedOrder.count > Self.rememberedClosures { recentlyClosed.remove(closedOrder.removeFirst()) }
+    }
+
+    static let rememberedClosures = 1024
 
     private mutating func admit(now: Double) -> [Ticket] {
         var admitted: [Ticket] = []

@@ -208,7 +208,7 @@ public final class CoordinatorService: Sendable {
             // memory holds the version's frame and at most `weightsCopiesAtOnce` copies of it,
             // however many workers ask at once. Small ones (a sparse delta) go at once.
             var ticket: WeightsCopies.Ticket?
-            if let weights = frame.weights, weights.bytes.count >= Self.smallWeightsBytes {
+            if let weights = frame.weights, weights.bytes.count >= WeightsCopies.countedBytes {
                 // Half the contexts at most wait their turn: the others receive the receipts.
                 ticket = await copies.enter(pipe: pipe, version: weights.version, maxWaiting: settings.coordinatorContexts / 2)
             }
@@ -225,9 +225,6 @@ public final class CoordinatorService: Sendable {
             if let request { await shell.replySent(request) }
         }
     }
-
-    /// Replies whose weights take fewer bytes than this are copied without waiting their turn.
-    static let smallWeightsBytes = 256 << 10
 
     /// Receives one request through the receive gate and answers it; the request's message is
     /// released when this returns, before the reply is sent. Nil once the socket closes or the

@@ -146,6 +146,20 @@ public final class WorkerService: Sendable {
     // MARK: Working
 
     private func work(_ session: Session, lastContact: inout Double, lastWorkAnswer: inout Double) async throws -> Exit? {
+        // Receipts for weights that arrived go beside the work; the last one ends before the
+        // attempt does (its socket may be closed once nothing uses it).
+        let receipts = try ReceiptSender(context: socket.openContext(), session: session)
+        do {
+            let exit = try await work(session, receipts: receipts, lastContact: &lastContact, lastWorkAnswer: &lastWorkAnswer)
+            await receipts.stop()
+            return exit
+        } catch {
+            await receipts.stop()
+            throw error
+        }
+    }
+
+    private func work(_ session: Session, receipts: ReceiptSender, lastContact: inout Double, lastWorkAnswer: inout Double) async throws -> Exit? {
         let layout = session.model.layout
         var parameters = [Float](repeating: 0, count: layout.totalCount)
         var gradient = [Float](repeating: 0, count: session.exchange.totalCount)
@@ -154,11 +168,6 @@ public final class WorkerService: Sendable {
         try control.setResendTime(.seconds(session.resendSeconds))
         let senders = try (0 ..< max(1, session.sendWindow)).map { _ in try socket.openContext() }
         for s in senders { try s.setResendTime(.seconds(session.resendSeconds)) }
-        // Receipts for weights that arrived go beside the work, one at a time (see `receipt`).
-        let receipts = try socket.openContext()
-        try receipts.setResendTime(.seconds(session.resendSeconds))
-        var receipt: Task<Void, Never>?
-        defer { receipt?.cancel() }
 
         // Work requests are numbered, so that the coordinator tells nng's re-send of one (same
         // bytes, same number) from this worker's next request.
@@ -209,11 +218,7 @@ public final class WorkerService: Sendable {
                         haveVersion = 0
                         continue
                     }
-                    if let last = receipt {
-                        last.cancel()
-                        await last.value
-                    }
-                    receipt = try self.receipt(haveVersion, session: session, context: receipts)
+                    if weights.count >= WeightsCopies.countedBytes { try await receipts.send(haveVersion) }
                 }
                 guard haveVersion == task.weightsVersion else {
                     haveVersion = 0  // ask for the weights again with the next poll
@@ -248,19 +253,6 @@ public final class WorkerService: Sendable {
                 throw WorkerError("unexpected reply to a work request: \(String(describing: reply.body))")
             }
         }
-    }
-
-    /// Tells the coordinator that the weights of `version` arrived, without waiting for its
-    /// answer: the coordinator copies a model into only a few replies at once and counts each copy
-    /// until then (Proto: WeightsReceipt). Cancelled by the next receipt and when the attempt
-    /// ends; a receipt that gets no answer is only a copy the coordinator counts a little longer.
-    private func receipt(_ version: UInt64, session: Session, context: Context) throws -> Task<Void, Never> {
-        var request = Request()
-        request.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id)
-        request.receipt = Csptrain_V1_WeightsReceipt.with { $0.weightsVersion = version }
-        let message = try Message(request.serializedBytes() as [UInt8])
-        let timeout = Duration.seconds(session.requestTimeoutSeconds)
-        return Task { _ = try? await context.request(message, timeout: timeout) }
     }
 
     /// Transcribes an evaluation batch and reports its error counts.

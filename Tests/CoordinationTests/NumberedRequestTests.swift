@@ -62,6 +62,26 @@ struct NumberedRequestTests {
         #expect(shell.machine.round.microBatches[task.index].assignments == 1)
     }
 
+    /// The original's reply waits its turn to copy the weights past the poll hold (and past REQ's
+    /// re-send time): its re-send is not told to wait, which would take the task's place in REQ
+    /// and waste the task and its copy of the model.
+    @Test func aReSentRequestWaitsForItsOriginalsUnsentReplyPastThePollHold() throws {
+        let shell = makeShell { $0.pollHoldSeconds = 2 }
+        let a = try shell.joined("a", pipe: 1)
+        shell.holdReplies = true
+        let task = try #require(shell.task(shell.askForWork(a, sequence: 1)))
+        let resend = shell.askForWork(a, sequence: 1)
+        _ = shell.tick(at: shell.now + 30)
+        #expect(shell.response(resend) == nil, "answered while its original's task had not left")
+        shell.sendReplies()
+        #expect(shell.task(resend) == task)
+        // A new request held behind an unsent task is still told to wait after the poll hold.
+        let next = shell.askForWork(a, sequence: 2)
+        #expect(shell.response(next) == nil)
+        _ = shell.tick(at: shell.now + 30)
+        #expect(shell.response(next) == .wait)
+    }
+
     /// Both the original and its re-send wait for a task (no member may start yet): the first
     /// task goes to the original, and the re-send gets the same one.
     @Test func aReSentRequestHeldBesideItsOriginalGetsTheSameTask() throws {

@@ -12,7 +12,8 @@ struct WeightsCopiesTests {
         #expect(a.admitted && b.admitted && !third.admitted)
         #expect(c.count == 2 && c.queued == 1)
         // Another connection's receipt, or an older version on the right one, frees nothing.
-        #expect(c.arrived(pipe: 3, version: 5, now: 1).isEmpty)
+        #expect(c.arrived(pipe: 4, version: 5, now: 1).isEmpty)
+        #expect(c.arrived(pipe: 3, version: 4, now: 1).isEmpty)
         #expect(c.arrived(pipe: 1, version: 4, now: 1).isEmpty)
         #expect(c.arrived(pipe: 1, version: 5, now: 1) == [third.ticket])
         #expect(c.count == 2 && c.queued == 0)
@@ -74,12 +75,35 @@ struct WeightsCopiesTests {
         #expect(c.arrived(pipe: 4, version: 1, now: 1).isEmpty && c.release(past.ticket, now: 1).isEmpty && c.count == 1)
     }
 
-    @Test func shuttingDownAdmitsEveryone() {
+    @Test func shuttingDownAdmitsEveryoneAndEveryoneAfter() {
         var c = WeightsCopies(capacity: 1, holdSeconds: 10)
         _ = c.request(pipe: 1, version: 1, now: 0)
         let waiters = (2 ... 4).map { c.request(pipe: UInt32($0), version: 1, now: 0).ticket }
         #expect(c.admitAll(now: 1) == waiters)
         #expect(c.queued == 0)
+        // A reply framed just before the end does not wait for a tick that no longer comes.
+        #expect(c.request(pipe: 5, version: 1, now: 2).admitted && c.queued == 0)
+    }
+
+    @Test func aReplyForAConnectionThatClosedAlreadyGoesUncounted() {
+        var c = WeightsCopies(capacity: 1, holdSeconds: 10)
+        _ = c.closed(pipe: 7, now: 0)
+        let late = c.request(pipe: 7, version: 1, now: 1)
+        #expect(late.admitted && c.count == 0)
+        // Only the last 1,024 closed connections are remembered.
+        for pipe in 100 ..< UInt32(100 + WeightsCopies.rememberedClosures) { _ = c.closed(pipe: pipe, now: 2) }
+        #expect(c.request(pipe: 7, version: 1, now: 3).admitted && c.count == 1)
+    }
+
+    @Test func aRepeatWaitingForAVersionItsConnectionShowsGoesAtOnce() {
+        var c = WeightsCopies(capacity: 1, holdSeconds: 10)
+        let first = c.request(pipe: 1, version: 3, now: 0)
+        // nng's re-send of the request got the same task again; it waits behind the first copy.
+        let repeated = c.request(pipe: 1, version: 3, now: 0), other = c.request(pipe: 2, version: 3, now: 0)
+        #expect(first.admitted && !repeated.admitted && !other.admitted)
+        // The receipt ends the first copy, lets the repeat go uncounted and admits the other.
+        #expect(c.arrived(pipe: 1, version: 3, now: 1) == [repeated.ticket, other.ticket])
+        #expect(c.count == 1 && c.queued == 0)
     }
 
     @Test func theMachineAcknowledgesAMembersReceiptAndChangesNothingElse() throws {
