@@ -214,12 +214,14 @@ extension RunStateMachine {
             if !isFinished, membership.members[h.session] == nil {
                 out.append(.reply(h.request, .refusal(.unknownSession, "session \(h.session) was dropped: join again")))
             } else if !isFinished, unsentTask[h.session] != nil {
-                // The member's last task has not left yet (see `work`). A re-send of the request
-                // it answers waits for it however long: answered Wait, it would take REQ's place
-                // of the task (one reply per request), and the task and the copy of the model it
-                // carries would go to waste (a reply can wait seconds for its turn to copy the
-                // weights, past REQ's re-send time).
-                if now >= h.until && !h.resend { out.append(.reply(h.request, .wait)) } else { still.append(h) }
+                // The member's last task has not left yet (see `work`). A numbered re-send of the
+                // request it answers waits for it however long: answered Wait, it would take
+                // REQ's place of the task (one reply per request), and the task and the copy of
+                // the model it carries would go to waste (a reply can wait seconds for its turn to
+                // copy the weights, past REQ's re-send time). Unnumbered requests cannot be told
+                // from a new request by the same worker: they are told to wait as before.
+                let reSent = h.resend && h.sequence != 0
+                if now >= h.until && !reSent { out.append(.reply(h.request, .wait)) } else { still.append(h) }
             } else {
                 if h.resend, h.sequence == 0, let last = lastTask[h.session], holds(last.task, h.session, unstartedOnly: false) {
                     // Its original's task has left: the same task again (REQ keeps whichever reply comes first).
