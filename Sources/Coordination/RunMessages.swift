@@ -77,6 +77,16 @@ public enum Inbound: Sendable, Equatable {
     /// The weights of this version arrived at the worker (answered with an accepted ack; the
     /// shell counts a model-carrying reply until then, see Proto's WeightsReceipt).
     case receipt(weightsVersion: UInt64)
+
+    /// The weights version the sending worker shows it holds: a receipt's, a work request's, a
+    /// chunk's or an evaluation result's (its weights of that version have arrived).
+    public var weightsVersionShown: UInt64? {
+        switch self {
+        case let .receipt(version), let .work(version), let .evalResult(_, _, version, _): version
+        case let .chunk(header): header.weightsVersion
+        case .hello, .proof, .leave: nil
+        }
+    }
 }
 
 /// Why a request was refused; each maps to one code on the wire (Proto/README.md).

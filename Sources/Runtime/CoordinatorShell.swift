@@ -93,22 +93,12 @@ actor CoordinatorShell {
         connections = ConnectionWatch(silentSeconds: config.security.silentConnectionSeconds)
         weightsCopies = WeightsCopyGate(capacity: Self.weightsCopiesAtOnce, holdSeconds: config.transport.requestTimeoutSeconds,
                                         clock: { Monotonic.now })
-        observer = config.observe.http.isEmpty ? nil : RunObserver(Self.observedRun(config, parts: parts), now: now)
+        observer = config.observe.http.isEmpty ? nil : RunObserver(RunObserver.Run(config, parts: parts), now: now)
         if observer != nil, let costs = parts.model.exampleCosts {
             audioOrder = DataOrder(seed: config.seed, examples: parts.model.trainingExamples, globalBatch: config.coordinator.globalBatch,
                                    microBatches: config.coordinator.microBatches, costs: costs,
                                    groupingWindow: config.coordinator.lengthGrouping)
         }
-    }
-
-    static func observedRun(_ config: RunConfiguration, parts: CoordinatorParts) -> RunObserver.Run {
-        let pruning = config.pruning.method != .none
-        return RunObserver.Run(runID: parts.machine.runID, totalSteps: config.steps, startStep: parts.machine.step,
-                               method: parts.server.projection.name,
-                               layers: parts.model.layout.tensors.filter(\.prunable).map(\.name),
-                               goalSparsity: pruning ? config.pruning.schedule.target : nil,
-                               goalWer: config.observe.goalWer > 0 ? config.observe.goalWer : nil,
-                               departedSeriesSeconds: config.observe.departedSeriesSeconds)
     }
 
     /// Brings the run folder to where the state starts: checkpoints past a resume point set
@@ -170,16 +160,8 @@ actor CoordinatorShell {
                     continuation.resume(returning: self.frame(.refusal(.malformed, "\(error)")))
                     return
                 }
-                // What the request shows of the weights its connection holds: a copy that
-                // arrived no longer counts.
-                switch decoded.inbound {
-                case let .receipt(version), let .work(version), let .evalResult(_, _, version, _):
-                    weightsCopies.arrived(pipe: pipe, version: version)
-                case let .chunk(header):
-                    weightsCopies.arrived(pipe: pipe, version: header.weightsVersion)
-                case .hello, .proof, .leave:
-                    break
-                }
+                // A copy of the weights that the request shows arrived no longer counts.
+                if let version = decoded.inbound.weightsVersionShown { weightsCopies.arrived(pipe: pipe, version: version) }
                 var entropy = Data()
                 switch decoded.inbound {
                 case .hello, .proof: entropy = randomBytes(JoinHandshake.nonceBytes + JoinHandshake.sessionBytes)

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Coordination
+import Tensors
 
 /// The count of model-carrying reply copies (issue 11's memory bound): one behaviour per test,
 /// then seeded random event sequences against the invariants.
@@ -116,6 +117,17 @@ struct WeightsCopiesTests {
         // A stranger's receipt is refused like any request of an unknown session.
         let stranger = shell.origin(pipe: 7, session: SessionID(Data(repeating: 3, count: 16)))
         #expect(shell.refusal(shell.send(.receipt(weightsVersion: 1), from: stranger)) == .unknownSession)
+    }
+
+    @Test func everyRequestThatNamesAWeightsVersionShowsIt() {
+        let header = ChunkHeader(microBatch: 0, tensor: 0, chunkIndex: 0, chunkCount: 1, exampleCount: 1, lossSum: 0,
+                                 weightsVersion: 9, valueCount: 1, sumOfSquares: 0)
+        #expect(Inbound.receipt(weightsVersion: 4).weightsVersionShown == 4)
+        #expect(Inbound.work(haveVersion: 5).weightsVersionShown == 5)
+        #expect(Inbound.chunk(header).weightsVersionShown == 9)
+        #expect(Inbound.evalResult(batch: 0, set: "valid", weightsVersion: 6, counts: EvaluationCounts()).weightsVersionShown == 6)
+        #expect(Inbound.leave(reason: "bye").weightsVersionShown == nil)
+        #expect(Inbound.hello(workerName: "w", clientNonce: Data()).weightsVersionShown == nil)
     }
 
     /// Thousands of seeded random sequences of requests, receipts, chunks, closed connections,
