@@ -35,7 +35,7 @@ for model in "${models[@]}"; do
   mkdir -p "$out/$model"
   resume=()
   [[ -d "$run" ]] && resume=(--resume auto)
-  "$csptrain" launch --workers 2 --config "$config" --run-dir "$run" "${resume[@]}" \
+  "$csptrain" launch --workers 2 --config "$config" --run-dir "$run" "${resume[@]}" --steps 4000 \
     --set "data.train=$corpus/shards/train" --set "data.valid=$corpus/shards/valid" \
     --set "data.valid_channel=$corpus/shards/valid_channel" --set "data.valid_seen=$corpus/shards/valid_seen"
   for split in test test_channel; do
