@@ -49,10 +49,16 @@ extension WorkerService {
         }
     }
 
-    /// The ports of the pipe a watched socket is connected through (nil: none, or not TCP),
-    /// shared by the event watcher and the kernel probe.
+    /// The pipe a watched socket is connected through, shared by the event watcher and the
+    /// kernel probe: its ports (nil: none, or not TCP) and whether the kernel was seen to list
+    /// it as established.
     final class WatchedPipe: Sendable {
-        let ports = Mutex<ConnectionProbe.Ports?>(nil)
+        struct State {
+            var ports: ConnectionProbe.Ports?
+            var seenOpen = false
+        }
+
+        let state = Mutex(State())
     }
 
     /// The connection an attempt used was replaced.
@@ -94,19 +100,25 @@ extension WorkerService {
     /// Replaces the connection when its pipe goes away (after it had connected), or, over TLS,
     /// when the kernel no longer lists the pipe's TCP connection as established for two checks
     /// a second apart while nng still holds it open (`ConnectionProbe`: libnng 1.5.2's TLS
-    /// layer can miss the end; plain TCP does not). The probe counts only for a connection it
-    /// has seen established, so a kernel whose tables list nothing (a sandbox) never triggers it.
+    /// layer can miss the end; plain TCP does not). The kernel is asked at once when the pipe
+    /// is added, so a connection killed within its first second is still known to have been
+    /// open; one listed as closing (the peer's FIN arrived) counts even if never seen open, and
+    /// one not listed at all counts only once seen open, so a kernel whose tables list nothing
+    /// (a sandbox) never triggers the probe.
     func watch(_ socket: Socket, generation: Int) {
         let current = WatchedPipe()
+        let probing = TLSConfig.isTLS(options.connect)
         Task { [weak self] in
             var connected = false
             for await event in socket.pipeEvents {
                 switch event.kind {
                 case .added:
-                    current.ports.withLock { $0 = ConnectionProbe.ports(of: event.pipe) }
+                    let ports = ConnectionProbe.ports(of: event.pipe)
+                    let open = probing && ports.map { ConnectionProbe.state(of: $0) == .open } ?? false
+                    current.state.withLock { $0 = WatchedPipe.State(ports: ports, seenOpen: open) }
                     connected = true
                 case .removed where connected:
-                    current.ports.withLock { $0 = nil }
+                    current.state.withLock { $0.ports = nil }
                     self?.connectionEnded(generation, "the connection to the coordinator closed; dialing a fresh one")
                     return
                 default:
@@ -114,21 +126,20 @@ extension WorkerService {
                 }
             }
         }
-        guard TLSConfig.isTLS(options.connect) else { return }
+        guard probing else { return }
         Task { [weak self] in
-            var goneChecks = 0, seenOpen = false
+            var goneChecks = 0
             while true {
                 try? await Task.sleep(for: .seconds(1))
                 guard let self, self.generation == generation, !self.connection.withLock({ $0.closed }) else { return }
-                guard let ports = current.ports.withLock({ $0 }) else {
+                let (ports, seenOpen) = current.state.withLock { ($0.ports, $0.seenOpen) }
+                guard let ports else {
                     goneChecks = 0
                     continue
                 }
-                switch ConnectionProbe.state(of: ports) {
-                case .open: (seenOpen, goneChecks) = (true, 0)
-                case .gone where seenOpen: goneChecks += 1
-                default: goneChecks = 0
-                }
+                let state = ConnectionProbe.state(of: ports)
+                if state == .open { current.state.withLock { $0.seenOpen = $0.ports == ports ? true : $0.seenOpen } }
+                goneChecks = state.isGone(seenOpen: seenOpen || state == .open) ? goneChecks + 1 : 0
                 if goneChecks >= 2 {
                     self.connectionEnded(generation, "the connection to the coordinator (local port \(ports.local), remote port \(ports.remote)) is no longer established in the kernel but nng still holds it open (a libnng 1.5.2 TLS fault); dialing a fresh one")
                     return

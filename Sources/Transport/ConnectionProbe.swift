@@ -9,16 +9,31 @@ import Glibc
 /// libnng 1.5.2's TLS layer (Debian 12's) can miss the end of a connection: when the TCP
 /// stream fails while no read is queued, the next read is started on an aio already stopped
 /// and never completes, so the pipe stays open with nothing under it and its requests wait for
-/// their timeout. The kernel knows better: the connection is gone from /proc/net/tcp{,6}.
+/// their timeout. The kernel knows better: /proc/net/tcp{,6} no longer lists the connection as
+/// established.
 public enum ConnectionProbe {
     public enum State: Sendable, Equatable {
         /// The kernel lists the connection as established.
         case open
-        /// The kernel lists no established connection between the pipe's two ports: it is gone
-        /// or closing (the peer's FIN or RST arrived), and will carry nothing more.
-        case gone
+        /// The kernel lists the connection in another state: the peer's FIN arrived, or it is
+        /// closing (CLOSE_WAIT, TIME_WAIT, ...). It will carry nothing more.
+        case closing
+        /// The kernel lists no connection between the pipe's two ports: it is gone (a reset),
+        /// or this kernel's tables do not show this process's connections (some sandboxes), so
+        /// this means gone only for a connection once seen open.
+        case absent
         /// The tables could not be read.
         case unknown
+
+        /// Whether this says the connection will carry nothing more, given whether it was
+        /// ever seen open.
+        public func isGone(seenOpen: Bool) -> Bool {
+            switch self {
+            case .closing: true
+            case .absent: seenOpen
+            case .open, .unknown: false
+            }
+        }
     }
 
     /// A TCP connection's two ports.
@@ -34,27 +49,31 @@ public enum ConnectionProbe {
         return Ports(local: local, remote: remote)
     }
 
-    /// Whether the kernel still lists an established connection between `ports`.
+    /// How the kernel lists the connection between `ports`.
     public static func state(of ports: Ports, tables: [String] = ["/proc/net/tcp", "/proc/net/tcp6"]) -> State {
-        var readAny = false
+        var readAny = false, listed = false
         for table in tables {
             guard let text = readWhole(table) else { continue }
             readAny = true
-            if listsOpen(text, local: ports.local, remote: ports.remote) { return .open }
+            switch listedState(text, local: ports.local, remote: ports.remote) {
+            case "01"?: return .open
+            case _?: listed = true
+            case nil: break
+            }
         }
-        return readAny ? .gone : .unknown
+        return !readAny ? .unknown : listed ? .closing : .absent
     }
 
-    /// Whether a /proc/net/tcp-style table lists an established connection (state 01) from
-    /// port `local` to port `remote`.
-    static func listsOpen(_ table: String, local: UInt16, remote: UInt16) -> Bool {
+    /// The state field (two hex digits; "01" is established) of the connection from port
+    /// `local` to port `remote` in a /proc/net/tcp-style table, nil when none is listed.
+    static func listedState(_ table: String, local: UInt16, remote: UInt16) -> Substring? {
         let localSuffix = String(format: ":%04X", local), remoteSuffix = String(format: ":%04X", remote)
         for line in table.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             guard fields.count > 3 else { continue }
-            if fields[1].hasSuffix(localSuffix), fields[2].hasSuffix(remoteSuffix), fields[3] == "01" { return true }
+            if fields[1].hasSuffix(localSuffix), fields[2].hasSuffix(remoteSuffix) { return fields[3] }
         }
-        return false
+        return nil
     }
 
     /// A /proc file's whole text. (Foundation's readers trust the file's size, which /proc

@@ -150,12 +150,14 @@ struct LauncherRestartTests {
         let second = try Child(coordinatorLine)
         let result = await second.wait(seconds: 120)
         #expect(result.status == 0, "restarted coordinator: \(result.stderr.suffix(3000))")
+        // Each worker's whole log once it has ended (or been killed), to tell where one that
+        // did not rejoin was waiting.
         for (i, worker) in workers.enumerated() {
-            #expect(worker.process.isRunning || worker.process.terminationStatus == 0, "worker \(i + 1) exited: \(worker.stderr.suffix(2000))")
+            let end = await worker.wait(seconds: 30)
+            #expect(end.status == 0, "worker \(i + 1) exited with \(end.status): \(end.stderr.suffix(3000))")
             #expect(result.stderr.contains("worker=unit-worker-\(i + 1)"),
-                    "unit-worker-\(i + 1) did not rejoin: \(result.stderr.suffix(3000))\nthe worker's log:\n\(worker.stderr.suffix(4000))")
+                    "unit-worker-\(i + 1) did not rejoin: \(result.stderr.suffix(3000))\nthe worker's log:\n\(end.stderr.suffix(4000))")
         }
-        for worker in workers { #expect(await worker.wait(seconds: 30).status == 0) }
         let summary = try Self.summary(runDir)
         #expect(summary.status == "completed" && summary.steps == 1000)
     }

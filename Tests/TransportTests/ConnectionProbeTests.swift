@@ -7,7 +7,7 @@ import Testing
 @Suite(.timeLimit(.minutes(1)))
 struct ConnectionProbeTests {
     /// Lines as Linux writes them (an IPv4 table and an IPv6 one): port 0x9C40 = 40000 to
-    /// 0x1D4C = 7500 established, the same ports in TIME_WAIT (06) and CLOSE_WAIT (08).
+    /// 0x1D4C = 7500 established, the next two ports in TIME_WAIT (06) and CLOSE_WAIT (08).
     static let ipv4 = """
           sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
            0: 00000000:1D4C 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
@@ -20,15 +20,37 @@ struct ConnectionProbeTests {
            0: 00000000000000000000000001000000:9C43 00000000000000000000000001000000:1D4C 01 00000000:00000000 00:00000000 00000000     0        0 5 1 0 20 4 30 10 -1
         """
 
-    @Test func onlyAnEstablishedConnectionBetweenBothPortsCountsAsOpen() {
-        #expect(ConnectionProbe.listsOpen(Self.ipv4, local: 40000, remote: 7500))
-        #expect(!ConnectionProbe.listsOpen(Self.ipv4, local: 40001, remote: 7500), "TIME_WAIT carries nothing more")
-        #expect(!ConnectionProbe.listsOpen(Self.ipv4, local: 40002, remote: 7500), "CLOSE_WAIT: the peer has gone")
-        #expect(!ConnectionProbe.listsOpen(Self.ipv4, local: 40000, remote: 7501), "another peer port")
-        #expect(!ConnectionProbe.listsOpen(Self.ipv4, local: 7500, remote: 0), "a listener is not a connection")
-        #expect(ConnectionProbe.listsOpen(Self.ipv6, local: 40003, remote: 7500))
-        #expect(!ConnectionProbe.listsOpen(Self.ipv6, local: 40003, remote: 7501))
-        #expect(!ConnectionProbe.listsOpen(Self.ipv6, local: 40004, remote: 7500))
+    @Test func theStateOfTheConnectionBetweenBothPortsIsRead() {
+        #expect(ConnectionProbe.listedState(Self.ipv4, local: 40000, remote: 7500) == "01")
+        #expect(ConnectionProbe.listedState(Self.ipv4, local: 40001, remote: 7500) == "06", "TIME_WAIT")
+        #expect(ConnectionProbe.listedState(Self.ipv4, local: 40002, remote: 7500) == "08", "CLOSE_WAIT: the peer has gone")
+        #expect(ConnectionProbe.listedState(Self.ipv4, local: 40000, remote: 7501) == nil, "another peer port")
+        #expect(ConnectionProbe.listedState(Self.ipv4, local: 7500, remote: 0) == "0A", "a listener (never a pipe's ports)")
+        #expect(ConnectionProbe.listedState(Self.ipv6, local: 40003, remote: 7500) == "01")
+        #expect(ConnectionProbe.listedState(Self.ipv6, local: 40003, remote: 7501) == nil)
+        #expect(ConnectionProbe.listedState(Self.ipv6, local: 40004, remote: 7500) == nil)
+    }
+
+    /// A connection listed in a closing state is gone even if the probe never saw it open (it
+    /// may have lived less than a probe interval); one not listed at all only if it was seen
+    /// open, since some sandboxes list none of a process's connections.
+    @Test func aClosingConnectionIsGoneAndAnAbsentOneOnlyOnceSeenOpen() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("probe-\(UInt64.random(in: 0 ... .max))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let v4 = dir.appendingPathComponent("tcp").path, v6 = dir.appendingPathComponent("tcp6").path
+        try Self.ipv4.write(toFile: v4, atomically: true, encoding: .utf8)
+        try Self.ipv6.write(toFile: v6, atomically: true, encoding: .utf8)
+        func state(_ local: UInt16) -> ConnectionProbe.State {
+            ConnectionProbe.state(of: .init(local: local, remote: 7500), tables: [v4, v6])
+        }
+        #expect(state(40000) == .open && state(40003) == .open)
+        #expect(state(40001) == .closing && state(40002) == .closing)
+        #expect(state(40009) == .absent)
+        #expect(ConnectionProbe.state(of: .init(local: 40000, remote: 7500), tables: ["/nonexistent"]) == .unknown)
+        #expect(ConnectionProbe.State.closing.isGone(seenOpen: false))
+        #expect(!ConnectionProbe.State.absent.isGone(seenOpen: false) && ConnectionProbe.State.absent.isGone(seenOpen: true))
+        #expect(!ConnectionProbe.State.open.isGone(seenOpen: true) && !ConnectionProbe.State.unknown.isGone(seenOpen: true))
     }
 
     /// /proc/net/tcp is read to its end (Foundation stops after the first page of a /proc
@@ -59,7 +81,6 @@ struct ConnectionProbeTests {
         while ConnectionProbe.state(of: ports) == .open, Date() < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
-        #expect(ConnectionProbe.state(of: ports) == .gone)
-        #expect(ConnectionProbe.state(of: ports, tables: ["/nonexistent"]) == .unknown)
+        #expect(ConnectionProbe.state(of: ports).isGone(seenOpen: true))
     }
 }
