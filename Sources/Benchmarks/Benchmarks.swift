@@ -18,56 +18,38 @@ public enum Benchmarks {
         public var ratio: Double { baseline > 0 ? ours / baseline : 0 }
     }
 
-    /// Gradient ingest: a real coordinator and in-process workers with a gradient that costs
-    /// nothing, over tcp loopback; bytes of gradient folded per second. Baseline: nng PUSH/PULL
-    /// streaming the same number of 1 MiB messages over tcp loopback from as many senders.
-    /// `tlsDir`: over tls+tcp:// with mutual TLS, from that certificate folder (`certs init`).
-    public static func ingest(parameters: Int, microBatches: Int, steps: Int, workers: Int, tlsDir: String? = nil,
-                              logger: Logger) async throws -> Result {
-        var config = RunConfiguration()
-        config.model.kind = .loadtest
-        config.model.parameters = parameters
-        config.steps = steps
-        config.coordinator.microBatches = microBatches
-        config.coordinator.globalBatch = microBatches * 4
-        config.coordinator.minWorkers = workers
-        config.data.examples = max(config.coordinator.globalBatch, 1024)
-        config.optimizer.kind = .sgd
-        config.checkpoint.everySteps = 0
-        if let tlsDir {
-            config.transport.tls.dir = tlsDir
-            config.transport.tls.requireClientCert = true
+    /// Gradient ingest: `csptrain launch` of a load-test model (its gradient costs nothing), a
+    /// coordinator and `workers` worker processes over tcp loopback, as a user runs them; bytes
+    /// of gradient folded per second over the steady-state steps (the first `warmSteps` and
+    /// the start-up and final checkpoint before and after them are not timed). Each step's
+    /// time includes its per-step work: the optimizer, the weights encoded once and sent to
+    /// every worker, the workers' decoding. Baseline: nng PUSH/PULL streaming the same number
+    /// of 1 MiB messages over tcp loopback from as many senders, in this process.
+    /// `tlsDir`: csptrain over tls+tcp:// with mutual TLS, from that certificate folder.
+    public static func ingest(parameters: Int, microBatches: Int, steps: Int, workers: Int, tlsDir: String? = nil) async throws -> Result {
+        let warmSteps = min(5, steps / 4)
+        guard steps - warmSteps >= 2 else { throw BenchmarkError("ingest: --steps \(steps) leaves no steady-state steps to time; use at least 8") }
+        let yaml = """
+            seed: 1
+            steps: \(steps)
+            model: {kind: loadtest, parameters: \(parameters)}
+            data: {examples: \(max(microBatches * 4, 1024))}
+            optimizer: {kind: sgd}
+            coordinator: {global_batch: \(microBatches * 4), micro_batches: \(microBatches), min_workers: \(workers)}
+            checkpoint: {every_steps: 0}
+            """
+        let run = try ChildProcess.withScratch("ingest") { scratch in
+            try LaunchedRun.run(yaml: yaml, workers: workers, scratch: scratch, label: "ingest",
+                                extraArguments: tlsDir.map { ["--tls", $0, "--require-client-cert"] } ?? [])
         }
-        let folder = RunFolder(FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-bench-\(getpid())").path)
-        defer { try? FileManager.default.removeItem(at: folder.url) }
-        // The coordinator starts as `launch` starts it (one start sequence); the workers run here.
-        let listen = tlsDir == nil ? "tcp://127.0.0.1:0" : "tls+tcp://127.0.0.1:0"
-        let started = try await CoordinatorStartup.start(.init(folder: folder, config: config, listen: listen), logger: logger)
-        defer { started.hold() }
-        started.commit()
-        let coordinator = started.service
-        let url = started.url
-        let token = try RunToken.load(file: started.tokenFile)
-        let start = ContinuousClock.now
-        let summary = try await withThrowingTaskGroup(of: Void.self) { group in
-            for i in 0 ..< workers {
-                group.addTask {
-                    var options = WorkerService.Options(connect: url, token: token, name: "bench-\(i)")
-                    options.tlsDir = tlsDir
-                    let worker = try WorkerService(options: options, logger: logger)
-                    _ = try await worker.run()
-                    await worker.close()
-                }
-            }
-            let summary = await coordinator.run()
-            try await group.waitForAll()
-            return summary
+        guard let first = run.metrics.first(where: { $0.step == warmSteps }), let last = run.metrics.last, last.step > first.step else {
+            throw BenchmarkError("ingest: the run's metrics.jsonl has no steps \(warmSteps) to \(steps)")
         }
-        let seconds = (ContinuousClock.now - start).seconds
-        guard summary.status == .completed else { throw WorkerError("the ingest benchmark's run did not complete: \(summary.message ?? "")") }
-        let bytes = Double(steps * microBatches * parameters * 4)
-        let baseline = try await pushPull(messages: steps * microBatches * ((parameters * 4 + (1 << 20) - 1) >> 20), senders: workers)
-        return Result(name: "gradient ingest (coordinator, \(workers) workers, \(parameters) params, \(microBatches) micro-batches)",
+        let seconds = last.wallSeconds - first.wallSeconds
+        let bytes = Double((last.step - first.step) * microBatches * parameters * 4)
+        let messages = (last.step - first.step) * microBatches * ((parameters * 4 + (1 << 20) - 1) >> 20)
+        let baseline = try await pushPull(messages: messages, senders: workers)
+        return Result(name: "gradient ingest (csptrain launch, \(workers) worker processes, \(parameters) params, \(microBatches) micro-batches, steps \(first.step + 1)-\(last.step))",
                       ours: bytes / seconds / 1e9, baseline: baseline, unit: "GB/s",
                       baselineName: "raw nng PUSH/PULL of 1 MiB messages, same bytes")
     }

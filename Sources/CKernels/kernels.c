@@ -291,6 +291,42 @@ double csp_sum_squares(const float *x, long n) {
     return ((s0 + s1) + (s2 + s3));
 }
 
+/* Sixteen lanes: lane j sums x[i] for i = j mod 16, and the lanes are added in order, so the
+   result is the same whatever vector width runs it (no contraction: -ffp-contract=off). */
+#define SUM_SQUARES_WIDE(name, attributes)                                                         \
+    attributes static double name(const float *x, long n) {                                        \
+        double s[16] = {0};                                                                        \
+        long i = 0;                                                                                \
+        for (; i + 16 <= n; i += 16) {                                                             \
+            for (int j = 0; j < 16; j++) s[j] += (double)x[i + j] * (double)x[i + j];              \
+        }                                                                                          \
+        double t = 0;                                                                              \
+        for (int j = 0; j < 16; j++) t += s[j];                                                    \
+        for (; i < n; i++) t += (double)x[i] * (double)x[i];                                       \
+        return t;                                                                                  \
+    }
+#if defined(__x86_64__) && defined(__clang__)
+SUM_SQUARES_WIDE(sum_squares_wide_avx512, __attribute__((target("avx512f"))))
+SUM_SQUARES_WIDE(sum_squares_wide_avx2, __attribute__((target("avx2"))))
+#endif
+SUM_SQUARES_WIDE(sum_squares_wide_generic, )
+
+double csp_sum_squares_wide(const float *x, long n) {
+    typedef double (*kernel)(const float *, long);
+    static kernel chosen = 0;  // every thread picks the same one: a relaxed race is harmless
+    kernel use = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+    if (!use) {
+        use = sum_squares_wide_generic;
+#if defined(__x86_64__) && defined(__clang__)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) use = sum_squares_wide_avx512;
+        else if (__builtin_cpu_supports("avx2")) use = sum_squares_wide_avx2;
+#endif
+        __atomic_store_n(&chosen, use, __ATOMIC_RELAXED);
+    }
+    return use(x, n);
+}
+
 static inline unsigned short bf16_round(float f) {
     unsigned int bits;
     memcpy(&bits, &f, sizeof bits);

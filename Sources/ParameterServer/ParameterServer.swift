@@ -60,7 +60,8 @@ public final class ParameterServer {
     /// The weights version `broadcast` is, and its encodings (built once per version).
     public private(set) var version: UInt64
     var encodedFull: EncodedWeights?
-    /// The broadcast of the previous version (what a worker one version behind holds).
+    /// The broadcast of the previous version (what a worker one version behind holds); its
+    /// buffer and `broadcast`'s trade places at every step.
     var lastSent: [Float]
     var encodedDelta: EncodedWeights?
     /// How many times weights were encoded (the tests check it is once per version and kind).
@@ -157,6 +158,9 @@ public final class ParameterServer {
             statistics.withUnsafeBufferPointer { projection.observe(statistics: $0, examples: examples) }
         }
         let started = timer()
+        // The previous version's buffer takes this version's weights (the projection writes
+        // every value), and this version's stays as `lastSent`: no model-sized copy per step.
+        swap(&broadcast, &lastSent)
         let update = broadcast.withUnsafeMutableBufferPointer { b in
             weights.withUnsafeMutableBufferPointer { w in
                 gradient.withUnsafeBufferPointer { g in
@@ -168,7 +172,6 @@ public final class ParameterServer {
         let projectionSeconds = timer() - started
         // The delta against the version workers hold now, encoded once for every reply.
         let delta = encode(version: version + 1, previous: lastSent)
-        lastSent = broadcast
         version += 1
         encodedDelta = delta
         encodedFull = nil

@@ -37,13 +37,21 @@ public enum VectorMath {
         return csp_sum_squares_bf16(base, bytes.count / 2)
     }
 
-    /// Σ x² of little-endian float32 bytes (a received chunk), read in place when aligned.
+    /// Σ x² over sixteen independent sums: four times `sumOfSquares`'s throughput, in another
+    /// order (a received chunk's check, whose sum reaches no number of the model).
+    public static func sumOfSquaresWide(_ x: UnsafeBufferPointer<Float>) -> Double {
+        guard let base = x.baseAddress, !x.isEmpty else { return 0 }
+        return csp_sum_squares_wide(base, x.count)
+    }
+
+    /// Σ x² of little-endian float32 bytes (a received chunk, checked for finiteness and
+    /// magnitude before it is folded), read in place when aligned, as `sumOfSquaresWide`.
     public static func sumOfSquares(littleEndianBytes bytes: UnsafeRawBufferPointer) -> Double {
         let n = bytes.count / 4
         guard n > 0, let base = bytes.baseAddress else { return 0 }
         #if _endian(little)
         if Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
-            return csp_sum_squares(base.assumingMemoryBound(to: Float.self), n)
+            return csp_sum_squares_wide(base.assumingMemoryBound(to: Float.self), n)
         }
         #endif
         var sum = 0.0

@@ -14,7 +14,8 @@ struct Bench: AsyncParsableCommand {
         discussion: """
             Prints each benchmark with its baseline and their ratio. Not a test: numbers depend on the machine.
 
-            ingest       the coordinator's gradient path against raw nng PUSH/PULL
+            ingest       gradient bytes folded per second in steady-state steps of a real launch
+                         (coordinator and 2 worker processes) against raw nng PUSH/PULL
             aggregation  folding gradient chunks against memcpy, in float32 and in deterministic
                          mode's exact fixed point
             speech       the speech model's training step on one core against the sgemm peak and,
@@ -70,13 +71,13 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Parameters of the load-test model for the ingest benchmark.")
     var parameters = 4 << 20
 
-    @Option(help: "Steps of the ingest benchmark's run.")
-    var steps = 10
+    @Option(help: "Steps of the ingest benchmark's run (the first quarter, at most 5, are not timed).")
+    var steps = 30
 
     @Option(help: "Micro-batches per step in the ingest benchmark (per-step costs are spread over more chunks).")
     var microBatches = 8
 
-    @Option(help: "In-process workers for the ingest benchmark.")
+    @Option(help: "Worker processes for the ingest benchmark.")
     var workers = 2
 
     @Option(help: "Megabytes folded by the aggregation benchmark.")
@@ -156,10 +157,10 @@ struct Bench: AsyncParsableCommand {
         var notes: [String] = []
         let tlsDir = try tls ? Self.certificateFolder() : nil
         defer { if let tlsDir { try? FileManager.default.removeItem(atPath: tlsDir) } }
-        if let tlsDir { notes.append("csptrain over tls+tcp:// with mutual TLS (TLS 1.2, ECDSA P-256, mbedTLS 2.28 in nng); the baselines stay plain") }
+        if tlsDir != nil { notes.append("csptrain over tls+tcp:// with mutual TLS (TLS 1.2, ECDSA P-256, mbedTLS 2.28 in nng); the baselines stay plain") }
         if selected.contains(.ingest) {
             results.append(try await Benchmarks.ingest(parameters: parameters, microBatches: microBatches, steps: steps, workers: workers,
-                                                       tlsDir: tlsDir, logger: logger))
+                                                       tlsDir: tlsDir))
         }
         if selected.contains(.aggregation) {
             results.append(Benchmarks.aggregation(megabytes: megabytes))

@@ -79,6 +79,11 @@ unsigned int csp_crc32c_hw(unsigned int crc, const void *data, long n, int *done
 /// every machine). NaN or infinity when any value is not finite.
 double csp_sum_squares(const float *x, long n);
 
+/// Σ x[i]² in double precision over sixteen independent sums (a received gradient chunk's
+/// check: four times the throughput of csp_sum_squares, whose four-sum order the gradient norm
+/// keeps). The same bits whatever the vector width; NaN or infinity when a value is not finite.
+double csp_sum_squares_wide(const float *x, long n);
+
 /// float32 → bfloat16, rounded to nearest, ties to even (NaN stays NaN); `out` may be unaligned.
 void csp_to_bf16(const float *x, void *out, long n);
 
