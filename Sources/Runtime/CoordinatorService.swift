@@ -251,8 +251,20 @@ public final class CoordinatorService: Sendable {
                 if large { await receiveGate.leave() }
                 return (await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of this run's \(shell.chunkValues) values, see coordinator.chunk_values, plus 64 KiB, capped by transport.max_message_bytes)"), nil, peer, message.pipe.rawValue)
             }
+            // Decoded here, off the shell's actor: a chunk's values are checked (finite, within
+            // float32 once weighted) on this context's task, so the actor only accounts and
+            // folds, and contexts check chunks in parallel.
+            let decoded: DecodedRequest
+            do { decoded = try message.withUnsafeBytes { try RequestDecoding.decode($0) } } catch {
+                logger.warning("refused a malformed request: \(error)", metadata: ["peer": "\(peer)"])
+                if large { await receiveGate.leave() }
+                return (await shell.refuseMalformed(message, reason: "\(error)"), nil, peer, message.pipe.rawValue)
+            }
+            // A copy of the weights that the request shows arrived no longer counts, also while
+            // the actor is busy applying a step.
+            if let version = decoded.inbound.weightsVersionShown { shell.weightsCopies.arrived(pipe: message.pipe.rawValue, version: version) }
             let gate = receiveGate
-            let (frame, request) = await shell.answer(message, peer: peer, read: {
+            let (frame, request) = await shell.answer(message, decoded: decoded, peer: peer, read: {
                 if large { Task { await gate.leave() } }
             })
             return (frame, request, peer, message.pipe.rawValue)

@@ -142,10 +142,12 @@ actor CoordinatorShell {
 
     // MARK: Events
 
-    /// Answers one request; a gradient chunk's values are folded from the received message.
-    /// `read` is called once the machine has taken the request in (a chunk folded), before a
-    /// held request waits for its reply: the message is no longer needed from then on.
-    func answer(_ message: Message, peer: String, read: @Sendable () -> Void = {}) async -> (frame: ReplyFrame, request: RequestID?) {
+    /// Answers one request, decoded (``RequestDecoding``) from `message` by the caller; a
+    /// gradient chunk's values are folded from the received message. `read` is called once the
+    /// machine has taken the request in (a chunk folded), before a held request waits for its
+    /// reply: the message is no longer needed from then on.
+    func answer(_ message: Message, decoded: DecodedRequest, peer: String, read: @Sendable () -> Void = {}) async
+        -> (frame: ReplyFrame, request: RequestID?) {
         let pipe = message.pipe.rawValue
         let now = Self.now()
         connections.heard(pipe, now: now)
@@ -154,14 +156,6 @@ actor CoordinatorShell {
         let frame: ReplyFrame = await withCheckedContinuation { continuation in
             defer { read() }
             message.withUnsafeBytes { bytes in
-                let decoded: DecodedRequest
-                do { decoded = try RequestDecoding.decode(bytes) } catch {
-                    logger.warning("refused a malformed request: \(error)", metadata: ["peer": "\(peer)"])
-                    continuation.resume(returning: self.frame(.refusal(.malformed, "\(error)")))
-                    return
-                }
-                // A copy of the weights that the request shows arrived no longer counts.
-                if let version = decoded.inbound.weightsVersionShown { weightsCopies.arrived(pipe: pipe, version: version) }
                 var entropy = Data()
                 switch decoded.inbound {
                 case .hello, .proof: entropy = randomBytes(JoinHandshake.nonceBytes + JoinHandshake.sessionBytes)
@@ -186,6 +180,12 @@ actor CoordinatorShell {
             }
         }
         return (frame, id)
+    }
+
+    /// A request that does not decode: refused, and the connection is still heard from.
+    func refuseMalformed(_ message: Message, reason: String) -> ReplyFrame {
+        connections.heard(message.pipe.rawValue, now: Self.now())
+        return frame(.refusal(.malformed, reason))
     }
 
     /// The reply to `id` has left: it no longer counts against its member's requests in flight.
