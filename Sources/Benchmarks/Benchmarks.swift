@@ -27,8 +27,8 @@ public enum Benchmarks {
     /// of 1 MiB messages over tcp loopback from as many senders, in this process.
     /// `tlsDir`: csptrain over tls+tcp:// with mutual TLS, from that certificate folder.
     public static func ingest(parameters: Int, microBatches: Int, steps: Int, workers: Int, tlsDir: String? = nil) async throws -> Result {
+        guard steps >= 8 else { throw BenchmarkError("ingest: --steps \(steps) leaves too few steady-state steps to time; use at least 8") }
         let warmSteps = min(5, steps / 4)
-        guard steps - warmSteps >= 2 else { throw BenchmarkError("ingest: --steps \(steps) leaves no steady-state steps to time; use at least 8") }
         let yaml = """
             seed: 1
             steps: \(steps)

@@ -213,7 +213,7 @@ public final class CoordinatorService: Sendable {
                 ticket = await copies.enter(pipe: pipe, version: weights.version, maxWaiting: settings.coordinatorContexts / 2)
             }
             do {
-                try await context.send(Message(capacity: frame.count) { frame.pieces($0) })
+                try await context.send(Message(count: frame.count) { frame.write(into: $0) })
             } catch let error as NNGError where error.isClosed {
                 if let ticket { copies.release(ticket) }
                 return

@@ -297,8 +297,8 @@ public final class WorkerService: Sendable {
             let p = pieces[i]
             return try gradient.withUnsafeBufferPointer { g in
                 let values = UnsafeBufferPointer(rebasing: g[p.range])
-                return try Message(capacity: encoder.size(tensor: p.tensor, chunk: p.chunk, chunkCount: p.count, values: values.count)) {
-                    encoder.encode(tensor: p.tensor, chunk: p.chunk, chunkCount: p.count, values: values, $0)
+                return try Message(count: encoder.size(tensor: p.tensor, chunk: p.chunk, chunkCount: p.count, values: values.count)) {
+                    encoder.write(tensor: p.tensor, chunk: p.chunk, chunkCount: p.count, values: values, into: $0)
                 }
             }
         }

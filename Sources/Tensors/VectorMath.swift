@@ -45,7 +45,8 @@ public enum VectorMath {
     }
 
     /// Σ x² of little-endian float32 bytes (a received chunk, checked for finiteness and
-    /// magnitude before it is folded), read in place when aligned, as `sumOfSquaresWide`.
+    /// magnitude before it is folded): in place as `sumOfSquaresWide` when aligned, else one
+    /// sum in order.
     public static func sumOfSquares(littleEndianBytes bytes: UnsafeRawBufferPointer) -> Double {
         let n = bytes.count / 4
         guard n > 0, let base = bytes.baseAddress else { return 0 }

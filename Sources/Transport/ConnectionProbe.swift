@@ -49,31 +49,32 @@ public enum ConnectionProbe {
         return Ports(local: local, remote: remote)
     }
 
-    /// How the kernel lists the connection between `ports`.
+    /// How the kernel lists the connection between `ports`: open when any line between them is
+    /// established (a port pair can also appear in an older connection's closing line, to
+    /// another address), closing when lines exist and none is.
     public static func state(of ports: Ports, tables: [String] = ["/proc/net/tcp", "/proc/net/tcp6"]) -> State {
         var readAny = false, listed = false
         for table in tables {
             guard let text = readWhole(table) else { continue }
             readAny = true
-            switch listedState(text, local: ports.local, remote: ports.remote) {
-            case "01"?: return .open
-            case _?: listed = true
-            case nil: break
-            }
+            let states = listedStates(text, local: ports.local, remote: ports.remote)
+            if states.contains("01") { return .open }
+            listed = listed || !states.isEmpty
         }
         return !readAny ? .unknown : listed ? .closing : .absent
     }
 
-    /// The state field (two hex digits; "01" is established) of the connection from port
-    /// `local` to port `remote` in a /proc/net/tcp-style table, nil when none is listed.
-    static func listedState(_ table: String, local: UInt16, remote: UInt16) -> Substring? {
+    /// The state fields (two hex digits; "01" is established) of every connection from port
+    /// `local` to port `remote` in a /proc/net/tcp-style table.
+    static func listedStates(_ table: String, local: UInt16, remote: UInt16) -> [Substring] {
         let localSuffix = String(format: ":%04X", local), remoteSuffix = String(format: ":%04X", remote)
+        var states: [Substring] = []
         for line in table.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             guard fields.count > 3 else { continue }
-            if fields[1].hasSuffix(localSuffix), fields[2].hasSuffix(remoteSuffix) { return fields[3] }
+            if fields[1].hasSuffix(localSuffix), fields[2].hasSuffix(remoteSuffix) { states.append(fields[3]) }
         }
-        return nil
+        return states
     }
 
     /// A /proc file's whole text. (Foundation's readers trust the file's size, which /proc

@@ -43,29 +43,6 @@ public final class Message: @unchecked Sendable {
         handle = msg
     }
 
-    /// A message of `capacity` bytes built from the pieces `write` hands to its `append`, each
-    /// copied once into the body. Unlike `init(count:fill:)` the body is never zeroed first
-    /// (nng_msg_alloc zeroes what it allocates; nng_msg_append only copies): for a megabyte
-    /// chunk or a model-sized reply, one pass over the bytes instead of two. The pieces must
-    /// add up to `capacity` bytes.
-    public init(capacity: Int, pieces write: ((UnsafeRawBufferPointer) -> Void) -> Void) throws(NNGError) {
-        var msg: OpaquePointer?
-        try nngCall("allocate a message of \(capacity) bytes", nng_msg_alloc(&msg, 0))
-        var rv = nng_msg_reserve(msg, capacity)
-        if rv == 0 {
-            write { piece in
-                guard rv == 0, let base = piece.baseAddress, !piece.isEmpty else { return }
-                rv = nng_msg_append(msg, base, piece.count)
-            }
-        }
-        if rv != 0 {
-            nng_msg_free(msg)
-            throw NNGError(code: rv, operation: "allocate a message of \(capacity) bytes")
-        }
-        precondition(nng_msg_len(msg) == capacity, "message: pieces of \(nng_msg_len(msg)) bytes for a capacity of \(capacity)")
-        handle = msg
-    }
-
     /// Wraps a message that nng handed to us (a completed receive).
     init(adopting handle: OpaquePointer) {
         self.handle = handle

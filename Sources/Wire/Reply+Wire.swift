@@ -33,20 +33,6 @@ public struct ReplyFrame: Sendable {
         precondition(w.position == out.count, "reply: wrote \(w.position) of \(out.count) bytes")
     }
 
-    /// Hands the reply to `append` in pieces (exactly `count` bytes in all): the head, the
-    /// weights field's tag and length, and the shared weights frame itself, so that a message
-    /// built from them (`Message(capacity:pieces:)`) copies the model once.
-    public func pieces(_ append: (UnsafeRawBufferPointer) -> Void) {
-        head.withUnsafeBytes { append($0) }
-        guard let weights else { return }
-        withUnsafeTemporaryAllocation(byteCount: 16, alignment: 8) { buffer in
-            var w = ProtoBytes.Writer(buffer)
-            w.lengthDelimited(3, length: weights.bytes.count)
-            append(UnsafeRawBufferPointer(rebasing: buffer[0 ..< w.position]))
-        }
-        weights.bytes.withUnsafeBytes { append($0) }
-    }
-
     /// The reply as one array (tests, small replies).
     public var bytes: [UInt8] {
         var out = [UInt8](repeating: 0, count: count)

@@ -186,60 +186,35 @@ public struct ChunkEncoder: Sendable {
     /// Writes the request into `out` (exactly `size(...)` bytes): the values are copied once,
     /// from the gradient into the message, and start at a multiple of 4 bytes into it.
     public func write(tensor: Int, chunk: Int, chunkCount: Int, values: UnsafeBufferPointer<Float>, into out: UnsafeMutableRawBufferPointer) {
-        var position = 0
-        encode(tensor: tensor, chunk: chunk, chunkCount: chunkCount, values: values) { piece in
-            guard let base = piece.baseAddress, !piece.isEmpty else { return }
-            precondition(position + piece.count <= out.count, "chunk request: more than \(out.count) bytes")
-            out.baseAddress!.advanced(by: position).copyMemory(from: base, byteCount: piece.count)
-            position += piece.count
-        }
-        precondition(position == out.count, "chunk request: wrote \(position) of \(out.count) bytes")
-    }
-
-    /// Hands the request for one chunk to `append` in three pieces (exactly `size(...)` bytes
-    /// in all): the fields before the values, the values, the fields after them. Float32 values
-    /// on a little-endian machine are the gradient's own memory, so a message built from the
-    /// pieces holds the only copy (`Message(capacity:pieces:)`).
-    public func encode(tensor: Int, chunk: Int, chunkCount: Int, values: UnsafeBufferPointer<Float>,
-                       _ append: (UnsafeRawBufferPointer) -> Void) {
         let l = layout(tensor: tensor, chunk: chunk, chunkCount: chunkCount, values: values.count)
-        let width = bf16 ? 2 : 4
-        // Before the values: the header, the chunk's scalars, the padding, the values' tag and length.
-        withUnsafeTemporaryAllocation(byteCount: header.count + 96, alignment: 8) { buffer in
-            var w = ProtoBytes.Writer(buffer)
-            if !header.isEmpty { header.withUnsafeBytes { w.bytes(1, $0) } }
-            w.lengthDelimited(13, length: l.body)
-            w.uint(1, UInt64(microBatch))
-            w.uint(2, UInt64(tensor))
-            w.uint(3, UInt64(chunk))
-            w.uint(4, UInt64(chunkCount))
-            w.uint(5, UInt64(exampleCount))
-            w.double(6, lossSum)
-            if let padding = l.padding {
-                w.lengthDelimited(9, length: padding)
-                for _ in 0 ..< padding { w.buffer[w.position] = 0; w.position += 1 }
-            }
-            if !values.isEmpty { w.lengthDelimited(7, length: values.count * width) }
-            append(UnsafeRawBufferPointer(rebasing: buffer[0 ..< w.position]))
+        var w = ProtoBytes.Writer(out)
+        if !header.isEmpty { header.withUnsafeBytes { w.bytes(1, $0) } }
+        w.lengthDelimited(13, length: l.body)
+        w.uint(1, UInt64(microBatch))
+        w.uint(2, UInt64(tensor))
+        w.uint(3, UInt64(chunk))
+        w.uint(4, UInt64(chunkCount))
+        w.uint(5, UInt64(exampleCount))
+        w.double(6, lossSum)
+        if let padding = l.padding {
+            w.lengthDelimited(9, length: padding)
+            for _ in 0 ..< padding { w.buffer[w.position] = 0; w.position += 1 }
         }
         if !values.isEmpty, bf16 {
-            var converted = [UInt8](repeating: 0, count: values.count * 2)
-            converted.withUnsafeMutableBytes { csp_to_bf16(values.baseAddress!, $0.baseAddress!, values.count) }
-            converted.withUnsafeBytes { append($0) }
+            w.lengthDelimited(7, length: values.count * 2)
+            csp_to_bf16(values.baseAddress!, w.buffer.baseAddress! + w.position, values.count)
+            w.position += values.count * 2
         } else if !values.isEmpty {
+            w.lengthDelimited(7, length: values.count * 4)
             #if _endian(little)
-            append(UnsafeRawBufferPointer(values))
+            w.bytes(UnsafeRawBufferPointer(values))
             #else
-            FloatEncoding.denseBytes(values).withUnsafeBytes { append($0) }
+            FloatEncoding.denseBytes(values).withUnsafeBytes { w.bytes($0) }
             #endif
         }
-        // After the values: the weights version and the bf16 flag.
-        withUnsafeTemporaryAllocation(byteCount: 16, alignment: 8) { buffer in
-            var w = ProtoBytes.Writer(buffer)
-            w.uint(8, weightsVersion)
-            if bf16 { w.uint(10, 1) }
-            append(UnsafeRawBufferPointer(rebasing: buffer[0 ..< w.position]))
-        }
+        w.uint(8, weightsVersion)
+        if bf16 { w.uint(10, 1) }
+        precondition(w.position == out.count, "chunk request: wrote \(w.position) of \(out.count) bytes")
     }
 }
 

@@ -24,27 +24,6 @@ struct TransportTests {
         #expect(listener.url == "tcp://127.0.0.1:\(port)")
     }
 
-    /// A message built from pieces holds them in order, and travels like any other.
-    @Test func aMessageBuiltFromPiecesHoldsThemInOrder() async throws {
-        let big = [UInt8]((0 ..< 300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
-        let parts: [[UInt8]] = [Array("head".utf8), [], big, Array("tail".utf8)]
-        let total = parts.reduce(0) { $0 + $1.count }
-        let message = try Message(capacity: total) { append in
-            for part in parts { part.withUnsafeBytes { append($0) } }
-        }
-        #expect(message.count == total && message.bytes == Array(parts.joined()))
-        let (rep, req, _) = try pair(maxMessageSize: 1 << 20)
-        let server = try rep.openContext(), client = try req.openContext()
-        async let served: Void = {
-            let request = try await server.receive(timeout: .seconds(30))
-            #expect(request.bytes == Array(parts.joined()))
-            try await server.send(Message(capacity: 2) { append in [UInt8]([1, 2]).withUnsafeBytes { append($0) } })
-        }()
-        let reply = try await client.request(message, timeout: .seconds(30))
-        try await served
-        #expect(reply.bytes == [1, 2])
-    }
-
     @Test func requestReplyRoundTrip() async throws {
         let (rep, req, _) = try pair()
         let server = try rep.openContext()

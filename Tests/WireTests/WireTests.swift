@@ -159,32 +159,6 @@ struct InPlaceFramingTests {
         }
     }
 
-    /// The pieces a worker builds a chunk's message from: the fields before the values, the
-    /// gradient's own memory (float32) or its bfloat16 rounding, the fields after; together the
-    /// bytes `write(into:)` gives and `size` counts.
-    @Test(arguments: [false, true])
-    func chunkPiecesAreTheRequestAndTheValuesAreTheGradientsMemory(bf16: Bool) throws {
-        let values: [Float] = (0 ..< 777).map { Float($0) * 0.5 - 100 }
-        let encoder = ChunkEncoder(runID: "run-3", session: Data([5, 6]), step: 9, microBatch: 2, exampleCount: 4,
-                                   lossSum: 3.25, weightsVersion: 300, bf16: bf16)
-        let size = encoder.size(tensor: 1, chunk: 2, chunkCount: 3, values: values.count)
-        var written = [UInt8](repeating: 0, count: size)
-        var pieces: [[UInt8]] = []
-        var sharesTheGradient = false
-        values.withUnsafeBufferPointer { v in
-            written.withUnsafeMutableBytes { encoder.write(tensor: 1, chunk: 2, chunkCount: 3, values: v, into: $0) }
-            encoder.encode(tensor: 1, chunk: 2, chunkCount: 3, values: v) { piece in
-                if piece.baseAddress == UnsafeRawPointer(v.baseAddress) { sharesTheGradient = true }
-                pieces.append(Array(piece))
-            }
-        }
-        #expect(pieces.count == 3 && pieces.joined().count == size)
-        #expect(Array(pieces.joined()) == written)
-        #expect(sharesTheGradient == !bf16, "float32 values are handed over from the gradient itself, bf16 ones converted")
-        let parsed = try Request(serializedBytes: written)
-        #expect(parsed.chunk.weightsVersion == 300 && parsed.chunk.valuesBf16 == bf16 && parsed.chunk.values.count == values.count * (bf16 ? 2 : 4))
-    }
-
     /// bfloat16 chunks: each value rounded to nearest, ties to even, and read back exactly.
     @Test func bfloat16ChunksRoundToNearestEven() throws {
         let values: [Float] = [1, -2.5, 1.00390625 /* exactly halfway: stays 1 */, 1.01171875 /* halfway: up to 1.015625 */,
@@ -251,11 +225,6 @@ struct InPlaceFramingTests {
                 return attachment == .full(version: 6) ? frame : nil
             }
             #expect(reply.weights === frame)
-            // The pieces a message is built from (head, weights tag and length, the shared
-            // frame) are the same bytes, written apart.
-            var pieces: [UInt8] = []
-            reply.pieces { pieces += $0 }
-            #expect(pieces == reply.bytes && pieces.count == reply.count)
             let parsed = try Reply(serializedBytes: reply.bytes)
             #expect(parsed.task.microBatch == UInt32(mb) && parsed.task.exampleIndices == [UInt64(mb), UInt64(mb + 10)])
             #expect(parsed.task.epoch == 2 && parsed.task.deadlineMs == 4000 && parsed.header.step == 5)
