@@ -160,6 +160,17 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
         }                                                                                             \
     }
 
+/* The widest vector extension this CPU offers of those the dispatched kernels are built for. */
+enum isa { ISA_GENERIC, ISA_AVX2_FMA, ISA_AVX512 };
+static enum isa widest_isa(void) {
+#if defined(__x86_64__) && defined(__clang__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ISA_AVX2_FMA;
+#endif
+    return ISA_GENERIC;
+}
+
 #define MUL_ADD(s, v, acc) ((s) * (v) + (acc))
 #if defined(__x86_64__) && defined(__clang__)
 #define FUSED(s, v, acc) __builtin_elementwise_fma((v16){0} + (s), (v), (acc))
@@ -173,12 +184,13 @@ void csp_rows_times_matrix(const float *x, long rows, long k, const float *m, lo
     static kernel chosen = 0;  // every thread picks the same one: a relaxed race is harmless
     kernel use = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
     if (!use) {
-        use = rows_generic;
+        switch (widest_isa()) {
 #if defined(__x86_64__) && defined(__clang__)
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) use = rows_avx512;
-        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) use = rows_avx2;
+        case ISA_AVX512: use = rows_avx512; break;
+        case ISA_AVX2_FMA: use = rows_avx2; break;
 #endif
+        default: use = rows_generic;
+        }
         __atomic_store_n(&chosen, use, __ATOMIC_RELAXED);
     }
     for (long r = 0; r < rows; r += 8) {
@@ -187,12 +199,11 @@ void csp_rows_times_matrix(const float *x, long rows, long k, const float *m, lo
 }
 
 const char *csp_rows_kernel_name(void) {
-#if defined(__x86_64__) && defined(__clang__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return "avx512f+fma";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2+fma";
-#endif
-    return "generic";
+    switch (widest_isa()) {
+    case ISA_AVX512: return "avx512f+fma";
+    case ISA_AVX2_FMA: return "avx2+fma";
+    default: return "generic";
+    }
 }
 
 void csp_transpose(const float *restrict src, long rows, long cols, float *restrict dst) {
@@ -316,12 +327,13 @@ double csp_sum_squares_wide(const float *x, long n) {
     static kernel chosen = 0;  // every thread picks the same one: a relaxed race is harmless
     kernel use = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
     if (!use) {
-        use = sum_squares_wide_generic;
+        switch (widest_isa()) {
 #if defined(__x86_64__) && defined(__clang__)
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) use = sum_squares_wide_avx512;
-        else if (__builtin_cpu_supports("avx2")) use = sum_squares_wide_avx2;
+        case ISA_AVX512: use = sum_squares_wide_avx512; break;
+        case ISA_AVX2_FMA: use = sum_squares_wide_avx2; break;
 #endif
+        default: use = sum_squares_wide_generic;
+        }
         __atomic_store_n(&chosen, use, __ATOMIC_RELAXED);
     }
     return use(x, n);
