@@ -15,7 +15,7 @@ count=${2:?usage: scripts/speech-streaming-rtf.sh CORPUS UTTERANCES RUN...}
 shift 2
 csptrain=${CSPTRAIN:-.build/release/csptrain}
 pcm=$(mktemp "${TMPDIR:-/tmp}/csptrain-stream-XXXX.pcm")
-trap 'rm -f "$pcm"' EXIT
+trap 'rm -f "$pcm" "$pcm.err"' EXIT
 python3 -c 'import json,sys; [print(json.loads(l)["audio_filepath"]) for l in list(sys.stdin)[:int(sys.argv[1])]]' "$count" \
   < "$corpus/test.jsonl" | while read -r file; do
   sox -V1 "$corpus/$file" -t raw -r 16000 -b 16 -e signed-integer -c 1 -
@@ -23,10 +23,18 @@ done > "$pcm"
 audio=$(python3 -c "import os,sys; print(os.path.getsize(sys.argv[1]) / 32000)" "$pcm")
 printf '%-40s %-8s %10s %14s %18s %18s\n' run encoder "test WER" "RTF whole" "RTF streamed wall" "RTF streamed CPU"
 for run in "$@"; do
+  if [[ ! -f $run/config.yaml ]]; then
+    echo "speech-streaming-rtf: $run is not a run folder (it has no config.yaml)" >&2
+    exit 2
+  fi
   bidirectional=True
   grep -q "bidirectional: false" "$run/config.yaml" && bidirectional=False
-  read -r wer rtf < <("$csptrain" eval --checkpoint "$run" --manifest "$corpus/test.jsonl" --json 2> /dev/null |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f%%" % (100 * d["wer"]), "%.4f" % d["real_time_factor"])')
+  if ! scores=$("$csptrain" eval --checkpoint "$run" --manifest "$corpus/test.jsonl" --json 2> "$pcm.err"); then
+    echo "speech-streaming-rtf: csptrain eval failed on $run:" >&2
+    cat "$pcm.err" >&2
+    exit 1
+  fi
+  read -r wer rtf < <(python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.2f%%" % (100 * d["wer"]), "%.4f" % d["real_time_factor"])' <<< "$scores")
   wall=- cpu=-
   if [[ $bidirectional == False ]]; then
     timing=$(mktemp "${TMPDIR:-/tmp}/csptrain-time-XXXX")

@@ -1,7 +1,4 @@
-import Configuration
 import Foundation
-import Logging
-import Runtime
 import Tensors
 import Training
 import Transport

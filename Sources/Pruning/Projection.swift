@@ -11,9 +11,10 @@ public protocol ProjectionStep: Sendable {
     var name: String { get }
     /// Projects `weights` (the dense master copy after the optimizer step of `step`, which ran
     /// at `learningRate` on the aggregated `gradient`) and writes the weights workers should use
-    /// into `broadcast`, every value of it (it holds an older version's weights on entry). Methods may also change the master weights (magnitude pruning zeroes
-    /// them; the dual methods pull them towards Z). Returns what happened when the support
-    /// changed, nil otherwise.
+    /// into `broadcast`, every value of it (it holds an older version's weights on entry).
+    /// Methods may also change the master weights (magnitude pruning zeroes them; the dual
+    /// methods pull them towards Z). Returns what happened when the support changed, nil
+    /// otherwise.
     mutating func project(weights: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
                           step: Int, learningRate: Double, layout: ParameterLayout,
                           broadcast: UnsafeMutableBufferPointer<Float>) -> SupportUpdate?

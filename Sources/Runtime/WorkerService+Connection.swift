@@ -138,8 +138,8 @@ extension WorkerService {
                     continue
                 }
                 let state = ConnectionProbe.state(of: ports)
-                if state == .open { current.state.withLock { $0.seenOpen = $0.ports == ports ? true : $0.seenOpen } }
-                goneChecks = state.isGone(seenOpen: seenOpen || state == .open) ? goneChecks + 1 : 0
+                if state == .open { current.state.withLock { if $0.ports == ports { $0.seenOpen = true } } }
+                goneChecks = state.isGone(seenOpen: seenOpen) ? goneChecks + 1 : 0
                 if goneChecks >= 2 {
                     self.connectionEnded(generation, "the connection to the coordinator (local port \(ports.local), remote port \(ports.remote)) is no longer established in the kernel but nng still holds it open (a libnng 1.5.2 TLS fault); dialing a fresh one")
                     return
