@@ -11,6 +11,13 @@
 /// fails, or after `holdSeconds` (a worker that sends no receipts, or a receipt lost with its
 /// connection), so a silent worker cannot hold the others' weights back for long.
 ///
+/// A reply waits for its turn at most `maxWaitSeconds` (a third of `holdSeconds`), then goes
+/// uncounted. A copy that went to a request its worker had already given up on (nng's REQ drops
+/// the late reply, so no receipt ever comes) counts for the whole `holdSeconds`, which is the
+/// workers' request timeout: a reply queued behind two such copies would leave just as its own
+/// request timed out, its copy would never arrive either, and the run would stall (seen after a
+/// 40 s one-shot reconstruction kept the coordinator from answering for longer than that timeout).
+///
 /// Pure: no clock, no continuations. Each call returns the tickets it admits; the caller resumes
 /// whoever waits on them.
 public struct WeightsCopies: Sendable {
@@ -30,19 +37,23 @@ public struct WeightsCopies: Sendable {
         let ticket: Ticket
         let pipe: UInt32
         let version: UInt64
+        let since: Double
     }
 
     /// Copies that may exist at once.
     public let capacity: Int
     /// The longest a copy counts without a sign that it arrived.
     public let holdSeconds: Double
+    /// The longest a reply waits for its turn before it goes uncounted.
+    public var maxWaitSeconds: Double { holdSeconds / 3 }
     private(set) var held: [Ticket: Copy] = [:]
     /// First come, first admitted.
     private(set) var waiting: [Waiting] = []
     private var nextTicket: Ticket = 0
     /// Copies that ended by `holdSeconds` rather than by a sign of their arrival.
     public private(set) var expired = 0
-    /// Replies that went uncounted because too many waited (see `request`).
+    /// Replies that went uncounted because too many waited (see `request`) or because they
+    /// waited `maxWaitSeconds` (see `expire`).
     public private(set) var uncounted = 0
     /// After ``admitAll(now:)``: nobody waits any more.
     private var shuttingDown = false
@@ -80,7 +91,7 @@ public struct WeightsCopies: Sendable {
             uncounted += 1
             return (ticket, true)
         }
-        waiting.append(Waiting(ticket: ticket, pipe: pipe, version: version))
+        waiting.append(Waiting(ticket: ticket, pipe: pipe, version: version, since: now))
         return (ticket, false)
     }
 
@@ -117,12 +128,18 @@ public struct WeightsCopies: Sendable {
         return admit(now: now)
     }
 
-    /// Ends copies held past `holdSeconds`.
+    /// Ends copies held past `holdSeconds`, and lets replies that waited `maxWaitSeconds` go
+    /// uncounted.
     public mutating func expire(now: Double) -> [Ticket] {
         let before = held.count
         held = held.filter { $0.value.until > now }
         expired += before - held.count
-        return admit(now: now)
+        let admitted = admit(now: now)
+        let longest = maxWaitSeconds
+        let late = waiting.filter { now - $0.since >= longest }.map(\.ticket)
+        waiting.removeAll { now - $0.since >= longest }
+        uncounted += late.count
+        return admitted + late
     }
 
     /// Admits everyone waiting, past the capacity, and from now on every reply at once: the

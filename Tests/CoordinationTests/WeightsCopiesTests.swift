@@ -57,12 +57,29 @@ struct WeightsCopiesTests {
     @Test func aCopyWithoutAnySignOfArrivalEndsAfterTheHoldTime() {
         var c = WeightsCopies(capacity: 1, holdSeconds: 10)
         _ = c.request(pipe: 1, version: 1, now: 0)
-        let waiter = c.request(pipe: 2, version: 1, now: 3)
+        let waiter = c.request(pipe: 2, version: 1, now: 8)
         #expect(c.expire(now: 9.9).isEmpty)
         #expect(c.expire(now: 10) == [waiter.ticket])
         #expect(c.expired == 1)
         // The admitted copy's own hold starts when it is admitted.
         #expect(c.expire(now: 19.9).isEmpty && c.expire(now: 20).isEmpty && c.count == 0)
+    }
+
+    /// Two copies went to requests their workers had given up on (REQ drops the late replies: no
+    /// receipt will come). The replies to the workers' new requests must not wait the whole hold,
+    /// the workers' request timeout, or they too arrive after their requests timed out, forever.
+    @Test func aReplyWaitsAtMostAThirdOfTheHoldThenGoesUncounted() {
+        var c = WeightsCopies(capacity: 2, holdSeconds: 30)
+        _ = c.request(pipe: 1, version: 9, now: 40)
+        _ = c.request(pipe: 2, version: 9, now: 40)
+        let again1 = c.request(pipe: 1, version: 9, now: 40.5), again2 = c.request(pipe: 2, version: 9, now: 41)
+        #expect(!again1.admitted && !again2.admitted)
+        #expect(c.expire(now: 50.4).isEmpty)
+        #expect(c.expire(now: 50.5) == [again1.ticket])
+        #expect(c.expire(now: 51) == [again2.ticket])
+        // They went uncounted: the two copies without a receipt still hold the places.
+        #expect(c.uncounted == 2 && c.count == 2 && c.queued == 0 && c.expired == 0)
+        #expect(c.expire(now: 70).count == 0 && c.count == 0 && c.expired == 2)
     }
 
     @Test func pastTheLongestQueueARepliesGoesUncounted() {
@@ -162,6 +179,8 @@ struct WeightsCopiesTests {
                 default:
                     now += Double(rng.next() % 3)
                     admit(c.expire(now: now))
+                    // Nobody waits longer than the longest wait once the clock has ticked.
+                    ok = ok && c.waiting.allSatisfy { now - $0.since < c.maxWaitSeconds }
                 }
                 let heldTickets = Set(c.held.keys), waitingTickets = Set(c.waiting.map(\.ticket))
                 ok = ok && c.count <= capacity && (c.queued == 0 || c.count == capacity)
