@@ -8,9 +8,11 @@
 # OUT is speech-compare.sh's folder (OUT/corpus, OUT/<model>/run must exist). method defaults to
 # one-shot-reconstruction with the setting issue 14's sweep chose for it at 80% (learning rate
 # 3e-4, damping 0.01, no swap rounds: docs/runs/pruning-sweep-2026-11-29), the best method there;
-# csp-activations runs with its chosen setting too. Models: ctc rnnt (default both).
-# Resumable like speech-compare.sh. Writes OUT/<model>-<method>-80/run and its test.json,
-# test_channel.json (`csptrain eval --json`).
+# csp-activations runs with its chosen setting too, and `dense` fine-tunes the same steps without
+# pruning (the control: the pruned runs train 1,000 steps more than the dense model). Models: ctc
+# rnnt (default both).
+# Resumable like speech-compare.sh. Writes OUT/<model>-<method>-80/run (the control:
+# OUT/<model>-dense-finetuned/run) and its test.json, test_channel.json (`csptrain eval --json`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/speech-compare-prune.sh OUT [method [model ...]]}
@@ -28,7 +30,10 @@ case $method in
     setting=(pruning.method=csp pruning.operator=activations pruning.solver=niht pruning.iterations=10
              pruning.warm_start=diagonal pruning.swaps=0 pruning.restarts=0 pruning.rho=300
              optimizer.learning_rate=0.0003) ;;
-  *) echo "speech-compare-prune: no sweep setting for method '$method' (one-shot-reconstruction or csp-activations)" >&2
+  # The control: the same 1,000 steps of fine-tuning at the same learning rate, nothing pruned.
+  dense)
+    setting=(pruning.method=none optimizer.learning_rate=0.0003) ;;
+  *) echo "speech-compare-prune: no sweep setting for method '$method' (one-shot-reconstruction, csp-activations or dense)" >&2
      exit 2 ;;
 esac
 for model in "${models[@]}"; do
@@ -40,6 +45,7 @@ for model in "${models[@]}"; do
   dense="$out/$model/run"
   [[ -f "$dense/summary.json" ]] || { echo "speech-compare-prune: no finished dense run at $dense (run scripts/speech-compare.sh $out $model first)" >&2; exit 2; }
   dir="$out/$model-$method-80"
+  [[ $method == dense ]] && dir="$out/$model-dense-finetuned"
   run="$dir/run"
   [[ -f "$dir/test_channel.json" ]] && continue
   mkdir -p "$dir"

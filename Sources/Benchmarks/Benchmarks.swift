@@ -13,6 +13,27 @@ public enum Benchmarks {
         public var unit: String
         public var baselineName: String
         public var ratio: Double { baseline > 0 ? ours / baseline : 0 }
+        /// What bounds the ratio, measured in the same run (printed beside it), if anything.
+        public var floor: String? = nil
+    }
+
+    /// CPU seconds (user + system) of this process.
+    static func ownCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return cpuSeconds(usage)
+    }
+
+    /// CPU seconds (user + system) of this process's children that have been waited for, with
+    /// theirs.
+    static func childrenCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        return cpuSeconds(usage)
+    }
+
+    private static func cpuSeconds(_ usage: rusage) -> Double {
+        Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6
     }
 
     /// Gradient ingest: `csptrain launch` of a load-test model (its gradient costs nothing), a
@@ -35,6 +56,9 @@ public enum Benchmarks {
             coordinator: {global_batch: \(microBatches * 4), micro_batches: \(microBatches), min_workers: \(workers)}
             checkpoint: {every_steps: 0}
             """
+        // The launch's CPU, its workers' included (each process reaps its children): the whole
+        // run, start-up and the untimed steps too, so its CPU per byte is an upper estimate.
+        let childCPU = childrenCPUSeconds()
         let run = try ChildProcess.withScratch("ingest") { scratch in
             try LaunchedRun.run(yaml: yaml, workers: workers, scratch: scratch, label: "ingest",
                                 extraArguments: tlsDir.map { ["--tls", $0, "--require-client-cert"] } ?? [])
@@ -45,10 +69,19 @@ public enum Benchmarks {
         let seconds = last.wallSeconds - first.wallSeconds
         let bytes = Double((last.step - first.step) * microBatches * parameters * 4)
         let messages = (last.step - first.step) * microBatches * ((parameters * 4 + (1 << 20) - 1) >> 20)
+        let oursCPU = (childrenCPUSeconds() - childCPU) / (Double(last.step * microBatches * parameters * 4) / 1e9)
+        let selfCPU = ownCPUSeconds()
         let baseline = try await pushPull(messages: messages, senders: workers)
+        let rawCPU = (ownCPUSeconds() - selfCPU) / (Double(messages << 20) / 1e9)
+        // Where every core is busy (a 2-core machine), throughput is cores / (CPU per byte), and
+        // the ratio cannot pass raw's CPU per byte over ours.
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let floor = String(format: "CPU per GB of gradient: ours %.2f core-s (coordinator, workers, the weights sent back; whole run), raw %.2f core-s; "
+                           + "on %d busy cores that work allows at most %.2f and %.2f GB/s, a ratio of at most %.2f",
+                           oursCPU, rawCPU, cores, Double(cores) / oursCPU, Double(cores) / rawCPU, rawCPU / oursCPU)
         return Result(name: "gradient ingest (csptrain launch, \(workers) worker processes, \(parameters) params, \(microBatches) micro-batches, steps \(first.step + 1)-\(last.step))",
                       ours: bytes / seconds / 1e9, baseline: baseline, unit: "GB/s",
-                      baselineName: "raw nng PUSH/PULL of 1 MiB messages, same bytes")
+                      baselineName: "raw nng PUSH/PULL of 1 MiB messages, same bytes", floor: floor)
     }
 
     /// GB/s of 1 MiB messages streamed over tcp loopback from `senders` PUSH sockets to one PULL.

@@ -127,6 +127,12 @@ extension RunStateMachine {
                 return .wait
             }
         }
+        if case .training = phase, !applying, round.microBatches.contains(where: {
+            if case .assigned(to: session, _) = $0.status { return $0.receivedCount > 0 }
+            return false
+        }) {
+            overlappedWorkRequests += 1
+        }
         round.releaseUnstarted(session)
         evaluation?.release(session)
         let response = assignment(for: session, haveVersion: haveVersion, now: now)

@@ -191,6 +191,9 @@ public struct RunStateMachine: Sendable {
     var departedOrder: [SessionID] = []
     /// Re-sent requests answered from memory.
     public internal(set) var resentRequests = 0
+    /// Work requests that came while the member's last micro-batch was still arriving (some of
+    /// its chunks in, not all): workers that ask for more work beside their sends.
+    public internal(set) var overlappedWorkRequests = 0
     /// Requests refused because a session was used from another connection.
     public internal(set) var borrowedSessionRefusals = 0
     var joinLimit: JoinRateLimit

@@ -233,22 +233,22 @@ public final class CoordinatorService: Sendable {
         while true {
             await receiveGate.enter()
             if Task.isCancelled {
-                await receiveGate.leave()
+                receiveGate.leave()
                 return nil
             }
             let message: Message
             do { message = try await context.receive() } catch {
-                await receiveGate.leave()
+                receiveGate.leave()
                 if error.isClosed || error.isCancelled { return nil }
                 logger.warning("receive failed: \(error)")
                 continue
             }
             let large = message.count > Self.smallRequestBytes
-            if !large { await receiveGate.leave() }
+            if !large { receiveGate.leave() }
             let peer = socket.peerAddress(message.pipe)
             if message.count > maxRequestBytes {
                 logger.warning("refused a request of \(message.count) bytes: the limit is \(maxRequestBytes)", metadata: ["peer": "\(peer)"])
-                if large { await receiveGate.leave() }
+                if large { receiveGate.leave() }
                 return (await shell.refuse(.tooLarge, "the request has \(message.count) bytes; this coordinator accepts at most \(maxRequestBytes) (a gradient chunk of this run's \(shell.chunkValues) values, see coordinator.chunk_values, plus 64 KiB, capped by transport.max_message_bytes)"), nil, peer, message.pipe.rawValue)
             }
             // Decoded here, off the shell's actor: a chunk's values are checked (finite, within
@@ -257,7 +257,7 @@ public final class CoordinatorService: Sendable {
             let decoded: DecodedRequest
             do { decoded = try message.withUnsafeBytes { try RequestDecoding.decode($0) } } catch {
                 logger.warning("refused a malformed request: \(error)", metadata: ["peer": "\(peer)"])
-                if large { await receiveGate.leave() }
+                if large { receiveGate.leave() }
                 return (await shell.refuseMalformed(message, reason: "\(error)"), nil, peer, message.pipe.rawValue)
             }
             // A copy of the weights that the request shows arrived no longer counts, also while
@@ -265,7 +265,7 @@ public final class CoordinatorService: Sendable {
             if let version = decoded.inbound.weightsVersionShown { shell.weightsCopies.arrived(pipe: message.pipe.rawValue, version: version) }
             let gate = receiveGate
             let (frame, request) = await shell.answer(message, decoded: decoded, peer: peer, read: {
-                if large { Task { await gate.leave() } }
+                if large { gate.leave() }
             })
             return (frame, request, peer, message.pipe.rawValue)
         }

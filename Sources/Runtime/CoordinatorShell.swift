@@ -394,6 +394,7 @@ actor CoordinatorShell {
                                  validWerChannel: m.lastValidation["valid_channel"]?.wordErrorRate, message: message)
         summary.validWerSeen = m.lastValidation["valid_seen"]?.wordErrorRate
         summary.resentRequests = m.resentRequests
+        summary.overlappedWorkRequests = m.overlappedWorkRequests
         summary.pruningMethod = server.projection.name
         summary.projectionSeconds = projectionSecondsTotal
         summary.deterministic = config.deterministic

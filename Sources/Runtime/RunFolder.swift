@@ -188,6 +188,8 @@ public struct RunSummary: Codable, Sendable {
     public var reassignedMicroBatches: Int
     /// Requests nng's REQ sent again (a late reply) that were answered as their originals were.
     public var resentRequests: Int?
+    /// Work requests that came while the member's last micro-batch was still arriving.
+    public var overlappedWorkRequests: Int? = nil
     /// The last validation word error rates on held-out voices (clean, channel-degraded), when
     /// measured, and on training voices (`data.valid_seen`), when the run has that set.
     public var validWer: Double?

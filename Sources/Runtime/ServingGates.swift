@@ -63,27 +63,50 @@ final class WeightsCopyGate: Sendable {
     }
 }
 
-/// At most `capacity` holders at once; the others wait in order.
-actor AsyncGate {
+/// At most `capacity` holders at once; the others wait in order. A lock, not an actor: entering
+/// with a place free and leaving never suspend, so a gradient chunk that passes through it costs
+/// no hop to another executor (two per chunk with an actor, and a task for each leave).
+final class AsyncGate: Sendable {
+    private struct State {
+        var holders = 0
+        var waiting: [CheckedContinuation<Void, Never>] = []
+    }
+
     let capacity: Int
-    private var holders = 0
-    private var waiting: [CheckedContinuation<Void, Never>] = []
+    private let state = Mutex(State())
 
     init(capacity: Int) { self.capacity = capacity }
 
     func enter() async {
-        if holders < capacity {
-            holders += 1
-            return
+        let free = state.withLock { s -> Bool in
+            guard s.holders < capacity else { return false }
+            s.holders += 1
+            return true
         }
-        await withCheckedContinuation { waiting.append($0) }
+        if free { return }
+        // Checked again under the lock that registers the wait: a leave in between is not missed.
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.holders < capacity {
+                    s.holders += 1
+                    return true
+                }
+                s.waiting.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
     }
 
+    /// Hands the place to the first waiter, if any.
     func leave() {
-        if waiting.isEmpty {
-            holders -= 1
-        } else {
-            waiting.removeFirst().resume()
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if s.waiting.isEmpty {
+                s.holders -= 1
+                return nil
+            }
+            return s.waiting.removeFirst()
         }
+        next?.resume()
     }
 }

@@ -162,51 +162,95 @@ public final class WorkerService: Sendable {
     private func work(_ session: Session, receipts: ReceiptSender, lastContact: inout Double, lastWorkAnswer: inout Double) async throws -> Exit? {
         let layout = session.model.layout
         var parameters = [Float](repeating: 0, count: layout.totalCount)
-        var gradient = [Float](repeating: 0, count: session.exchange.totalCount)
+        let gradients = GradientBuffers(count: session.exchange.totalCount)
+        var next = 0  // the buffer the next gradient is computed into
         var haveVersion: UInt64 = 0
         let control = try socket.openContext()
         try control.setResendTime(.seconds(session.resendSeconds))
         let senders = try (0 ..< max(1, session.sendWindow)).map { _ in try socket.openContext() }
         for s in senders { try s.setResendTime(.seconds(session.resendSeconds)) }
 
-        // Work requests are numbered, so that the coordinator tells nng's re-send of one (same
-        // bytes, same number) from this worker's next request.
-        var sequence: UInt64 = 0
-        while true {
-            try Task.checkCancellation()
-            sequence += 1
-            var poll = Request()
-            poll.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id, sequence: sequence)
-            poll.work = Csptrain_V1_WorkRequest.with { $0.weightsVersion = haveVersion }
-            // The weights a task carries are decoded from the reply where it arrived.
-            let message: Message
-            do {
-                message = try await control.request(Message(poll.serializedBytes() as [UInt8]),
-                                                    timeout: .seconds(session.requestTimeoutSeconds))
-            } catch let error as NNGError where error.isTimeout {
-                // A busy coordinator (a long projection step): ask again with a new number and
-                // the same session, which releases a task the unanswered request may get.
-                try keepWaiting(since: lastContact, progress: lastWorkAnswer, timeout: session.requestTimeoutSeconds, generation: session.generation, error)
-                continue
+        // At most one micro-batch's chunks are in flight (a child of the group) while the loop
+        // asks for the next micro-batch (the other child) and computes it. `accepted` hears when
+        // the coordinator holds a chunk of the one in flight: asking for more work before that
+        // would hand the micro-batch back as unstarted. A send that fails (a connection given up
+        // for a fresh one) ends the wait for the answer at once, with its reason.
+        return try await withThrowingTaskGroup(of: Outcome.self) { group in
+            var inFlight = false
+            var accepted: AsyncStream<Void>?
+            func sent() {
+                inFlight = false
+                lastContact = Monotonic.now
+                lastWorkAnswer = lastContact
             }
-            let (reply, weights) = try message.withUnsafeBytes { raw in
-                do { return try Reply.parseLeavingWeights(raw) } catch {
-                    throw WorkerError("the coordinator at \(options.connect) sent a reply that does not parse (\(raw.count) bytes): \(error)")
+            /// Waits for the send in flight; only that child runs when this is called.
+            func settle() async throws {
+                while inFlight, let outcome = try await group.next() {
+                    if case .sent = outcome { sent() }
                 }
             }
-            lastContact = Monotonic.now
-            lastWorkAnswer = lastContact
-            do { try checkRefusal(reply) } catch is Overloaded {
-                try await Task.sleep(for: .milliseconds(100))
-                continue
-            }
-            switch reply.body {
-            case let .finished(finished)?:
-                logger.info("the coordinator says the run is over: \(finished.reason)")
-                return .finished(finished.reason)
-            case .wait?:
-                continue
-            case let .task(task)?:
+            // Work requests are numbered, so that the coordinator tells nng's re-send of one (same
+            // bytes, same number) from this worker's next request.
+            var sequence: UInt64 = 0
+            while true {
+                try Task.checkCancellation()
+                if let started = accepted {
+                    for await _ in started { break }
+                    accepted = nil
+                }
+                sequence += 1
+                var poll = Request()
+                poll.header = Csptrain_V1_Header.make(runID: session.runID, session: session.id, sequence: sequence)
+                poll.work = Csptrain_V1_WorkRequest.with { $0.weightsVersion = haveVersion }
+                let request = try Message(poll.serializedBytes() as [UInt8])
+                let timeout = Duration.seconds(session.requestTimeoutSeconds)
+                group.addTask {
+                    do { return .answered(try await control.request(request, timeout: timeout)) } catch let error as NNGError where error.isTimeout {
+                        return .unanswered(error)
+                    }
+                }
+                // The weights a task carries are decoded from the reply where it arrived.
+                var answer: Outcome = .sent
+                while case .sent = answer, let outcome = try await group.next() {
+                    if case .sent = outcome { sent() }
+                    answer = outcome
+                }
+                let message: Message
+                switch answer {
+                case let .answered(m):
+                    message = m
+                case let .unanswered(error):
+                    // A busy coordinator (a long projection step): ask again with a new number and
+                    // the same session, which releases a task the unanswered request may get.
+                    try keepWaiting(since: lastContact, progress: lastWorkAnswer, timeout: session.requestTimeoutSeconds, generation: session.generation, error)
+                    continue
+                case .sent:
+                    preconditionFailure("the request's child always answers")
+                }
+                let (reply, weights) = try message.withUnsafeBytes { raw in
+                    do { return try Reply.parseLeavingWeights(raw) } catch {
+                        throw WorkerError("the coordinator at \(options.connect) sent a reply that does not parse (\(raw.count) bytes): \(error)")
+                    }
+                }
+                lastContact = Monotonic.now
+                lastWorkAnswer = lastContact
+                do { try checkRefusal(reply) } catch is Overloaded {
+                    try await Task.sleep(for: .milliseconds(100))
+                    continue
+                }
+                guard case let .task(task)? = reply.body else {
+                    switch reply.body {
+                    case let .finished(finished)?:
+                        // Chunks still on their way belong to a run that is over: not waited for.
+                        group.cancelAll()
+                        logger.info("the coordinator says the run is over: \(finished.reason)")
+                        return .finished(finished.reason)
+                    case .wait?:
+                        continue
+                    default:
+                        throw WorkerError("unexpected reply to a work request: \(String(describing: reply.body))")
+                    }
+                }
                 if let weights {
                     do {
                         haveVersion = try message.withUnsafeBytes { raw in
@@ -225,6 +269,7 @@ public final class WorkerService: Sendable {
                     continue
                 }
                 if task.kind == .eval {
+                    try await settle()
                     try await evaluate(task, parameters: parameters, session: session, control: control)
                     lastContact = Monotonic.now
                     continue
@@ -233,24 +278,30 @@ public final class WorkerService: Sendable {
                     guard let i = Int(exactly: index) else { throw WorkerError("the coordinator sent example index \(index), which is out of range") }
                     return i
                 }
+                // Computed into the buffer no send reads while the last micro-batch's chunks travel.
+                let gradient = gradients[next]
                 var moments = InputMomentRecorder(sites: session.exchange.sites,
                                                   sketchKey: InputMomentRecorder.sketchKey(seed: session.seed, step: reply.header.step,
                                                                                              microBatch: Int(task.microBatch), examples: examples))
                 let lossSum = try parameters.withUnsafeBufferPointer { p in
-                    try gradient.withUnsafeMutableBufferPointer { g in
-                        let parameterGradient = UnsafeMutableBufferPointer(rebasing: g[0 ..< layout.totalCount])
-                        let lossSum = try session.model.lossAndGradient(parameters: p, examples: examples, epoch: Int(task.epoch),
-                                                                        gradient: parameterGradient, moments: &moments)
-                        moments.write(into: UnsafeMutableBufferPointer(rebasing: g[session.exchange.statisticsRange]), examples: examples.count)
-                        return lossSum
-                    }
+                    let parameterGradient = UnsafeMutableBufferPointer(rebasing: gradient[0 ..< layout.totalCount])
+                    let lossSum = try session.model.lossAndGradient(parameters: p, examples: examples, epoch: Int(task.epoch),
+                                                                    gradient: parameterGradient, moments: &moments)
+                    moments.write(into: UnsafeMutableBufferPointer(rebasing: gradient[session.exchange.statisticsRange]), examples: examples.count)
+                    return lossSum
                 }
-                try await send(gradient: gradient, lossSum: lossSum, task: task, step: reply.header.step,
-                               session: session, senders: senders, progress: lastWorkAnswer)
-                lastContact = Monotonic.now
-                lastWorkAnswer = lastContact
-            default:
-                throw WorkerError("unexpected reply to a work request: \(String(describing: reply.body))")
+                let plan = ChunkPlan(session: session, step: reply.header.step, microBatch: task.microBatch,
+                                     exampleCount: task.exampleIndices.count, lossSum: lossSum, weightsVersion: task.weightsVersion)
+                try await settle()
+                let (started, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+                let progress = lastWorkAnswer, buffer = next
+                group.addTask {
+                    try await self.send(plan, gradient: UnsafeBufferPointer(gradients[buffer]), senders: senders, progress: progress, accepted: signal)
+                    return .sent
+                }
+                inFlight = true
+                accepted = started
+                next = 1 - next
             }
         }
     }
@@ -274,78 +325,6 @@ public final class WorkerService: Sendable {
             $0.utterances = UInt32(counts.utterances)
         }
         try checkRefusal(try await call(request, context: control))
-    }
-
-    /// Sends a micro-batch's gradient in chunks, `senders.count` in flight at once. Each chunk's
-    /// request is written straight from the gradient into its message.
-    private func send(gradient: [Float], lossSum: Double, task: Csptrain_V1_Task, step: UInt64,
-                      session: Session, senders: [Context], progress: Double) async throws {
-        let encoder = ChunkEncoder(runID: session.runID, session: session.id, step: step, microBatch: Int(task.microBatch),
-                                   exampleCount: task.exampleIndices.count, lossSum: lossSum, weightsVersion: task.weightsVersion,
-                                   bf16: session.gradientBF16)
-        // The coordinator's chunk grid: the same cut it validates chunks against.
-        let grid = ChunkGrid(tensors: session.exchange.combined.tensors.map { ($0.offset, $0.count) }, chunkValues: session.chunkValues)
-        var pieces: [(tensor: Int, chunk: Int, count: Int, range: Range<Int>)] = []
-        for tensor in grid.tensorChunkCounts.indices {
-            let count = grid.tensorChunkCounts[tensor]
-            for c in 0 ..< count {
-                let lo = grid.offset(tensor: tensor, chunk: c)
-                pieces.append((tensor, c, count, lo ..< lo + grid.valueCount(tensor: tensor, chunk: c)))
-            }
-        }
-        func message(_ i: Int) throws -> Message {
-            let p = pieces[i]
-            return try gradient.withUnsafeBufferPointer { g in
-                let values = UnsafeBufferPointer(rebasing: g[p.range])
-                return try Message(count: encoder.size(tensor: p.tensor, chunk: p.chunk, chunkCount: p.count, values: values.count)) {
-                    encoder.write(tensor: p.tensor, chunk: p.chunk, chunkCount: p.count, values: values, into: $0)
-                }
-            }
-        }
-        // Each context carries one exchange at a time: a finished exchange hands its context on.
-        // A chunk refused for too many requests in flight is sent again after a pause.
-        var queue = Array(pieces.indices.reversed())
-        var stale = false
-        let timeout = Duration.seconds(session.requestTimeoutSeconds)
-        var since = Monotonic.now
-        try await withThrowingTaskGroup(of: (Result<Reply, NNGError>, Int, Int).self) { group in
-            func start(_ slot: Int, after pause: Duration = .zero) throws {
-                guard let piece = queue.popLast() else { return }
-                let m = try message(piece)
-                let sender = senders[slot]
-                group.addTask {
-                    if pause > .zero { try await Task.sleep(for: pause) }
-                    do { return try await (.success(self.parse(sender.request(m, timeout: timeout))), slot, piece) } catch let error as NNGError where error.isTimeout {
-                        return (.failure(error), slot, piece)
-                    }
-                }
-            }
-            for slot in senders.indices { try start(slot) }
-            while let (answer, slot, piece) = try await group.next() {
-                guard case let .success(reply) = answer else {
-                    // Unanswered: sent again (a chunk delivered twice is acknowledged, not folded twice).
-                    if case let .failure(error) = answer {
-                        try keepWaiting(since: since, progress: max(progress, since), timeout: session.requestTimeoutSeconds, generation: session.generation, error)
-                    }
-                    queue.append(piece)
-                    try start(slot)
-                    continue
-                }
-                since = Monotonic.now
-                var pause = Duration.zero
-                if case let .refusal(refusal)? = reply.body, refusal.code == .notAssigned {
-                    stale = true
-                } else if case let .refusal(refusal)? = reply.body, refusal.code == .overloaded {
-                    queue.append(piece)
-                    pause = .milliseconds(50)
-                } else {
-                    try checkRefusal(reply)
-                }
-                if case let .ack(ack)? = reply.body, ack.status == .stale { stale = true }
-                if !stale { try start(slot, after: pause) }
-            }
-        }
-        if stale { logger.debug("the step moved on while sending (or the micro-batch went to another worker); dropping the rest of micro-batch \(task.microBatch)") }
     }
 }
 

@@ -219,7 +219,10 @@ struct Bench: AsyncParsableCommand {
         }
         if json {
             let objects = results.map { r in
-                ["name": r.name, "ours": r.ours, "baseline": r.baseline, "ratio": r.ratio, "unit": r.unit, "baseline_name": r.baselineName] as [String: Any]
+                var object: [String: Any] = ["name": r.name, "ours": r.ours, "baseline": r.baseline, "ratio": r.ratio, "unit": r.unit,
+                                             "baseline_name": r.baselineName]
+                if let floor = r.floor { object["floor"] = floor }
+                return object
             }
             let projection = projectionRows.map { r in
                 ["parameters": r.parameters, "method": r.method, "support_update_seconds": r.supportUpdateSeconds,
@@ -244,6 +247,7 @@ struct Bench: AsyncParsableCommand {
                 try output(String(format: "  ours     %8.3f %@", r.ours, r.unit))
                 try output(String(format: "  baseline %8.3f %@  (%@)", r.baseline, r.unit, r.baselineName))
                 try output(String(format: "  ratio    %8.3f", r.ratio))
+                if let floor = r.floor { try output("  floor    \(floor)") }
             }
             if !projectionRows.isEmpty {
                 try output("projection (\(method), target sparsity \(target)): seconds on the coordinator")

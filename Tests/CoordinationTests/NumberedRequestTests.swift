@@ -35,6 +35,21 @@ struct NumberedRequestTests {
         #expect(next.index != first.index)
         #expect(shell.machine.round.assignee(of: first.index) == a.session, "the first keeps its chunks' owner")
         #expect(shell.machine.resentRequests == 0)
+        // Asked beside the first's send (a pipelined worker): counted as such.
+        #expect(shell.machine.overlappedWorkRequests == 1)
+    }
+
+    /// Only a request beside a send in progress counts as overlapped: not one after the whole
+    /// micro-batch is in, nor one whose last task has no chunk in yet.
+    @Test func onlyARequestBesideASendInProgressCountsAsOverlapped() throws {
+        let shell = makeShell()
+        let a = try shell.joined("a", pipe: 1)
+        let first = try #require(shell.task(shell.askForWork(a, sequence: 1)))
+        _ = shell.sendAllChunks(a, first)
+        let second = try #require(shell.task(shell.askForWork(a, sequence: 2)))
+        _ = try #require(shell.task(shell.askForWork(a, sequence: 3)))
+        #expect(shell.machine.overlappedWorkRequests == 0)
+        _ = second
     }
 
     /// A worker that dropped its task (its weights did not decode) asks again with a new number

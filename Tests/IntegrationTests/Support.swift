@@ -141,6 +141,7 @@ struct Summary: Decodable {
     let staleChunks: Int
     let reassignedMicroBatches: Int
     let resentRequests: Int?
+    let overlappedWorkRequests: Int?
     let validWer: Double?
     let validWerChannel: Double?
     let validWerSeen: Double?

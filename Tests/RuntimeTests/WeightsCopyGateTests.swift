@@ -49,4 +49,28 @@ struct WeightsCopyGateTests {
         _ = await waiter.value
         _ = await gate.enter(pipe: 3, version: 1, maxWaiting: .max)
     }
+
+    /// The receive gate: at most its capacity inside at once under 400 concurrent entrants,
+    /// everyone gets in (a lost wake-up would hang the test until its time limit), and the count
+    /// returns to zero.
+    @Test func theReceiveGateLetsAtMostItsCapacityInAndEveryoneThrough() async {
+        let gate = AsyncGate(capacity: 3)
+        let tally = Tally()
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0 ..< 400 {
+                group.addTask {
+                    await gate.enter()
+                    tally.entered()
+                    if i % 5 == 0 { await Task.yield() }
+                    tally.left()
+                    gate.leave()
+                }
+            }
+        }
+        let t = tally.state.withLock { $0 }
+        #expect(t.done == 400 && t.most <= 3, "\(t)")
+        // All places are free again: three enter at once without waiting.
+        for _ in 0 ..< 3 { await gate.enter() }
+        for _ in 0 ..< 3 { gate.leave() }
+    }
 }
