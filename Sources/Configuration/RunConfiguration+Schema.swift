@@ -226,6 +226,9 @@ extension TransportSettings: ConfigSection {
             .init("request_timeout_seconds", \.requestTimeoutSeconds,
                   "a worker asks again, keeping its session, after this long without an answer; after twice this long it dials a fresh connection and joins again (keep it above half the longest support update)", check: positive),
             .init("send_window", \.sendWindow, "gradient chunks a worker keeps in flight", check: positive),
+            .init("gradient_buffers", \.gradientBuffers,
+                  "gradient buffers a worker computes into: 2 overlaps computing the next micro-batch with sending the last (a second copy of the gradient in memory), 1 does not",
+                  check: { (1 ... 2).contains($0) ? nil : "must be 1 or 2" }),
             .init("tls", \.tls, "TLS for tls+tcp:// addresses"),
         ]
     }

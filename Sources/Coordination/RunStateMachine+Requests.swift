@@ -79,6 +79,13 @@ extension RunStateMachine {
     // MARK: Work
 
     private mutating func work(_ id: RequestID, session: SessionID, haveVersion: UInt64, sequence: UInt64, now: Double) -> [Directive] {
+        // Counted once, as it arrives (a held request is answered on a later pass).
+        if !isResend(session, haveVersion, sequence), case .training = phase, !applying, round.microBatches.contains(where: {
+            if case .assigned(to: session, _) = $0.status { return $0.receivedCount > 0 }
+            return false
+        }) {
+            overlappedWorkRequests += 1
+        }
         // Asked again while the member's last task is still waiting for its connection: not a
         // lost reply (that one would have left). Held until it has left, so that one member never
         // has more than one task (and copy of the weights) waiting to be sent.
@@ -126,12 +133,6 @@ extension RunStateMachine {
                 resentRequests += 1
                 return .wait
             }
-        }
-        if case .training = phase, !applying, round.microBatches.contains(where: {
-            if case .assigned(to: session, _) = $0.status { return $0.receivedCount > 0 }
-            return false
-        }) {
-            overlappedWorkRequests += 1
         }
         round.releaseUnstarted(session)
         evaluation?.release(session)

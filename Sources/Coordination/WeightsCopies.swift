@@ -52,9 +52,10 @@ public struct WeightsCopies: Sendable {
     private var nextTicket: Ticket = 0
     /// Copies that ended by `holdSeconds` rather than by a sign of their arrival.
     public private(set) var expired = 0
-    /// Replies that went uncounted because too many waited (see `request`) or because they
-    /// waited `maxWaitSeconds` (see `expire`).
+    /// Replies that went uncounted because too many waited (see `request`).
     public private(set) var uncounted = 0
+    /// Replies that went uncounted because they waited `maxWaitSeconds` (see `expire`).
+    public private(set) var waitedOut = 0
     /// After ``admitAll(now:)``: nobody waits any more.
     private var shuttingDown = false
     private var recentlyClosed: Set<UInt32> = []
@@ -138,7 +139,7 @@ public struct WeightsCopies: Sendable {
         let longest = maxWaitSeconds
         let late = waiting.filter { now - $0.since >= longest }.map(\.ticket)
         waiting.removeAll { now - $0.since >= longest }
-        uncounted += late.count
+        waitedOut += late.count
         return admitted + late
     }
 

@@ -145,6 +145,8 @@ public final class CoordinatorService: Sendable {
                 var refused = RefusalLog(every: 10), silent = RefusalLog(every: 10)
                 while !Task.isCancelled {
                     try? await Task.sleep(for: .milliseconds(100))
+                    // Off the actor: copies end and waiting replies go on while it applies a step.
+                    self.shell.weightsCopies.expire()
                     let closing = await self.shell.tick()
                     for pipe in closing { self.socket.closePipe(PipeID(rawValue: pipe)) }
                     let now = Monotonic.now
@@ -180,8 +182,8 @@ public final class CoordinatorService: Sendable {
         await shell.flushCheckpoints()
         stopObserving()
         let copies = shell.weightsCopies.counts
-        if copies.expired > 0 || copies.uncounted > 0 {
-            logger.notice("model copies outside the memory bound: \(copies.expired) counted until transport.request_timeout_seconds passed without a sign they arrived (workers that send no WeightsReceipt, or slow links), \(copies.uncounted) sent uncounted while \(settings.coordinatorContexts / 2) replies waited their turn (more workers asking at once than half of transport.coordinator_contexts)")
+        if copies.expired > 0 || copies.uncounted > 0 || copies.waitedOut > 0 {
+            logger.notice("model copies outside the memory bound: \(copies.expired) counted until transport.request_timeout_seconds passed without a sign they arrived (workers that send no WeightsReceipt, or slow links), \(copies.uncounted) sent uncounted while \(settings.coordinatorContexts / 2) replies waited their turn (more workers asking at once than half of transport.coordinator_contexts), \(copies.waitedOut) sent uncounted after waiting a third of that timeout for their turn (copies that went to requests their workers had given up on, as after a projection step longer than the timeout)")
         }
         return summary
     }

@@ -198,7 +198,6 @@ actor CoordinatorShell {
     func tick() -> [UInt32] {
         let now = Self.now()
         perform(machine.handle(.tick(now: now)))
-        weightsCopies.expire()
         guard now - lastSilenceCheck >= 1 else { return [] }
         lastSilenceCheck = now
         let memberPipes = Set(machine.membership.members.values.map(\.pipe))

@@ -47,8 +47,8 @@ final class WeightsCopyGate: Sendable {
 
     /// Copies counted now, replies waiting, copies ended by time rather than by a receipt, and
     /// replies sent uncounted past the longest queue.
-    var counts: (held: Int, queued: Int, expired: Int, uncounted: Int) {
-        state.withLock { ($0.copies.count, $0.copies.queued, $0.copies.expired, $0.copies.uncounted) }
+    var counts: (held: Int, queued: Int, expired: Int, uncounted: Int, waitedOut: Int) {
+        state.withLock { ($0.copies.count, $0.copies.queued, $0.copies.expired, $0.copies.uncounted, $0.copies.waitedOut) }
     }
 
     private func resume(_ change: (inout WeightsCopies) -> [WeightsCopies.Ticket]) {

@@ -22,6 +22,8 @@ extension WorkerService {
         let exchange: ExchangeLayout
         let chunkValues: Int
         let sendWindow: Int
+        /// transport.gradient_buffers: 2 computes beside the last send, 1 after it.
+        let gradientBuffers: Int
         let resendSeconds: Double
         /// transport.request_timeout_seconds: how long a request waits before it is asked again.
         let requestTimeoutSeconds: Double
@@ -108,6 +110,7 @@ extension WorkerService {
         return Session(id: session, runID: runID, workerID: welcome.workerID, model: model,
                        exchange: ExchangeLayout(parameters: model.layout, sites: sites),
                        chunkValues: Int(welcome.chunkValues), sendWindow: config.transport.sendWindow,
+                       gradientBuffers: config.transport.gradientBuffers,
                        resendSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.resendSeconds),
                        requestTimeoutSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.requestTimeoutSeconds),
                        gradientBF16: config.coordinator.gradientValues == .bf16, generation: generation, seed: config.seed)

@@ -1,5 +1,6 @@
 import Coordination
 import Foundation
+import Synchronization
 import Transport
 import Wire
 
@@ -11,15 +12,17 @@ import Wire
 /// its next micro-batch and computes that gradient into the other buffer while these chunks are
 /// still on their way.
 extension WorkerService {
-    /// Two gradient buffers the work loop alternates between. A buffer is written only while no
+    /// The gradient buffers the work loop alternates between (transport.gradient_buffers: 2, or
+    /// 1 where a second copy of the gradient does not fit). A buffer is written only while no
     /// send reads it: the loop awaits the send of one buffer before it computes into that buffer
     /// again, which is what makes handing it to the sending task sound.
     final class GradientBuffers: @unchecked Sendable {
         private let storage: [UnsafeMutableBufferPointer<Float>]
+        var count: Int { storage.count }
 
-        init(count: Int) {
-            storage = (0 ..< 2).map { _ in
-                let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
+        init(values: Int, buffers: Int) {
+            storage = (0 ..< buffers).map { _ in
+                let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: values)
                 buffer.initialize(repeating: 0)
                 return buffer
             }
@@ -36,6 +39,16 @@ extension WorkerService {
         case sent
         case answered(Message)
         case unanswered(NNGError)
+    }
+
+    /// When a send last heard the coordinator answer one of its chunks: the work loop's patience
+    /// counts from it too, so a poll that times out beside a send that is being answered (or was,
+    /// until the coordinator started a long projection step) does not take the coordinator for
+    /// silent since the task arrived.
+    final class Heard: Sendable {
+        private let time = Mutex(0.0)
+        var last: Double { time.withLock { $0 } }
+        func now() { let t = Monotonic.now; time.withLock { $0 = max($0, t) } }
     }
 
     /// One micro-batch's chunks: what a send needs, apart from the values.
@@ -71,7 +84,7 @@ extension WorkerService {
     /// acknowledges a chunk of it, and is finished when the send ends (however it ends).
     /// `progress`: when work was last answered (for the patience of `keepWaiting`).
     func send(_ plan: ChunkPlan, gradient: UnsafeBufferPointer<Float>, senders: [Context], progress: Double,
-              accepted: AsyncStream<Void>.Continuation) async throws {
+              accepted: AsyncStream<Void>.Continuation, heard: Heard) async throws {
         defer { accepted.finish() }
         func message(_ i: Int) throws -> Message {
             let p = plan.pieces[i]
@@ -110,6 +123,7 @@ extension WorkerService {
                     continue
                 }
                 since = Monotonic.now
+                heard.now()
                 var pause = Duration.zero
                 if case let .refusal(refusal)? = reply.body, refusal.code == .notAssigned {
                     stale = true

@@ -162,7 +162,8 @@ public final class WorkerService: Sendable {
     private func work(_ session: Session, receipts: ReceiptSender, lastContact: inout Double, lastWorkAnswer: inout Double) async throws -> Exit? {
         let layout = session.model.layout
         var parameters = [Float](repeating: 0, count: layout.totalCount)
-        let gradients = GradientBuffers(count: session.exchange.totalCount)
+        let gradients = GradientBuffers(values: session.exchange.totalCount, buffers: session.gradientBuffers)
+        let heard = Heard()
         var next = 0  // the buffer the next gradient is computed into
         var haveVersion: UInt64 = 0
         let control = try socket.openContext()
@@ -222,6 +223,9 @@ public final class WorkerService: Sendable {
                 case let .unanswered(error):
                     // A busy coordinator (a long projection step): ask again with a new number and
                     // the same session, which releases a task the unanswered request may get.
+                    // Chunks answered meanwhile count as contact and progress.
+                    lastContact = max(lastContact, heard.last)
+                    lastWorkAnswer = max(lastWorkAnswer, heard.last)
                     try keepWaiting(since: lastContact, progress: lastWorkAnswer, timeout: session.requestTimeoutSeconds, generation: session.generation, error)
                     continue
                 case .sent:
@@ -278,7 +282,9 @@ public final class WorkerService: Sendable {
                     guard let i = Int(exactly: index) else { throw WorkerError("the coordinator sent example index \(index), which is out of range") }
                     return i
                 }
-                // Computed into the buffer no send reads while the last micro-batch's chunks travel.
+                // Computed into the buffer no send reads while the last micro-batch's chunks travel
+                // (with one buffer, once they have arrived).
+                if gradients.count == 1 { try await settle() }
                 let gradient = gradients[next]
                 var moments = InputMomentRecorder(sites: session.exchange.sites,
                                                   sketchKey: InputMomentRecorder.sketchKey(seed: session.seed, step: reply.header.step,
@@ -296,12 +302,13 @@ public final class WorkerService: Sendable {
                 let (started, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
                 let progress = lastWorkAnswer, buffer = next
                 group.addTask {
-                    try await self.send(plan, gradient: UnsafeBufferPointer(gradients[buffer]), senders: senders, progress: progress, accepted: signal)
+                    try await self.send(plan, gradient: UnsafeBufferPointer(gradients[buffer]), senders: senders, progress: progress,
+                                        accepted: signal, heard: heard)
                     return .sent
                 }
                 inFlight = true
                 accepted = started
-                next = 1 - next
+                next = (next + 1) % gradients.count
             }
         }
     }

@@ -63,6 +63,10 @@ public struct TransportSettings: Sendable, Equatable {
     public var requestTimeoutSeconds: Double = 30
     /// Gradient chunks a worker keeps in flight at once.
     public var sendWindow: Int = 4
+    /// Gradient buffers a worker computes into: 2 computes the next micro-batch while the last
+    /// one's chunks travel, at the cost of a second copy of the gradient in memory; 1 computes
+    /// only once the last send is done.
+    public var gradientBuffers: Int = 2
     /// TLS for `tls+tcp://` addresses (see ``TLSSettings``).
     public var tls = TLSSettings()
 

@@ -52,6 +52,19 @@ struct NumberedRequestTests {
         _ = second
     }
 
+    /// A request beside a send that is held (nothing left to hand out) counts once, however many
+    /// times the machine looks at it again before answering.
+    @Test func aHeldOverlappedRequestCountsOnce() throws {
+        let shell = SimulatedShell(TestRun.settings(totalSteps: 3) { $0.pollHoldSeconds = 2 }, microBatches: 1)
+        let a = try shell.joined("a", pipe: 1)
+        let only = try #require(shell.task(shell.askForWork(a, sequence: 1)))
+        shell.sendChunk(a, only)
+        let next = shell.askForWork(a, sequence: 2)
+        #expect(shell.response(next) == nil, "held: the step's only micro-batch is out")
+        for k in 1 ... 15 { _ = shell.tick(at: shell.now + 0.1 * Double(k)) }
+        #expect(shell.machine.overlappedWorkRequests == 1)
+    }
+
     /// A worker that dropped its task (its weights did not decode) asks again with a new number
     /// and the same version: the unstarted task goes back to the pool instead of being repeated.
     @Test func aNewNumberWithTheSameVersionIsNotTakenForAReSend() throws {

@@ -78,7 +78,7 @@ struct WeightsCopiesTests {
         #expect(c.expire(now: 50.5) == [again1.ticket])
         #expect(c.expire(now: 51) == [again2.ticket])
         // They went uncounted: the two copies without a receipt still hold the places.
-        #expect(c.uncounted == 2 && c.count == 2 && c.queued == 0 && c.expired == 0)
+        #expect(c.waitedOut == 2 && c.uncounted == 0 && c.count == 2 && c.queued == 0 && c.expired == 0)
         #expect(c.expire(now: 70).count == 0 && c.count == 0 && c.expired == 2)
     }
 

@@ -38,15 +38,17 @@ struct LaunchTests {
     }
 
     /// A worker asks for its next micro-batch as soon as the coordinator holds a chunk of its
-    /// last one, and computes it while the rest of those chunks travel: with 16 chunks per
-    /// micro-batch, work requests arrive while a micro-batch is still arriving.
-    @Test func workersAskForTheNextMicroBatchWhileTheLastIsStillArriving() async throws {
+    /// last one, and computes it while the rest of those chunks travel (with one gradient buffer,
+    /// once they are in): with 16 chunks per micro-batch, work requests arrive while a
+    /// micro-batch is still arriving.
+    @Test(arguments: [2, 1]) func workersAskForTheNextMicroBatchWhileTheLastIsStillArriving(buffers: Int) async throws {
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         let child = try Child(["launch", "--workers", "2", "--steps", "20", "--run-dir", dir.path, "--json",
                                "--set", "model.kind=loadtest", "--set", "model.parameters=262144", "--set", "optimizer.kind=sgd",
                                "--set", "coordinator.chunk_values=16384", "--set", "coordinator.global_batch=16",
-                               "--set", "coordinator.micro_batches=4", "--set", "data.examples=256"])
+                               "--set", "coordinator.micro_batches=4", "--set", "data.examples=256",
+                               "--set", "transport.gradient_buffers=\(buffers)"])
         let (status, stdout, stderr) = await child.wait(seconds: 120)
         #expect(status == 0, "launch failed: \(stderr)")
         let summary = try Summary.parse(stdout)
@@ -54,7 +56,7 @@ struct LaunchTests {
         #expect(summary.duplicateChunks == 0 && summary.reassignedMicroBatches == 0, "\(stdout)")
         let overlapped = try #require(summary.overlappedWorkRequests)
         #expect(overlapped > 0, "no work request came beside a send: \(stdout)")
-        print("LaunchTests: \(overlapped) work requests came beside a send (80 micro-batches in all)")
+        print("LaunchTests: \(overlapped) work requests came beside a send (80 micro-batches in all, \(buffers) gradient buffer(s))")
     }
 
     /// bfloat16 gradient chunks (half the upload) train the MLP as float32 ones do, and a
