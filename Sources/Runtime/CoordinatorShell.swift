@@ -21,20 +21,20 @@ actor CoordinatorShell {
     let folder: RunFolder
     let logger: Logger
     let progress: @Sendable (ProgressEvent) -> Void
-    private var parts: CoordinatorParts
-    private var machine: RunStateMachine {
+    var parts: CoordinatorParts
+    var machine: RunStateMachine {
         get { parts.machine }
         _modify { yield &parts.machine }
     }
-    private var server: ParameterServer { parts.server }
+    var server: ParameterServer { parts.server }
     /// Opened by ``openRunFolder(now:)`` once the coordinator listens: a start that fails
     /// before then has changed nothing in the run folder.
-    private var recorder: RunRecorder!
+    var recorder: RunRecorder!
     private let runStart: RunStart
     private let run: RunDescription
     /// The gradient chunk size this run uses (``CoordinatorSettings/chunkValues(forValues:)``).
     nonisolated let chunkValues: Int
-    private let checkpoints: CheckpointStore
+    let checkpoints: CheckpointStore
     private let writer: CheckpointWriter
     private let snapshots: SnapshotKeeper
     /// The sparsity the last support update set (nil: none seen yet in this process, after a resume).
@@ -44,13 +44,15 @@ actor CoordinatorShell {
     /// Open connections and when each was last heard from (silent ones are closed).
     private var connections: ConnectionWatch
     private var lastSilenceCheck = 0.0
+    /// The machine's warnings, a repeated one counted rather than logged each time.
+    private var warnings = RepeatedWarnings()
     private var nextRequest: RequestID = 1
     /// The parameter server's numbers of steps whose metrics line is not written yet.
     private var numbers: [Int: ParameterServer.StepNumbers] = [:]
     private var frames: (full: WeightsFrame?, delta: WeightsFrame?)
-    private var firstLoss: Double?
-    private var examplesProcessed = 0
-    private var projectionSecondsTotal = 0.0
+    var firstLoss: Double?
+    var examplesProcessed = 0
+    var projectionSecondsTotal = 0.0
     private var outcome: RunSummary?
     /// What the HTTP endpoint shows (nil: `observe.http` is off). Fed the machine's directives
     /// and the step numbers; it decides nothing.
@@ -198,6 +200,7 @@ actor CoordinatorShell {
     func tick() -> [UInt32] {
         let now = Self.now()
         perform(machine.handle(.tick(now: now)))
+        for line in warnings.due(now: now) { log(line) }
         guard now - lastSilenceCheck >= 1 else { return [] }
         lastSilenceCheck = now
         let memberPipes = Set(machine.membership.members.values.map(\.pipe))
@@ -264,7 +267,7 @@ actor CoordinatorShell {
                     "reassigned_micro_batches": "\(reassigned.count)", "members": "\(machine.membership.count)"])
                 progress(.membership(workers: machine.membership.count))
             case let .warn(message, peer):
-                logger.warning("\(message)", metadata: peer.map { ["peer": "\($0)"] } ?? [:])
+                if let line = warnings.warn(message, peer: peer, now: Self.now()) { log(line) }
             case let .note(message):
                 logger.info("\(message)")
             case let .startedTraining(step, workers):
@@ -276,6 +279,11 @@ actor CoordinatorShell {
     }
 
     /// Replies are framed here: the weights a task names come from the frames of this version.
+    private func log(_ line: RepeatedWarnings.Line) {
+        let more = line.more > 0 ? " (\(line.more) more like this since the last such line)" : ""
+        logger.warning("\(line.message)\(more)", metadata: line.peer.map { ["peer": "\($0)"] } ?? [:])
+    }
+
     private func frame(_ response: Response) -> ReplyFrame {
         ReplyEncoding.frame(response, runID: machine.runID, step: machine.step, run: run) { attachment in
             switch attachment {
@@ -379,31 +387,13 @@ actor CoordinatorShell {
             if status == .completed { status = .failed }
             message = message.map { $0 + "; " + unsaved } ?? unsaved
         }
-        let latest = checkpoints.latestPath()
-        let sparsity = server.projection.sparsityReport(server.broadcast, layout: server.layout)
-        let wall = Self.now() - recorder.runStarted
-        let m = machine
-        var summary = RunSummary(status: status, runId: m.runID, steps: m.step, startStep: m.startStep, workersSeen: m.workerNames.count,
-                                 workersFailed: m.membership.failedTotal, firstLoss: firstLoss, finalLoss: parts.lastLoss,
-                                 sparsity: sparsity.prunable, sparsityOverall: sparsity.overall, checkpoint: latest?.path,
-                                 wallSeconds: wall, examplesPerSecond: wall > 0 ? Double(examplesProcessed) / wall : 0,
-                                 duplicateChunks: m.duplicateChunks, staleChunks: m.staleChunks,
-                                 reassignedMicroBatches: m.reassignedMicroBatches,
-                                 validWer: m.lastValidation["valid"]?.wordErrorRate,
-                                 validWerChannel: m.lastValidation["valid_channel"]?.wordErrorRate, message: message)
-        summary.validWerSeen = m.lastValidation["valid_seen"]?.wordErrorRate
-        summary.resentRequests = m.resentRequests
-        summary.overlappedWorkRequests = m.overlappedWorkRequests
-        summary.pruningMethod = server.projection.name
-        summary.projectionSeconds = projectionSecondsTotal
-        summary.deterministic = config.deterministic
-        summary.resumedFrom = parts.resumedFrom
+        var summary = makeSummary(status: status, message: message)
         if !recorder.writeSummary(summary), summary.status == .completed {
             summary.status = .failed
             summary.message = "summary.json could not be written (see the log)"
         }
         outcome = summary
-        var metadata: Logger.Metadata = ["steps": "\(m.step)", "final_loss": "\(parts.lastLoss ?? .nan)"]
+        var metadata: Logger.Metadata = ["steps": "\(machine.step)", "final_loss": "\(parts.lastLoss ?? .nan)"]
         // metrics.jsonl's names: valid_seen is spoken by training voices (recipe 2), the others
         // by what the corpus holds out.
         if let w = summary.validWer { metadata["valid_wer"] = "\(w)" }
