@@ -112,26 +112,31 @@ extension RunStateMachine {
 
     /// A task, Finished, Wait, or nil (nothing to hand out now) for work request `id`.
     ///
-    /// The same work request again (nng's REQ re-sends it when the reply is late or lost) gets
-    /// the task its original got: the same answer, no second assignment. A numbered re-send whose
-    /// task is gone (the step moved on) is told to wait: the worker took its original's answer,
-    /// and REQ drops this one. Otherwise a task that received no chunk goes back to the pool
-    /// (possibly to the same member at once); micro-batches whose chunks have arrived stay with
-    /// the member.
+    /// A numbered re-send of the request that got the member's last task (nng's REQ sends a
+    /// request again when its reply is late) comes here only once that task's reply has left (see
+    /// `work`): it went first on the same connection, so REQ has taken it and drops whatever
+    /// answers this one. It is told to wait, with no second assignment and no second copy of the
+    /// model: after a projection step longer than REQ's re-send time, every worker's re-sends
+    /// drew a model-sized reply each (64 waited for their turn at once). Should the original's
+    /// reply have been lost after all, the worker's next request (a new number) gets the task
+    /// back, since nothing of it has arrived. An unnumbered re-send gets its original's task
+    /// again while nothing of it has arrived. Otherwise a task that received no chunk goes back
+    /// to the pool (possibly to the same member at once); micro-batches whose chunks have arrived
+    /// stay with the member.
     ///
     /// Requests that are not numbered (sequence 0) are told apart by the weights version alone:
     /// the same version while nothing of the last task has arrived counts as a re-send, which a
     /// worker asking for its next task with that task's chunks still in flight cannot be told from.
     private mutating func answerWork(_ id: RequestID, session: SessionID, haveVersion: UInt64, sequence: UInt64, now: Double) -> Response? {
         if let last = lastTask[session], isResend(session, haveVersion, sequence) {
-            if holds(last.task, session, unstartedOnly: sequence == 0) {
-                resentRequests += 1
-                unsentTask[session] = id
-                return .task(last.task)
-            }
             if sequence != 0 {
                 resentRequests += 1
                 return .wait
+            }
+            if holds(last.task, session, unstartedOnly: true) {
+                resentRequests += 1
+                unsentTask[session] = id
+                return .task(last.task)
             }
         }
         round.releaseUnstarted(session)

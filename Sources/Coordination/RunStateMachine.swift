@@ -179,7 +179,8 @@ public struct RunStateMachine: Sendable {
     // nng's REQ sends a request again when its reply is late: a re-send gets the answer the
     // original got and has no effect of its own. What that takes is remembered here.
     /// Per member, its last task and the request that got it: the version it asked with and its
-    /// number (a re-sent work request gets the same task).
+    /// number (a re-sent work request is told to wait once that task has left, or, unnumbered,
+    /// gets the same task).
     var lastTask: [SessionID: (have: UInt64, sequence: UInt64, task: TaskAssignment)] = [:]
     /// Chunks and evaluation results each member delivered for the current and the previous
     /// weights version: a re-send is acknowledged as accepted again, not counted or folded twice.

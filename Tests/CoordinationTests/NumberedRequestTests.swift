@@ -13,13 +13,14 @@ struct NumberedRequestTests {
 
     /// Seed 767's case: the re-send comes after its original's task has left and a chunk of it
     /// is in, so "nothing of it has arrived" cannot tell it from a new request; the number can.
-    @Test func aReSentRequestGetsItsOriginalsTaskEvenOnceItsChunksAreArriving() throws {
+    /// REQ took the task that went first on the connection: the re-send is told to wait, with no
+    /// second assignment and no second copy of the model.
+    @Test func aReSentRequestAfterItsOriginalsTaskLeftIsToldToWait() throws {
         let shell = makeShell()
         let a = try shell.joined("a", pipe: 1)
         let task = try #require(shell.task(shell.askForWork(a, sequence: 1)))
         shell.sendChunk(a, task)
-        let again = try #require(shell.task(shell.askForWork(a, sequence: 1)))
-        #expect(again == task)
+        #expect(shell.response(shell.askForWork(a, sequence: 1)) == .wait)
         #expect(shell.machine.round.microBatches[task.index].assignments == 1)
         let assigned = shell.machine.round.microBatches.indices.filter { shell.machine.round.assignee(of: $0) == a.session }
         #expect(assigned == [task.index], "the re-send took a second micro-batch")
@@ -77,7 +78,7 @@ struct NumberedRequestTests {
         #expect(held.count == 1, "an unstarted task was kept beside the new one: \(held)")
     }
 
-    @Test func aReSentRequestHeldBehindItsOriginalsUnsentReplyGetsTheSameTask() throws {
+    @Test func aReSentRequestHeldBehindItsOriginalsUnsentReplyIsToldToWaitOnceItLeft() throws {
         let shell = makeShell()
         let a = try shell.joined("a", pipe: 1)
         shell.holdReplies = true
@@ -86,13 +87,24 @@ struct NumberedRequestTests {
         let resend = shell.askForWork(a, sequence: 1)
         #expect(shell.response(resend) == nil, "held until the original's reply has left")
         shell.sendReplies()
-        #expect(shell.task(resend) == task)
+        #expect(shell.response(resend) == .wait)
         #expect(shell.machine.round.microBatches[task.index].assignments == 1)
+        #expect(shell.machine.round.assignee(of: task.index) == a.session)
+    }
+
+    /// The original's reply was lost after all (it left, but never arrived): the worker's next
+    /// request, with a new number, gets the task back, since nothing of it has arrived.
+    @Test func aLostTaskComesBackToTheNextRequest() throws {
+        let shell = SimulatedShell(TestRun.settings(totalSteps: 3), microBatches: 1)
+        let a = try shell.joined("a", pipe: 1)
+        let task = try #require(shell.task(shell.askForWork(a, sequence: 1)))
+        #expect(shell.response(shell.askForWork(a, sequence: 1)) == .wait)
+        #expect(shell.task(shell.askForWork(a, sequence: 2)) == task)
     }
 
     /// The original's reply waits its turn to copy the weights past the poll hold (and past REQ's
-    /// re-send time): its re-send is not told to wait, which would take the task's place in REQ
-    /// and waste the task and its copy of the model.
+    /// re-send time): its re-send is not told to wait before it has left, which would take the
+    /// task's place in REQ and waste the task and its copy of the model.
     @Test func aReSentRequestWaitsForItsOriginalsUnsentReplyPastThePollHold() throws {
         let shell = makeShell { $0.pollHoldSeconds = 2 }
         let a = try shell.joined("a", pipe: 1)
@@ -102,24 +114,29 @@ struct NumberedRequestTests {
         _ = shell.tick(at: shell.now + 30)
         #expect(shell.response(resend) == nil, "answered while its original's task had not left")
         shell.sendReplies()
-        #expect(shell.task(resend) == task)
-        // A new request held behind an unsent task is still told to wait after the poll hold.
-        let next = shell.askForWork(a, sequence: 2)
+        #expect(shell.response(resend) == .wait)
+        #expect(shell.machine.round.assignee(of: task.index) == a.session)
+        // The worker's next request (nothing of the task arrived) gets a task, whose reply does
+        // not leave either; a request after it, held behind that unsent task, is still told to
+        // wait after the poll hold.
+        _ = try #require(shell.task(shell.askForWork(a, sequence: 2)))
+        let next = shell.askForWork(a, sequence: 3)
         #expect(shell.response(next) == nil)
         _ = shell.tick(at: shell.now + 30)
         #expect(shell.response(next) == .wait)
     }
 
     /// Both the original and its re-send wait for a task (no member may start yet): the first
-    /// task goes to the original, and the re-send gets the same one.
-    @Test func aReSentRequestHeldBesideItsOriginalGetsTheSameTask() throws {
+    /// task goes to the original, and the re-send, held until that reply has left, is told to
+    /// wait.
+    @Test func aReSentRequestHeldBesideItsOriginalIsToldToWait() throws {
         let shell = makeShell { $0.minWorkers = 2; $0.pollHoldSeconds = 5 }
         let a = try shell.joined("a", pipe: 1)
         let original = shell.askForWork(a, sequence: 1), resend = shell.askForWork(a, sequence: 1)
         #expect(shell.response(original) == nil && shell.response(resend) == nil)
         _ = try shell.joined("b", pipe: 2)
         let task = try #require(shell.task(original))
-        #expect(shell.task(resend) == task)
+        #expect(shell.response(resend) == .wait)
         let held = shell.machine.round.microBatches.indices.filter { shell.machine.round.assignee(of: $0) == a.session }
         #expect(held == [task.index])
     }
