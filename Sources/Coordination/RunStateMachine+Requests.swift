@@ -231,8 +231,10 @@ extension RunStateMachine {
                 // REQ's place of the task (one reply per request), and the task and the copy of
                 // the model it carries would go to waste (a reply can wait seconds for its turn to
                 // copy the weights, past REQ's re-send time). Unnumbered requests cannot be told
-                // from a new request by the same worker: they are told to wait as before.
-                let reSent = h.resend && h.sequence != 0
+                // from a new request by the same worker: they are told to wait as before. Decided
+                // now, not when it was held: the task it would overtake may have been handed out
+                // since (to its original, held beside it).
+                let reSent = h.sequence != 0 && lastTask[h.session]?.sequence == h.sequence
                 if now >= h.until && !reSent { out.append(.reply(h.request, .wait)) } else { still.append(h) }
             } else {
                 if h.resend, h.sequence == 0, let last = lastTask[h.session], holds(last.task, h.session, unstartedOnly: false) {

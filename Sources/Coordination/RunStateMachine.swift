@@ -177,7 +177,8 @@ public struct RunStateMachine: Sendable {
     var unsentTask: [SessionID: RequestID] = [:]
 
     // nng's REQ sends a request again when its reply is late: a re-send gets the answer the
-    // original got and has no effect of its own. What that takes is remembered here.
+    // original got (a numbered work request: Wait once its original's task has left, which REQ
+    // took) and has no effect of its own. What that takes is remembered here.
     /// Per member, its last task and the request that got it: the version it asked with and its
     /// number (a re-sent work request is told to wait once that task has left, or, unnumbered,
     /// gets the same task).

@@ -95,11 +95,15 @@ struct NumberedRequestTests {
     /// The original's reply was lost after all (it left, but never arrived): the worker's next
     /// request, with a new number, gets the task back, since nothing of it has arrived.
     @Test func aLostTaskComesBackToTheNextRequest() throws {
-        let shell = SimulatedShell(TestRun.settings(totalSteps: 3), microBatches: 1)
+        let shell = makeShell()
         let a = try shell.joined("a", pipe: 1)
         let task = try #require(shell.task(shell.askForWork(a, sequence: 1)))
         #expect(shell.response(shell.askForWork(a, sequence: 1)) == .wait)
-        #expect(shell.task(shell.askForWork(a, sequence: 2)) == task)
+        #expect(shell.machine.round.assignee(of: task.index) == a.session, "the re-send took the task from its member")
+        _ = try #require(shell.task(shell.askForWork(a, sequence: 2)))
+        // The lost one went back to the pool (or straight back to its member): the member holds one.
+        let held = shell.machine.round.microBatches.indices.filter { shell.machine.round.assignee(of: $0) == a.session }
+        #expect(held.count == 1)
     }
 
     /// The original's reply waits its turn to copy the weights past the poll hold (and past REQ's
@@ -128,14 +132,19 @@ struct NumberedRequestTests {
 
     /// Both the original and its re-send wait for a task (no member may start yet): the first
     /// task goes to the original, and the re-send, held until that reply has left, is told to
-    /// wait.
-    @Test func aReSentRequestHeldBesideItsOriginalIsToldToWait() throws {
+    /// wait, also when the task comes after the re-send's own hold has run out (its being a
+    /// re-send is decided when it is answered, not when it was held).
+    @Test(arguments: [0.0, 10.0]) func aReSentRequestHeldBesideItsOriginalIsToldToWaitOnceTheTaskLeft(late: Double) throws {
         let shell = makeShell { $0.minWorkers = 2; $0.pollHoldSeconds = 5 }
         let a = try shell.joined("a", pipe: 1)
         let original = shell.askForWork(a, sequence: 1), resend = shell.askForWork(a, sequence: 1)
         #expect(shell.response(original) == nil && shell.response(resend) == nil)
+        shell.holdReplies = true
+        shell.now += late
         _ = try shell.joined("b", pipe: 2)
         let task = try #require(shell.task(original))
+        #expect(shell.response(resend) == nil, "answered before the original's task left")
+        shell.sendReplies()
         #expect(shell.response(resend) == .wait)
         let held = shell.machine.round.microBatches.indices.filter { shell.machine.round.assignee(of: $0) == a.session }
         #expect(held == [task.index])

@@ -303,7 +303,7 @@ struct RunStatePropertyTests {
     /// Seed 767 once broke the re-send invariant: a work request re-sent right after its original
     /// was answered with a task got a second task (before workers numbered their requests, a
     /// re-send could not be told from a worker asking for its next task).
-    @Test func seed767ReSendGetsItsOriginalsTask() {
+    @Test func seed767ReSendIsAnsweredAsItsOriginalWas() {
         let (problems, _, scenario) = Self.check(seed: 767)
         #expect(problems.isEmpty, "seed 767 (\(scenario.summary)): \(problems)")
     }
