@@ -133,8 +133,10 @@ struct SecurityTests {
             #expect(checkpoint.step == step)
         }
         for (name, w) in [("first", first), ("second", second)] {
-            let (status, _, stderr) = await w.wait(seconds: 30)
-            #expect(status == 0, "worker \(name) exited with \(status): \(stderr.suffix(3000))")
+            let (status, _, workerLog) = await w.wait(seconds: 30)
+            // On failure, both sides: what the worker last did, and what the coordinator said of it.
+            let coordinatorLines = stderr.split(separator: "\n").filter { $0.contains("worker=\(name)") || $0.contains("closed") }
+            #expect(status == 0, "worker \(name) exited with \(status): \(workerLog.suffix(3000))\ncoordinator, on it: \(coordinatorLines.suffix(20).joined(separator: "\n"))")
         }
     }
 
