@@ -79,6 +79,19 @@ extension RunStateMachine {
     // MARK: Work
 
     private mutating func work(_ id: RequestID, session: SessionID, haveVersion: UInt64, sequence: UInt64, now: Double) -> [Directive] {
+        // A re-send of a request older than the member's newest: its worker has moved on (REQ
+        // drops the answer). Told to wait, with no effect: taken for a new request, it would hand
+        // back the task the newer one got. Held like any request while a task waits to leave.
+        if sequence != 0, let newest = newestWorkRequest[session], sequence < newest {
+            resentRequests += 1
+            if unsentTask[session] != nil {
+                held.append(Held(request: id, session: session, haveVersion: haveVersion, sequence: sequence,
+                                 until: now + settings.pollHoldSeconds, resend: true))
+                return []
+            }
+            return [.reply(id, .wait)]
+        }
+        if sequence != 0 { newestWorkRequest[session] = sequence }
         // Counted once, as it arrives (a held request is answered on a later pass).
         if !isResend(session, haveVersion, sequence), case .training = phase, !applying, round.microBatches.contains(where: {
             if case .assigned(to: session, _) = $0.status { return $0.receivedCount > 0 }
@@ -225,6 +238,9 @@ extension RunStateMachine {
         for h in held {
             if !isFinished, membership.members[h.session] == nil {
                 out.append(.reply(h.request, .refusal(.unknownSession, "session \(h.session) was dropped: join again")))
+            } else if !isFinished, unsentTask[h.session] == nil, h.sequence != 0, let newest = newestWorkRequest[h.session], h.sequence < newest {
+                // Its worker has sent a newer request since (see `work`): no effect.
+                out.append(.reply(h.request, .wait))
             } else if !isFinished, unsentTask[h.session] != nil {
                 // The member's last task has not left yet (see `work`). A numbered re-send of the
                 // request it answers waits for it however long: answered Wait, it would take

@@ -70,6 +70,7 @@ extension RunStateMachine {
         inFlight[session] = nil
         unsentTask[session] = nil
         lastTask[session] = nil
+        newestWorkRequest[session] = nil
         delivered[session] = nil
         welcomes = welcomes.filter { $0.value.session != session }
         if membership.count == 0 { emptySince = now }

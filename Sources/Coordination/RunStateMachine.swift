@@ -183,6 +183,9 @@ public struct RunStateMachine: Sendable {
     /// number (a re-sent work request is told to wait once that task has left, or, unnumbered,
     /// gets the same task).
     var lastTask: [SessionID: (have: UInt64, sequence: UInt64, task: TaskAssignment)] = [:]
+    /// Per member, the highest work request number seen: a lower one is a re-send of an older
+    /// request that arrived late (requests are decoded in parallel), not a new request.
+    var newestWorkRequest: [SessionID: UInt64] = [:]
     /// Chunks and evaluation results each member delivered for the current and the previous
     /// weights version: a re-send is acknowledged as accepted again, not counted or folded twice.
     var delivered: [SessionID: Set<Delivery>] = [:]

@@ -150,6 +150,28 @@ struct NumberedRequestTests {
         #expect(held == [task.index])
     }
 
+    /// A re-send of request 1 that reaches the machine after request 2 (contexts decode in
+    /// parallel) is not a new request: it is told to wait and leaves request 2's task with the
+    /// member; held behind an unsent task, it is told to wait once that has left.
+    @Test func aReSentOlderRequestArrivingLateHasNoEffect() throws {
+        let shell = makeShell()
+        let a = try shell.joined("a", pipe: 1)
+        let first = try #require(shell.task(shell.askForWork(a, sequence: 1)))
+        shell.sendChunk(a, first)
+        let second = try #require(shell.task(shell.askForWork(a, sequence: 2)))
+        #expect(shell.response(shell.askForWork(a, sequence: 1)) == .wait)
+        #expect(shell.machine.round.assignee(of: second.index) == a.session)
+        #expect(shell.machine.round.microBatches[second.index].assignments == 1)
+        shell.sendChunk(a, second)
+        shell.holdReplies = true
+        let third = try #require(shell.task(shell.askForWork(a, sequence: 3)))
+        let late = shell.askForWork(a, sequence: 2)
+        #expect(shell.response(late) == nil, "answered before request 3's task left")
+        shell.sendReplies()
+        #expect(shell.response(late) == .wait)
+        #expect(shell.machine.round.microBatches[third.index].assignments == 1)
+    }
+
     /// The re-send of a request whose task is done (the step was applied): the worker took the
     /// original's answer (REQ drops this one), so it is told to wait rather than given work.
     @Test func aReSentRequestWhoseTaskIsDoneIsToldToWait() throws {
