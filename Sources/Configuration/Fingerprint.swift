@@ -27,7 +27,7 @@ public struct MathsFingerprint: Sendable, Equatable {
     /// was computed with: absent there means this value.
     static let addedLater = ["coordinator.gradient_values": "f32", "pruning.snapshots": "[]", "pruning.snapshot_steps": "100",
                              "model.rnnt.predictor_embedding": "128", "model.rnnt.predictor_hidden": "256",
-                             "model.rnnt.predictor_layers": "1", "model.rnnt.joint_dim": "256",
+                             "model.rnnt.predictor_layers": "1", "model.rnnt.joint_dim": "256", "model.rnnt.ctc_weight": "0.0",
                              "pruning.rho_growth": "none", "pruning.recover": "target",
                              "model.dropout": "0.0", "pruning.swaps": "0", "pruning.restarts": "0"]
     /// Keys that change the maths only under some settings, left out of the others (so that

@@ -43,7 +43,7 @@ extension ModelSettings: ConfigSection {
             .init("classes", \.classes, "output classes", check: { $0 >= 2 ? nil : "must be at least 2" }),
             .init("parameters", \.parameters, "loadtest: parameter count", check: { $0 >= 2 ? nil : "must be at least 2" }),
             .init("acoustic", \.acoustic, "ctc, rnnt: the acoustic model's (the transducer's encoder's) sizes"),
-            .init("rnnt", \.rnnt, "rnnt: the prediction and joint networks' sizes"),
+            .init("rnnt", \.rnnt, "rnnt: the prediction and joint networks' sizes, and the auxiliary CTC loss"),
             .init("dropout", \.dropout, "ctc, rnnt: probability of dropping each unit of every encoder LSTM layer's output while training (inverted dropout, masks keyed by seed, epoch and example; 0: off)",
                   check: { $0 >= 0 && $0 < 1 ? nil : "must be in [0, 1)" }),
         ]
@@ -286,6 +286,8 @@ extension TransducerSettings: ConfigSection {
             .init("predictor_hidden", \.predictorHidden, "LSTM units of the prediction network", check: positive),
             .init("predictor_layers", \.predictorLayers, "LSTM layers of the prediction network", check: positive),
             .init("joint_dim", \.jointDim, "width of the joint network (both projections and the tanh)", check: positive),
+            .init("ctc_weight", \.ctcWeight, "weight λ of an auxiliary CTC loss on the encoder's output while training (objective RNN-T + λ·CTC, through a head inference never reads; shortens the transducer's early plateau; 0: off)",
+                  check: { $0.isFinite && $0 >= 0 ? nil : "must be 0 or more" }),
         ]
     }
 }

@@ -4,7 +4,7 @@ import Testing
 @testable import Tensors
 
 struct TransducerModelTests {
-    func tiny(bidirectional: Bool = true) -> TransducerModel {
+    func tiny(bidirectional: Bool = true, ctcWeight: Double = 0) -> TransducerModel {
         var s = AcousticSettings()
         s.features = 4
         s.convChannels = 3
@@ -17,6 +17,7 @@ struct TransducerModelTests {
         r.predictorEmbedding = 3
         r.predictorHidden = 3
         r.jointDim = 4
+        r.ctcWeight = ctcWeight
         return TransducerModel(settings: s, transducer: r)
     }
 
@@ -104,9 +105,9 @@ struct TransducerModelTests {
     /// The mean loss over a batch of two (lengths differ, so padding is exercised) against central
     /// differences for every parameter. ReLU kinks in the convolution make a central difference
     /// wrong for one step size only, so each parameter must agree at one of several.
-    @Test(arguments: [true, false])
-    func wholeModelGradientMatchesFiniteDifferences(bidirectional: Bool) {
-        let model = tiny(bidirectional: bidirectional)
+    @Test(arguments: [(true, 0.0), (false, 0.0), (true, 0.5)])
+    func wholeModelGradientMatchesFiniteDifferences(bidirectional: Bool, ctcWeight: Double) {
+        let model = tiny(bidirectional: bidirectional, ctcWeight: ctcWeight)
         let features = [randomValues(9 * 4, seed: 41), randomValues(6 * 4, seed: 42)]
         let labels = [[1, 2, 2], [3]]
         let p = model.initialParameters(seed: 9).map { $0 * 2 }
@@ -141,6 +142,48 @@ struct TransducerModelTests {
         for spec in model.layout.tensors where spec.prunable {
             #expect(g[spec.range].contains { $0 != 0 }, "\(spec.name) has no gradient")
         }
+    }
+
+    /// The auxiliary CTC head: its own tensors, last in the layout and never pruned; the objective
+    /// is the plain transducer's loss (same parameters elsewhere) plus λ times CTC of the head's
+    /// logits, computed here by hand from the encoder's output; the export leaves the head out.
+    @Test func auxiliaryCTCAddsLambdaTimesTheHeadsCTCLoss() {
+        let plain = tiny(), aux = tiny(ctcWeight: 0.3)
+        #expect(!plain.layout.tensors.contains { $0.name.contains("ctc") })
+        let head = aux.layout.tensors.suffix(2)
+        #expect(head.map(\.name) == ["transcriber.ctc_linear.weight", "transcriber.ctc_linear.bias"])
+        #expect(head.first?.shape == [4, 6] && head.allSatisfy { !$0.prunable })
+        #expect(Array(aux.layout.tensors.dropLast(2)) == plain.layout.tensors)
+        let p = aux.initialParameters(seed: 5)
+        #expect(Array(p.prefix(plain.layout.totalCount)) == plain.initialParameters(seed: 5))
+        let features = [randomValues(9 * 4, seed: 71), randomValues(7 * 4, seed: 72)]
+        let labels = [[2, 1], [3]]
+        func objective(_ model: TransducerModel, _ q: [Float]) -> Double {
+            var g = [Float](repeating: 0, count: q.count)
+            return q.withUnsafeBufferPointer { qb in
+                g.withUnsafeMutableBufferPointer { model.lossAndGradient(parameters: qb, features: features, labels: labels, gradient: $0).lossSum }
+            }
+        }
+        var ctc = 0.0
+        p.withUnsafeBufferPointer { pb in
+            let top = aux.encode(features, parameters: pb).encoder.output
+            let w = aux.layout["transcriber.ctc_linear.weight"]!, bias = aux.layout["transcriber.ctc_linear.bias"]!
+            for b in 0 ..< 2 {
+                var logits: [Float] = []
+                for t in 0 ..< top.lengths[b] {
+                    for k in 0 ..< 4 {
+                        var z = pb[bias.offset + k]
+                        for c in 0 ..< 6 { z += pb[w.offset + k * 6 + c] * top.values[(t * 2 + b) * 6 + c] }
+                        logits.append(z)
+                    }
+                }
+                ctc += logits.withUnsafeBufferPointer { CTC.loss(logits: $0, frames: top.lengths[b], classes: 4, labels: labels[b]).loss }
+            }
+        }
+        let expected = objective(plain, Array(p.prefix(plain.layout.totalCount))) + 0.3 * ctc
+        #expect(abs(objective(aux, p) - expected) < 1e-4 * abs(expected), "\(objective(aux, p)) vs \(expected)")
+        let exported = aux.exportedTensors(parameters: p).map(\.name)
+        #expect(exported == plain.exportedTensors(parameters: Array(p.prefix(plain.layout.totalCount))).map(\.name))
     }
 
     /// Greedy decoding steps the prediction network one label at a time; the reference reruns the

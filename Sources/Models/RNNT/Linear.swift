@@ -1,17 +1,18 @@
 import Tensors
 
 /// A fully connected layer over rows, as PyTorch's `Linear`: weight (out, in), bias (out),
-/// y = x · Wᵀ + b. The weight is prunable, the bias is not.
+/// y = x · Wᵀ + b. The weight is prunable (unless told otherwise), the bias is not.
 public struct Linear: Sendable {
     public let inputs: Int
     public let outputs: Int
     public let weight: TensorSpec   // (out, in)
     public let bias: TensorSpec     // (out)
 
-    public init(inputs: Int, outputs: Int, name: String, layout: inout ParameterLayout) {
+    /// `prunable: false` for a training-only head that inference never reads.
+    public init(inputs: Int, outputs: Int, name: String, prunable: Bool = true, layout: inout ParameterLayout) {
         self.inputs = inputs
         self.outputs = outputs
-        weight = layout.append("\(name).weight", shape: [outputs, inputs], prunable: true)
+        weight = layout.append("\(name).weight", shape: [outputs, inputs], prunable: prunable)
         bias = layout.append("\(name).bias", shape: [outputs], prunable: false)
     }
 

@@ -9,7 +9,8 @@ import Tensors
 /// `transcriber.lstm.weight_ih_l<n>`, ...), and the predictor's LSTM layers take the names of
 /// torchaudio's `_CustomLSTM` without layer norm: `predictor.lstm_layers.<n>.x2g.weight` = W_ih
 /// (4H, I), `x2g.bias` = b_ih + b_hh, `p2g.weight` = W_hh (4H, H), gates i, f, g, o. torchaudio's
-/// predictor also has layer norms on its input and output, which this model does not.
+/// predictor also has layer norms on its input and output, which this model does not. The
+/// auxiliary CTC head (`transcriber.ctc_linear`, training only) is left out.
 extension TransducerModel {
     public struct ExportedTensor: Sendable, Equatable {
         public let name: String
@@ -37,7 +38,8 @@ extension TransducerModel {
         // Everything else under its own name, in layout order; the LSTM layers where they were.
         var result: [ExportedTensor] = []
         var placed = false
-        for spec in layout.tensors {
+        let trainingOnly = Set(ctcHead.map { [$0.weight.name, $0.bias.name] } ?? [])
+        for spec in layout.tensors where !trainingOnly.contains(spec.name) {
             if predictorTensors.contains(spec.name) {
                 if !placed { result += out; placed = true }
                 continue

@@ -11,6 +11,11 @@ public struct TransducerSettings: Sendable, Equatable {
     public var predictorLayers = 1
     /// Width of the joint network (both projections and the tanh).
     public var jointDim = 256
+    /// Weight λ of an auxiliary CTC loss on the transcriber's output (training only): the
+    /// objective is RNN-T + λ · CTC, through a linear head `transcriber.ctc_linear` that inference
+    /// never reads. It teaches the encoder its alignments early, where the transducer alone
+    /// waits through a plateau. 0: no head, and the layout is the plain transducer's.
+    public var ctcWeight = 0.0
     public init() {}
 }
 
@@ -35,6 +40,8 @@ public struct TransducerModel: Sendable {
     let predictor: [LSTMDirection]
     let predictorProjection: Linear
     let joint: Linear                  // (V, J)
+    /// The auxiliary CTC head (V, C) when ``TransducerSettings/ctcWeight`` > 0; last in the layout.
+    let ctcHead: Linear?
 
     public init(settings s: AcousticSettings, transducer r: TransducerSettings) {
         settings = s
@@ -52,6 +59,9 @@ public struct TransducerModel: Sendable {
         self.predictor = predictor
         predictorProjection = Linear(inputs: input, outputs: r.jointDim, name: "predictor.linear", layout: &layout)
         joint = Linear(inputs: r.jointDim, outputs: s.classes, name: "joiner.linear", layout: &layout)
+        ctcHead = r.ctcWeight > 0
+            ? Linear(inputs: encoder.outputChannels, outputs: s.classes, name: "transcriber.ctc_linear", prunable: false, layout: &layout)
+            : nil
         self.layout = layout
     }
 
@@ -64,7 +74,7 @@ public struct TransducerModel: Sendable {
         var p = [Float](repeating: 0, count: layout.totalCount)
         var fanIn = encoder.fanIn
         for d in predictor { for spec in [d.weightIH, d.weightHH, d.biasIH, d.biasHH] { fanIn[spec.name] = d.hidden } }
-        for linear in [encoderProjection, predictorProjection, joint] {
+        for linear in [encoderProjection, predictorProjection, joint] + (ctcHead.map { [$0] } ?? []) {
             fanIn[linear.weight.name] = linear.inputs
             fanIn[linear.bias.name] = linear.inputs
         }
@@ -120,13 +130,13 @@ public struct TransducerModel: Sendable {
     }
 
     public struct LossReport: Sendable, Equatable {
-        /// Sum of the RNN-T losses of the utterances.
+        /// Sum of the utterances' objectives: the RNN-T loss, plus λ · CTC with an auxiliary head.
         public var lossSum: Double
         /// Utterances left out: no frame left after subsampling.
         public var infeasible: Int
     }
 
-    /// Writes the gradient of the mean RNN-T loss over the utterances into `gradient`
+    /// Writes the gradient of the mean objective (RNN-T, + λ · CTC) over the utterances into `gradient`
     /// (overwriting). `features[b]` is (T_b, F) row-major; `labels[b]` holds classes in 1..<V.
     /// `dropout` (training only) masks the transcriber's LSTM outputs, one key per utterance.
     public func lossAndGradient(parameters p: UnsafeBufferPointer<Float>, features: [[Float]], labels: [[Int]],
@@ -189,7 +199,10 @@ public struct TransducerModel: Sendable {
         }
         // Transcription network.
         let top = enc.encoder.output
-        let dtop = encoderProjection.backward(dEncoded, input: top.values, rows: top.steps * B, parameters: p, gradient: g)
+        var dtop = encoderProjection.backward(dEncoded, input: top.values, rows: top.steps * B, parameters: p, gradient: g)
+        if let head = ctcHead, report.lossSum.isFinite {
+            report.lossSum += auxiliaryCTC(head, top: top, labels: labels, parameters: p, gradient: g, into: &dtop)
+        }
         encoder.backward(dtop, forward: enc.encoder, parameters: p, gradient: g)
         return report
     }
