@@ -14,19 +14,21 @@ public enum ProcessTuning {
     /// pages are reused (measured on the 10 M-parameter load test: page faults went from 18% of
     /// the run's CPU to under 1%, see BENCHMARKS.md).
     ///
-    /// `coordinator`: at most two arenas as well. glibc gives threads that allocate at once arenas
-    /// of their own (up to 8 per core), each keeping its own high-water mark once mmap is off;
-    /// in a coordinator nng's threads allocate the received messages and Swift's the buffers.
-    /// With 8 workers its resident set grew 18 MiB over 1 worker's with the default arenas and
-    /// 7–13 MiB with 1 or 2 (issue 11's memory benchmark, 1 M parameters, one launch each), and
-    /// its baseline fell from 127 to 87–101 MiB. The coordinator's work is serial (one actor)
-    /// and nng's threads are few: two arenas are not contended. Workers keep glibc's default
-    /// (not measured on their step time).
-    public static func keepLargeBuffersMapped(coordinator: Bool = false) {
+    /// One arena, the main heap, for every thread. glibc gives threads that allocate at once
+    /// arenas of their own (up to 8 per core), and an arena other than the main one grows in
+    /// extra 64 MiB mappings that it unmaps as soon as one is empty, trim threshold or not: a
+    /// 16 MiB weights reply or a received message then lands in fresh pages that the kernel
+    /// zeroes on first touch. With two arenas in the coordinator and glibc's default in workers
+    /// (until 2026-12-01), that was 19% of the coordinator's CPU and 15% of each worker's over a
+    /// 40-step ingest benchmark. With one, page zeroing stops once the first steps have sized the
+    /// heap (BENCHMARKS.md, "One malloc arena"). The work that allocates is serial (the coordinator's actor, a worker's
+    /// compute) and nng's threads are few, so the one lock is not contended, and one heap also
+    /// keeps a single high-water mark (issue 11's memory bound).
+    public static func keepLargeBuffersMapped() {
         #if canImport(Glibc)
         _ = mallopt(M_MMAP_MAX, 0)
         _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
-        if coordinator { _ = mallopt(M_ARENA_MAX, 2) }
+        _ = mallopt(M_ARENA_MAX, 1)
         #endif
     }
 

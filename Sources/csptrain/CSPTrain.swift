@@ -196,7 +196,7 @@ struct Launch: AsyncParsableCommand {
 
     func run() async throws {
         BLASRuntime.useBestKernels()
-        ProcessTuning.keepLargeBuffersMapped(coordinator: true)
+        ProcessTuning.keepLargeBuffersMapped()
         let logger = logOptions.bootstrap(label: "csptrain.launch")
         // Steps begin once every launched worker has joined, so all of them take part.
         let summary: RunSummary
@@ -268,7 +268,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         BLASRuntime.useBestKernels()
-        ProcessTuning.keepLargeBuffersMapped(coordinator: true)
+        ProcessTuning.keepLargeBuffersMapped()
         let logger = logOptions.bootstrap(label: "csptrain.coordinator")
         let folder = RunFolder(runDir)
         let summary: RunSummary
