@@ -25,9 +25,12 @@ if [[ ! -f "$corpus/shards/test_channel/shards.json" ]]; then
   done
 fi
 for model in "${models[@]}"; do
+  extra=()
   case $model in
     ctc) config=Configs/speech-local.yaml ;;
-    rnnt) config=Configs/rnnt-local.yaml ;;
+    # The comparison of 2026-11-30 trained the plain transducer; the main job's configuration
+    # has added an auxiliary CTC loss since (docs/runs/speech-aux-ctc-2026-12-01).
+    rnnt) config=Configs/rnnt-local.yaml; extra=(--set model.rnnt.ctc_weight=0) ;;
     *) echo "speech-compare: unknown model '$model' (expected ctc or rnnt)" >&2; exit 2 ;;
   esac
   run="$out/$model/run"
@@ -35,7 +38,7 @@ for model in "${models[@]}"; do
   mkdir -p "$out/$model"
   resume=()
   [[ -d "$run" ]] && resume=(--resume auto)
-  "$csptrain" launch --workers 2 --config "$config" --run-dir "$run" "${resume[@]}" --steps 4000 \
+  "$csptrain" launch --workers 2 --config "$config" --run-dir "$run" "${resume[@]}" "${extra[@]}" --steps 4000 \
     --set "data.train=$corpus/shards/train" --set "data.valid=$corpus/shards/valid" \
     --set "data.valid_channel=$corpus/shards/valid_channel" --set "data.valid_seen=$corpus/shards/valid_seen"
   for split in test test_channel; do
