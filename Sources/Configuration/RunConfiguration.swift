@@ -121,6 +121,12 @@ public struct RunConfiguration: Sendable, Equatable {
             throw ConfigError(source: source, line: nil, key: "pruning.snapshots",
                               message: "the snapshot at \(String(format: "%g", last.size * 100))% is kept after step \(last.snapshotStep) (the ramp to end_step \(schedule.endStep) plus \(schedule.snapshotSteps) steps held at each of \(schedule.holds.count) sizes), after the run's last step (steps = \(steps)): raise steps or lower pruning.snapshot_steps")
         }
+        // A worker keeps send_window chunks, its next work request and a weights receipt in
+        // flight at once: a lower cap refuses its own chunks as overloaded at every micro-batch.
+        if transport.sendWindow + 2 > coordinator.maxRequestsInFlight {
+            throw ConfigError(source: source, line: nil, key: "coordinator.max_requests_in_flight",
+                              message: "\(coordinator.maxRequestsInFlight) is too few for transport.send_window = \(transport.sendWindow): a worker keeps its send window's chunks, its next work request and a weights receipt in flight at once, so allow at least \(transport.sendWindow + 2) (or lower transport.send_window)")
+        }
         if transport.maxMessageBytes < coordinator.chunkValues * 4 + 4096 {
             throw ConfigError(source: source, line: nil, key: "transport.max_message_bytes",
                               message: "\(transport.maxMessageBytes) bytes cannot carry a gradient chunk of \(coordinator.chunkValues) values")

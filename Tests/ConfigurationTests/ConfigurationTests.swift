@@ -65,6 +65,15 @@ struct ConfigurationTests {
             try RunConfiguration.load(file: nil, overrides: ["coordinator.global_batch=4", "coordinator.micro_batches=8"])
         }
         #expect(error?.key == "coordinator.micro_batches")
+        // A worker's own send window, next work request and receipt must fit under the cap.
+        let window = #expect(throws: ConfigError.self) {
+            try RunConfiguration.load(file: nil, overrides: ["transport.send_window=7", "coordinator.max_requests_in_flight=8"])
+        }
+        #expect(window?.key == "coordinator.max_requests_in_flight")
+        #expect(window?.description.contains("at least 9") == true, "\(String(describing: window))")
+        #expect(throws: Never.self) {
+            try RunConfiguration.load(file: nil, overrides: ["transport.send_window=6", "coordinator.max_requests_in_flight=8"])
+        }
     }
 
     @Test func pruningSectionIsReadAndDumpedBack() throws {
