@@ -6,7 +6,7 @@
 #
 #   scripts/run-local.sh [extra `csptrain launch` options]     e.g. --steps 300 for a short try
 #
-# Takes about 35 minutes on 2 cores (corpus 7, training 25, scoring 1). The run folder is
+# Takes about 30 minutes on 2 cores (build 5, corpus 2, training 23, scoring 1). The run folder is
 # runs/local-<time>: summary.json (valid_wer, valid_wer_channel: held-out voices;
 # valid_wer_seen: training voices), metrics.jsonl, checkpoints. A few-second smoke test of the
 # machinery instead:
