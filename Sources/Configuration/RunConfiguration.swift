@@ -64,8 +64,24 @@ public struct RunConfiguration: Sendable, Equatable {
         for override in overrides {
             try config.apply(override: override)
         }
-        try config.validate(source: source)
+        // A check across keys may fail because of an override: the message says where each came from.
+        let origin = overrides.isEmpty ? source : "\(source) with \(overrides.map { "--set \($0)" }.joined(separator: " "))"
+        try config.validate(source: origin)
+        try config.validateServing(source: origin)
         return config
+    }
+
+    /// Checks of how a run is served, made when a run starts or resumes (``load``), not when a
+    /// checkpoint's configuration is read to score, export or decode its weights: a checkpoint
+    /// written before a check was added stays readable.
+    public func validateServing(source: String) throws(ConfigError) {
+        // In steady state a worker keeps send_window chunks, its next work request and a weights
+        // receipt in flight at once: a lower cap refuses its own chunks as overloaded at every
+        // micro-batch. (Requests it has given up on, held or re-sent, can add to that briefly.)
+        if transport.sendWindow + 2 > coordinator.maxRequestsInFlight {
+            throw ConfigError(source: source, line: nil, key: "coordinator.max_requests_in_flight",
+                              message: "\(coordinator.maxRequestsInFlight) is too few for transport.send_window = \(transport.sendWindow): a worker keeps its send window's chunks, its next work request and a weights receipt in flight at once, so allow at least \(transport.sendWindow + 2) (or lower transport.send_window)")
+        }
     }
 
     /// Parses YAML text (for configurations carried by messages and checkpoints).
@@ -120,12 +136,6 @@ public struct RunConfiguration: Sendable, Equatable {
         if pruning.method != .none, let last = schedule.holds.last, last.snapshotStep > steps {
             throw ConfigError(source: source, line: nil, key: "pruning.snapshots",
                               message: "the snapshot at \(String(format: "%g", last.size * 100))% is kept after step \(last.snapshotStep) (the ramp to end_step \(schedule.endStep) plus \(schedule.snapshotSteps) steps held at each of \(schedule.holds.count) sizes), after the run's last step (steps = \(steps)): raise steps or lower pruning.snapshot_steps")
-        }
-        // A worker keeps send_window chunks, its next work request and a weights receipt in
-        // flight at once: a lower cap refuses its own chunks as overloaded at every micro-batch.
-        if transport.sendWindow + 2 > coordinator.maxRequestsInFlight {
-            throw ConfigError(source: source, line: nil, key: "coordinator.max_requests_in_flight",
-                              message: "\(coordinator.maxRequestsInFlight) is too few for transport.send_window = \(transport.sendWindow): a worker keeps its send window's chunks, its next work request and a weights receipt in flight at once, so allow at least \(transport.sendWindow + 2) (or lower transport.send_window)")
         }
         if transport.maxMessageBytes < coordinator.chunkValues * 4 + 4096 {
             throw ConfigError(source: source, line: nil, key: "transport.max_message_bytes",

@@ -21,9 +21,16 @@ public enum ProcessTuning {
     /// zeroes on first touch. With two arenas in the coordinator and glibc's default in workers
     /// (until 2026-12-01), that was 19% of the coordinator's CPU and 15% of each worker's over a
     /// 40-step ingest benchmark. With one, page zeroing stops once the first steps have sized the
-    /// heap (BENCHMARKS.md, "One malloc arena"). The work that allocates is serial (the coordinator's actor, a worker's
-    /// compute) and nng's threads are few, so the one lock is not contended, and one heap also
-    /// keeps a single high-water mark (issue 11's memory bound).
+    /// heap (BENCHMARKS.md, "One malloc arena"), and one heap keeps a single high-water mark
+    /// (issue 11's memory bound).
+    ///
+    /// - The one lock is shared by every thread that allocates. Most of the work that allocates
+    ///   much is serial (the coordinator's actor, a worker's compute); the one-shot
+    ///   reconstruction's rows and `experiment`'s two scoring threads are not, and were not
+    ///   re-timed against the change.
+    /// - The limit applies to arenas made after the call: a thread that had already allocated
+    ///   keeps the arena glibc gave it. Call this first thing in a command; the ingest profile
+    ///   shows the coordinator's and the workers' steady state free of page zeroing with it.
     public static func keepLargeBuffersMapped() {
         #if canImport(Glibc)
         _ = mallopt(M_MMAP_MAX, 0)

@@ -71,8 +71,15 @@ struct ConfigurationTests {
         }
         #expect(window?.key == "coordinator.max_requests_in_flight")
         #expect(window?.description.contains("at least 9") == true, "\(String(describing: window))")
+        // The message says the values came from the overrides, not from the defaults alone.
+        #expect(window?.description.hasPrefix("defaults with --set transport.send_window=7 --set coordinator.max_requests_in_flight=8: ") == true,
+                "\(String(describing: window))")
         #expect(throws: Never.self) {
             try RunConfiguration.load(file: nil, overrides: ["transport.send_window=6", "coordinator.max_requests_in_flight=8"])
+        }
+        // A checkpoint's configuration written before the check stays readable (eval, export).
+        #expect(throws: Never.self) {
+            try RunConfiguration.parse(yaml: "transport: {send_window: 7}\ncoordinator: {max_requests_in_flight: 8}\n", source: "old.ckpt")
         }
     }
 

@@ -105,7 +105,7 @@ struct TransducerModelTests {
     /// The mean loss over a batch of two (lengths differ, so padding is exercised) against central
     /// differences for every parameter. ReLU kinks in the convolution make a central difference
     /// wrong for one step size only, so each parameter must agree at one of several.
-    @Test(arguments: [(true, 0.0), (false, 0.0), (true, 0.5)])
+    @Test(arguments: [(true, 0.0), (false, 0.0), (true, 0.5), (false, 0.5)])
     func wholeModelGradientMatchesFiniteDifferences(bidirectional: Bool, ctcWeight: Double) {
         let model = tiny(bidirectional: bidirectional, ctcWeight: ctcWeight)
         let features = [randomValues(9 * 4, seed: 41), randomValues(6 * 4, seed: 42)]

@@ -29,7 +29,8 @@ public struct TransducerSettings: Sendable, Equatable {
 /// Label 0 is the blank and also the predictor's start symbol. Tensors: `transcriber.conv.<n>.*`,
 /// `transcriber.lstm.weight_ih_l<n>[_reverse]`, ..., `transcriber.output_linear.*`,
 /// `predictor.embedding.weight`, `predictor.lstm.*_l<n>`, `predictor.linear.*`, `joiner.linear.*`.
-/// Every matrix is prunable (the embedding too); biases are not.
+/// Every matrix of the served model is prunable (the embedding too); biases are not, nor is the
+/// training-only auxiliary CTC head (`transcriber.ctc_linear`, ``TransducerSettings/ctcWeight``).
 public struct TransducerModel: Sendable {
     public let settings: AcousticSettings
     public let transducer: TransducerSettings
