@@ -15,6 +15,9 @@ public enum Benchmarks {
         public var ratio: Double { baseline > 0 ? ours / baseline : 0 }
         /// What bounds the ratio, measured in the same run (printed beside it), if anything.
         public var floor: String? = nil
+        /// A peer that runs the same design with nothing else (printed beside the ratio), or why
+        /// it did not run.
+        public var peer: String? = nil
     }
 
     /// CPU seconds (user + system) of this process.
@@ -83,9 +86,44 @@ public enum Benchmarks {
                            + "(%.2f were raw nng CPU-bound too, at %.2f GB/s)",
                            oursCPU, rawCPU, cores, Double(cores) / oursCPU, Double(cores) / oursCPU / baseline, rawCPU / oursCPU, Double(cores) / rawCPU)
         }
+        let ours = bytes / seconds / 1e9
+        let peer: String
+        switch starIngest(parameters: parameters, microBatches: microBatches, workers: workers) {
+        case let .success(star):
+            peer = String(format: "raw nng star in C, the same shape (chunks PUSHed in and folded, SGD, the weights to each worker; "
+                          + "scripts/bench/nng_star.c): %.3f GB/s, %.2f of the baseline; ours / star %.2f", star, star / baseline, ours / star)
+        case let .failure(reason):
+            peer = "raw nng star skipped: \(reason)"
+        }
         return Result(name: "gradient ingest (csptrain launch, \(workers) worker processes, \(parameters) params, \(microBatches) micro-batches, steps \(first.step + 1)-\(last.step))",
-                      ours: bytes / seconds / 1e9, baseline: baseline, unit: "GB/s",
-                      baselineName: "raw nng PUSH/PULL of 1 MiB messages, same bytes", floor: floor)
+                      ours: ours, baseline: baseline, unit: "GB/s",
+                      baselineName: "raw nng PUSH/PULL of 1 MiB messages, same bytes", floor: floor, peer: peer)
+    }
+
+    /// GB/s of gradient through the raw nng star (`StepBenchmark`'s C peer) in the ingest
+    /// benchmark's shape: `microBatches` gradients of `parameters` floats per step, spread over
+    /// `workers` processes, folded, one SGD update, the weights back to every worker. What this
+    /// design costs with no protocol, accounting or runtime of csptrain's.
+    static func starIngest(parameters: Int, microBatches: Int, workers: Int) -> Swift.Result<Double, BenchmarkError> {
+        do {
+            return try ChildProcess.withScratch("ingest-star") { scratch in
+                var notes: [String] = []
+                guard let binary = StepBenchmark.preparePeers(StepBenchmark.Settings(), scratch: scratch, notes: &notes).star else {
+                    return .failure(BenchmarkError(notes.last ?? "scripts/bench/nng_star.c could not be built"))
+                }
+                let output = try ChildProcess.run(binary, ["--n", "\(parameters)", "--workers", "\(workers)", "--micro-batches", "\(microBatches)",
+                                                           "--steps", "60", "--warmup", "5"], scratch: scratch, label: "star")
+                guard output.status == 0,
+                      let line = output.stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
+                      let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      let mean = object["mean_seconds"] as? Double, mean > 0 else {
+                    return .failure(BenchmarkError("\(binary) exited with status \(output.status): \(output.stderrTail)"))
+                }
+                return .success(Double(microBatches * parameters * 4) / mean / 1e9)
+            }
+        } catch {
+            return .failure(BenchmarkError("\(error)"))
+        }
     }
 
     /// GB/s of 1 MiB messages streamed over tcp loopback from `senders` PUSH sockets to one PULL.

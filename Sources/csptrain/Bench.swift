@@ -15,7 +15,8 @@ struct Bench: AsyncParsableCommand {
             Prints each benchmark with its baseline and their ratio. Not a test: numbers depend on the machine.
 
             ingest       gradient bytes folded per second in steady-state steps of a real launch
-                         (coordinator and 2 worker processes) against raw nng PUSH/PULL
+                         (coordinator and 2 worker processes) against raw nng PUSH/PULL, with
+                         the CPU bound and the same design in bare C (scripts/bench/nng_star.c)
             aggregation  folding gradient chunks against memcpy, in float32 and in deterministic
                          mode's exact fixed point
             speech       the speech model's training step on one core against the sgemm peak and,
@@ -222,6 +223,7 @@ struct Bench: AsyncParsableCommand {
                 var object: [String: Any] = ["name": r.name, "ours": r.ours, "baseline": r.baseline, "ratio": r.ratio, "unit": r.unit,
                                              "baseline_name": r.baselineName]
                 if let floor = r.floor { object["floor"] = floor }
+                if let peer = r.peer { object["peer"] = peer }
                 return object
             }
             let projection = projectionRows.map { r in
@@ -248,6 +250,7 @@ struct Bench: AsyncParsableCommand {
                 try output(String(format: "  baseline %8.3f %@  (%@)", r.baseline, r.unit, r.baselineName))
                 try output(String(format: "  ratio    %8.3f", r.ratio))
                 if let floor = r.floor { try output("  floor    \(floor)") }
+                if let peer = r.peer { try output("  peer     \(peer)") }
             }
             if !projectionRows.isEmpty {
                 try output("projection (\(method), target sparsity \(target)): seconds on the coordinator")

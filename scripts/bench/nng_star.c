@@ -4,8 +4,10 @@
  * no membership, no files.
  *
  * Each step every worker sends its N-float gradient to the coordinator in chunks of --chunk
- * values (1 MiB by default, csptrain's chunk_values); the coordinator folds the chunks into one
- * sum as they arrive, applies SGD (w -= lr * g / P) and sends the new weights to every worker:
+ * values (1 MiB by default, csptrain's chunk_values); with --micro-batches M, the step's M
+ * gradients are spread over the workers instead (worker i sends those of micro-batches i, i + P,
+ * ...: the shape of `csptrain bench --only ingest`). The coordinator folds the chunks into one
+ * sum as they arrive, applies SGD (w -= lr * g / M) and sends the new weights to every worker:
  * N floats, or with --sparse S a bitmask of N bits and the (1 - S) * N kept values, which is what
  * a broadcast of a model pruned to S carries. A worker starts its next step once it has them.
  *
@@ -75,16 +77,19 @@ static int run_worker(int index, const struct step_options *o, const char *gradi
     float *g = allocate((size_t)o->n * sizeof(float));
     float *w = allocate((size_t)o->n * sizeof(float));
     const int total = o->warmup + o->steps + 1;
+    const int mine = o->micro_batches / o->workers + (index < o->micro_batches % o->workers);
     for (int s = 0; s < total; s++) {
-        fill_gradient(g, o->n, index);
-        for (long first = 0, c = 0; first < o->n; first += o->chunk, c++) {
-            long count = o->n - first < o->chunk ? o->n - first : o->chunk;
-            nng_msg *m;
-            check(nng_msg_alloc(&m, sizeof(uint32_t) + (size_t)count * sizeof(float)), "allocate a chunk");
-            uint32_t header = (uint32_t)c;
-            memcpy(nng_msg_body(m), &header, sizeof header);
-            memcpy((char *)nng_msg_body(m) + sizeof header, g + first, (size_t)count * sizeof(float));
-            check(nng_sendmsg(up, m, 0), "send a chunk");
+        for (int b = 0; b < mine; b++) {
+            fill_gradient(g, o->n, index);
+            for (long first = 0, c = 0; first < o->n; first += o->chunk, c++) {
+                long count = o->n - first < o->chunk ? o->n - first : o->chunk;
+                nng_msg *m;
+                check(nng_msg_alloc(&m, sizeof(uint32_t) + (size_t)count * sizeof(float)), "allocate a chunk");
+                uint32_t header = (uint32_t)c;
+                memcpy(nng_msg_body(m), &header, sizeof header);
+                memcpy((char *)nng_msg_body(m) + sizeof header, g + first, (size_t)count * sizeof(float));
+                check(nng_sendmsg(up, m, 0), "send a chunk");
+            }
         }
         nng_msg *m;
         check(nng_recvmsg(down, &m, 0), "receive the weights");
@@ -162,13 +167,13 @@ static int run_coordinator(const struct step_options *o, const int *to_workers, 
     }
     const struct layout layout = weights_layout(o, kept_count);
     const long chunks = (o->n + o->chunk - 1) / o->chunk;
-    const float scale = o->lr / (float)o->workers;
+    const float scale = o->lr / (float)o->micro_batches;
     const int total = o->warmup + o->steps + 1;
     double *starts = allocate((size_t)total * sizeof(double));
 
     for (int s = 0; s < total; s++) {
         starts[s] = now_seconds();
-        for (long received = 0; received < chunks * o->workers; received++) {
+        for (long received = 0; received < chunks * o->micro_batches; received++) {
             nng_msg *m;
             check(nng_recvmsg(in, &m, 0), "receive a chunk");
             uint32_t c;
@@ -221,9 +226,13 @@ static int run_coordinator(const struct step_options *o, const int *to_workers, 
 
     double *seconds = allocate((size_t)o->steps * sizeof(double));
     for (int s = 0; s < o->steps; s++) seconds[s] = starts[o->warmup + s + 1] - starts[o->warmup + s];
-    char extra[160];
-    snprintf(extra, sizeof extra, ",\"chunk\":%ld,\"bytes_to_coordinator_per_step\":%.0f,\"bytes_from_coordinator_per_step\":%.0f",
-             o->chunk, (double)o->workers * (double)o->n * sizeof(float), (double)o->workers * (double)layout.bytes);
+    /* The mean as well: gradient bytes over the timed steps' time, as csptrain's ingest counts. */
+    double mean = (starts[o->warmup + o->steps] - starts[o->warmup]) / (double)o->steps;
+    char extra[256];
+    snprintf(extra, sizeof extra,
+             ",\"chunk\":%ld,\"micro_batches\":%d,\"mean_seconds\":%.6f,\"bytes_to_coordinator_per_step\":%.0f,\"bytes_from_coordinator_per_step\":%.0f",
+             o->chunk, o->micro_batches, mean, (double)o->micro_batches * (double)o->n * sizeof(float),
+             (double)o->workers * (double)layout.bytes);
     print_result(o->sparse > 0 ? "nng_star_sparse" : "nng_star", o, seconds, w[0], extra);
 
     /* nng drops what is still queued when a socket closes: close only once every worker has

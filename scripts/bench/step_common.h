@@ -17,22 +17,25 @@ struct step_options {
     double sparse;  /* star only: fraction of the broadcast weights that are zero (0: dense) */
     float lr;
     long chunk;     /* star only: gradient values per message (csptrain's chunk_values) */
+    int micro_batches; /* star only: gradients folded per step, spread over the workers (one each unless set) */
 };
 
 static inline void step_usage(const char *program) {
     fprintf(stderr,
             "usage: %s [--n VALUES] [--workers P] [--steps K] [--warmup W] [--sparse FRACTION] [--chunk VALUES] [--lr RATE]\n"
+            "       [--micro-batches M]   (star only: M gradients per step in all, spread over the workers)\n"
             "prints one JSON line: median, p10 and p90 seconds per step\n",
             program);
 }
 
 static inline struct step_options step_parse(int argc, char **argv) {
-    struct step_options o = {.n = 10000000, .workers = 2, .steps = 30, .warmup = 5, .sparse = 0, .lr = 0.01f, .chunk = 262144};
+    struct step_options o = {.n = 10000000, .workers = 2, .steps = 30, .warmup = 5, .sparse = 0, .lr = 0.01f, .chunk = 262144, .micro_batches = 0};
     static const struct option longs[] = {
         {"n", required_argument, 0, 'n'},      {"workers", required_argument, 0, 'p'},
         {"steps", required_argument, 0, 'k'},  {"warmup", required_argument, 0, 'w'},
         {"sparse", required_argument, 0, 's'}, {"chunk", required_argument, 0, 'c'},
-        {"lr", required_argument, 0, 'l'},     {"help", no_argument, 0, 'h'},
+        {"lr", required_argument, 0, 'l'},     {"micro-batches", required_argument, 0, 'm'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
@@ -44,10 +47,13 @@ static inline struct step_options step_parse(int argc, char **argv) {
         case 's': o.sparse = atof(optarg); break;
         case 'c': o.chunk = atol(optarg); break;
         case 'l': o.lr = (float)atof(optarg); break;
+        case 'm': o.micro_batches = atoi(optarg); break;
         default: step_usage(argv[0]); exit(c == 'h' ? 0 : 2);
         }
     }
-    if (o.n < 1 || o.workers < 1 || o.steps < 1 || o.warmup < 0 || o.chunk < 1 || o.sparse < 0 || o.sparse >= 1) {
+    if (o.micro_batches == 0) o.micro_batches = o.workers;
+    if (o.n < 1 || o.workers < 1 || o.steps < 1 || o.warmup < 0 || o.chunk < 1 || o.sparse < 0 || o.sparse >= 1 ||
+        o.micro_batches < 1) {
         step_usage(argv[0]);
         exit(2);
     }
