@@ -3,7 +3,7 @@
 
     scripts/speech-compare-report.py OUT [--out OUT/results.md]     (also writes OUT/scores.json)
 
-For each model folder (OUT/ctc, OUT/rnnt) with scores: the held-out-voice test split's WER and
+For each model folder (OUT/ctc, OUT/rnnt, OUT/rnnt-aux) with scores: the held-out-voice test split's WER and
 CER, clean and channel-degraded (`csptrain eval --json`), the inference real-time factor, the
 run's steps and training wall time (metrics.jsonl), and the validation WER of each kind at every
 evaluation: held-out voices (valid, valid_channel) and training voices (valid_seen), with the
@@ -46,7 +46,7 @@ def main():
     parser.add_argument("--out", dest="report", type=pathlib.Path)
     args = parser.parse_args()
     rows = {}
-    for model in ("ctc", "rnnt"):
+    for model in ("ctc", "rnnt", "rnnt-aux"):
         if (args.out / model).is_dir():
             r = model_rows(args.out / model)
             if r is None:

@@ -3,7 +3,10 @@
 # validation and test spoken by voices training never hears), the same budget (4,000 steps,
 # 2 workers), scored on the held-out-voice test split, clean and channel-degraded.
 #
-#   scripts/speech-compare.sh OUT [model ...]     models: ctc rnnt (default both)
+#   scripts/speech-compare.sh OUT [model ...]     models: ctc rnnt rnnt-aux (default ctc rnnt)
+#
+# rnnt is the plain transducer the comparison of 2026-11-30 trained; rnnt-aux is the main job's
+# transducer with its auxiliary CTC loss (model.rnnt.ctc_weight 0.3), at the same budget.
 #
 # Resumable: the corpus is made once (OUT/corpus), a run that stopped resumes from its last
 # checkpoint, and a model whose scores exist is skipped. Writes OUT/<model>/run (the run folder)
@@ -31,7 +34,8 @@ for model in "${models[@]}"; do
     # The comparison of 2026-11-30 trained the plain transducer; the main job's configuration
     # has added an auxiliary CTC loss since (docs/runs/speech-aux-ctc-2026-12-01).
     rnnt) config=Configs/rnnt-local.yaml; extra=(--set model.rnnt.ctc_weight=0) ;;
-    *) echo "speech-compare: unknown model '$model' (expected ctc or rnnt)" >&2; exit 2 ;;
+    rnnt-aux) config=Configs/rnnt-local.yaml ;;
+    *) echo "speech-compare: unknown model '$model' (expected ctc, rnnt or rnnt-aux)" >&2; exit 2 ;;
   esac
   run="$out/$model/run"
   [[ -f "$out/$model/test_channel.json" ]] && continue
