@@ -30,7 +30,7 @@ def main():
             references[pathlib.Path(row["audio_filepath"]).name] = row["text"]
     print(f"| model | exact sentences | ≥ 2 words longer | ≥ 2 words shorter | hypothesis words not in training's vocabulary |")
     print("| --- | --- | --- | --- | --- |")
-    for model in ("ctc", "rnnt"):
+    for model in ("ctc", "rnnt", "rnnt-aux"):
         path = out / model / f"{split}.json"
         if not path.exists():
             continue

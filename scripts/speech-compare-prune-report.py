@@ -3,7 +3,7 @@
 
     scripts/speech-compare-prune-report.py OUT [--out OUT/pruning.md]   (also writes OUT/pruning-scores.json)
 
-For each model (ctc, rnnt): the dense run (OUT/<model>), the same 1,000 steps of fine-tuning
+For each model (ctc, rnnt, rnnt-aux): the dense run (OUT/<model>), the same 1,000 steps of fine-tuning
 without pruning (OUT/<model>-dense-finetuned, the control) and each pruned run
 (OUT/<model>-<method>-80): test WER and CER on held-out voices, clean and channel-degraded,
 the prunable layers' sparsity, the coordinator's time in projection steps, and the run's
@@ -84,7 +84,9 @@ def main():
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     table = {}
-    for model in ("ctc", "rnnt"):
+    for model in ("ctc", "rnnt", "rnnt-aux"):
+        if not (args.out / model).is_dir():
+            continue
         runs = [("dense", args.out / model), ("dense, +1,000 steps (control)", args.out / f"{model}-dense-finetuned")]
         runs += [(f"{m}, 80%", args.out / f"{model}-{m}-80") for m in METHODS]
         loaded = [(name, load(folder)) for name, folder in runs if (folder / "test_channel.json").exists()]

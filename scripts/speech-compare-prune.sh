@@ -10,7 +10,8 @@
 # 3e-4, damping 0.01, no swap rounds: docs/runs/pruning-sweep-2026-11-29), the best method there;
 # csp-activations runs with its chosen setting too, and `dense` fine-tunes the same steps without
 # pruning (the control: the pruned runs train 1,000 steps more than the dense model). Models: ctc
-# rnnt (default both).
+# rnnt rnnt-aux (default ctc rnnt); rnnt-aux starts from the transducer trained with the auxiliary
+# CTC loss and fine-tunes with the transducer's loss alone, as Configs/prune-rnnt.yaml does.
 # Resumable like speech-compare.sh. Writes OUT/<model>-<method>-80/run (the control:
 # OUT/<model>-dense-finetuned/run) and its test.json, test_channel.json (`csptrain eval --json`).
 set -euo pipefail
@@ -39,8 +40,8 @@ esac
 for model in "${models[@]}"; do
   case $model in
     ctc) config=Configs/prune-speech.yaml ;;
-    rnnt) config=Configs/prune-rnnt.yaml ;;
-    *) echo "speech-compare-prune: unknown model '$model' (expected ctc or rnnt)" >&2; exit 2 ;;
+    rnnt|rnnt-aux) config=Configs/prune-rnnt.yaml ;;
+    *) echo "speech-compare-prune: unknown model '$model' (expected ctc, rnnt or rnnt-aux)" >&2; exit 2 ;;
   esac
   dense="$out/$model/run"
   [[ -f "$dense/summary.json" ]] || { echo "speech-compare-prune: no finished dense run at $dense (run scripts/speech-compare.sh $out $model first)" >&2; exit 2; }
