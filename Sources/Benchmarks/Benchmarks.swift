@@ -108,18 +108,21 @@ public enum Benchmarks {
         do {
             return try ChildProcess.withScratch("ingest-star") { scratch in
                 var notes: [String] = []
-                guard let binary = StepBenchmark.preparePeers(StepBenchmark.Settings(), scratch: scratch, notes: &notes).star else {
-                    return .failure(BenchmarkError(notes.last ?? "scripts/bench/nng_star.c could not be built"))
+                let settings = StepBenchmark.Settings()
+                guard let binary = StepBenchmark.preparePeers(settings, scratch: scratch, notes: &notes).star else {
+                    // The MPI peer's notes are not this peer's business.
+                    let why = notes.filter { !$0.contains("MPI") && !$0.hasPrefix("raw star skipped") }
+                    return .failure(BenchmarkError("no \(settings.peers)/nng_star, and \(settings.buildScript) could not build it (run csptrain bench from the repository's root)"
+                                                   + (why.isEmpty ? "" : ": " + why.joined(separator: "; "))))
                 }
-                let output = try ChildProcess.run(binary, ["--n", "\(parameters)", "--workers", "\(workers)", "--micro-batches", "\(microBatches)",
-                                                           "--steps", "60", "--warmup", "5"], scratch: scratch, label: "star")
-                guard output.status == 0,
-                      let line = output.stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
-                      let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                      let mean = object["mean_seconds"] as? Double, mean > 0 else {
-                    return .failure(BenchmarkError("\(binary) exited with status \(output.status): \(output.stderrTail)"))
+                let command = [binary, "--n", "\(parameters)", "--workers", "\(workers)", "--micro-batches", "\(microBatches)",
+                               "--steps", "60", "--warmup", "5"]
+                return try StepBenchmark.peerLine(command, scratch: scratch, label: "star").flatMap { object in
+                    guard let mean = object["mean_seconds"] as? Double, mean > 0 else {
+                        return .failure(BenchmarkError("\(binary) printed no mean_seconds (built from an older nng_star.c?)"))
+                    }
+                    return .success(Double(microBatches * parameters * 4) / mean / 1e9)
                 }
-                return .success(Double(microBatches * parameters * 4) / mean / 1e9)
             }
         } catch {
             return .failure(BenchmarkError("\(error)"))

@@ -131,18 +131,31 @@ public enum StepBenchmark {
 
     /// Runs a peer and reads its JSON line; a failure becomes a note, not an error.
     static func peer(_ command: [String], scratch: URL, label: String, notes: inout [String]) throws -> StepTiming? {
+        switch try peerLine(command, scratch: scratch, label: label) {
+        case let .success(object):
+            if let median = object["median_seconds"] as? Double, let p10 = object["p10_seconds"] as? Double,
+               let p90 = object["p90_seconds"] as? Double {
+                return StepTiming(median: median, p10: p10, p90: p90)
+            }
+            notes.append("\(label) skipped: its JSON line has no median_seconds, p10_seconds and p90_seconds")
+        case let .failure(reason):
+            notes.append("\(label) skipped: \(reason)")
+        }
+        return nil
+    }
+
+    /// Runs a C peer (its binary, or `/usr/bin/env` and a program) and returns the one JSON line it
+    /// prints last, or why there is none.
+    static func peerLine(_ command: [String], scratch: URL, label: String) throws -> Swift.Result<[String: Any], BenchmarkError> {
         let output = try ChildProcess.run(command[0], Array(command.dropFirst()), scratch: scratch, label: label)
         guard output.status == 0,
               let line = output.stdout.split(separator: "\n").last(where: { $0.hasPrefix("{") }),
-              let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let median = object["median_seconds"] as? Double, let p10 = object["p10_seconds"] as? Double,
-              let p90 = object["p90_seconds"] as? Double else {
+              let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
             let what = command[0] == "/usr/bin/env" ? command[1] : command[0]
-            notes.append("\(label) skipped: \(what) exited with status \(output.status)"
-                         + (output.status == 127 ? " (not installed)" : "") + ": " + output.stderrTail)
-            return nil
+            return .failure(BenchmarkError("\(what) exited with status \(output.status)"
+                                           + (output.status == 127 ? " (not installed)" : "") + ": " + output.stderrTail))
         }
-        return StepTiming(median: median, p10: p10, p90: p90)
+        return .success(object)
     }
 
     /// The peers' binaries, built by `settings.buildScript` when missing or older than their
