@@ -229,6 +229,10 @@ extension TransportSettings: ConfigSection {
             .init("gradient_buffers", \.gradientBuffers,
                   "gradient buffers a worker computes into: 2 overlaps computing the next micro-batch with sending the last (a second copy of the gradient in memory), 1 does not",
                   check: { (1 ... 2).contains($0) ? nil : "must be 1 or 2" }),
+            .init("chunk_stream", \.chunkStream,
+                  "workers send gradient chunks on a byte stream beside the REQ socket (no message allocated per chunk); false: as requests on it. tcp:// and tls+tcp:// only"),
+            .init("chunk_stream_port", \.chunkStreamPort, "the chunk stream's TCP port on the coordinator's host (0: a free one; open it in firewalls beside the coordinator's port)",
+                  check: { (0 ... 65535).contains($0) ? nil : "must be a TCP port, 0 to 65535" }),
             .init("tls", \.tls, "TLS for tls+tcp:// addresses"),
         ]
     }

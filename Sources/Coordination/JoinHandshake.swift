@@ -94,6 +94,13 @@ public struct JoinHandshake: Sendable {
         Self.welcomeMAC(key: key, runID: runID, clientNonce: clientNonce, serverNonce: serverNonce, session: session)
     }
 
+    /// Whether `mac` proves that whoever attaches a chunk stream for `session` holds the token
+    /// and saw `serverNonce`, the nonce this coordinator sent on that stream.
+    public func verifyStream(serverNonce: Data, session: Data, mac: Data) -> Bool {
+        HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Self.streamMessage(runID: runID, serverNonce: serverNonce, session: session),
+                                               using: key)
+    }
+
     private mutating func expire(now: Double) {
         while head < issued.count, now - issued[head].at > challengeLifetime {
             close(issued[head].nonce)
@@ -119,6 +126,18 @@ public struct JoinHandshake: Sendable {
     private static func welcomeMAC(key: SymmetricKey, runID: String, clientNonce: Data, serverNonce: Data, session: Data) -> Data {
         let message = transcript("csptrain.v1/welcome", runID: runID, clientNonce, serverNonce, session)
         return Data(HMAC<SHA256>.authenticationCode(for: message, using: key))
+    }
+
+    /// A worker's proof, on a chunk stream the coordinator opened with `serverNonce`, that it is
+    /// the member `session` (a session alone is not enough: it is valid only on the connection
+    /// that joined it, and a stream is another connection).
+    public static func streamMAC(token: [UInt8], runID: String, serverNonce: Data, session: Data) -> Data {
+        Data(HMAC<SHA256>.authenticationCode(for: streamMessage(runID: runID, serverNonce: serverNonce, session: session),
+                                             using: SymmetricKey(data: token)))
+    }
+
+    private static func streamMessage(runID: String, serverNonce: Data, session: Data) -> Data {
+        transcript("csptrain.v1/chunk-stream", runID: runID, serverNonce, session)
     }
 
     private static func joinMessage(runID: String, serverNonce: Data, clientNonce: Data, workerName: String) -> Data {

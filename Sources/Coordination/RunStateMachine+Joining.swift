@@ -105,3 +105,14 @@ extension RunStateMachine {
         return "\(fix); or, if every worker of the run computes with '\(worker)', set compute_signature: '\(worker)' in the run's configuration and restart the coordinator (its checkpoints keep the signature they were made with)."
     }
 }
+
+extension RunStateMachine {
+    /// The member a chunk stream belongs to, when `mac` proves it (``JoinHandshake/streamMAC``)
+    /// for the nonce the coordinator sent on that stream; nil otherwise. The stream's chunks then
+    /// count as the member's own connection's: its session stays valid on that one only.
+    public func streamMember(session: SessionID, serverNonce: Data, mac: Data) -> Membership.Member? {
+        guard let member = membership.members[session],
+              handshake.verifyStream(serverNonce: serverNonce, session: session.bytes, mac: mac) else { return nil }
+        return member
+    }
+}

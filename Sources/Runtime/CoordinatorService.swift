@@ -31,6 +31,8 @@ public final class CoordinatorService: Sendable {
     let observeSettings: ObserveSettings
     /// The HTTP endpoint (`observe.http`), started once the coordinator listens.
     private let observe = Mutex<ObserveService?>(nil)
+    /// The chunk streams' listener (`transport.chunk_stream`), opened beside the REP socket.
+    private let chunkStreams = Mutex<ChunkStreamServer?>(nil)
 
     /// The live page's address, when `observe.http` is on and serving.
     public var pageURL: String? { observe.withLock { $0?.url } }
@@ -87,8 +89,21 @@ public final class CoordinatorService: Sendable {
             throw RunFolderError("cannot listen on \(url): \(error)")
         }
         let bound = listener.url
+        if settings.chunkStream, bound.hasPrefix("tcp://") || TLSConfig.isTLS(bound) {
+            do {
+                let streams = try ChunkStreamServer(beside: bound, port: settings.chunkStreamPort, tls: tls, shell: shell,
+                                                    maxRequestBytes: maxRequestBytes, limit: connectionLimit,
+                                                    attachSeconds: min(30, security.silentConnectionSeconds), logger: logger)
+                chunkStreams.withLock { $0 = streams }
+            } catch {
+                socket.close()
+                throw error
+            }
+        }
         try? folder.write(bound + "\n", to: folder.endpointFile)
-        logger.info("listening", metadata: ["url": "\(bound)", "max_request_bytes": "\(maxRequestBytes)"])
+        let streamPort = chunkStreams.withLock { $0?.port }
+        logger.info("listening", metadata: ["url": "\(bound)", "max_request_bytes": "\(maxRequestBytes)",
+                                            "chunk_stream_port": "\(streamPort.map { "\($0)" } ?? "none")"])
         if let observer = shell.observer {
             do {
                 let service = try ObserveService(settings: observeSettings, observer: observer, logger: logger, clock: { Monotonic.now })
@@ -116,6 +131,7 @@ public final class CoordinatorService: Sendable {
 
     private func stopObserving() {
         observe.withLock { $0?.stop(); $0 = nil }
+        chunkStreams.withLock { $0?.stop(); $0 = nil }
     }
 
     /// Ends the run early (Ctrl-C, SIGTERM): a final checkpoint and summary are written.
@@ -126,6 +142,10 @@ public final class CoordinatorService: Sendable {
     /// Serves until the run ends; returns its summary.
     public func run() async -> RunSummary {
         await shell.start()
+        if let streams = chunkStreams.withLock({ $0 }) {
+            await shell.offerChunkStream(port: streams.port)
+            streams.start()
+        }
         let summary = await withTaskGroup(of: Void.self) { group in
             for _ in 0 ..< settings.coordinatorContexts {
                 guard let context = try? socket.openContext() else { break }
@@ -135,7 +155,9 @@ public final class CoordinatorService: Sendable {
                 for await event in self.socket.pipeEvents {
                     switch event.kind {
                     case .added: await self.shell.pipeOpened(event.pipe.rawValue)
-                    case .removed: await self.shell.pipeClosed(event.pipe.rawValue)
+                    case .removed:
+                        self.chunkStreams.withLock { $0 }?.closeStreams(of: event.pipe.rawValue)
+                        await self.shell.pipeClosed(event.pipe.rawValue)
                     case .refused: self.refusedConnections.add(1, ordering: .relaxed)
                     }
                 }
@@ -170,6 +192,7 @@ public final class CoordinatorService: Sendable {
             // that is still sending made nng panic (pthread_mutex_lock on a freed context).
             // Nobody waits for a turn to copy weights any more: each send finishes or fails.
             shell.weightsCopies.admitAll()
+            chunkStreams.withLock { $0 }?.stop()
             group.cancelAll()
             return summary
         }

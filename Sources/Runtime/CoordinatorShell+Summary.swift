@@ -20,6 +20,7 @@ extension CoordinatorShell {
         summary.validWerSeen = m.lastValidation["valid_seen"]?.wordErrorRate
         summary.resentRequests = m.resentRequests
         summary.overlappedWorkRequests = m.overlappedWorkRequests
+        summary.streamChunks = streamChunks
         summary.pruningMethod = server.projection.name
         summary.projectionSeconds = projectionSecondsTotal
         summary.deterministic = config.deterministic

@@ -31,7 +31,8 @@ actor CoordinatorShell {
     /// before then has changed nothing in the run folder.
     var recorder: RunRecorder!
     private let runStart: RunStart
-    private let run: RunDescription
+    /// What every welcome carries (the chunk stream's port is set once it listens).
+    var run: RunDescription
     /// The gradient chunk size this run uses (``CoordinatorSettings/chunkValues(forValues:)``).
     nonisolated let chunkValues: Int
     let checkpoints: CheckpointStore
@@ -52,6 +53,8 @@ actor CoordinatorShell {
     private var frames: (full: WeightsFrame?, delta: WeightsFrame?)
     var firstLoss: Double?
     var examplesProcessed = 0
+    /// Requests that came on chunk streams (summary.json's `stream_chunks`).
+    var streamChunks = 0
     var projectionSecondsTotal = 0.0
     private var outcome: RunSummary?
     /// What the HTTP endpoint shows (nil: `observe.http` is off). Fed the machine's directives
@@ -150,14 +153,27 @@ actor CoordinatorShell {
     /// reply: the message is no longer needed from then on.
     func answer(_ message: Message, decoded: DecodedRequest, peer: String, read: @Sendable () -> Void = {}) async
         -> (frame: ReplyFrame, request: RequestID?) {
-        let pipe = message.pipe.rawValue
+        let answered = await answer(ReceivedRequest(pipe: message.pipe.rawValue, bytes: message.unsafeBytes, onStream: false), decoded: decoded, peer: peer,
+                                    read: read)
+        withExtendedLifetime(message) {}
+        return answered
+    }
+
+    /// Answers a request that arrived as `request.bytes` (valid until this returns) on the
+    /// connection `request.pipe`: from the REP socket, or a chunk stream's frame counted as its
+    /// member's connection.
+    func answer(_ request: ReceivedRequest, decoded: DecodedRequest, peer: String, read: @Sendable () -> Void = {}) async
+        -> (frame: ReplyFrame, request: RequestID?) {
+        let pipe = request.pipe
         let now = Self.now()
+        if request.onStream { streamChunks += 1 }
         connections.heard(pipe, now: now)
         let id = nextRequest
         nextRequest += 1
         let frame: ReplyFrame = await withCheckedContinuation { continuation in
             defer { read() }
-            message.withUnsafeBytes { bytes in
+            do {
+                let bytes = request.bytes
                 var entropy = Data()
                 switch decoded.inbound {
                 case .hello, .proof: entropy = randomBytes(JoinHandshake.nonceBytes + JoinHandshake.sessionBytes)

@@ -33,6 +33,8 @@ extension WorkerService {
         let generation: Int
         /// The run's seed: sketched input statistics draw their combinations from it.
         let seed: UInt64
+        /// The coordinator's chunk stream port (0: none; chunks go as requests).
+        let chunkStreamPort: Int
     }
 
     func call(_ request: Request, context: Context) async throws -> Reply {
@@ -113,7 +115,8 @@ extension WorkerService {
                        gradientBuffers: config.transport.gradientBuffers,
                        resendSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.resendSeconds),
                        requestTimeoutSeconds: max(config.coordinator.pollHoldSeconds + 1, config.transport.requestTimeoutSeconds),
-                       gradientBF16: config.coordinator.gradientValues == .bf16, generation: generation, seed: config.seed)
+                       gradientBF16: config.coordinator.gradientValues == .bf16, generation: generation, seed: config.seed,
+                       chunkStreamPort: Int(welcome.chunkStreamPort))
     }
 
     func checkRefusal(_ reply: Reply, joining: Bool = false) throws {

@@ -83,9 +83,17 @@ extension WorkerService {
     /// Sends `gradient` as `plan` cuts it. `accepted` hears once, when the coordinator first
     /// acknowledges a chunk of it, and is finished when the send ends (however it ends).
     /// `progress`: when work was last answered (for the patience of `keepWaiting`).
-    func send(_ plan: ChunkPlan, gradient: UnsafeBufferPointer<Float>, senders: [Context], progress: Double,
+    /// With a `stream` that works, the chunks go on it (``send(_:gradient:stream:window:progress:accepted:heard:)``),
+    /// and as requests only what it could not send.
+    func send(_ plan: ChunkPlan, gradient: UnsafeBufferPointer<Float>, senders: [Context], stream: ChunkStreamClient?, progress: Double,
               accepted: AsyncStream<Void>.Continuation, heard: Heard) async throws {
         defer { accepted.finish() }
+        var pieces = Array(plan.pieces.indices)
+        if let stream, stream.failure == nil {
+            guard let left = try await send(plan, gradient: gradient, stream: stream, window: senders.count, progress: progress,
+                                            accepted: accepted, heard: heard) else { return }
+            pieces = left
+        }
         func message(_ i: Int) throws -> Message {
             let p = plan.pieces[i]
             let values = UnsafeBufferPointer(rebasing: gradient[p.range])
@@ -95,7 +103,7 @@ extension WorkerService {
         }
         // Each context carries one exchange at a time: a finished exchange hands its context on.
         // A chunk refused for too many requests in flight is sent again after a pause.
-        var queue = Array(plan.pieces.indices.reversed())
+        var queue = Array(pieces.reversed())
         var stale = false
         let timeout = Duration.seconds(plan.requestTimeoutSeconds)
         var since = Monotonic.now
@@ -124,21 +132,31 @@ extension WorkerService {
                 }
                 since = Monotonic.now
                 heard.now()
-                var pause = Duration.zero
-                if case let .refusal(refusal)? = reply.body, refusal.code == .notAssigned {
-                    stale = true
-                } else if case let .refusal(refusal)? = reply.body, refusal.code == .overloaded {
-                    queue.append(piece)
-                    pause = .milliseconds(50)
-                } else {
-                    try checkRefusal(reply)
-                }
-                if case let .ack(ack)? = reply.body {
-                    if ack.status == .stale { stale = true } else { accepted.yield() }
-                }
-                if !stale { try start(slot, after: pause) }
+                let answer = try chunkAnswered(reply, accepted: accepted)
+                if answer.again { queue.append(piece) }
+                stale = stale || answer.stale
+                if !stale { try start(slot, after: answer.again ? .milliseconds(50) : .zero) }
             }
         }
         if stale { logger.debug("the step moved on while sending (or the micro-batch went to another worker); dropping the rest of micro-batch \(plan.microBatch)") }
+    }
+
+    /// What the coordinator's answer to a chunk means for the send, whichever way the chunk went:
+    /// `stale` (the step moved on, or the micro-batch went to another worker: send no more of
+    /// it), `again` (refused for too many requests in flight: send it again after a pause). The
+    /// first acceptance is told to `accepted`; any other refusal is thrown.
+    func chunkAnswered(_ reply: Reply, accepted: AsyncStream<Void>.Continuation) throws -> (stale: Bool, again: Bool) {
+        var stale = false, again = false
+        if case let .refusal(refusal)? = reply.body, refusal.code == .notAssigned {
+            stale = true
+        } else if case let .refusal(refusal)? = reply.body, refusal.code == .overloaded {
+            again = true
+        } else {
+            try checkRefusal(reply)
+        }
+        if case let .ack(ack)? = reply.body {
+            if ack.status == .stale { stale = true } else { accepted.yield() }
+        }
+        return (stale, again)
     }
 }

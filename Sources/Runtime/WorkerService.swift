@@ -170,6 +170,8 @@ public final class WorkerService: Sendable {
         try control.setResendTime(.seconds(session.resendSeconds))
         let senders = try (0 ..< max(1, session.sendWindow)).map { _ in try socket.openContext() }
         for s in senders { try s.setResendTime(.seconds(session.resendSeconds)) }
+        let stream = await openChunkStream(session)
+        defer { stream?.close() }
 
         // At most one micro-batch's chunks are in flight (a child of the group) while the loop
         // asks for the next micro-batch (the other child) and computes it. `accepted` hears when
@@ -302,7 +304,7 @@ public final class WorkerService: Sendable {
                 let (started, signal) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
                 let progress = lastWorkAnswer, buffer = next
                 group.addTask {
-                    try await self.send(plan, gradient: UnsafeBufferPointer(gradients[buffer]), senders: senders, progress: progress,
+                    try await self.send(plan, gradient: UnsafeBufferPointer(gradients[buffer]), senders: senders, stream: stream, progress: progress,
                                         accepted: signal, heard: heard)
                     return .sent
                 }

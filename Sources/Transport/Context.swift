@@ -67,6 +67,11 @@ public struct TransportSettings: Sendable, Equatable {
     /// one's chunks travel, at the cost of a second copy of the gradient in memory; 1 computes
     /// only once the last send is done.
     public var gradientBuffers: Int = 2
+    /// Workers send gradient chunks as frames on a byte stream beside the REQ socket (see
+    /// Proto/README.md, "The chunk stream"); false: as requests on the REQ socket.
+    public var chunkStream = true
+    /// The chunk stream's TCP port on the coordinator's host; 0 picks a free one.
+    public var chunkStreamPort = 0
     /// TLS for `tls+tcp://` addresses (see ``TLSSettings``).
     public var tls = TLSSettings()
 

@@ -70,6 +70,13 @@ public final class Message: @unchecked Sendable {
         return try body(UnsafeRawBufferPointer(start: nng_msg_body(handle), count: nng_msg_len(handle)))
     }
 
+    /// The body, valid while this message lives and is not changed (keep it alive, e.g. with
+    /// `withExtendedLifetime`, for as long as the bytes are read).
+    public var unsafeBytes: UnsafeRawBufferPointer {
+        guard let handle else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: nng_msg_body(handle), count: nng_msg_len(handle))
+    }
+
     /// A copy of the body.
     public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
 

@@ -19,6 +19,12 @@ public struct NNGError: Error, Equatable, CustomStringConvertible, Sendable {
         "\(operation): \(String(cString: nng_strerror(code)))"
     }
 
+    /// "Closed", "timed out" and "protocol error" for `operation`, raised by this process's own
+    /// code rather than by nng (a byte stream's requests, answered by tag).
+    public static func closed(_ operation: String) -> NNGError { NNGError(code: Int32(NNG_ECLOSED.rawValue), operation: operation) }
+    public static func timedOut(_ operation: String) -> NNGError { NNGError(code: Int32(NNG_ETIMEDOUT.rawValue), operation: operation) }
+    public static func protocolError(_ operation: String) -> NNGError { NNGError(code: Int32(NNG_EPROTO.rawValue), operation: operation) }
+
     public var isTimeout: Bool { code == Int32(NNG_ETIMEDOUT.rawValue) }
     public var isClosed: Bool { code == Int32(NNG_ECLOSED.rawValue) }
     public var isCancelled: Bool { code == Int32(NNG_ECANCELED.rawValue) }

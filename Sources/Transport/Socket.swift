@@ -133,7 +133,7 @@ public final class Socket: Sendable {
         var listener = nng_listener()
         try nngCall("listen on \(url)", nng_listener_create(&listener, handle, url))
         do {
-            try Self.attach(tls, url: url) { nng_listener_set_ptr(listener, NNG_OPT_TLS_CONFIG, UnsafeMutableRawPointer($0)) }
+            try Self.attachTLS(tls, url: url) { nng_listener_set_ptr(listener, NNG_OPT_TLS_CONFIG, UnsafeMutableRawPointer($0)) }
             try nngCall("listen on \(url)", nng_listener_start(listener, 0))
         } catch {
             nng_listener_close(listener)
@@ -156,7 +156,7 @@ public final class Socket: Sendable {
         var dialer = nng_dialer()
         try nngCall("dial \(url)", nng_dialer_create(&dialer, handle, url))
         do {
-            try Self.attach(tls, url: url) { nng_dialer_set_ptr(dialer, NNG_OPT_TLS_CONFIG, UnsafeMutableRawPointer($0)) }
+            try Self.attachTLS(tls, url: url) { nng_dialer_set_ptr(dialer, NNG_OPT_TLS_CONFIG, UnsafeMutableRawPointer($0)) }
             try nngCall("dial \(url)", nng_dialer_start(dialer, Int32(NNG_FLAG_NONBLOCK)))
         } catch {
             nng_dialer_close(dialer)
@@ -166,7 +166,7 @@ public final class Socket: Sendable {
 
     /// Gives an endpoint its TLS configuration; a `tls+tcp://` URL without one, or a plain URL
     /// with one, is refused here rather than by nng's less telling "not supported".
-    private static func attach(_ tls: TLSConfig?, url: String, _ set: (OpaquePointer) -> Int32) throws(NNGError) {
+    static func attachTLS(_ tls: TLSConfig?, url: String, _ set: (OpaquePointer) -> Int32) throws(NNGError) {
         switch (TLSConfig.isTLS(url), tls) {
         case (true, let config?): try nngCall("set the TLS configuration of \(url)", set(config.handle))
         case (false, nil): break

@@ -9,6 +9,8 @@ public struct RunDescription: Sendable {
     public var tensors: [Csptrain_V1_TensorInfo]
     public var chunkValues: Int
     public var dataFingerprint: String
+    /// The port workers send gradient chunks to as stream frames; 0: as requests.
+    public var chunkStreamPort = 0
     public init(configYAML: String, layout: ParameterLayout, chunkValues: Int, dataFingerprint: String) {
         self.configYAML = configYAML
         tensors = layout.wireTensors
@@ -60,6 +62,7 @@ public enum ReplyEncoding {
                 $0.tensors = run.tensors
                 $0.chunkValues = UInt32(run.chunkValues)
                 $0.dataFingerprint = run.dataFingerprint
+                $0.chunkStreamPort = UInt32(run.chunkStreamPort)
             }
         case let .task(task):
             attached = weights(task.weights)

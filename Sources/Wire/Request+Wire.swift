@@ -188,18 +188,7 @@ public struct ChunkEncoder: Sendable {
     public func write(tensor: Int, chunk: Int, chunkCount: Int, values: UnsafeBufferPointer<Float>, into out: UnsafeMutableRawBufferPointer) {
         let l = layout(tensor: tensor, chunk: chunk, chunkCount: chunkCount, values: values.count)
         var w = ProtoBytes.Writer(out)
-        if !header.isEmpty { header.withUnsafeBytes { w.bytes(1, $0) } }
-        w.lengthDelimited(13, length: l.body)
-        w.uint(1, UInt64(microBatch))
-        w.uint(2, UInt64(tensor))
-        w.uint(3, UInt64(chunk))
-        w.uint(4, UInt64(chunkCount))
-        w.uint(5, UInt64(exampleCount))
-        w.double(6, lossSum)
-        if let padding = l.padding {
-            w.lengthDelimited(9, length: padding)
-            for _ in 0 ..< padding { w.buffer[w.position] = 0; w.position += 1 }
-        }
+        writeHead(&w, l, tensor: tensor, chunk: chunk, chunkCount: chunkCount)
         if !values.isEmpty, bf16 {
             w.lengthDelimited(7, length: values.count * 2)
             csp_to_bf16(values.baseAddress!, w.buffer.baseAddress! + w.position, values.count)
@@ -212,9 +201,56 @@ public struct ChunkEncoder: Sendable {
             FloatEncoding.denseBytes(values).withUnsafeBytes { w.bytes($0) }
             #endif
         }
+        writeTail(&w)
+        precondition(w.position == out.count, "chunk request: wrote \(w.position) of \(out.count) bytes")
+    }
+
+    /// The request's bytes before and after its values, for a writer that sends the values
+    /// straight from the gradient (a byte stream's scatter/gather write): `prefix ‖ values as
+    /// little-endian float32 ‖ suffix` is exactly what `write` produces. Nil where the values are
+    /// not sent as they are in memory (bf16, or a big-endian machine).
+    public func frame(tensor: Int, chunk: Int, chunkCount: Int, valueCount: Int) -> (prefix: [UInt8], suffix: [UInt8])? {
+        #if _endian(little)
+        guard !bf16, valueCount > 0 else { return nil }
+        let l = layout(tensor: tensor, chunk: chunk, chunkCount: chunkCount, values: valueCount)
+        let suffixCount = (weightsVersion == 0 ? 0 : ProtoBytes.tagSize(8) + ProtoBytes.varintSize(weightsVersion))
+        var prefix = [UInt8](repeating: 0, count: l.total - valueCount * 4 - suffixCount)
+        var suffix = [UInt8](repeating: 0, count: suffixCount)
+        prefix.withUnsafeMutableBytes {
+            var w = ProtoBytes.Writer($0)
+            writeHead(&w, l, tensor: tensor, chunk: chunk, chunkCount: chunkCount)
+            w.lengthDelimited(7, length: valueCount * 4)
+            precondition(w.position == $0.count, "chunk request prefix: wrote \(w.position) of \($0.count) bytes")
+        }
+        suffix.withUnsafeMutableBytes {
+            var w = ProtoBytes.Writer($0)
+            writeTail(&w)
+            precondition(w.position == $0.count, "chunk request suffix: wrote \(w.position) of \($0.count) bytes")
+        }
+        return (prefix, suffix)
+        #else
+        return nil
+        #endif
+    }
+
+    private func writeHead(_ w: inout ProtoBytes.Writer, _ l: Layout, tensor: Int, chunk: Int, chunkCount: Int) {
+        if !header.isEmpty { header.withUnsafeBytes { w.bytes(1, $0) } }
+        w.lengthDelimited(13, length: l.body)
+        w.uint(1, UInt64(microBatch))
+        w.uint(2, UInt64(tensor))
+        w.uint(3, UInt64(chunk))
+        w.uint(4, UInt64(chunkCount))
+        w.uint(5, UInt64(exampleCount))
+        w.double(6, lossSum)
+        if let padding = l.padding {
+            w.lengthDelimited(9, length: padding)
+            for _ in 0 ..< padding { w.buffer[w.position] = 0; w.position += 1 }
+        }
+    }
+
+    private func writeTail(_ w: inout ProtoBytes.Writer) {
         w.uint(8, weightsVersion)
         if bf16 { w.uint(10, 1) }
-        precondition(w.position == out.count, "chunk request: wrote \(w.position) of \(out.count) bytes")
     }
 }
 

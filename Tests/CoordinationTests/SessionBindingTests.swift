@@ -31,6 +31,28 @@ struct SessionBindingTests {
         #expect(acks.allSatisfy { shell.response($0) == .ack(.accepted) })
     }
 
+    /// A chunk stream counts as its member's connection only with a proof made with the run's
+    /// token, for the nonce sent on that stream and for that member's session.
+    @Test func aChunkStreamBelongsToAMemberOnlyWithItsProof() throws {
+        let shell = makeShell()
+        let a = try shell.joined("a", pipe: 1)
+        let b = try shell.joined("b", pipe: 2)
+        let nonce = Data((0 ..< 32).map { UInt8($0) })
+        func mac(_ session: SessionID, token: [UInt8] = TestRun.token, runID: String = TestRun.id, nonce: Data = nonce) -> Data {
+            JoinHandshake.streamMAC(token: token, runID: runID, serverNonce: nonce, session: session.bytes)
+        }
+        #expect(shell.machine.streamMember(session: a.session, serverNonce: nonce, mac: mac(a.session))?.pipe == 1)
+        #expect(shell.machine.streamMember(session: b.session, serverNonce: nonce, mac: mac(b.session))?.name == "b")
+        // Another member's proof, another token, another run, another nonce (a replayed proof).
+        #expect(shell.machine.streamMember(session: a.session, serverNonce: nonce, mac: mac(b.session)) == nil)
+        #expect(shell.machine.streamMember(session: a.session, serverNonce: nonce, mac: mac(a.session, token: [UInt8](repeating: 1, count: 32))) == nil)
+        #expect(shell.machine.streamMember(session: a.session, serverNonce: nonce, mac: mac(a.session, runID: "other")) == nil)
+        #expect(shell.machine.streamMember(session: a.session, serverNonce: Data(repeating: 7, count: 32), mac: mac(a.session)) == nil)
+        // A session that is no member (any more), however well proven.
+        shell.handle(.pipeClosed(1, now: shell.now))
+        #expect(shell.machine.streamMember(session: a.session, serverNonce: nonce, mac: mac(a.session)) == nil)
+    }
+
     @Test func theThiefsRequestsDoNotKeepADeadMemberAlive() throws {
         let shell = makeShell { $0.stepDeadlineSeconds = 5 }
         let a = try shell.joined("a", pipe: 1)

@@ -16,6 +16,7 @@ struct LaunchTests {
         #expect(summary.steps == 30 && summary.startStep == 0)
         #expect(summary.workersSeen == 2)
         #expect(summary.workersFailed == 0)
+        #expect((summary.streamChunks ?? 0) > 0, "no chunk came on the chunk stream: \(stdout)")
         let first = try #require(summary.firstLoss), final = try #require(summary.finalLoss)
         #expect(final < 0.5 * first, "loss \(first) → \(final)")
         // The run folder.
@@ -41,14 +42,16 @@ struct LaunchTests {
     /// last one, and computes it while the rest of those chunks travel (with one gradient buffer,
     /// once they are in): with 16 chunks per micro-batch, work requests arrive while a
     /// micro-batch is still arriving.
-    @Test(arguments: [2, 1]) func workersAskForTheNextMicroBatchWhileTheLastIsStillArriving(buffers: Int) async throws {
+    /// Also with chunks sent as requests (`transport.chunk_stream: false`): both paths overlap.
+    @Test(arguments: [(2, true), (1, true), (2, false)])
+    func workersAskForTheNextMicroBatchWhileTheLastIsStillArriving(buffers: Int, stream: Bool) async throws {
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         let child = try Child(["launch", "--workers", "2", "--steps", "20", "--run-dir", dir.path, "--json",
                                "--set", "model.kind=loadtest", "--set", "model.parameters=262144", "--set", "optimizer.kind=sgd",
                                "--set", "coordinator.chunk_values=16384", "--set", "coordinator.global_batch=16",
                                "--set", "coordinator.micro_batches=4", "--set", "data.examples=256",
-                               "--set", "transport.gradient_buffers=\(buffers)"])
+                               "--set", "transport.gradient_buffers=\(buffers)", "--set", "transport.chunk_stream=\(stream)"])
         let (status, stdout, stderr) = await child.wait(seconds: 120)
         #expect(status == 0, "launch failed: \(stderr)")
         let summary = try Summary.parse(stdout)
@@ -56,7 +59,10 @@ struct LaunchTests {
         #expect(summary.duplicateChunks == 0 && summary.reassignedMicroBatches == 0, "\(stdout)")
         let overlapped = try #require(summary.overlappedWorkRequests)
         #expect(overlapped > 0, "no work request came beside a send: \(stdout)")
-        print("LaunchTests: \(overlapped) work requests came beside a send (80 micro-batches in all, \(buffers) gradient buffer(s))")
+        // 80 micro-batches of 16 chunks each (262,144 values in chunks of 16,384), at least.
+        let onStream = summary.streamChunks ?? 0
+        #expect(stream ? onStream >= 80 * 16 : onStream == 0, "\(onStream) chunks came on the chunk stream: \(stdout)")
+        print("LaunchTests: \(overlapped) work requests came beside a send (80 micro-batches in all, \(buffers) gradient buffer(s), \(onStream) chunks on the stream)")
     }
 
     /// bfloat16 gradient chunks (half the upload) train the MLP as float32 ones do, and a
@@ -253,7 +259,10 @@ struct LaunchTests {
         let child = try Child(["launch", "--workers", "2", "--steps", "5", "--run-dir", dir.path, "--listen", "ipc://\(socketPath)", "--json"])
         let (status, stdout, stderr) = await child.wait(seconds: 60)
         #expect(status == 0, "launch: \(stderr)")
-        #expect(try Summary.parse(stdout).workersSeen == 2)
+        let summary = try Summary.parse(stdout)
+        #expect(summary.workersSeen == 2)
+        // No chunk stream beside an ipc:// socket: the chunks came as requests.
+        #expect(summary.streamChunks == 0, "\(stdout)")
         #expect(try await waitForFile(dir.appendingPathComponent("endpoint")) == "ipc://\(socketPath)")
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Transport
 import Wire
 #if canImport(Glibc)
 import Glibc
@@ -26,6 +27,17 @@ struct SecurityTests {
             }
             try await Task.sleep(for: .milliseconds(200))
         }
+    }
+
+    /// Lets the run train 5 more steps, then stops it with SIGTERM (exit status 130 expected);
+    /// the metrics lines before, and the coordinator's output.
+    func trainOnThenStop(_ run: CoordinatorTests.Run) async throws -> (before: Int, stdout: String, stderr: String) {
+        let before = metricsLines(run)
+        try await waitForTraining(run, lines: before + 5)
+        run.coordinator.signal(SIGTERM)
+        let (status, stdout, stderr) = await run.coordinator.wait(seconds: 90)
+        #expect(status == 130, "coordinator: \(stderr)")
+        return (before, stdout, stderr)
     }
 
     func waitForTraining(_ run: CoordinatorTests.Run, lines: Int, seconds: Double = 60) async throws {
@@ -71,11 +83,7 @@ struct SecurityTests {
         await stranger.close()
         await member.close()
 
-        let before = metricsLines(run)
-        try await waitForTraining(run, lines: before + 5)
-        run.coordinator.signal(SIGTERM)
-        let (status, stdout, stderr) = await run.coordinator.wait(seconds: 90)
-        #expect(status == 130, "coordinator: \(stderr)")
+        let (before, stdout, _) = try await trainOnThenStop(run)
         let summary = try Summary.parse(stdout)
         #expect(summary.status == "interrupted" && summary.steps >= before + 5, "\(stdout)")
         #expect(await worker.wait(seconds: 30).status == 0)
@@ -90,6 +98,94 @@ struct SecurityTests {
     /// (Before, the coordinator ran out
     /// of descriptors, lost ledger lines and checkpoints, and died with SIGILL: libdispatch's
     /// worker-pool monitor cannot open /proc/<tid>/stat and crashes on purpose.)
+    /// The chunk stream's port (Proto/README.md, "The chunk stream") takes chunks only from a
+    /// member that proves its session with the run's token: a stranger's proof, a member's
+    /// session proven with another token, and a proof that never comes are each closed; a proven
+    /// stream that sends anything but a chunk is refused, and one that sends a frame past the
+    /// limit is closed. The real worker trains throughout, its chunks on its own stream.
+    @Test func aChunkStreamWithoutTheMembersProofIsClosedWhileTrainingGoesOn() async throws {
+        let free = try StreamListener("tcp://127.0.0.1:0")
+        let port = Int(free.url.split(separator: ":").last!)!
+        free.close()
+        let run = try await CoordinatorTests().startCoordinator(["--steps", "20000", "--set", "transport.chunk_stream_port=\(port)",
+                                                                  "--set", "security.silent_connection_seconds=2"])
+        defer { try? FileManager.default.removeItem(at: run.dir) }
+        let worker = try CoordinatorTests().worker(run, name: "real")
+        try await waitForTraining(run, lines: 2)
+        let token = try String(contentsOf: run.token, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let member = try await CoordinatorTests().join(run.url, token: token)
+
+        /// Opens a stream, reads the nonce and sends `proof(nonce)`; then `then` runs on it.
+        func attempt<T: Sendable>(_ proof: @escaping @Sendable (Data) -> [UInt8], then: @escaping @Sendable (ByteStream) throws -> T) async throws -> T {
+            try await withCheckedThrowingContinuation { continuation in
+                Thread.detachNewThread {
+                    continuation.resume(with: Result {
+                        let stream = try StreamDialer.dial("tcp://127.0.0.1:\(port)", timeout: .seconds(5))
+                        var nonce = [UInt8](repeating: 0, count: 8 + 32)
+                        try nonce.withUnsafeMutableBytes { try stream.readExactly(into: $0, timeout: .seconds(5)) }
+                        let body = proof(Data(nonce[8...]))
+                        if !body.isEmpty {
+                            try (ChunkStreamFrame.header(length: body.count, tag: 0) + body).withUnsafeBytes { try stream.write([$0]) }
+                        }
+                        return try then(stream)
+                    })
+                }
+            }
+        }
+        /// Whether the coordinator closes `stream` within 10 s (a read ends other than by timing out).
+        @Sendable func closedByCoordinator(_ stream: ByteStream) -> Bool {
+            var byte = [UInt8](repeating: 0, count: 1)
+            do { _ = try byte.withUnsafeMutableBytes { try stream.read(into: $0, timeout: .seconds(10)) } } catch { return (error as? NNGError)?.isTimeout == false }
+            return false
+        }
+        // As Proto/README.md defines it.
+        @Sendable func streamMAC(_ token: String, runID: String, nonce: Data, session: Data) -> Data {
+            hmac(token: token, parts: [Data("csptrain.v1/chunk-stream".utf8), Data([0]), Data(runID.utf8), Data([0]), nonce, session])
+        }
+        let session = member.session, runID = member.runID
+        let stranger = try await attempt({ _ in [UInt8](repeating: 1, count: 48) }, then: closedByCoordinator)
+        #expect(stranger, "a stranger's proof left the stream open")
+        let otherToken = try await attempt({ nonce in
+            Array(session) + Array(streamMAC("not-the-token", runID: runID, nonce: nonce, session: session))
+        }, then: closedByCoordinator)
+        #expect(otherToken, "a member's session proven with another token left the stream open")
+        let silent = try await attempt({ _ in [] }, then: closedByCoordinator)
+        #expect(silent, "a stream that never proved anything stayed open")
+
+        // The member's own proof: the stream is its connection now.
+        let prove: @Sendable (Data) -> [UInt8] = { nonce in
+            Array(session) + Array(streamMAC(token, runID: runID, nonce: nonce, session: session))
+        }
+        let refusal = try await attempt(prove) { stream -> String in
+            var request = Request()
+            request.header = Csptrain_V1_Header.make(runID: runID, session: session)
+            request.work = .with { $0.weightsVersion = 0 }
+            let bytes: [UInt8] = try request.serializedBytes()
+            try (ChunkStreamFrame.header(length: bytes.count, tag: 7) + bytes).withUnsafeBytes { try stream.write([$0]) }
+            var header = [UInt8](repeating: 0, count: 8)
+            try header.withUnsafeMutableBytes { try stream.readExactly(into: $0, timeout: .seconds(10)) }
+            let (length, tag) = header.withUnsafeBytes { ChunkStreamFrame.parseHeader($0) }
+            var body = [UInt8](repeating: 0, count: length)
+            try body.withUnsafeMutableBytes { try stream.readExactly(into: $0, timeout: .seconds(10)) }
+            let reply = try body.withUnsafeBytes { try Reply.parse($0) }
+            guard tag == 7, case let .refusal(r)? = reply.body, r.code == .malformed else { return "tag \(tag): \(reply)" }
+            // Then a frame of 1 GiB: closed at its header.
+            try ChunkStreamFrame.header(length: 1 << 30, tag: 8).withUnsafeBytes { try stream.write([$0]) }
+            return closedByCoordinator(stream) ? "" : "a 1 GiB frame left the stream open"
+        }
+        #expect(refusal.isEmpty, "\(refusal)")
+        await member.close()
+
+        let (_, stdout, stderr) = try await trainOnThenStop(run)
+        #expect(stderr.contains("proof matches no member"), "\(stderr.suffix(2000))")
+        #expect(stderr.contains("did not attach within"), "\(stderr.suffix(2000))")
+        #expect(stderr.contains("a frame of 1073741824 bytes"), "\(stderr.suffix(2000))")
+        let summary = try Summary.parse(stdout)
+        #expect((summary.streamChunks ?? 0) > 0, "the real worker's chunks did not come on its stream: \(stdout)")
+        worker.signal(SIGTERM)
+        _ = await worker.wait(seconds: 30)
+    }
+
     @Test func twoThousandSilentConnectionsUnderTheUsualDescriptorLimit() async throws {
         guard raiseOwnDescriptorLimit(to: 4096) else {
             Issue.record("this test needs 2,100 descriptors (ulimit -Hn is below)"); return

@@ -142,6 +142,7 @@ struct Summary: Decodable {
     let reassignedMicroBatches: Int
     let resentRequests: Int?
     let overlappedWorkRequests: Int?
+    let streamChunks: Int?
     let validWer: Double?
     let validWerChannel: Double?
     let validWerSeen: Double?

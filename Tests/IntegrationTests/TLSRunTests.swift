@@ -29,6 +29,8 @@ struct TLSRunTests {
         #expect(status == 0, "coordinator: \(stderr.suffix(2000))")
         let summary = try Summary.parse(stdout)
         #expect(summary.status == "completed" && summary.steps == 150 && summary.workersSeen == 2)
+        // The chunks came on the workers' chunk streams, over TLS with the same certificates.
+        #expect((summary.streamChunks ?? 0) >= 150, "\(stdout)")
         for w in workers { #expect(await w.wait(seconds: 30).status == 0) }
         let refused = await stranger.wait(seconds: 30)
         #expect(refused.status != 0 && refused.stderr.contains("no answer from the coordinator"), "stranger: \(refused.stderr.suffix(1500))")

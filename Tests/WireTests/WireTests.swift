@@ -159,6 +159,39 @@ struct InPlaceFramingTests {
         }
     }
 
+    /// The chunk stream writes a chunk as the encoder's bytes before the values, the values from
+    /// the gradient, and its bytes after them: together exactly what `write` produces, for every
+    /// padding the alignment needs, with and without a weights version.
+    @Test func aChunkWrittenAroundItsValuesIsTheSameRequest() throws {
+        for (session, version, count) in [(Data([9, 8, 7]), UInt64(42), 1000), (Data(repeating: 5, count: 16), 0, 1), (Data([1]), 300, 4097),
+                                          (Data([1, 2]), 1 << 40, 33)] {
+            for microBatch in [0, 1, 200] {
+                let values: [Float] = (0 ..< count).map { Float($0) * 0.5 - 3 }
+                let encoder = ChunkEncoder(runID: "run-1", session: session, step: 9, microBatch: microBatch, exampleCount: 5,
+                                           lossSum: microBatch == 0 ? 0 : 2.25, weightsVersion: version)
+                var whole = [UInt8](repeating: 0, count: encoder.size(tensor: 1, chunk: 2, chunkCount: 7, values: count))
+                whole.withUnsafeMutableBytes { raw in values.withUnsafeBufferPointer { encoder.write(tensor: 1, chunk: 2, chunkCount: 7, values: $0, into: raw) } }
+                let (prefix, suffix) = try #require(encoder.frame(tensor: 1, chunk: 2, chunkCount: 7, valueCount: count))
+                let around = prefix + values.withUnsafeBytes { Array($0) } + suffix
+                #expect(around == whole, "session \(session.count) bytes, version \(version), \(count) values, micro-batch \(microBatch)")
+                #expect(prefix.count % 4 == 0, "the values start at byte \(prefix.count)")
+            }
+        }
+        let bf16 = ChunkEncoder(runID: "r", session: Data([1]), step: 0, microBatch: 0, exampleCount: 1, lossSum: 1, weightsVersion: 1, bf16: true)
+        #expect(bf16.frame(tensor: 0, chunk: 0, chunkCount: 1, valueCount: 8) == nil, "bf16 values are converted, not sent as they lie")
+    }
+
+    @Test func chunkStreamHeadersRoundTrip() {
+        for (length, tag) in [(0, UInt32(0)), (1_048_640, 1), (Int(UInt32.max), UInt32.max), (77, 0x0102_0304)] {
+            let header = ChunkStreamFrame.header(length: length, tag: tag)
+            #expect(header.count == ChunkStreamFrame.headerBytes)
+            let parsed = header.withUnsafeBytes { ChunkStreamFrame.parseHeader($0) }
+            #expect(parsed.length == length && parsed.tag == tag)
+        }
+        // Little-endian on the wire, whatever the machine.
+        #expect(ChunkStreamFrame.header(length: 0x0A0B_0C0D, tag: 1) == [0x0D, 0x0C, 0x0B, 0x0A, 1, 0, 0, 0])
+    }
+
     /// bfloat16 chunks: each value rounded to nearest, ties to even, and read back exactly.
     @Test func bfloat16ChunksRoundToNearestEven() throws {
         let values: [Float] = [1, -2.5, 1.00390625 /* exactly halfway: stays 1 */, 1.01171875 /* halfway: up to 1.015625 */,

@@ -420,6 +420,11 @@ public nonisolated struct Csptrain_V1_Welcome: Sendable {
   /// gradients for the same example indices: it compares and leaves instead. Empty: nothing to check.
   public var dataFingerprint: String = String()
 
+  /// The TCP port of the coordinator's chunk stream (Proto/README.md, "The chunk stream"), on the
+  /// host and with the scheme the worker dialed; 0: none, chunks go as requests on this socket.
+  /// A worker that cannot open the stream sends its chunks as requests.
+  public var chunkStreamPort: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1330,7 +1335,7 @@ nonisolated extension Csptrain_V1_Proof: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Csptrain_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}worker_id\0\u{3}server_mac\0\u{3}config_yaml\0\u{1}tensors\0\u{3}chunk_values\0\u{3}data_fingerprint\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}worker_id\0\u{3}server_mac\0\u{3}config_yaml\0\u{1}tensors\0\u{3}chunk_values\0\u{3}data_fingerprint\0\u{3}chunk_stream_port\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1344,6 +1349,7 @@ nonisolated extension Csptrain_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf.
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.tensors) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.chunkValues) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.dataFingerprint) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.chunkStreamPort) }()
       default: break
       }
     }
@@ -1368,6 +1374,9 @@ nonisolated extension Csptrain_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.dataFingerprint.isEmpty {
       try visitor.visitSingularStringField(value: self.dataFingerprint, fieldNumber: 6)
     }
+    if self.chunkStreamPort != 0 {
+      try visitor.visitSingularUInt32Field(value: self.chunkStreamPort, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1378,6 +1387,7 @@ nonisolated extension Csptrain_V1_Welcome: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.tensors != rhs.tensors {return false}
     if lhs.chunkValues != rhs.chunkValues {return false}
     if lhs.dataFingerprint != rhs.dataFingerprint {return false}
+    if lhs.chunkStreamPort != rhs.chunkStreamPort {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,225 @@
+import Coordination
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+import Transport
+import Wire
+
+/// A request's bytes and the connection it counts as coming from; the bytes are valid only
+/// until the call that receives them returns.
+struct ReceivedRequest: @unchecked Sendable {
+    let pipe: UInt32
+    let bytes: UnsafeRawBufferPointer
+    /// A chunk stream's frame, rather than a request on the REP socket.
+    let onStream: Bool
+}
+
+/// The coordinator's end of the chunk streams (Proto/README.md, "The chunk stream"): each worker
+/// may open one byte stream beside its REQ connection and send its gradient chunks on it as
+/// frames. A frame is read straight into a buffer the stream reuses, checked and folded where it
+/// lies, and answered on the same stream, so a chunk costs no message of nng's (allocated and
+/// zeroed for each chunk), no copy into one on the worker, and no hops through the REP socket's
+/// contexts. Everything the state machine decides about a chunk is decided as for a chunk that
+/// came as a request: the stream only counts as its member's own connection once it proves, with
+/// the run's token, which member it belongs to.
+///
+/// Each stream is read on a thread of its own (its calls block), and at most `limit` are open.
+final class ChunkStreamServer: Sendable {
+    private let listener: StreamListener
+    private let shell: CoordinatorShell
+    private let maxRequestBytes: Int
+    private let limit: Int
+    private let attachSeconds: Double
+    private let logger: Logger
+    /// Open streams by a number of their own, with the member connection each speaks for once
+    /// attached.
+    private let open = Mutex<(next: Int, streams: [Int: (stream: ByteStream, pipe: UInt32?)], stopped: Bool)>((0, [:], false))
+    private let refusedLog = Mutex(RefusalLog(every: 10))
+    private let refused = Atomic<Int>(0)
+
+    /// The port workers dial (the host and scheme are the REP socket's).
+    var port: Int { Int(listener.url.split(separator: ":").last ?? "") ?? 0 }
+
+    /// Listens on `url`'s host and scheme at `port` (0: a free one).
+    init(beside url: String, port: Int, tls: TLSConfig?, shell: CoordinatorShell, maxRequestBytes: Int, limit: Int,
+         attachSeconds: Double, logger: Logger) throws {
+        guard let colon = url.lastIndex(of: ":") else { throw RunFolderError("cannot open a chunk stream beside \(url): no port in the address") }
+        let address = url[..<colon] + ":\(port)"
+        do { listener = try StreamListener(String(address), tls: tls) } catch {
+            throw RunFolderError("cannot listen for chunk streams on \(address) (transport.chunk_stream_port; 0 picks a free port, transport.chunk_stream: false sends chunks as requests): \(error)")
+        }
+        self.shell = shell
+        self.maxRequestBytes = maxRequestBytes
+        self.limit = limit
+        self.attachSeconds = attachSeconds
+        self.logger = logger
+    }
+
+    /// Starts accepting on a thread of its own.
+    func start() {
+        Thread.detachNewThread { [self] in
+            while true {
+                let stream: ByteStream
+                do throws(NNGError) { stream = try listener.accept() } catch {
+                    if error.isClosed { return }
+                    logger.warning("could not accept a chunk stream: \(error)")
+                    continue
+                }
+                guard let number = admit(stream) else {
+                    stream.close()
+                    let total = refused.add(1, ordering: .relaxed).newValue
+                    if let count = refusedLog.withLock({ $0.due(now: Monotonic.now, total: total) }) {
+                        logger.warning("closed \(count) chunk stream(s) at once: \(limit) are open (security.max_connections)")
+                    }
+                    continue
+                }
+                Thread.detachNewThread { [self] in
+                    serve(stream, number: number)
+                    _ = open.withLock { $0.streams.removeValue(forKey: number) }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting and closes every stream.
+    func stop() {
+        listener.close()
+        let streams = open.withLock { state -> [ByteStream] in
+            state.stopped = true
+            return state.streams.values.map(\.stream)
+        }
+        streams.forEach { $0.close() }
+    }
+
+    /// The member that joined on `pipe` has gone: its stream goes too.
+    func closeStreams(of pipe: UInt32) {
+        let streams = open.withLock { $0.streams.values.filter { $0.pipe == pipe }.map(\.stream) }
+        streams.forEach { $0.close() }
+    }
+
+    private func admit(_ stream: ByteStream) -> Int? {
+        open.withLock { state in
+            guard !state.stopped, state.streams.count < limit else { return nil }
+            state.next += 1
+            state.streams[state.next] = (stream, nil)
+            return state.next
+        }
+    }
+
+    /// One stream, from its proof to its end.
+    private func serve(_ stream: ByteStream, number: Int) {
+        let peer = stream.peer
+        guard let (pipe, name) = attach(stream) else {
+            stream.close()
+            return
+        }
+        open.withLock { $0.streams[number]?.pipe = pipe }
+        // The member may have gone while it attached.
+        guard Self.blocking({ await self.shell.isMemberConnection(pipe) }) else {
+            stream.close()
+            return
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkStreamFrame.headerBytes + maxRequestBytes, alignment: 16)
+        defer { buffer.deallocate() }
+        var lastRequest: RequestID?
+        defer { if let lastRequest { Task { await self.shell.replySent(lastRequest) } } }
+        while true {
+            let header = UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< ChunkStreamFrame.headerBytes])
+            do throws(NNGError) { try stream.readExactly(into: header) } catch {
+                // A worker that leaves, or whose connection goes, ends its stream: nothing to report.
+                logger.debug("chunk stream of worker '\(name)' ended: \(error)", metadata: ["peer": "\(peer)"])
+                return
+            }
+            let (length, tag) = ChunkStreamFrame.parseHeader(UnsafeRawBufferPointer(header))
+            guard length <= maxRequestBytes, tag != 0 else {
+                logger.warning("closed the chunk stream of worker '\(name)': a frame of \(length) bytes with tag \(tag) (at most \(maxRequestBytes) bytes, tags from 1); its chunks go as requests from now on",
+                               metadata: ["peer": "\(peer)"])
+                stream.close()
+                return
+            }
+            // The body at offset 8 of a 16-aligned buffer: its floats keep the 4-byte alignment the encoder gave them.
+            let body = UnsafeMutableRawBufferPointer(rebasing: buffer[ChunkStreamFrame.headerBytes ..< ChunkStreamFrame.headerBytes + length])
+            do throws(NNGError) { try stream.readExactly(into: body, timeout: .seconds(attachSeconds)) } catch {
+                logger.warning("chunk stream of worker '\(name)' ended inside a frame: \(error)", metadata: ["peer": "\(peer)"])
+                stream.close()
+                return
+            }
+            let frame = answer(UnsafeRawBufferPointer(body), pipe: pipe, peer: peer, previous: lastRequest)
+            lastRequest = frame.request
+            let reply = frame.reply.bytes
+            let out = ChunkStreamFrame.header(length: reply.count, tag: tag) + reply
+            let failure = out.withUnsafeBytes { bytes -> NNGError? in
+                do throws(NNGError) { try stream.write([bytes]) } catch { return error }
+                return nil
+            }
+            if let error = failure {
+                if !error.isClosed { logger.info("could not answer on the chunk stream of worker '\(name)': \(error)", metadata: ["peer": "\(peer)"]) }
+                return
+            }
+            shell.observer?.replySent(bytes: reply.count)
+        }
+    }
+
+    /// Decodes and answers one frame's request; `previous`: the request this stream answered
+    /// last, which no longer counts as in flight.
+    private func answer(_ body: UnsafeRawBufferPointer, pipe: UInt32, peer: String, previous: RequestID?) -> (reply: ReplyFrame, request: RequestID?) {
+        let decoded: DecodedRequest
+        do { decoded = try RequestDecoding.decode(body) } catch {
+            logger.warning("refused a malformed chunk frame: \(error)", metadata: ["peer": "\(peer)"])
+            return (Self.blocking { await self.shell.refuse(.malformed, "\(error)") }, nil)
+        }
+        guard case .chunk = decoded.inbound else {
+            return (Self.blocking { await self.shell.refuse(.malformed, "only gradient chunks travel on a chunk stream; send other requests on the REQ socket") }, nil)
+        }
+        if let version = decoded.inbound.weightsVersionShown { shell.weightsCopies.arrived(pipe: pipe, version: version) }
+        let request = ReceivedRequest(pipe: pipe, bytes: body, onStream: true)
+        let answered = Self.blocking {
+            if let previous { await self.shell.replySent(previous) }
+            return await self.shell.answer(request, decoded: decoded, peer: peer)
+        }
+        return (answered.frame, answered.request)
+    }
+
+    /// Sends the nonce, reads the proof; the member it proves, or nil (logged).
+    private func attach(_ stream: ByteStream) -> (UInt32, String)? {
+        let nonce = randomBytes(ChunkStreamFrame.nonceBytes)
+        var proof = [UInt8](repeating: 0, count: ChunkStreamFrame.headerBytes + ChunkStreamFrame.attachBytes)
+        do {
+            let header = ChunkStreamFrame.header(length: nonce.count, tag: 0)
+            try header.withUnsafeBytes { h in
+                try nonce.withUnsafeBytes { try stream.write([h, $0], timeout: .seconds(attachSeconds)) }
+            }
+            try proof.withUnsafeMutableBytes { try stream.readExactly(into: $0, timeout: .seconds(attachSeconds)) }
+        } catch {
+            logger.info("closed a chunk stream that did not attach within \(attachSeconds) s: \(error)", metadata: ["peer": "\(stream.peer)"])
+            return nil
+        }
+        let (length, tag) = proof.withUnsafeBytes { ChunkStreamFrame.parseHeader($0) }
+        let body = Data(proof[ChunkStreamFrame.headerBytes...])
+        guard length == ChunkStreamFrame.attachBytes, tag == 0 else {
+            logger.warning("closed a chunk stream whose first frame is not a proof (\(length) bytes, tag \(tag))", metadata: ["peer": "\(stream.peer)"])
+            return nil
+        }
+        let session = body.prefix(ChunkStreamFrame.sessionBytes), mac = body.suffix(ChunkStreamFrame.macBytes)
+        guard let member = Self.blocking({ await self.shell.streamMember(session: Data(session), serverNonce: nonce, mac: Data(mac)) }) else {
+            logger.warning("closed a chunk stream whose proof matches no member of this run (a worker of another run or token, or one dropped meanwhile)",
+                           metadata: ["peer": "\(stream.peer)"])
+            return nil
+        }
+        return member
+    }
+
+    /// Runs `body` on Swift's executors and waits for it on this (non-cooperative) thread.
+    private static func blocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+        let result = Mutex<T?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let value = await body()
+            result.withLock { $0 = value }
+            done.signal()
+        }
+        done.wait()
+        return result.withLock { $0! }
+    }
+}
