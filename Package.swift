@@ -46,7 +46,7 @@ let package = Package(
         // full disk refuses, standard output that reports a closed pipe. Errors carry the errno,
         // its text, the path and the file system. Knows nothing of training.
         .target(name: "FileIO"),
-        // nng wrapped for Swift: sockets, AIO as async/await, errors.
+        // nng wrapped for Swift: sockets, AIO as async/await, byte streams, errors.
         .target(name: "Transport", dependencies: ["CNNG"]),
         // The wire: generated protobuf (Generated/, never edited by hand) and every conversion
         // between it and the domain types (X+Wire.swift): requests in, replies out, gradient
@@ -101,7 +101,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        // The shells: coordinator and worker services, launcher, metrics files.
+        // The shells: coordinator and worker services (their chunk streams too), launcher, metrics files.
         .target(name: "Runtime", dependencies: [
             "FileIO", "Transport", "Wire", "Tensors", "Models", "Training", "Pruning", "Checkpoints", "ParameterServer",
             "Coordination", "Configuration", "Tasks", "Speech", "CMalloc", "TLSMaterial", "Observe",

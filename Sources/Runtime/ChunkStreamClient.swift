@@ -39,9 +39,13 @@ final class ChunkStreamClient: Sendable {
         var writing = 0
         var drained: [CheckedContinuation<Void, Never>] = []
         var failure: NNGError?
+        var failureReported = false
     }
 
     private let stream: ByteStream
+    /// A frame not written within this long (a peer that stopped reading, a dead link the
+    /// kernel has not noticed yet) fails the stream.
+    private let writeTimeout: Double
     private let state = Mutex(State())
     private let wake = DispatchSemaphore(value: 0)
 
@@ -49,14 +53,25 @@ final class ChunkStreamClient: Sendable {
     /// Why the stream no longer carries chunks, once it does not.
     var failure: NNGError? { state.withLock { $0.failure } }
 
-    private init(stream: ByteStream) {
+    /// The failure, the first time it is asked for after the stream failed (to say so once).
+    func unreportedFailure() -> NNGError? {
+        state.withLock { s in
+            guard let failure = s.failure, !s.failureReported else { return nil }
+            s.failureReported = true
+            return failure
+        }
+    }
+
+    private init(stream: ByteStream, writeTimeout: Double) {
         self.stream = stream
+        self.writeTimeout = writeTimeout
     }
 
     deinit { stream.close() }
 
     /// Dials `url`, reads the coordinator's nonce and proves `session` with the run's token;
     /// then starts the writer and the reader. Blocking work runs on a thread of its own.
+    /// `timeout` bounds the dial, the proof and each frame's write.
     static func open(url: String, tls: TLSConfig?, token: [UInt8], runID: String, session: Data, timeout: Double) async throws -> ChunkStreamClient {
         let stream: ByteStream = try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
@@ -76,7 +91,7 @@ final class ChunkStreamClient: Sendable {
                 })
             }
         }
-        let client = ChunkStreamClient(stream: stream)
+        let client = ChunkStreamClient(stream: stream, writeTimeout: timeout)
         Thread.detachNewThread { [client] in client.writeLoop() }
         Thread.detachNewThread { [client] in client.readLoop() }
         return client
@@ -88,8 +103,10 @@ final class ChunkStreamClient: Sendable {
         let tag = Mutex<UInt32?>(nil)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[UInt8], any Error>) in
-                let failure = state.withLock { s -> NNGError? in
+                let failure = state.withLock { s -> (any Error)? in
                     if let failure = s.failure { return failure }
+                    // A cancel before the tag was known found nothing to cancel.
+                    if Task.isCancelled { return CancellationError() }
                     let t = s.nextTag
                     s.nextTag = t == UInt32.max ? 1 : t + 1
                     s.waiting[t] = (Monotonic.now + timeout, continuation)
@@ -149,7 +166,9 @@ final class ChunkStreamClient: Sendable {
                 do {
                     try header.withUnsafeBytes { h in
                         try write.head.withUnsafeBytes { head in
-                            try write.tail.withUnsafeBytes { tail in try stream.write([h, head, write.values, tail]) }
+                            try write.tail.withUnsafeBytes { tail in
+                                try stream.write([h, head, write.values, tail], timeout: .seconds(writeTimeout))
+                            }
                         }
                     }
                 } catch let e as NNGError { failed = e } catch { failed = .protocolError("write to the chunk stream: \(error)") }

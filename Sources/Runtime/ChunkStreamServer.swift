@@ -37,6 +37,9 @@ final class ChunkStreamServer: Sendable {
     private let open = Mutex<(next: Int, streams: [Int: (stream: ByteStream, pipe: UInt32?)], stopped: Bool)>((0, [:], false))
     private let refusedLog = Mutex(RefusalLog(every: 10))
     private let refused = Atomic<Int>(0)
+    /// Streams closed before they proved a member, by reason: logged at once, then at most
+    /// once every 10 s with a count (a flood must not flood the log).
+    private let unproven = Mutex<[String: (log: RefusalLog, count: Int)]>([:])
 
     /// The port workers dial (the host and scheme are the REP socket's).
     var port: Int { Int(listener.url.split(separator: ":").last ?? "") ?? 0 }
@@ -64,13 +67,14 @@ final class ChunkStreamServer: Sendable {
                 do throws(NNGError) { stream = try listener.accept() } catch {
                     if error.isClosed { return }
                     logger.warning("could not accept a chunk stream: \(error)")
+                    Thread.sleep(forTimeInterval: 0.1)  // a lasting fault must not spin
                     continue
                 }
                 guard let number = admit(stream) else {
                     stream.close()
                     let total = refused.add(1, ordering: .relaxed).newValue
                     if let count = refusedLog.withLock({ $0.due(now: Monotonic.now, total: total) }) {
-                        logger.warning("closed \(count) chunk stream(s) at once: \(limit) are open (security.max_connections)")
+                        logger.warning("closed \(count) chunk stream(s) at once: \(limit) are open (a quarter of the descriptors left for connections, at most security.max_connections)")
                     }
                     continue
                 }
@@ -114,7 +118,12 @@ final class ChunkStreamServer: Sendable {
             stream.close()
             return
         }
-        open.withLock { $0.streams[number]?.pipe = pipe }
+        // One stream per member: an older one (a worker that opened another) is closed.
+        let older = open.withLock { state -> [ByteStream] in
+            state.streams[number]?.pipe = pipe
+            return state.streams.filter { $0.key != number && $0.value.pipe == pipe }.map(\.value.stream)
+        }
+        older.forEach { $0.close() }
         // The member may have gone while it attached.
         guard Self.blocking({ await self.shell.isMemberConnection(pipe) }) else {
             stream.close()
@@ -122,6 +131,8 @@ final class ChunkStreamServer: Sendable {
         }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: ChunkStreamFrame.headerBytes + maxRequestBytes, alignment: 16)
         defer { buffer.deallocate() }
+        // A request's in-flight count ends once its answer is written; it is told to the shell
+        // with the next frame's answer (one trip to the actor per chunk), or when the stream ends.
         var lastRequest: RequestID?
         defer { if let lastRequest { Task { await self.shell.replySent(lastRequest) } } }
         while true {
@@ -150,7 +161,7 @@ final class ChunkStreamServer: Sendable {
             let reply = frame.reply.bytes
             let out = ChunkStreamFrame.header(length: reply.count, tag: tag) + reply
             let failure = out.withUnsafeBytes { bytes -> NNGError? in
-                do throws(NNGError) { try stream.write([bytes]) } catch { return error }
+                do throws(NNGError) { try stream.write([bytes], timeout: .seconds(attachSeconds)) } catch { return error }
                 return nil
             }
             if let error = failure {
@@ -167,10 +178,10 @@ final class ChunkStreamServer: Sendable {
         let decoded: DecodedRequest
         do { decoded = try RequestDecoding.decode(body) } catch {
             logger.warning("refused a malformed chunk frame: \(error)", metadata: ["peer": "\(peer)"])
-            return (Self.blocking { await self.shell.refuse(.malformed, "\(error)") }, nil)
+            return (refuse("\(error)", previous: previous), nil)
         }
         guard case .chunk = decoded.inbound else {
-            return (Self.blocking { await self.shell.refuse(.malformed, "only gradient chunks travel on a chunk stream; send other requests on the REQ socket") }, nil)
+            return (refuse("only gradient chunks travel on a chunk stream; send other requests on the REQ socket", previous: previous), nil)
         }
         if let version = decoded.inbound.weightsVersionShown { shell.weightsCopies.arrived(pipe: pipe, version: version) }
         let request = ReceivedRequest(pipe: pipe, bytes: body, onStream: true)
@@ -179,6 +190,28 @@ final class ChunkStreamServer: Sendable {
             return await self.shell.answer(request, decoded: decoded, peer: peer)
         }
         return (answered.frame, answered.request)
+    }
+
+    private func refuse(_ reason: String, previous: RequestID?) -> ReplyFrame {
+        Self.blocking {
+            if let previous { await self.shell.replySent(previous) }
+            return await self.shell.refuse(.malformed, reason)
+        }
+    }
+
+    /// Logs why a stream was closed before it proved a member: the first of each kind at once,
+    /// then a count at most every 10 s.
+    private func closedUnproven(_ kind: String, _ message: String, peer: String) {
+        let due = unproven.withLock { state -> Int? in
+            var entry = state[kind] ?? (RefusalLog(every: 10), 0)
+            entry.count += 1
+            let due = entry.log.due(now: Monotonic.now, total: entry.count)
+            state[kind] = entry
+            return due
+        }
+        if let due {
+            logger.warning("\(message)\(due > 1 ? " (\(due) streams since the last such line)" : "")", metadata: ["peer": "\(peer)"])
+        }
     }
 
     /// Sends the nonce, reads the proof; the member it proves, or nil (logged).
@@ -192,19 +225,19 @@ final class ChunkStreamServer: Sendable {
             }
             try proof.withUnsafeMutableBytes { try stream.readExactly(into: $0, timeout: .seconds(attachSeconds)) }
         } catch {
-            logger.info("closed a chunk stream that did not attach within \(attachSeconds) s: \(error)", metadata: ["peer": "\(stream.peer)"])
+            closedUnproven("late", "closed a chunk stream that did not attach within \(attachSeconds) s: \(error)", peer: stream.peer)
             return nil
         }
         let (length, tag) = proof.withUnsafeBytes { ChunkStreamFrame.parseHeader($0) }
         let body = Data(proof[ChunkStreamFrame.headerBytes...])
         guard length == ChunkStreamFrame.attachBytes, tag == 0 else {
-            logger.warning("closed a chunk stream whose first frame is not a proof (\(length) bytes, tag \(tag))", metadata: ["peer": "\(stream.peer)"])
+            closedUnproven("not a proof", "closed a chunk stream whose first frame is not a proof (\(length) bytes, tag \(tag))", peer: stream.peer)
             return nil
         }
         let session = body.prefix(ChunkStreamFrame.sessionBytes), mac = body.suffix(ChunkStreamFrame.macBytes)
         guard let member = Self.blocking({ await self.shell.streamMember(session: Data(session), serverNonce: nonce, mac: Data(mac)) }) else {
-            logger.warning("closed a chunk stream whose proof matches no member of this run (a worker of another run or token, or one dropped meanwhile)",
-                           metadata: ["peer": "\(stream.peer)"])
+            closedUnproven("no member", "closed a chunk stream whose proof matches no member of this run (a worker of another run or token, or one dropped meanwhile)",
+                           peer: stream.peer)
             return nil
         }
         return member

@@ -18,6 +18,8 @@ public final class CoordinatorService: Sendable {
     let security: SecuritySettings
     /// `security.max_connections`, or fewer when the descriptor limit leaves less room.
     let connectionLimit: Int
+    /// Chunk streams open at once: a share of the same descriptors (0 without chunk streams).
+    let streamLimit: Int
     /// Connections closed at once for the limit (counted on nng's callback thread).
     let refusedConnections = Atomic<Int>(0)
     /// Requests larger than this are refused with a reply naming the limit.
@@ -51,7 +53,11 @@ public final class CoordinatorService: Sendable {
         // Every connection holds a descriptor: raise the soft limit as far as the hard one allows,
         // and keep connections from taking the descriptors the run folder's files need.
         let descriptors = ProcessTuning.raiseDescriptorLimit()
-        connectionLimit = max(1, min(config.security.maxConnections, descriptors - Self.reservedDescriptors))
+        // Chunk streams hold descriptors too: a quarter of what is free, so that a flood of both
+        // kinds together cannot take the descriptors the run folder's files need.
+        let free = max(2, descriptors - Self.reservedDescriptors)
+        streamLimit = config.transport.chunkStream ? max(1, min(config.security.maxConnections, free / 4)) : 0
+        connectionLimit = max(1, min(config.security.maxConnections, free - streamLimit))
         if connectionLimit < config.security.maxConnections {
             logger.warning("at most \(connectionLimit) connections (security.max_connections is \(config.security.maxConnections)): the descriptor limit is \(descriptors) (ulimit -n) and \(Self.reservedDescriptors) are kept for files; raise ulimit -Hn to allow more")
         }
@@ -92,7 +98,7 @@ public final class CoordinatorService: Sendable {
         if settings.chunkStream, bound.hasPrefix("tcp://") || TLSConfig.isTLS(bound) {
             do {
                 let streams = try ChunkStreamServer(beside: bound, port: settings.chunkStreamPort, tls: tls, shell: shell,
-                                                    maxRequestBytes: maxRequestBytes, limit: connectionLimit,
+                                                    maxRequestBytes: maxRequestBytes, limit: streamLimit,
                                                     attachSeconds: min(30, security.silentConnectionSeconds), logger: logger)
                 chunkStreams.withLock { $0 = streams }
             } catch {

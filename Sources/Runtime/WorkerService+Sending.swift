@@ -89,6 +89,7 @@ extension WorkerService {
               accepted: AsyncStream<Void>.Continuation, heard: Heard) async throws {
         defer { accepted.finish() }
         var pieces = Array(plan.pieces.indices)
+        if let stream { reportFailure(of: stream) }
         if let stream, stream.failure == nil {
             guard let left = try await send(plan, gradient: gradient, stream: stream, window: senders.count, progress: progress,
                                             accepted: accepted, heard: heard) else { return }

@@ -78,6 +78,9 @@ extension WorkerService {
                 }
             }
         } catch {
+            // Giving up (the coordinator silent past the patience, a refusal, a cancel): the
+            // stream goes too, so that no write of this gradient is left waiting on it.
+            stream.close()
             await stream.drain()
             throw error
         }
@@ -86,13 +89,16 @@ extension WorkerService {
             logger.debug("the step moved on while sending (or the micro-batch went to another worker); dropping the rest of micro-batch \(plan.microBatch)")
             return nil
         }
-        guard unsent.isEmpty, stream.failure == nil || queue.isEmpty else {
-            if let failure = stream.failure {
-                logger.warning("the chunk stream to \(stream.peer) failed (\(failure)); sending gradient chunks as requests from now on")
-            }
-            return unsent + queue.reversed()
-        }
+        reportFailure(of: stream)
+        guard unsent.isEmpty, stream.failure == nil || queue.isEmpty else { return unsent + queue.reversed() }
         return nil
+    }
+
+    /// Says once that `stream` failed, whenever that is noticed.
+    func reportFailure(of stream: ChunkStreamClient) {
+        if let failure = stream.unreportedFailure() {
+            logger.warning("the chunk stream to \(stream.peer) failed (\(failure)); sending gradient chunks as requests from now on")
+        }
     }
 
     func parse(_ bytes: [UInt8]) throws -> Reply {

@@ -1,4 +1,5 @@
 import CNNG
+import Foundation
 
 /// A connected nng byte stream (`nng_stream`: TCP, or TLS over TCP): bytes read into and
 /// written from the caller's own memory, with no message in between.
@@ -33,26 +34,42 @@ public final class ByteStream: @unchecked Sendable {
         // Small frames (the coordinator's answers, the last bytes of a chunk) go out at once, not
         // held back for an acknowledgement (Nagle's algorithm with delayed ACKs stalls them 40 ms).
         _ = nng_stream_set_bool(handle, NNG_OPT_TCP_NODELAY, true)
+        // A peer behind a cut link is noticed by the kernel's probes (as on the REQ/REP socket).
+        _ = nng_stream_set_bool(handle, NNG_OPT_TCP_KEEPALIVE, true)
         var address = nng_sockaddr()
         peer = nng_stream_get_addr(handle, NNG_OPT_REMADDR, &address) == 0 ? SocketAddress(address).description : "a stream peer"
     }
 
     deinit {
-        nng_stream_close(handle)
-        nng_aio_free(sendAIO)
-        nng_aio_free(receiveAIO)
-        nng_stream_free(handle)
+        // On a thread of its own: libnng 1.5.2 can wait a long time tearing down a TLS connection
+        // whose peer died mid-send (see Socket.close(waitingAtMost:)), and the last reference may
+        // be dropped on Swift's cooperative pool.
+        let handles = Handles(stream: handle, send: sendAIO, receive: receiveAIO)
+        Thread.detachNewThread {
+            nng_stream_close(handles.stream)
+            nng_aio_free(handles.send)
+            nng_aio_free(handles.receive)
+            nng_stream_free(handles.stream)
+        }
+    }
+
+    private struct Handles: @unchecked Sendable {
+        let stream: OpaquePointer
+        let send: OpaquePointer
+        let receive: OpaquePointer
     }
 
     /// Ends the stream: a read or write in progress fails with "closed", as do later ones.
     public func close() { nng_stream_close(handle) }
 
-    /// Writes every byte of `parts`, in order (nng may take them in several writes).
+    /// Writes every byte of `parts`, in order (nng may take them in several writes), within
+    /// `timeout` in all.
     public func write(_ parts: [UnsafeRawBufferPointer], timeout: Duration? = nil) throws(NNGError) {
         var parts = parts.filter { !$0.isEmpty }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
         while !parts.isEmpty {
             let count = try transfer(sendAIO, parts: parts.prefix(4).map { UnsafeMutableRawBufferPointer(mutating: $0) },
-                                     timeout: timeout, what: "write to \(peer)") { nng_stream_send(handle, $0) }
+                                     timeout: Self.left(until: deadline), what: "write to \(peer)") { nng_stream_send(handle, $0) }
             var left = count
             while left > 0, let first = parts.first {
                 if left >= first.count {
@@ -72,12 +89,19 @@ public final class ByteStream: @unchecked Sendable {
         try transfer(receiveAIO, parts: [buffer], timeout: timeout, what: "read from \(peer)") { nng_stream_recv(handle, $0) }
     }
 
-    /// Fills `buffer`, however many reads it takes. `timeout` bounds each read.
+    /// Fills `buffer`, however many reads it takes, within `timeout` in all.
     public func readExactly(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) throws(NNGError) {
         var filled = 0
+        let deadline = timeout.map { ContinuousClock.now + $0 }
         while filled < buffer.count {
-            filled += try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]), timeout: timeout)
+            filled += try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[filled...]), timeout: Self.left(until: deadline))
         }
+    }
+
+    /// The time left until `deadline` (nil: none); a passed deadline leaves a moment, so the
+    /// operation times out rather than waiting without one.
+    private static func left(until deadline: ContinuousClock.Instant?) -> Duration? {
+        deadline.map { max(.milliseconds(1), $0 - ContinuousClock.now) }
     }
 
     private func transfer(_ aio: OpaquePointer, parts: [UnsafeMutableRawBufferPointer], timeout: Duration?, what: String,
