@@ -35,7 +35,9 @@ let package = Package(
         .systemLibrary(name: "CSndfile", path: "Sources/CSndfile"),
         .systemLibrary(name: "CFFTW", path: "Sources/CFFTW"),
         .systemLibrary(name: "CSoxr", path: "Sources/CSoxr"),
-        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+
+        // glibc's allocator tuning: one malloc arena, set as the program loads (before any thread).
+        .target(name: "CMalloc"),
 
         // Numeric inner loops in C (LSTM cell, activations, Adam, recurrent products), vectorised per
         // CPU at load time. Element-wise kernels round alike in every variant (no fused
@@ -153,7 +155,7 @@ let package = Package(
         .testTarget(name: "ObserveTests", dependencies: ["Observe", "Coordination", "Transport"]),
         .testTarget(name: "PlotsTests", dependencies: ["Plots"]),
         .testTarget(name: "FuzzingTests", dependencies: ["Fuzzing", "Wire", "Tensors", "TestSupport"], resources: [.copy("Corpus")]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "FileIO", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CMalloc", "FileIO", "Checkpoints", "Configuration", "Coordination", "Pruning", "Training", "Tensors"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "Pruning", "CompressedSensing"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "csptrain", "Transport", "Wire", "Models", "Configuration", "Checkpoints", "Tensors", "Tasks", "Speech",

@@ -28,14 +28,26 @@ public enum ProcessTuning {
     ///   much is serial (the coordinator's actor, a worker's compute); the one-shot
     ///   reconstruction's rows and `experiment`'s two scoring threads are not, and were not
     ///   re-timed against the change.
-    /// - The limit applies to arenas made after the call: a thread that had already allocated
-    ///   keeps the arena glibc gave it. Call this first thing in a command; the ingest profile
-    ///   shows the coordinator's and the workers' steady state free of page zeroing with it.
+    /// - The arena limit applies to arenas made after it is set: a thread that had already
+    ///   allocated keeps the arena glibc gave it. Set here, at the start of a command's `run()`,
+    ///   it was too late for `launch`'s coordinator, whose REP contexts allocated the weights
+    ///   replies in an arena of their own (8,190 page faults a step; BENCHMARKS.md, "Chunk
+    ///   streams"). CMalloc sets it as the program loads (``oneArenaFromStart``); it is repeated
+    ///   here for programs that link Runtime without CMalloc's constructor running first.
     public static func keepLargeBuffersMapped() {
         #if canImport(Glibc)
         _ = mallopt(M_MMAP_MAX, 0)
         _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
         _ = mallopt(M_ARENA_MAX, 1)
+        #endif
+    }
+
+    /// Whether the process has had one malloc arena since it loaded, before any thread existed.
+    public static var oneArenaFromStart: Bool {
+        #if canImport(Glibc)
+        csptrain_malloc_arenas_at_start() == 1
+        #else
+        false
         #endif
     }
 

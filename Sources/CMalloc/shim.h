@@ -1,2 +1,0 @@
-// glibc's allocator tuning (mallopt), for Runtime/ProcessTuning.swift.
-#include <malloc.h>
