@@ -24,6 +24,21 @@ final class ChunkStreamClient: Sendable {
         init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
     }
 
+    /// A weights frame's body, read straight from the stream into memory of its own: the
+    /// version (8 bytes), then the `Weights` message.
+    final class WeightsBody: @unchecked Sendable {
+        let bytes: UnsafeMutableRawBufferPointer
+        var version: UInt64 { UInt64(littleEndian: UnsafeRawBufferPointer(bytes).loadUnaligned(as: UInt64.self)) }
+        /// Where the `Weights` message lies in `bytes`.
+        var message: Range<Int> { 8 ..< bytes.count }
+
+        init(count: Int) { bytes = .allocate(byteCount: count, alignment: 16) }
+        deinit { bytes.deallocate() }
+    }
+
+    /// The largest weights frame a worker reads (as its REQ socket's reply limit).
+    static let maxWeightsBytes = 512 << 20
+
     private struct Write {
         let tag: UInt32
         let head: [UInt8]
@@ -40,6 +55,9 @@ final class ChunkStreamClient: Sendable {
         var drained: [CheckedContinuation<Void, Never>] = []
         var failure: NNGError?
         var failureReported = false
+        /// The newest weights that came, until a task takes them.
+        var weights: WeightsBody?
+        var weightsWaiting: [(version: UInt64, deadline: Double, continuation: CheckedContinuation<WeightsBody, any Error>)] = []
     }
 
     private let stream: ByteStream
@@ -122,6 +140,23 @@ final class ChunkStreamClient: Sendable {
         }
     }
 
+    /// The weights of `version` (or newer) that the coordinator writes on the stream for a task
+    /// whose reply says so; at most `timeout` seconds.
+    func weights(version: UInt64, timeout: Double) async throws -> WeightsBody {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WeightsBody, any Error>) in
+            let now = state.withLock { s -> Result<WeightsBody, any Error>? in
+                if let failure = s.failure { return .failure(failure) }
+                if let body = s.weights, body.version >= version {
+                    s.weights = nil
+                    return .success(body)
+                }
+                s.weightsWaiting.append((version, Monotonic.now + timeout, continuation))
+                return nil
+            }
+            if let now { continuation.resume(with: now) }
+        }
+    }
+
     /// Returns once no frame waits to be written or is being written.
     func drain() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
@@ -143,6 +178,10 @@ final class ChunkStreamClient: Sendable {
             s.writes.removeAll()
             let waiting = s.waiting.values.map(\.continuation)
             s.waiting.removeAll()
+            let weightsWaiting = s.weightsWaiting.map(\.continuation)
+            s.weightsWaiting.removeAll()
+            s.weights = nil
+            for w in weightsWaiting { w.resume(throwing: error) }
             let drained = s.writing == 0 ? s.drained : []
             if s.writing == 0 { s.drained.removeAll() }
             return (waiting, drained)
@@ -151,6 +190,19 @@ final class ChunkStreamClient: Sendable {
         wake.signal()
         for w in waiting { w.resume(throwing: error) }
         for d in drained { d.resume() }
+    }
+
+    /// Weights that came: to the task that waits for them, or kept for the next one.
+    private func arrived(_ body: WeightsBody) {
+        let version = body.version
+        let taker = state.withLock { s -> CheckedContinuation<WeightsBody, any Error>? in
+            if let i = s.weightsWaiting.firstIndex(where: { $0.version <= version }) {
+                return s.weightsWaiting.remove(at: i).continuation
+            }
+            s.weights = body
+            return nil
+        }
+        taker?.resume(returning: body)
     }
 
     private func writeLoop() {
@@ -202,6 +254,25 @@ final class ChunkStreamClient: Sendable {
             var start = 0
             while filled - start >= ChunkStreamFrame.headerBytes {
                 let (length, tag) = ChunkStreamFrame.parseHeader(UnsafeRawBufferPointer(rebasing: buffer[start ..< start + ChunkStreamFrame.headerBytes]))
+                if tag == ChunkStreamFrame.weightsTag {
+                    guard length >= 8, length <= Self.maxWeightsBytes else {
+                        fail(.protocolError("read a weights frame of \(length) bytes on the chunk stream (8 to \(Self.maxWeightsBytes))"))
+                        return
+                    }
+                    // What is buffered, then the rest straight from the stream into the body.
+                    let body = WeightsBody(count: length)
+                    let have = min(filled - start - ChunkStreamFrame.headerBytes, length)
+                    body.bytes.baseAddress!.copyMemory(from: buffer.baseAddress! + start + ChunkStreamFrame.headerBytes, byteCount: have)
+                    start += ChunkStreamFrame.headerBytes + have
+                    do throws(NNGError) {
+                        try stream.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: body.bytes[have...]), timeout: .seconds(writeTimeout))
+                    } catch {
+                        fail(error)
+                        return
+                    }
+                    arrived(body)
+                    continue
+                }
                 guard length <= capacity - ChunkStreamFrame.headerBytes else {
                     fail(.protocolError("read the chunk stream's answer of \(length) bytes (at most \(capacity - ChunkStreamFrame.headerBytes))"))
                     return
@@ -221,6 +292,12 @@ final class ChunkStreamClient: Sendable {
                 let tags = s.waiting.filter { $0.value.deadline <= now }.map(\.key)
                 return tags.compactMap { s.waiting.removeValue(forKey: $0)?.continuation }
             }
+            let lateWeights = state.withLock { s -> [CheckedContinuation<WeightsBody, any Error>] in
+                let (due, rest) = (s.weightsWaiting.filter { $0.deadline <= now }, s.weightsWaiting.filter { $0.deadline > now })
+                s.weightsWaiting = rest
+                return due.map(\.continuation)
+            }
+            for l in lateWeights { l.resume(throwing: NNGError.timedOut("wait for weights on the chunk stream")) }
             for l in late { l.resume(throwing: NNGError.timedOut("wait for the answer to a chunk on the chunk stream")) }
         }
     }

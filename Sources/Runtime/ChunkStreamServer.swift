@@ -33,8 +33,8 @@ final class ChunkStreamServer: Sendable {
     private let attachSeconds: Double
     private let logger: Logger
     /// Open streams by a number of their own, with the member connection each speaks for once
-    /// attached.
-    private let open = Mutex<(next: Int, streams: [Int: (stream: ByteStream, pipe: UInt32?)], stopped: Bool)>((0, [:], false))
+    /// attached, and the lock its writers take (answers on its thread, weights from others).
+    private let open = Mutex<(next: Int, streams: [Int: (stream: ByteStream, pipe: UInt32?, writing: NSLock)], stopped: Bool)>((0, [:], false))
     private let refusedLog = Mutex(RefusalLog(every: 10))
     private let refused = Atomic<Int>(0)
     /// Streams closed before they proved a member, by reason: logged at once, then at most
@@ -102,11 +102,36 @@ final class ChunkStreamServer: Sendable {
         streams.forEach { $0.close() }
     }
 
+    /// Writes `weights` on the stream of the member that joined on `pipe`, on a thread of its
+    /// own, straight from the frame every reply shares (no copy); whether it was written. A
+    /// stream that cannot take it within the answer timeout is closed.
+    func pushWeights(_ weights: WeightsFrame, pipe: UInt32) async -> Bool {
+        guard let (stream, writing) = open.withLock({ state in
+            state.streams.values.first { $0.pipe == pipe }.map { ($0.stream, $0.writing) }
+        }) else { return false }
+        let timeout = attachSeconds
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            Thread.detachNewThread {
+                let prefix = ChunkStreamFrame.weightsPrefix(version: weights.version, count: weights.bytes.count)
+                writing.lock()
+                let failure = prefix.withUnsafeBytes { p in
+                    weights.bytes.withUnsafeBytes { w -> NNGError? in
+                        do throws(NNGError) { try stream.write([p, w], timeout: .seconds(timeout)) } catch { return error }
+                        return nil
+                    }
+                }
+                writing.unlock()
+                if failure != nil { stream.close() }
+                continuation.resume(returning: failure == nil)
+            }
+        }
+    }
+
     private func admit(_ stream: ByteStream) -> Int? {
         open.withLock { state in
             guard !state.stopped, state.streams.count < limit else { return nil }
             state.next += 1
-            state.streams[state.next] = (stream, nil)
+            state.streams[state.next] = (stream, nil, NSLock())
             return state.next
         }
     }
@@ -118,6 +143,7 @@ final class ChunkStreamServer: Sendable {
             stream.close()
             return
         }
+        guard let writing = open.withLock({ $0.streams[number]?.writing }) else { return }
         // One stream per member: an older one (a worker that opened another) is closed.
         let older = open.withLock { state -> [ByteStream] in
             state.streams[number]?.pipe = pipe
@@ -161,6 +187,8 @@ final class ChunkStreamServer: Sendable {
             let reply = frame.reply.bytes
             let out = ChunkStreamFrame.header(length: reply.count, tag: tag) + reply
             let failure = out.withUnsafeBytes { bytes -> NNGError? in
+                writing.lock()
+                defer { writing.unlock() }
                 do throws(NNGError) { try stream.write([bytes], timeout: .seconds(attachSeconds)) } catch { return error }
                 return nil
             }

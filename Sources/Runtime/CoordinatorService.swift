@@ -233,7 +233,15 @@ public final class CoordinatorService: Sendable {
     private func serve(_ context: Context) async {
         let copies = shell.weightsCopies
         while !Task.isCancelled {
-            guard let (frame, request, peer, pipe) = await receiveAndAnswer(context) else { return }
+            guard let (answered, request, peer, pipe) = await receiveAndAnswer(context) else { return }
+            var frame = answered
+            // A model for a worker with a chunk stream goes on the stream, written from the
+            // version's frame itself: no copy into a message, nothing to count.
+            if let weights = frame.weights, let streamHead = frame.streamHead, weights.bytes.count >= WeightsCopies.countedBytes,
+               let streams = chunkStreams.withLock({ $0 }), await streams.pushWeights(weights, pipe: pipe) {
+                frame = ReplyFrame(head: streamHead, weights: nil)
+                await shell.weightsWentOnStream()
+            }
             // A reply that carries a model is copied into its message only when few other copies
             // exist, and its copy counts until the worker shows it arrived (``WeightsCopies``):
             // memory holds the version's frame and at most `weightsCopiesAtOnce` copies of it,

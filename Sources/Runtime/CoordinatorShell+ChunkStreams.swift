@@ -13,6 +13,9 @@ extension CoordinatorShell {
         machine.streamMember(session: SessionID(session), serverNonce: serverNonce, mac: mac).map { ($0.pipe, $0.name) }
     }
 
+    /// A model went on a chunk stream instead of into a reply.
+    func weightsWentOnStream() { streamWeights += 1 }
+
     /// Whether the member that joined on `pipe` is still one (its stream closes once it is not).
     func isMemberConnection(_ pipe: UInt32) -> Bool { machine.membership.members.values.contains { $0.pipe == pipe } }
 }

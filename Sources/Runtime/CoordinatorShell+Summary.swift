@@ -21,6 +21,7 @@ extension CoordinatorShell {
         summary.resentRequests = m.resentRequests
         summary.overlappedWorkRequests = m.overlappedWorkRequests
         summary.streamChunks = streamChunks
+        summary.streamWeights = streamWeights
         summary.pruningMethod = server.projection.name
         summary.projectionSeconds = projectionSecondsTotal
         summary.deterministic = config.deterministic

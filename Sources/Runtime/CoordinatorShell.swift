@@ -55,6 +55,8 @@ actor CoordinatorShell {
     var examplesProcessed = 0
     /// Requests that came on chunk streams (summary.json's `stream_chunks`).
     var streamChunks = 0
+    /// Models written on chunk streams (summary.json's `stream_weights`).
+    var streamWeights = 0
     var projectionSecondsTotal = 0.0
     private var outcome: RunSummary?
     /// What the HTTP endpoint shows (nil: `observe.http` is off). Fed the machine's directives

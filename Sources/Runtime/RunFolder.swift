@@ -192,6 +192,8 @@ public struct RunSummary: Codable, Sendable {
     public var overlappedWorkRequests: Int? = nil
     /// Gradient chunks that came on chunk streams rather than as requests (transport.chunk_stream).
     public var streamChunks: Int? = nil
+    /// Models written on chunk streams rather than into replies.
+    public var streamWeights: Int? = nil
     /// The last validation word error rates on held-out voices (clean, channel-degraded), when
     /// measured, and on training voices (`data.valid_seen`), when the run has that set.
     public var validWer: Double?

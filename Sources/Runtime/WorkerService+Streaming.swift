@@ -1,5 +1,6 @@
 import Coordination
 import Foundation
+import Tensors
 import Transport
 import Wire
 
@@ -98,6 +99,26 @@ extension WorkerService {
     func reportFailure(of stream: ChunkStreamClient) {
         if let failure = stream.unreportedFailure() {
             logger.warning("the chunk stream to \(stream.peer) failed (\(failure)); sending gradient chunks as requests from now on")
+        }
+    }
+
+    /// The weights of `version` that a task says come on the chunk stream, decoded into
+    /// `parameters`; the version they hold, or nil (said why) when they did not come or do not
+    /// decode: the caller asks for the whole model again.
+    func streamedWeights(_ version: UInt64, stream: ChunkStreamClient?, layout: ParameterLayout, into parameters: inout [Float],
+                         current: UInt64, timeout: Double) async -> UInt64? {
+        guard let stream else {
+            logger.warning("the coordinator sent weights on a chunk stream this worker does not have; asking for them again")
+            return nil
+        }
+        do {
+            let body = try await stream.weights(version: version, timeout: timeout)
+            return try WeightsDecoding.decode(UnsafeRawBufferPointer(body.bytes), range: body.message, layout: layout, into: &parameters,
+                                              current: current)
+        } catch {
+            reportFailure(of: stream)
+            logger.warning("the weights of version \(version) did not come whole on the chunk stream (\(error)); asking for the whole model again")
+            return nil
         }
     }
 

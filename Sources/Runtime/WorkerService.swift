@@ -270,6 +270,14 @@ public final class WorkerService: Sendable {
                     }
                     if weights.count >= WeightsCopies.countedBytes { try await receipts.send(haveVersion) }
                 }
+                if task.weightsOnStream != 0 {
+                    guard let decoded = await streamedWeights(task.weightsOnStream, stream: stream, layout: layout, into: &parameters,
+                                                              current: haveVersion, timeout: session.requestTimeoutSeconds) else {
+                        haveVersion = 0  // ask for the whole model again, which comes as a reply if the stream is gone
+                        continue
+                    }
+                    haveVersion = decoded
+                }
                 guard haveVersion == task.weightsVersion else {
                     haveVersion = 0  // ask for the weights again with the next poll
                     continue

@@ -24,6 +24,15 @@ public struct RunDescription: Sendable {
 public struct ReplyFrame: Sendable {
     public let head: [UInt8]
     public let weights: WeightsFrame?
+    /// With `weights`: the same reply whose task says the weights come on the chunk stream
+    /// (`Task.weights_on_stream`) instead of carrying them, for a worker that has one.
+    public let streamHead: [UInt8]?
+
+    public init(head: [UInt8], weights: WeightsFrame?, streamHead: [UInt8]? = nil) {
+        self.head = head
+        self.weights = weights
+        self.streamHead = streamHead
+    }
 
     public var count: Int { head.count + (weights.map { ProtoBytes.fieldSize(3, length: $0.bytes.count) } ?? 0) }
 
@@ -113,7 +122,9 @@ public enum ReplyEncoding {
             w.lengthDelimited(12, length: taskLength)
             taskBytes.withUnsafeBytes { w.bytes($0) }
         }
-        return ReplyFrame(head: head, weights: attached)
+        var onStream = reply
+        onStream.task.weightsOnStream = attached.version
+        return ReplyFrame(head: head, weights: attached, streamHead: try? onStream.serializedBytes())
     }
 
     public static func header(runID: String, step: Int, session: Data = Data()) -> Csptrain_V1_Header {

@@ -62,6 +62,9 @@ struct LaunchTests {
         // 80 micro-batches of 16 chunks each (262,144 values in chunks of 16,384), at least.
         let onStream = summary.streamChunks ?? 0
         #expect(stream ? onStream >= 80 * 16 : onStream == 0, "\(onStream) chunks came on the chunk stream: \(stdout)")
+        // Each step's 1 MiB model goes to each worker on its stream (some steps a worker does not ask).
+        let weightsOnStream = summary.streamWeights ?? 0
+        #expect(stream ? weightsOnStream >= 20 : weightsOnStream == 0, "\(weightsOnStream) models went on chunk streams: \(stdout)")
         print("LaunchTests: \(overlapped) work requests came beside a send (80 micro-batches in all, \(buffers) gradient buffer(s), \(onStream) chunks on the stream)")
     }
 

@@ -143,6 +143,7 @@ struct Summary: Decodable {
     let resentRequests: Int?
     let overlappedWorkRequests: Int?
     let streamChunks: Int?
+    let streamWeights: Int?
     let validWer: Double?
     let validWerChannel: Double?
     let validWerSeen: Double?

@@ -129,6 +129,32 @@ struct ChunkStreamClientTests {
         #expect(Monotonic.now - started < 1, "a failed stream refuses at once")
     }
 
+    /// Weights frames, written by the coordinator in pieces and between answers, come whole to
+    /// the task that waits for them, or wait for the next one; none that come in time fail.
+    @Test func weightsFramesComeWholeToTheirTask() async throws {
+        let model = (0 ..< 300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        // The version and the model: a weights frame's body.
+        let frame3 = Array(ChunkStreamFrame.weightsPrefix(version: 3, count: model.count).dropFirst(ChunkStreamFrame.headerBytes)) + model
+        // At the first chunk: version 3's frame, then the chunk's answer; at the second: nothing.
+        let count = Mutex(0)
+        let standIn = try StandIn { tag, _ in
+            count.withLock { c in
+                c += 1
+                return c == 1 ? [(ChunkStreamFrame.weightsTag, frame3), (tag, [0x01])] : [(tag, [0x02])]
+            }
+        }
+        let client = try await Self.open(standIn)
+        #expect(try await Self.send(client, [1]) == [0x01])
+        // Came before it was asked for: kept for the task.
+        let body = try await client.weights(version: 3, timeout: 5)
+        #expect(body.version == 3 && Array(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(body.bytes)[body.message])) == model)
+        // Nothing more comes: a task waiting for version 4 times out, and the stream stays up.
+        await #expect(throws: NNGError.self) { _ = try await client.weights(version: 4, timeout: 0.3) }
+        #expect(try await Self.send(client, [2]) == [0x02])
+        #expect(client.failure == nil)
+        client.close()
+    }
+
     @Test func nobodyListeningFailsTheOpen() async throws {
         let listener = try StreamListener("tcp://127.0.0.1:0")
         let port = listener.url.split(separator: ":").last!

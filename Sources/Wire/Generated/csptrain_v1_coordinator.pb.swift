@@ -505,6 +505,10 @@ public nonisolated struct Csptrain_V1_Task: Sendable {
 
   public var evalSet: String = String()
 
+  /// Nonzero instead of `weights`: the weights of this version come on the worker's chunk stream
+  /// (Proto/README.md, "The chunk stream"), written there before this reply was sent.
+  public var weightsOnStream: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1475,7 +1479,7 @@ nonisolated extension Csptrain_V1_WorkRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Task"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{3}example_indices\0\u{1}weights\0\u{3}weights_version\0\u{3}deadline_ms\0\u{1}epoch\0\u{1}kind\0\u{3}eval_set\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}micro_batch\0\u{3}example_indices\0\u{1}weights\0\u{3}weights_version\0\u{3}deadline_ms\0\u{1}epoch\0\u{1}kind\0\u{3}eval_set\0\u{3}weights_on_stream\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1491,6 +1495,7 @@ nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
       case 7: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.evalSet) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.weightsOnStream) }()
       default: break
       }
     }
@@ -1525,6 +1530,9 @@ nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.evalSet.isEmpty {
       try visitor.visitSingularStringField(value: self.evalSet, fieldNumber: 8)
     }
+    if self.weightsOnStream != 0 {
+      try visitor.visitSingularUInt64Field(value: self.weightsOnStream, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1537,6 +1545,7 @@ nonisolated extension Csptrain_V1_Task: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.epoch != rhs.epoch {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.evalSet != rhs.evalSet {return false}
+    if lhs.weightsOnStream != rhs.weightsOnStream {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
