@@ -57,7 +57,7 @@ final class ChunkStreamClient: Sendable {
         var failureReported = false
         /// The newest weights that came, until a task takes them.
         var weights: WeightsBody?
-        var weightsWaiting: [(version: UInt64, deadline: Double, continuation: CheckedContinuation<WeightsBody, any Error>)] = []
+        var weightsWaiting: [(version: UInt64, deadline: Double, key: UInt64, continuation: CheckedContinuation<WeightsBody, any Error>)] = []
     }
 
     private let stream: ByteStream
@@ -143,17 +143,28 @@ final class ChunkStreamClient: Sendable {
     /// The weights of `version` (or newer) that the coordinator writes on the stream for a task
     /// whose reply says so; at most `timeout` seconds.
     func weights(version: UInt64, timeout: Double) async throws -> WeightsBody {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WeightsBody, any Error>) in
-            let now = state.withLock { s -> Result<WeightsBody, any Error>? in
-                if let failure = s.failure { return .failure(failure) }
-                if let body = s.weights, body.version >= version {
-                    s.weights = nil
-                    return .success(body)
+        let key = UInt64.random(in: 1 ... .max)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<WeightsBody, any Error>) in
+                let now = state.withLock { s -> Result<WeightsBody, any Error>? in
+                    if let failure = s.failure { return .failure(failure) }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    if let body = s.weights {
+                        s.weights = nil
+                        // An older model than the task needs is of no use to anyone: let it go.
+                        if body.version >= version { return .success(body) }
+                    }
+                    s.weightsWaiting.append((version, Monotonic.now + timeout, key, continuation))
+                    return nil
                 }
-                s.weightsWaiting.append((version, Monotonic.now + timeout, continuation))
-                return nil
+                if let now { continuation.resume(with: now) }
             }
-            if let now { continuation.resume(with: now) }
+        } onCancel: {
+            let waiter = state.withLock { s -> CheckedContinuation<WeightsBody, any Error>? in
+                guard let i = s.weightsWaiting.firstIndex(where: { $0.key == key }) else { return nil }
+                return s.weightsWaiting.remove(at: i).continuation
+            }
+            waiter?.resume(throwing: CancellationError())
         }
     }
 
@@ -199,7 +210,8 @@ final class ChunkStreamClient: Sendable {
             if let i = s.weightsWaiting.firstIndex(where: { $0.version <= version }) {
                 return s.weightsWaiting.remove(at: i).continuation
             }
-            s.weights = body
+            // Frames can come out of version order (two pushes race for the stream): the newest stays.
+            if (s.weights?.version ?? 0) <= version { s.weights = body }
             return nil
         }
         taker?.resume(returning: body)
@@ -264,11 +276,16 @@ final class ChunkStreamClient: Sendable {
                     let have = min(filled - start - ChunkStreamFrame.headerBytes, length)
                     body.bytes.baseAddress!.copyMemory(from: buffer.baseAddress! + start + ChunkStreamFrame.headerBytes, byteCount: have)
                     start += ChunkStreamFrame.headerBytes + have
-                    do throws(NNGError) {
-                        try stream.readExactly(into: UnsafeMutableRawBufferPointer(rebasing: body.bytes[have...]), timeout: .seconds(writeTimeout))
-                    } catch {
-                        fail(error)
-                        return
+                    // Given up only when nothing comes for a while: a large model on a slow link
+                    // takes as long as it takes.
+                    var got = have
+                    while got < length {
+                        do throws(NNGError) {
+                            got += try stream.read(into: UnsafeMutableRawBufferPointer(rebasing: body.bytes[got...]), timeout: .seconds(writeTimeout))
+                        } catch {
+                            fail(error)
+                            return
+                        }
                     }
                     arrived(body)
                     continue

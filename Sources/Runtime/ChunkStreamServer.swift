@@ -35,6 +35,9 @@ final class ChunkStreamServer: Sendable {
     /// Open streams by a number of their own, with the member connection each speaks for once
     /// attached, and the lock its writers take (answers on its thread, weights from others).
     private let open = Mutex<(next: Int, streams: [Int: (stream: ByteStream, pipe: UInt32?, writing: NSLock)], stopped: Bool)>((0, [:], false))
+    /// Streams with a weights frame being written: at most one each; another model for the same
+    /// worker meanwhile goes in its reply (queued pushes would hold the stream's answers).
+    private let pushing = Mutex<Set<ObjectIdentifier>>([])
     private let refusedLog = Mutex(RefusalLog(every: 10))
     private let refused = Atomic<Int>(0)
     /// Streams closed before they proved a member, by reason: logged at once, then at most
@@ -108,7 +111,7 @@ final class ChunkStreamServer: Sendable {
     func pushWeights(_ weights: WeightsFrame, pipe: UInt32) async -> Bool {
         guard let (stream, writing) = open.withLock({ state in
             state.streams.values.first { $0.pipe == pipe }.map { ($0.stream, $0.writing) }
-        }) else { return false }
+        }), pushing.withLock({ $0.insert(ObjectIdentifier(stream)).inserted }) else { return false }
         let timeout = attachSeconds
         return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             Thread.detachNewThread {
@@ -120,8 +123,10 @@ final class ChunkStreamServer: Sendable {
                         return nil
                     }
                 }
-                writing.unlock()
+                // Closed before another writer can put a frame after a partly written one.
                 if failure != nil { stream.close() }
+                writing.unlock()
+                self.pushing.withLock { _ = $0.remove(ObjectIdentifier(stream)) }
                 continuation.resume(returning: failure == nil)
             }
         }
@@ -189,7 +194,10 @@ final class ChunkStreamServer: Sendable {
             let failure = out.withUnsafeBytes { bytes -> NNGError? in
                 writing.lock()
                 defer { writing.unlock() }
-                do throws(NNGError) { try stream.write([bytes], timeout: .seconds(attachSeconds)) } catch { return error }
+                do throws(NNGError) { try stream.write([bytes], timeout: .seconds(attachSeconds)) } catch {
+                    stream.close()  // before another writer can follow a partly written frame
+                    return error
+                }
                 return nil
             }
             if let error = failure {

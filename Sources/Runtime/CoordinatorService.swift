@@ -240,6 +240,7 @@ public final class CoordinatorService: Sendable {
             if let weights = frame.weights, let streamHead = frame.streamHead, weights.bytes.count >= WeightsCopies.countedBytes,
                let streams = chunkStreams.withLock({ $0 }), await streams.pushWeights(weights, pipe: pipe) {
                 frame = ReplyFrame(head: streamHead, weights: nil)
+                shell.observer?.replySent(bytes: weights.bytes.count)
                 await shell.weightsWentOnStream()
             }
             // A reply that carries a model is copied into its message only when few other copies

@@ -273,7 +273,7 @@ public final class WorkerService: Sendable {
                 if task.weightsOnStream != 0 {
                     guard let decoded = await streamedWeights(task.weightsOnStream, stream: stream, layout: layout, into: &parameters,
                                                               current: haveVersion, timeout: session.requestTimeoutSeconds) else {
-                        haveVersion = 0  // ask for the whole model again, which comes as a reply if the stream is gone
+                        haveVersion = 0  // ask for the whole model again (on the stream while it works, else in the reply)
                         continue
                     }
                     haveVersion = decoded

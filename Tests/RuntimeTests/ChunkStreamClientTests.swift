@@ -155,6 +155,20 @@ struct ChunkStreamClientTests {
         client.close()
     }
 
+    /// Two models written for one worker can come out of version order: the newer one is kept.
+    @Test func theNewestWeightsStayWhenFramesComeOutOfOrder() async throws {
+        func body(_ version: UInt64) -> [UInt8] {
+            Array(ChunkStreamFrame.weightsPrefix(version: version, count: 16).dropFirst(ChunkStreamFrame.headerBytes)) + [UInt8](repeating: UInt8(version), count: 16)
+        }
+        let five = body(5), four = body(4)
+        let standIn = try StandIn { tag, _ in [(ChunkStreamFrame.weightsTag, five), (ChunkStreamFrame.weightsTag, four), (tag, [0x01])] }
+        let client = try await Self.open(standIn)
+        #expect(try await Self.send(client, [1]) == [0x01])
+        let got = try await client.weights(version: 5, timeout: 2)
+        #expect(got.version == 5 && got.bytes[8] == 5)
+        client.close()
+    }
+
     @Test func nobodyListeningFailsTheOpen() async throws {
         let listener = try StreamListener("tcp://127.0.0.1:0")
         let port = listener.url.split(separator: ":").last!

@@ -20,7 +20,7 @@ struct ProcessTuningTests {
 
     /// Threads that allocate at the same moment share the main arena: no heap of their own, which
     /// would give its pages back to the kernel and fault them in again on every step.
-    @Test func threadsAllocatingAtOnceShareOneArena() async throws {
+    @Test func threadsAllocatingAtOnceShareOneArena() throws {
         #expect(ProcessTuning.oneArenaFromStart, "CMalloc's constructor did not run before the test's threads")
         let start = DispatchSemaphore(value: 0), done = DispatchGroup()
         for _ in 0 ..< 8 {
