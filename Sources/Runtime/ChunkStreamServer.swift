@@ -189,8 +189,11 @@ final class ChunkStreamServer: Sendable {
             }
             let frame = answer(UnsafeRawBufferPointer(body), pipe: pipe, peer: peer, previous: lastRequest)
             lastRequest = frame.request
-            let reply = frame.reply.bytes
-            let out = ChunkStreamFrame.header(length: reply.count, tag: tag) + reply
+            // The answer framed in one buffer: its header, then the reply written in place.
+            let count = frame.reply.count
+            var out = ChunkStreamFrame.header(length: count, tag: tag)
+            out.append(contentsOf: repeatElement(0, count: count))
+            out.withUnsafeMutableBytes { frame.reply.write(into: UnsafeMutableRawBufferPointer(rebasing: $0[ChunkStreamFrame.headerBytes...])) }
             let failure = out.withUnsafeBytes { bytes -> NNGError? in
                 writing.lock()
                 defer { writing.unlock() }
@@ -204,7 +207,7 @@ final class ChunkStreamServer: Sendable {
                 if !error.isClosed { logger.info("could not answer on the chunk stream of worker '\(name)': \(error)", metadata: ["peer": "\(peer)"]) }
                 return
             }
-            shell.observer?.replySent(bytes: reply.count)
+            shell.observer?.replySent(bytes: count)
         }
     }
 

@@ -86,11 +86,7 @@ struct ChunkStreamFallbackTests {
         let streamRelay = try Relay(listen: "tcp://127.0.0.3:\(streamPort)", to: "tcp://127.0.0.2:\(streamPort)")
         let worker = try Child(["worker", "--connect", relay.url, "--token-file", dir.appendingPathComponent("token").path,
                                 "--name", "behind-a-relay", "--patience", "30"])
-        let metrics = dir.appendingPathComponent("metrics.jsonl")
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline, ((try? String(contentsOf: metrics, encoding: .utf8))?.count { $0 == "\n" } ?? 0) < 20 {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await waitForSteps(dir, 20)
         streamRelay.close()
         let (status, stdout, stderr) = await coordinator.wait(seconds: 120)
         #expect(status == 0, "coordinator: \(stderr.suffix(2000))")

@@ -33,17 +33,6 @@ import FoundationNetworking
         return (status, report, "\(stdout) \(stderr)")
     }
 
-    /// Waits until the run has done a few steps (metrics.jsonl has lines).
-    func waitForSteps(_ dir: URL, _ n: Int) async throws {
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            let text = (try? String(contentsOf: dir.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? ""
-            if text.split(separator: "\n").count >= n { return }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw TestFailure("the run did not reach \(n) steps within 60 s")
-    }
-
     @Test func prometheusSeriesOfATwoWorkerRun() async throws {
         let dir = temporaryRunDir()
         defer { try? FileManager.default.removeItem(at: dir) }

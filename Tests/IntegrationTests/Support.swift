@@ -106,6 +106,17 @@ func temporaryRunDir() -> URL {
     FileManager.default.temporaryDirectory.appendingPathComponent("csptrain-it-\(UInt64.random(in: 0 ... .max))")
 }
 
+/// Waits until the run in `dir` has recorded `n` steps (metrics.jsonl has `n` lines).
+func waitForSteps(_ dir: URL, _ n: Int, seconds: Double = 60) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        let text = (try? String(contentsOf: dir.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? ""
+        if text.split(separator: "\n").count >= n { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    throw TestFailure("the run in \(dir.path) did not reach \(n) steps within \(seconds) s")
+}
+
 /// Waits for a file to appear (the coordinator's endpoint, say) and returns its trimmed text. The
 /// bound is for liveness on a loaded 2-core machine (CI runs suites in parallel), not for speed.
 func waitForFile(_ url: URL, seconds: Double = 60) async throws -> String {

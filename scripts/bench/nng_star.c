@@ -30,25 +30,11 @@
 #include <unistd.h>
 
 #include "step_common.h"
+#define PEER_NAME "nng_star"
+#include "nng_peer.h"
 
 /* First word of a message on the gradient socket: a chunk index, or this. */
 #define DONE_MARK UINT32_MAX
-
-static void check(int rv, const char *what) {
-    if (rv != 0) {
-        fprintf(stderr, "nng_star (pid %d): %s: %s\n", (int)getpid(), what, nng_strerror(rv));
-        exit(1);
-    }
-}
-
-static void *allocate(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "nng_star: out of memory (%zu bytes)\n", bytes);
-        exit(1);
-    }
-    return p;
-}
 
 /* What goes on the wire from the coordinator: the weights themselves, or bitmask + kept values. */
 struct layout {

@@ -21,24 +21,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "step_common.h"
+#define PEER_NAME "nng_stream_star"
+#include "nng_peer.h"
 
 #define MAX_WORKERS 64
-
-static void check(int rv, const char *what) {
-    if (rv != 0) {
-        fprintf(stderr, "nng_stream_star (pid %d): %s: %s\n", (int)getpid(), what, nng_strerror(rv));
-        exit(1);
-    }
-}
-
-static void *allocate(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "nng_stream_star: out of memory (%zu bytes)\n", bytes);
-        exit(1);
-    }
-    return p;
-}
 
 /* Sends (or receives) every byte of p0[n0] then p1[n1]: nng may move fewer per call. */
 static void xfer(nng_stream *s, nng_aio *aio, int send, void *p0, size_t n0, void *p1, size_t n1) {
